@@ -1,0 +1,212 @@
+// instancectl: the operator's client of the status socket.
+// Exit status: 0 healthy, 1 degraded (the agent answered, something is wrong),
+// 2 unreachable, permission denied, or usage error.
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/core/basic_stream.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <iostream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+
+namespace {
+
+constexpr int kHealthy = 0, kDegraded = 1, kError = 2;
+
+struct Args {
+  std::string socket = "/run/instanced/status.sock";
+  bool json = false;
+  std::string command;
+};
+
+const char* kUsage =
+    "usage: instancectl [--socket PATH] [--json] COMMAND\n"
+    "\n"
+    "commands:\n"
+    "  status    the agent's state and every subsystem's\n"
+    "  health    healthy or the reasons it is not\n"
+    "  version   the agent's version\n"
+    "\n"
+    "  --socket PATH  status socket (default $INSTANCED_SOCKET or /run/instanced/status.sock)\n"
+    "  --json         print the agent's JSON answer unchanged\n"
+    "\n"
+    "exit status: 0 healthy, 1 degraded, 2 unreachable or error\n";
+
+struct Reply {
+  unsigned status = 0;
+  std::string body;
+};
+
+// One request over the Unix socket; errors are thrown as std::runtime_error with a message for people.
+Reply request(const std::string& socket, http::verb method, const std::string& target) {
+  asio::io_context ioc;
+  beast::basic_stream<asio::local::stream_protocol> stream(ioc);
+  stream.expires_after(std::chrono::seconds(10));
+  boost::system::error_code ec;
+  stream.socket().connect(asio::local::stream_protocol::endpoint(socket), ec);
+  if (ec) {
+    if (ec == asio::error::access_denied)
+      throw std::runtime_error(fmt::format("cannot connect to {}: permission denied (run as root or as a member of the operators' group)", socket));
+    throw std::runtime_error(fmt::format("cannot connect to {}: {} (is instanced running?)", socket, ec.message()));
+  }
+  http::request<http::empty_body> req{method, target, 11};
+  req.set(http::field::host, "instanced");
+  req.set(http::field::user_agent, "instancectl/" INSTANCED_VERSION);
+  req.keep_alive(false);
+  http::write(stream.socket(), req, ec);
+  if (ec) throw std::runtime_error(fmt::format("sending to {}: {}", socket, ec.message()));
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(16 << 20);
+  http::read(stream.socket(), buffer, parser, ec);
+  if (ec) throw std::runtime_error(fmt::format("reading from {}: {}", socket, ec.message()));
+  return {parser.get().result_int(), parser.get().body()};
+}
+
+json::value parse_json(const std::string& body) {
+  json::parse_options opt;
+  opt.max_depth = 64;
+  boost::system::error_code ec;
+  auto v = json::parse(body, ec, {}, opt);
+  if (ec) throw std::runtime_error("the agent's answer is not valid JSON: " + ec.message());
+  return v;
+}
+
+std::string str(const json::value& v, std::string_view key) {
+  if (!v.is_object()) return {};
+  auto* p = v.as_object().if_contains(key);
+  if (!p) return {};
+  if (p->is_string()) return std::string(p->as_string());
+  return json::serialize(*p);
+}
+
+struct Style {
+  bool colour = false;
+  std::string state(const std::string& s) const {
+    if (!colour) return s;
+    const char* c = s == "ok" || s == "healthy" ? "32" : s == "failed" || s == "unhealthy" ? "31" : "33";
+    return fmt::format("\033[{}m{}\033[0m", c, s);
+  }
+  std::string bold(const std::string& s) const { return colour ? "\033[1m" + s + "\033[0m" : s; }
+};
+
+std::string human_duration(double seconds) {
+  auto s = static_cast<long long>(seconds);
+  if (s < 60) return fmt::format("{}s", s);
+  if (s < 3600) return fmt::format("{}m{}s", s / 60, s % 60);
+  if (s < 86400) return fmt::format("{}h{}m", s / 3600, (s % 3600) / 60);
+  return fmt::format("{}d{}h", s / 86400, (s % 86400) / 3600);
+}
+
+std::string pad(const std::string& s, std::size_t width, std::size_t visible) {
+  return s + std::string(width > visible ? width - visible : 1, ' ');
+}
+
+int cmd_status(const Args& a, const Style& st) {
+  auto reply = request(a.socket, http::verb::get, "/v1/status");
+  if (reply.status == 403) throw std::runtime_error(str(parse_json(reply.body), "error"));
+  if (reply.status != 200) throw std::runtime_error(fmt::format("the agent answered HTTP {}", reply.status));
+  auto v = parse_json(reply.body);
+  std::string state = str(v, "state");
+  int rc = state == "ok" && str(v, "phase") == "running" ? kHealthy : kDegraded;
+  if (a.json) {
+    std::cout << reply.body;
+    return rc;
+  }
+  double uptime = v.as_object().contains("uptime_seconds") ? v.at("uptime_seconds").to_number<double>() : 0;
+  std::cout << st.bold(fmt::format("instanced {} on {}", str(v, "version"), str(v, "instance"))) << ": "
+            << st.state(state) << " (" << str(v, "phase") << "), up " << human_duration(uptime) << "\n";
+  const auto& cfg = v.at("config");
+  std::cout << "config: " << str(cfg, "file") << " (hash " << str(cfg, "hash").substr(0, 12) << ")";
+  if (auto* r = cfg.as_object().if_contains("last_reload"); r && str(*r, "result") == "failed")
+    std::cout << ", last reload " << st.state("failed") << " at " << str(*r, "at");
+  std::cout << "\n\n";
+  std::size_t w = 10;
+  for (const auto& [name, s] : v.at("subsystems").as_object()) w = std::max(w, name.size() + 2);
+  std::cout << pad("SUBSYSTEM", w, 9) << pad("STATE", 10, 5) << pad("SINCE", 26, 5) << "SUMMARY\n";
+  for (const auto& [name, s] : v.at("subsystems").as_object()) {
+    std::string sstate = str(s, "state");
+    std::cout << pad(std::string(name), w, name.size()) << pad(st.state(sstate), 10, sstate.size())
+              << pad(str(s, "since"), 26, str(s, "since").size()) << str(s, "summary") << "\n";
+  }
+  return rc;
+}
+
+int cmd_health(const Args& a, const Style& st) {
+  auto reply = request(a.socket, http::verb::get, "/v1/health");
+  if (reply.status == 403) throw std::runtime_error(str(parse_json(reply.body), "error"));
+  if (reply.status != 200 && reply.status != 503)
+    throw std::runtime_error(fmt::format("the agent answered HTTP {}", reply.status));
+  auto v = parse_json(reply.body);
+  int rc = reply.status == 200 ? kHealthy : kDegraded;
+  if (a.json) {
+    std::cout << reply.body;
+    return rc;
+  }
+  std::cout << st.state(str(v, "status")) << "\n";
+  if (auto* reasons = v.as_object().if_contains("reasons"); reasons && reasons->is_array())
+    for (const auto& r : reasons->as_array()) std::cout << "  - " << (r.is_string() ? std::string(r.as_string()) : json::serialize(r)) << "\n";
+  return rc;
+}
+
+int cmd_version(const Args& a) {
+  auto reply = request(a.socket, http::verb::get, "/v1/version");
+  if (reply.status != 200) throw std::runtime_error(fmt::format("the agent answered HTTP {}: {}", reply.status, reply.body));
+  auto v = parse_json(reply.body);
+  if (a.json)
+    std::cout << reply.body;
+  else
+    std::cout << "instancectl " << INSTANCED_VERSION << "\ninstanced " << str(v, "version") << "\n";
+  return kHealthy;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  if (const char* env = std::getenv("INSTANCED_SOCKET"); env && *env) a.socket = env;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto& arg = args[i];
+    if (arg == "--socket" && i + 1 < args.size()) {
+      a.socket = args[++i];
+    } else if (arg.starts_with("--socket=")) {
+      a.socket = arg.substr(9);
+    } else if (arg == "--json") {
+      a.json = true;
+    } else if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    } else if (!arg.starts_with("-") && a.command.empty()) {
+      a.command = arg;
+    } else {
+      std::cerr << "instancectl: unexpected argument '" << arg << "'\n" << kUsage;
+      return kError;
+    }
+  }
+  Style style;
+  style.colour = isatty(1) && !std::getenv("NO_COLOR");
+  try {
+    if (a.command == "status") return cmd_status(a, style);
+    if (a.command == "health") return cmd_health(a, style);
+    if (a.command == "version") return cmd_version(a);
+    std::cerr << (a.command.empty() ? std::string("instancectl: a command is needed\n")
+                                    : "instancectl: unknown command '" + a.command + "'\n")
+              << kUsage;
+    return kError;
+  } catch (const std::exception& e) {
+    std::cerr << "instancectl: " << e.what() << "\n";
+    return kError;
+  }
+}

@@ -1,0 +1,177 @@
+#include "agent/daemon/daemon.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <csignal>
+#include <fmt/format.h>
+#include <time.h>
+
+#include "agent/daemon/watchdog.hpp"
+
+namespace instanced {
+
+namespace asio = boost::asio;
+
+Daemon::Daemon(asio::io_context& ioc, Api& api, const Options& options, LoadedConfig config,
+               status::AgentInfo& info)
+    : ioc_(ioc), api_(api), options_(options), config_(std::move(config)), info_(info),
+      log_(api.logging.get("daemon")) {}
+
+void Daemon::add(Subsystem& subsystem) {
+  auto t = std::make_unique<Task>();
+  t->subsystem = &subsystem;
+  t->done_timer = std::make_unique<asio::steady_timer>(ioc_, asio::steady_timer::time_point::max());
+  tasks_.push_back(std::move(t));
+}
+
+void Daemon::set_status(const std::string& line) { api_.notifier.notify("STATUS=" + line); }
+
+void Daemon::publish_config_state() {
+  boost::json::object d;
+  d["file"] = config_.file.string();
+  d["hash"] = config_.hash;
+  if (info_.last_reload && !info_.last_reload->ok)
+    api_.state.publish("config", Health::degraded,
+                       "last reload failed, running the previous configuration: " + info_.last_reload->error,
+                       std::move(d));
+  else
+    api_.state.publish("config", Health::ok, "loaded " + config_.hash.substr(0, 12), std::move(d));
+}
+
+int Daemon::run() {
+  asio::co_spawn(ioc_, main_flow(), [this](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log_->critical("daemon failed: {}", ex.what());
+    }
+    exit_code_ = 1;
+    ioc_.stop();
+  });
+  ioc_.run();
+  return exit_code_;
+}
+
+void Daemon::start(Task& task) {
+  auto* t = &task;
+  const std::string name = t->subsystem->name();
+  asio::co_spawn(ioc_, t->subsystem->run(),
+                 asio::bind_cancellation_slot(t->signal.slot(), [this, t, name](std::exception_ptr e) {
+                   t->done = true;
+                   t->done_timer->cancel();
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const boost::system::system_error& ex) {
+                     if (ex.code() == asio::error::operation_aborted) return;  // cancelled: a normal stop
+                     log_->error("subsystem {} failed: {}", name, ex.what());
+                     api_.state.publish(name, Health::failed, ex.what());
+                   } catch (const std::exception& ex) {
+                     log_->error("subsystem {} failed: {}", name, ex.what());
+                     api_.state.publish(name, Health::failed, ex.what());
+                   }
+                 }));
+}
+
+asio::awaitable<void> Daemon::main_flow() {
+  asio::signal_set signals(ioc_, SIGTERM, SIGINT, SIGHUP);
+  set_status("starting");
+  if (auto r = api_.fs.create_directories(config_.config.state_dir, 0755); !r) {
+    log_->critical("state_dir: {}", r.error().message);
+    exit_code_ = 1;
+    co_return;
+  }
+  publish_config_state();
+  for (auto& t : tasks_) start(*t);
+
+  if (auto wd = api_.notifier.watchdog_timeout()) {
+    log_->info("systemd watchdog enabled: pinging every {} ms", wd->count() / 2000);
+    asio::co_spawn(ioc_, watchdog_loop(api_.clock, api_.notifier, *wd),
+                   asio::bind_cancellation_slot(watchdog_signal_.slot(), asio::detached));
+  }
+
+  info_.phase = "running";
+  api_.notifier.notify("READY=1\nSTATUS=running");
+  log_->info("instanced {} ready (config {}, hash {})", info_.version, config_.file.string(),
+             config_.hash.substr(0, 12));
+
+  for (;;) {
+    int sig = co_await signals.async_wait(asio::use_awaitable);
+    if (sig == SIGHUP) {
+      co_await reload();
+      continue;
+    }
+    log_->info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    break;
+  }
+  co_await shutdown();
+}
+
+asio::awaitable<void> Daemon::reload() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  api_.notifier.notify(fmt::format("RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading configuration",
+                                   static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000));
+  info_.phase = "reloading";
+  auto loaded = load_config(config_.file);
+  status::ReloadOutcome outcome{loaded.ok(), api_.clock.wall_now(), {}};
+  if (!loaded) {
+    outcome.error = loaded.error().message;
+    log_->error("reload rejected, keeping the running configuration:\n{}", outcome.error);
+    api_.state.metrics().add_counter("instanced_config_reloads_total", "Configuration reloads by result.",
+                                     {{"result", "failed"}});
+    api_.state.emit("config", "reload_failed", outcome.error);
+  } else {
+    config_ = std::move(*loaded);
+    if (options_.log_level) config_.config.log.level = *options_.log_level;
+    api_.logging.set_level(config_.config.log.level);
+    for (auto& t : tasks_) t->subsystem->reconfigure(config_.config);
+    info_.dropins = config_.dropins;
+    info_.config_hash = config_.hash;
+    info_.config_loaded_at = outcome.at;
+    log_->info("configuration reloaded (hash {})", config_.hash.substr(0, 12));
+    api_.state.metrics().add_counter("instanced_config_reloads_total", "Configuration reloads by result.",
+                                     {{"result", "ok"}});
+    api_.state.emit("config", "reloaded", "configuration reloaded", {{"hash", config_.hash}});
+  }
+  info_.last_reload = outcome;
+  publish_config_state();
+  info_.phase = "running";
+  api_.notifier.notify(loaded ? std::string("READY=1\nSTATUS=running")
+                              : std::string("READY=1\nSTATUS=running (last reload failed, see journal)"));
+  co_return;
+}
+
+asio::awaitable<void> Daemon::shutdown() {
+  api_.notifier.notify("STOPPING=1\nSTATUS=stopping");
+  info_.phase = "stopping";
+  const auto deadline = api_.clock.now() + config_.config.shutdown.timeout;
+  // Two steps per subsystem, in reverse start order: ask (total), then insist (terminal).
+  for (auto it = tasks_.rbegin(); it != tasks_.rend(); ++it) {
+    Task& t = **it;
+    for (auto type : {asio::cancellation_type::total, asio::cancellation_type::terminal}) {
+      if (t.done) break;
+      t.signal.emit(type);
+      auto remaining = deadline - api_.clock.now();
+      auto wait = type == asio::cancellation_type::total ? remaining / 2 : remaining;
+      if (wait > decltype(wait)::zero()) {
+        t.done_timer->expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait));
+        boost::system::error_code ec;
+        if (!t.done) co_await t.done_timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      }
+    }
+    if (!t.done) log_->error("subsystem {} did not stop within shutdown.timeout", t.subsystem->name());
+  }
+  watchdog_signal_.emit(asio::cancellation_type::terminal);
+  bool all_done = true;
+  for (auto& t : tasks_) all_done = all_done && t->done;
+  log_->info("stopped");
+  if (!all_done) ioc_.stop();  // last resort: something ignored cancellation past the deadline
+}
+
+}  // namespace instanced

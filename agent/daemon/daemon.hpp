@@ -1,0 +1,58 @@
+// The daemon's life cycle: start the subsystems in order, READY=1, serve, reload on
+// SIGHUP (validate fully, then swap; a bad file keeps the old config), and on SIGTERM
+// STOPPING=1 and a bounded shutdown that stops the subsystems in reverse order.
+#pragma once
+
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <vector>
+
+#include "agent/daemon/cli.hpp"
+#include "agent/status/views.hpp"
+#include "common/api.hpp"
+#include "common/config.hpp"
+#include "common/subsystem.hpp"
+
+namespace instanced {
+
+class Daemon {
+ public:
+  Daemon(boost::asio::io_context& ioc, Api& api, const Options& options, LoadedConfig config,
+         status::AgentInfo& info);
+
+  // In start order; stopped in reverse. The daemon does not own them.
+  void add(Subsystem& subsystem);
+  // Runs the event loop until shutdown; returns the process exit status.
+  int run();
+
+  const Config& config() const { return config_.config; }
+
+ private:
+  struct Task {
+    Subsystem* subsystem = nullptr;
+    boost::asio::cancellation_signal signal;
+    std::unique_ptr<boost::asio::steady_timer> done_timer;
+    bool done = false;
+  };
+
+  boost::asio::awaitable<void> main_flow();
+  boost::asio::awaitable<void> reload();
+  boost::asio::awaitable<void> shutdown();
+  void start(Task& task);
+  void set_status(const std::string& line);
+  void publish_config_state();
+
+  boost::asio::io_context& ioc_;
+  Api& api_;
+  Options options_;
+  LoadedConfig config_;
+  status::AgentInfo& info_;
+  Logger log_;
+  std::vector<std::unique_ptr<Task>> tasks_;
+  boost::asio::cancellation_signal watchdog_signal_;
+  int exit_code_ = 0;
+};
+
+}  // namespace instanced

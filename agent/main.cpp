@@ -1,0 +1,103 @@
+// instanced: wires the real OS implementations to the subsystems and runs the daemon.
+// Nothing here but wiring; behaviour lives in the subsystems' libraries.
+#include <boost/asio/io_context.hpp>
+#include <cstdio>
+#include <iostream>
+#include <systemd/sd-daemon.h>
+#include <thread>
+#include <unistd.h>
+
+#include "agent/daemon/cli.hpp"
+#include "agent/daemon/daemon.hpp"
+#include "agent/status/server.hpp"
+#include "agent/status/views.hpp"
+
+using namespace instanced;
+
+namespace {
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+// A test hook (debug.test_hooks): blocks the event loop, as a bug would, so the watchdog
+// tests can see the pings stop.
+void add_test_hooks(status::Router& router) {
+  router.add(status::http::verb::post, "/v1/debug/stall", [](const status::Request& req) {
+    std::string_view t = req.target();
+    long ms = 1000;
+    if (auto p = t.find("ms="); p != std::string_view::npos) ms = std::strtol(std::string(t.substr(p + 3)).c_str(), nullptr, 10);
+    ms = std::clamp(ms, 0L, 60000L);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return status::json_response(status::http::status::ok, "{\"stalled_ms\":" + std::to_string(ms) + "}");
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto options = parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
+  if (!options) {
+    std::cerr << "instanced: " << options.error().message << "\n" << usage_text();
+    return 2;
+  }
+  if (options->help) {
+    std::cout << usage_text();
+    return 0;
+  }
+  if (options->version) {
+    std::cout << "instanced " << INSTANCED_VERSION << "\n";
+    return 0;
+  }
+
+  auto loaded = load_config(options->config_file);
+  if (!loaded) {
+    std::cerr << "instanced: invalid configuration:\n" << loaded.error().message << "\n";
+    return 1;
+  }
+  if (options->log_level) loaded->config.log.level = *options->log_level;
+  if (options->check_config) {
+    std::cout << "# " << loaded->file.string() << " is valid";
+    for (const auto& d : loaded->dropins) std::cout << ", with " << d.string();
+    std::cout << "\n" << dump_config(loaded->config);
+    return 0;
+  }
+  const Config& config = loaded->config;
+
+  Logging logging(LogTarget::automatic, config.log.level);
+  RealClock clock;
+  RealFilesystem fs;
+  SdNotifier notifier;
+  boost::asio::io_context ioc(1);
+  BlockingPool pool(4);
+  StateRegistry state(clock);
+  Api api{clock, fs, notifier, pool, state, logging};
+
+  status::AgentInfo info;
+  info.version = INSTANCED_VERSION;
+  info.instance = config.instance.name.empty() ? host_name() : config.instance.name;
+  info.started = clock.now();
+  info.started_wall = clock.wall_now();
+  info.config_file = loaded->file;
+  info.dropins = loaded->dropins;
+  info.config_hash = loaded->hash;
+  info.config_loaded_at = info.started_wall;
+
+  status::Router router;
+  status::add_agent_routes(router, info, state, clock);
+  if (config.debug.test_hooks) add_test_hooks(router);
+
+  status::StatusServer status_server(ioc.get_executor(), api, config.status, router);
+  std::optional<int> activated;
+  if (int n = sd_listen_fds(1); n >= 1) activated = SD_LISTEN_FDS_START;
+  if (auto r = status_server.open(activated); !r) {
+    logging.get("daemon")->critical("{}", r.error().message);
+    return 1;
+  }
+
+  Daemon daemon(ioc, api, *options, std::move(*loaded), info);
+  daemon.add(status_server);
+  return daemon.run();
+}

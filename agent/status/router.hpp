@@ -1,0 +1,49 @@
+// Request routing of the status socket, free of I/O: a parsed request in, a response out.
+// The server (server.hpp) owns the connections; subsystems add their /v1/<name> routes here.
+#pragma once
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <functional>
+#include <map>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace instanced::status {
+
+namespace http = boost::beast::http;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+// The credentials of the process at the other end of the socket (SO_PEERCRED, SO_PEERGROUPS).
+struct Peer {
+  pid_t pid = -1;
+  uid_t uid = static_cast<uid_t>(-1);
+  gid_t gid = static_cast<gid_t>(-1);
+  std::vector<gid_t> groups;
+};
+
+// Root and members of the operators' group are served; everyone else gets 403.
+bool authorized(const Peer& peer, gid_t operators_gid);
+
+Response json_response(http::status status, std::string body);
+Response text_response(http::status status, std::string body, std::string content_type = "text/plain; charset=utf-8");
+// {"error": message} with the given status.
+Response error_response(http::status status, std::string_view message);
+
+class Router {
+ public:
+  using Handler = std::function<Response(const Request&)>;
+
+  void add(http::verb method, std::string path, Handler handler);
+  // 404 for an unknown path, 405 (with Allow) for a known path and another method.
+  // The query string is not part of the path: "/metrics?x=1" routes to "/metrics".
+  Response handle(const Request& request) const;
+
+ private:
+  std::map<std::string, std::map<http::verb, Handler>> routes_;
+};
+
+}  // namespace instanced::status

@@ -1,0 +1,354 @@
+#include "common/config.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <fmt/format.h>
+#include <fstream>
+#include <openssl/evp.h>
+#include <sstream>
+#include <system_error>
+#include <type_traits>
+#include <yaml-cpp/yaml.h>
+
+#include "common/secret.hpp"
+
+namespace instanced {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Collects every problem found while loading, each with its place.
+struct Problems {
+  std::string file;
+  std::vector<std::string> lines;
+
+  void add(const YAML::Mark& mark, std::string_view key, std::string_view message) {
+    if (mark.is_null())
+      lines.push_back(fmt::format("{}: {}: {}", file, key, message));
+    else
+      lines.push_back(fmt::format("{}:{}:{}: {}: {}", file, mark.line + 1, mark.column + 1, key, message));
+  }
+};
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// A section is a struct with its own visit(); everything else is a scalar with a decoder.
+template <class T>
+constexpr bool is_section_v = std::is_class_v<T> && !std::is_same_v<T, std::string> &&
+                              !std::is_same_v<T, ByteSize> && !std::is_same_v<T, Duration> &&
+                              !std::is_same_v<T, FileMode> && !std::is_same_v<T, Secret>;
+
+template <class T>
+concept IsEnum = std::is_enum_v<T>;
+
+// ---- decoding scalars ------------------------------------------------------------------
+
+std::string type_name(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null: return "nothing";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    default: return fmt::format("'{}'", n.Scalar());
+  }
+}
+
+Result<std::string> scalar(const YAML::Node& n, std::string_view expected) {
+  if (!n.IsScalar()) return Error{fmt::format("expected {}, got {}", expected, type_name(n))};
+  return n.Scalar();
+}
+
+template <class T>
+Result<T> decode(const YAML::Node& n);
+
+template <>
+Result<std::string> decode<std::string>(const YAML::Node& n) {
+  return scalar(n, "a string");
+}
+
+template <>
+Result<bool> decode<bool>(const YAML::Node& n) {
+  auto s = scalar(n, "true or false");
+  if (!s) return s.error();
+  if (*s == "true") return true;
+  if (*s == "false") return false;
+  return Error{fmt::format("expected true or false, got '{}'", *s)};
+}
+
+template <>
+Result<std::int64_t> decode<std::int64_t>(const YAML::Node& n) {
+  auto s = scalar(n, "an integer");
+  if (!s) return s.error();
+  std::int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+  if (ec != std::errc() || ptr != s->data() + s->size())
+    return Error{fmt::format("expected an integer, got '{}'", *s)};
+  return v;
+}
+
+template <>
+Result<ByteSize> decode<ByteSize>(const YAML::Node& n) {
+  auto s = scalar(n, "a size such as 512MiB");
+  if (!s) return s.error();
+  return parse_size(*s);
+}
+
+template <>
+Result<Duration> decode<Duration>(const YAML::Node& n) {
+  auto s = scalar(n, "a duration such as 30s");
+  if (!s) return s.error();
+  return parse_duration(*s);
+}
+
+template <>
+Result<FileMode> decode<FileMode>(const YAML::Node& n) {
+  auto s = scalar(n, "an octal mode such as 0660");
+  if (!s) return s.error();
+  unsigned v = 0;
+  auto [ptr, ec] = std::from_chars(s->data(), s->data() + s->size(), v, 8);
+  if (s->empty() || ec != std::errc() || ptr != s->data() + s->size() || v > 07777)
+    return Error{fmt::format("expected an octal mode such as 0660, got '{}'", *s)};
+  return FileMode{v};
+}
+
+template <>
+[[maybe_unused]] Result<Secret> decode<Secret>(const YAML::Node& n) {
+  if (!n.IsScalar()) return Error{fmt::format("expected a string, got {}", type_name(n))};
+  return Secret{n.Scalar()};
+}
+
+template <IsEnum E>
+Result<E> decode_enum(const YAML::Node& n) {
+  const auto& names = EnumNames<E>::names;
+  auto s = scalar(n, "one of the listed words");
+  if (!s) return s.error();
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (*s == names[i]) return static_cast<E>(i);
+  return Error{fmt::format("'{}' is not one of: {}", *s, fmt::join(names, ", "))};
+}
+
+// ---- the reading visitor ---------------------------------------------------------------
+
+class Reader {
+ public:
+  Reader(YAML::Node node, std::string path, Problems& problems)
+      : node_(std::move(node)), path_(std::move(path)), problems_(problems) {}
+
+  template <class T, class... Checks>
+  void operator()(std::string_view key, T& out, Checks&&... checks) {
+    known_.emplace_back(key);
+    const YAML::Node& self = node_;
+    YAML::Node child = self[std::string(key)];
+    if (!child) return;
+    std::string full = path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
+    if constexpr (is_section_v<T>) {
+      if (child.IsNull()) return;  // "log:" with nothing below keeps the defaults
+      if (!child.IsMap()) {
+        problems_.add(child.Mark(), full, fmt::format("expected a mapping, got {}", type_name(child)));
+        return;
+      }
+      Reader nested(child, full, problems_);
+      out.visit(nested);
+      nested.finish();
+    } else {
+      Result<T> value = [&] {
+        if constexpr (IsEnum<T>)
+          return decode_enum<T>(child);
+        else
+          return decode<T>(child);
+      }();
+      if (!value) {
+        problems_.add(child.Mark(), full, value.error().message);
+        return;
+      }
+      bool good = true;
+      auto run = [&](auto& c) {
+        if (!good) return;
+        if (auto msg = c(*value)) {
+          problems_.add(child.Mark(), full, *msg);
+          good = false;
+        }
+      };
+      (run(checks), ...);
+      if (good) out = std::move(*value);
+    }
+  }
+
+  void finish() {
+    for (const auto& kv : node_) {
+      std::string key = kv.first.IsScalar() ? kv.first.Scalar() : std::string("?");
+      if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
+      std::string full = path_.empty() ? key : fmt::format("{}.{}", path_, key);
+      std::string best;
+      std::size_t best_d = SIZE_MAX;
+      for (const auto& k : known_) {
+        auto d = edit_distance(key, k);
+        if (d < best_d) best_d = d, best = k;
+      }
+      std::size_t limit = std::max<std::size_t>(2, key.size() / 3);
+      std::string hint = best_d <= limit ? fmt::format("; did you mean '{}'?", best)
+                                         : fmt::format("; known keys here: {}", fmt::join(known_, ", "));
+      problems_.add(kv.first.Mark(), full, "unknown key" + hint);
+    }
+  }
+
+ private:
+  YAML::Node node_;
+  std::string path_;
+  Problems& problems_;
+  std::vector<std::string> known_;
+};
+
+// ---- the writing visitor (effective config dump) ---------------------------------------
+
+class Writer {
+ public:
+  explicit Writer(YAML::Emitter& out) : out_(out) {}
+
+  template <class T, class... Checks>
+  void operator()(std::string_view key, T& value, Checks&&...) {
+    out_ << YAML::Key << std::string(key) << YAML::Value;
+    if constexpr (is_section_v<T>) {
+      out_ << YAML::BeginMap;
+      value.visit(*this);
+      out_ << YAML::EndMap;
+    } else if constexpr (IsEnum<T>) {
+      out_ << std::string(EnumNames<T>::names[static_cast<std::size_t>(value)]);
+    } else if constexpr (std::is_same_v<T, bool>) {
+      out_ << (value ? "true" : "false");
+    } else if constexpr (std::is_same_v<T, ByteSize>) {
+      out_ << format_size(value);
+    } else if constexpr (std::is_same_v<T, Duration>) {
+      out_ << format_duration(value);
+    } else if constexpr (std::is_same_v<T, FileMode>) {
+      out_ << fmt::format("{:04o}", value.value);
+    } else if constexpr (std::is_same_v<T, Secret>) {
+      out_ << (value.empty() ? "" : Secret::kRedacted);
+    } else {
+      out_ << value;
+    }
+  }
+
+ private:
+  YAML::Emitter& out_;
+};
+
+// Applies one document on top of `config`; problems are added to `problems`.
+void apply_text(std::string_view text, Config& config, Problems& problems) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::ParserException& e) {
+    problems.add(e.mark, "(syntax)", e.msg);
+    return;
+  } catch (const YAML::Exception& e) {
+    problems.add(e.mark, "(syntax)", e.msg);
+    return;
+  }
+  if (root.IsNull()) return;  // an empty file changes nothing
+  if (!root.IsMap()) {
+    problems.add(root.Mark(), "(top level)", fmt::format("expected a mapping, got {}", type_name(root)));
+    return;
+  }
+  Reader reader(root, "", problems);
+  config.visit(reader);
+  reader.finish();
+}
+
+Result<std::string> read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error{fmt::format("{}: cannot read: {}", path.string(), std::strerror(errno))};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return Error{fmt::format("{}: read error", path.string())};
+  return ss.str();
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
+  return out;
+}
+
+}  // namespace
+
+std::string_view to_string(LogLevel level) {
+  return EnumNames<LogLevel>::names[static_cast<std::size_t>(level)];
+}
+
+Result<Config> parse_config_text(std::string_view text, std::string_view name) {
+  Config config;
+  Problems problems{std::string(name), {}};
+  apply_text(text, config, problems);
+  if (!problems.lines.empty()) return Error{fmt::format("{}", fmt::join(problems.lines, "\n"))};
+  return config;
+}
+
+Result<LoadedConfig> load_config(const fs::path& file) {
+  LoadedConfig loaded;
+  loaded.file = file;
+  std::vector<std::string> all_problems;
+  std::string hash_input;
+
+  auto apply_file = [&](const fs::path& path) -> bool {
+    auto text = read_file(path);
+    if (!text) {
+      all_problems.push_back(text.error().message);
+      return false;
+    }
+    hash_input += path.string();
+    hash_input.push_back('\0');
+    hash_input += *text;
+    hash_input.push_back('\0');
+    Problems problems{path.string(), {}};
+    apply_text(*text, loaded.config, problems);
+    all_problems.insert(all_problems.end(), problems.lines.begin(), problems.lines.end());
+    return true;
+  };
+
+  if (!apply_file(file)) return Error{all_problems.front()};
+
+  fs::path dropin_dir = file;
+  dropin_dir += ".d";
+  std::error_code ec;
+  if (fs::is_directory(dropin_dir, ec)) {
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(dropin_dir, ec))
+      if (entry.path().extension() == ".yaml" && !entry.is_directory()) files.push_back(entry.path());
+    if (ec) all_problems.push_back(fmt::format("{}: cannot list: {}", dropin_dir.string(), ec.message()));
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files)
+      if (apply_file(f)) loaded.dropins.push_back(f);
+  }
+  if (!all_problems.empty()) return Error{fmt::format("{}", fmt::join(all_problems, "\n"))};
+  loaded.hash = sha256_hex(hash_input);
+  return loaded;
+}
+
+std::string dump_config(const Config& config) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  Writer writer(out);
+  Config copy = config;  // visit() is shared with the reader, so it takes a mutable object
+  copy.visit(writer);
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace instanced

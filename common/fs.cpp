@@ -1,0 +1,116 @@
+#include "common/fs.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <random>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+namespace instanced {
+namespace {
+
+Error errno_error(std::string_view what, const std::filesystem::path& path, int err) {
+  return Error{fmt::format("{} {}: {}", what, path.string(), std::strerror(err))};
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<FsUsage> RealFilesystem::usage(const std::filesystem::path& path) {
+  struct statvfs st{};
+  if (::statvfs(path.c_str(), &st) != 0) return errno_error("statvfs", path, errno);
+  FsUsage u;
+  u.total_bytes = static_cast<std::uint64_t>(st.f_blocks) * st.f_frsize;
+  u.free_bytes = static_cast<std::uint64_t>(st.f_bfree) * st.f_frsize;
+  u.avail_bytes = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+  u.total_inodes = st.f_files;
+  u.free_inodes = st.f_ffree;
+  u.avail_inodes = st.f_favail;
+  return u;
+}
+
+Result<std::string> RealFilesystem::read_file(const std::filesystem::path& path, std::size_t max_bytes) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return errno_error("open", path, errno);
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("read", path, errno);
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > max_bytes)
+      return Error{fmt::format("read {}: larger than {} bytes", path.string(), max_bytes)};
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+Result<void> RealFilesystem::write_file_atomic(const std::filesystem::path& path, std::string_view data,
+                                               unsigned mode) {
+  auto dir = path.parent_path();
+  if (dir.empty()) dir = ".";
+  std::random_device rd;
+  auto tmp = dir / fmt::format(".{}.tmp-{:08x}", path.filename().string(), rd());
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (fd.get() < 0) return errno_error("create", tmp, errno);
+  auto fail = [&](std::string_view what) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return errno_error(what, tmp, err);
+  };
+  // The umask may have narrowed the mode; state files must have exactly `mode`.
+  if (::fchmod(fd.get(), mode) != 0) return fail("chmod");
+  if (!write_all(fd.get(), data)) return fail("write");
+  if (::fsync(fd.get()) != 0) return fail("fsync");
+  if (::close(fd.release()) != 0) return fail("close");
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename");
+  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.get() < 0 || ::fsync(dfd.get()) != 0) return errno_error("fsync directory", dir, errno);
+  return {};
+}
+
+Result<void> RealFilesystem::create_directories(const std::filesystem::path& path, unsigned mode) {
+  std::filesystem::path cur;
+  for (const auto& part : path) {
+    cur /= part;
+    if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return errno_error("mkdir", cur, errno);
+  }
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return errno_error("stat", path, errno);
+  if (!S_ISDIR(st.st_mode)) return Error{fmt::format("{} exists and is not a directory", path.string())};
+  return {};
+}
+
+}  // namespace instanced

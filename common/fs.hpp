@@ -1,0 +1,45 @@
+// File-system side effects behind an interface. write_file_atomic is the crash-safe way
+// every subsystem writes its state under state_dir: a reader sees the old file or the new
+// one, never half of either, even across a power cut.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "common/result.hpp"
+
+namespace instanced {
+
+struct FsUsage {
+  std::uint64_t total_bytes = 0;
+  std::uint64_t free_bytes = 0;   // f_bfree: including the root reserve
+  std::uint64_t avail_bytes = 0;  // f_bavail: what an unprivileged user can still write
+  std::uint64_t total_inodes = 0;
+  std::uint64_t free_inodes = 0;
+  std::uint64_t avail_inodes = 0;
+};
+
+class Filesystem {
+ public:
+  virtual ~Filesystem() = default;
+  // May block for a long time on a hung network mount: call it through the BlockingPool.
+  virtual Result<FsUsage> usage(const std::filesystem::path& path) = 0;
+  virtual Result<std::string> read_file(const std::filesystem::path& path, std::size_t max_bytes) = 0;
+  // Writes a temporary file beside `path` (mode `mode`), fsyncs it, renames it over `path`
+  // and fsyncs the directory.
+  virtual Result<void> write_file_atomic(const std::filesystem::path& path, std::string_view data,
+                                         unsigned mode = 0600) = 0;
+  virtual Result<void> create_directories(const std::filesystem::path& path, unsigned mode) = 0;
+};
+
+class RealFilesystem final : public Filesystem {
+ public:
+  Result<FsUsage> usage(const std::filesystem::path& path) override;
+  Result<std::string> read_file(const std::filesystem::path& path, std::size_t max_bytes) override;
+  Result<void> write_file_atomic(const std::filesystem::path& path, std::string_view data,
+                                 unsigned mode) override;
+  Result<void> create_directories(const std::filesystem::path& path, unsigned mode) override;
+};
+
+}  // namespace instanced

@@ -1,0 +1,96 @@
+#include "common/log.hpp"
+
+#include <cstdlib>
+#include <mutex>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <systemd/sd-journal.h>
+
+namespace instanced {
+namespace {
+
+// spdlog's own systemd sink (1.10) cannot attach the logger's name as a journal field,
+// so this one does: `journalctl -u instanced INSTANCED_SUBSYSTEM=status` filters by it.
+class JournaldSink final : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    int priority = LOG_INFO;
+    switch (msg.level) {
+      case spdlog::level::trace:
+      case spdlog::level::debug: priority = LOG_DEBUG; break;
+      case spdlog::level::info: priority = LOG_INFO; break;
+      case spdlog::level::warn: priority = LOG_WARNING; break;
+      case spdlog::level::err: priority = LOG_ERR; break;
+      case spdlog::level::critical: priority = LOG_CRIT; break;
+      default: break;
+    }
+    sd_journal_send("MESSAGE=%.*s", static_cast<int>(msg.payload.size()), msg.payload.data(),
+                    "PRIORITY=%d", priority, "SYSLOG_IDENTIFIER=instanced",
+                    "INSTANCED_SUBSYSTEM=%.*s", static_cast<int>(msg.logger_name.size()),
+                    msg.logger_name.data(), nullptr);
+  }
+  void flush_() override {}
+};
+
+}  // namespace
+
+spdlog::level::level_enum to_spdlog(LogLevel level) {
+  switch (level) {
+    case LogLevel::trace: return spdlog::level::trace;
+    case LogLevel::debug: return spdlog::level::debug;
+    case LogLevel::info: return spdlog::level::info;
+    case LogLevel::warn: return spdlog::level::warn;
+    case LogLevel::error: return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+
+bool Logging::under_systemd() {
+  // systemd's documented check: JOURNAL_STREAM names the device:inode of our stderr.
+  if (const char* js = std::getenv("JOURNAL_STREAM")) {
+    struct stat st{};
+    if (fstat(2, &st) == 0) {
+      unsigned long long dev = 0, ino = 0;
+      if (std::sscanf(js, "%llu:%llu", &dev, &ino) == 2 && dev == st.st_dev && ino == st.st_ino)
+        return true;
+    }
+  }
+  return std::getenv("INVOCATION_ID") != nullptr && std::getenv("JOURNAL_STREAM") != nullptr;
+}
+
+Logging::Logging(LogTarget target, LogLevel level) : level_(level) {
+  journald_ = target == LogTarget::journald || (target == LogTarget::automatic && under_systemd());
+  if (journald_) {
+    sinks_.push_back(std::make_shared<JournaldSink>());
+  } else {
+    auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    sink->set_formatter(std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%eZ %-5l %n: %v",
+                                                                    spdlog::pattern_time_type::utc));
+    sinks_.push_back(sink);
+  }
+}
+
+Logger Logging::get(const std::string& subsystem) {
+  for (auto& l : loggers_)
+    if (l->name() == subsystem) return l;
+  auto logger = std::make_shared<spdlog::logger>(subsystem, sinks_.begin(), sinks_.end());
+  logger->set_level(to_spdlog(level_));
+  logger->flush_on(spdlog::level::warn);
+  loggers_.push_back(logger);
+  return logger;
+}
+
+void Logging::set_level(LogLevel level) {
+  level_ = level;
+  for (auto& l : loggers_) l->set_level(to_spdlog(level));
+}
+
+void Logging::add_sink(spdlog::sink_ptr sink) {
+  sinks_.push_back(sink);
+  for (auto& l : loggers_) l->sinks().push_back(sink);
+}
+
+}  // namespace instanced

@@ -1,0 +1,26 @@
+// systemd's notification protocol behind one seam. The product wires SdNotifier; tests
+// run the real binary against a NOTIFY_SOCKET datagram socket of their own.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string_view>
+
+namespace instanced {
+
+class Notifier {
+ public:
+  virtual ~Notifier() = default;
+  // One or more newline-separated assignments: "READY=1\nSTATUS=serving".
+  virtual void notify(std::string_view state) = 0;
+  // WATCHDOG_USEC when the watchdog is enabled for this process.
+  virtual std::optional<std::chrono::microseconds> watchdog_timeout() = 0;
+};
+
+class SdNotifier final : public Notifier {
+ public:
+  void notify(std::string_view state) override;
+  std::optional<std::chrono::microseconds> watchdog_timeout() override;
+};
+
+}  // namespace instanced

@@ -1,0 +1,100 @@
+// The one place where subsystems publish their current state, their events and their
+// metrics. /v1/status, /v1/health, /metrics, instancectl and (later) the control-plane
+// heartbeat all read from here, so a subsystem is written once and shows up everywhere.
+// Lives on the event loop: call it only from the loop's thread.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/clock.hpp"
+
+namespace instanced {
+
+// Ordered from best to worst; the overall state is the worst of all subsystems.
+enum class Health { ok, starting, degraded, failed };
+std::string_view to_string(Health h);
+
+struct SubsystemState {
+  std::string name;
+  Health health = Health::starting;
+  std::string summary;          // one line for people
+  boost::json::object details;  // the subsystem's own section of /v1/status
+  Clock::wall_time since{};     // when `health` last changed
+};
+
+struct Event {
+  std::uint64_t seq = 0;
+  Clock::wall_time time{};
+  std::string subsystem;
+  std::string type;  // "state_changed" for transitions; subsystems add their own
+  std::string message;
+  boost::json::object data;
+};
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+// Prometheus-style metrics that subsystems set; rendered by the status server.
+class Metrics {
+ public:
+  enum class Type { gauge, counter };
+  struct Family {
+    std::string help;
+    Type type = Type::gauge;
+    std::map<Labels, double> samples;
+  };
+
+  void set_gauge(const std::string& name, const std::string& help, const Labels& labels, double value);
+  void add_counter(const std::string& name, const std::string& help, const Labels& labels, double delta = 1);
+  const std::map<std::string, Family>& families() const { return families_; }
+  double value(const std::string& name, const Labels& labels = {}) const;
+
+ private:
+  Family& family(const std::string& name, const std::string& help, Type type);
+  std::map<std::string, Family> families_;
+};
+
+class StateRegistry {
+ public:
+  using Listener = std::function<void(const Event&)>;
+
+  explicit StateRegistry(Clock& clock, std::size_t max_events = 512);
+
+  // Sets a subsystem's state; a change of health is recorded as a "state_changed" event
+  // carrying the summary as its reason.
+  void publish(const std::string& subsystem, Health health, std::string summary,
+               boost::json::object details = {});
+  void emit(const std::string& subsystem, std::string type, std::string message,
+            boost::json::object data = {});
+  void remove(const std::string& subsystem);
+
+  const std::map<std::string, SubsystemState>& subsystems() const { return subsystems_; }
+  const std::deque<Event>& events() const { return events_; }
+  Health overall() const;
+  // "subsystem: summary" for every subsystem that is not ok.
+  std::vector<std::string> problems() const;
+
+  std::uint64_t subscribe(Listener listener);
+  void unsubscribe(std::uint64_t id);
+
+  Metrics& metrics() { return metrics_; }
+  const Metrics& metrics() const { return metrics_; }
+
+ private:
+  Clock& clock_;
+  std::size_t max_events_;
+  std::map<std::string, SubsystemState> subsystems_;
+  std::deque<Event> events_;
+  std::uint64_t next_seq_ = 1;
+  std::map<std::uint64_t, Listener> listeners_;
+  std::uint64_t next_listener_ = 1;
+  Metrics metrics_;
+};
+
+}  // namespace instanced

@@ -1,0 +1,25 @@
+// What every subsystem (control, disk, mounts, setup, gpu, jobs, status) is to the daemon.
+// The daemon starts them in registration order, each as a child coroutine of its task
+// group, and stops them in reverse order on shutdown.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <string>
+
+#include "common/config.hpp"
+
+namespace instanced {
+
+class Subsystem {
+ public:
+  virtual ~Subsystem() = default;
+  virtual std::string name() const = 0;
+  // Runs until cancelled. On cancellation (terminal or total) it finishes what must not
+  // be lost (flush state, report results) and returns. Exceptions are logged by the daemon
+  // and mark the subsystem failed; they do not stop the agent.
+  virtual boost::asio::awaitable<void> run() = 0;
+  // A reloaded, fully validated configuration. Called on the event loop.
+  virtual void reconfigure(const Config&) {}
+};
+
+}  // namespace instanced
