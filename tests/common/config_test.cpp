@@ -1,0 +1,153 @@
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "common/config.hpp"
+#include "tests/support/agent_process.hpp"
+
+using namespace instanced;
+using instanced::testing::TempDir;
+
+namespace {
+std::string data(const std::string& name) { return std::string(TEST_DATA_DIR) + "/config/" + name; }
+
+std::string error_of(std::string_view yaml) {
+  auto r = parse_config_text(yaml, "test.yaml");
+  REQUIRE_FALSE(r.ok());
+  return r.error().message;
+}
+}  // namespace
+
+TEST_CASE("an empty file gives every default", "[config]") {
+  auto r = parse_config_text("", "empty.yaml");
+  REQUIRE(r.ok());
+  const Config& c = *r;
+  CHECK(c.instance.name.empty());
+  CHECK(c.state_dir == "/var/lib/instanced");
+  CHECK(c.log.level == LogLevel::info);
+  CHECK(c.status.socket == "/run/instanced/status.sock");
+  CHECK(c.status.group == "instanced-ops");
+  CHECK(c.status.mode.value == 0660);
+  CHECK(c.status.max_connections == 256);
+  CHECK(c.status.max_header_bytes.bytes == 8192);
+  CHECK(c.status.max_body_bytes.bytes == 65536);
+  CHECK(c.status.request_timeout == std::chrono::seconds(10));
+  CHECK(c.shutdown.timeout == std::chrono::seconds(20));
+  CHECK_FALSE(c.debug.test_hooks);
+}
+
+TEST_CASE("every documented key is read", "[config]") {
+  auto r = load_config(data("full.yaml"));
+  REQUIRE(r.ok());
+  const Config& c = r->config;
+  CHECK(c.instance.name == "ws-gpu-01");
+  CHECK(c.state_dir == "/srv/instanced/state");
+  CHECK(c.log.level == LogLevel::debug);
+  CHECK(c.status.socket == "/run/custom/status.sock");
+  CHECK(c.status.group == "wheel");
+  CHECK(c.status.mode.value == 0600);
+  CHECK(c.status.max_connections == 32);
+  CHECK(c.status.max_header_bytes.bytes == 16 * 1024);
+  CHECK(c.status.max_body_bytes.bytes == 1024 * 1024);
+  CHECK(c.status.request_timeout == std::chrono::seconds(90));
+  CHECK(c.shutdown.timeout == std::chrono::seconds(15));
+  CHECK(c.debug.test_hooks);
+  CHECK(r->hash.size() == 64);
+
+  SECTION("the dump reads back to the same configuration") {
+    auto again = parse_config_text(dump_config(c), "dump.yaml");
+    REQUIRE(again.ok());
+    CHECK(dump_config(*again) == dump_config(c));
+    CHECK(again->status.request_timeout == c.status.request_timeout);
+    CHECK(again->status.mode == c.status.mode);
+  }
+}
+
+TEST_CASE("every error is reported with file, line, column and key", "[config]") {
+  auto r = load_config(data("errors.yaml"));
+  REQUIRE_FALSE(r.ok());
+  const std::string& m = r.error().message;
+  const std::string f = data("errors.yaml");
+  CHECK_THAT(m, Catch::Contains(f + ":1:12: state_dir: 'relative/path' must be an absolute path"));
+  CHECK_THAT(m, Catch::Contains(f + ":3:3: log.levle: unknown key; did you mean 'level'?"));
+  CHECK_THAT(m, Catch::Contains(f + ":5:20: status.max_connections: expected an integer, got 'lots'"));
+  CHECK_THAT(m, Catch::Contains(f + ":6:20: status.request_timeout: duration '30' needs a unit"));
+  CHECK_THAT(m, Catch::Contains(f + ":7:21: status.max_header_bytes: invalid size unit 'parsecs'"));
+  CHECK_THAT(m, Catch::Contains(f + ":8:9: status.mode: expected an octal mode such as 0660, got '0999'"));
+  CHECK_THAT(m, Catch::Contains(f + ":10:12: shutdown.timeout: 1h is out of range [100ms, 5m]"));
+  CHECK_THAT(m, Catch::Contains(f + ":11:8: debug: expected a mapping, got a list"));
+}
+
+TEST_CASE("error classes", "[config]") {
+  SECTION("syntax") {
+    CHECK_THAT(error_of("status:\n  socket: [unclosed\n"), Catch::StartsWith("test.yaml:") && Catch::Contains("(syntax)"));
+  }
+  SECTION("type") {
+    CHECK_THAT(error_of("debug:\n  test_hooks: maybe\n"),
+               Catch::Contains("test.yaml:2:15: debug.test_hooks: expected true or false, got 'maybe'"));
+    CHECK_THAT(error_of("status: 5\n"), Catch::Contains("test.yaml:1:9: status: expected a mapping, got '5'"));
+    CHECK_THAT(error_of("- a\n- b\n"), Catch::Contains("(top level): expected a mapping, got a list"));
+  }
+  SECTION("range") {
+    CHECK_THAT(error_of("status:\n  max_connections: 0\n"),
+               Catch::Contains("test.yaml:2:20: status.max_connections: 0 is out of range [1, 10000]"));
+    CHECK_THAT(error_of("status:\n  max_header_bytes: 2MiB\n"), Catch::Contains("2MiB is out of range [512B, 1MiB]"));
+  }
+  SECTION("enum") {
+    CHECK_THAT(error_of("log:\n  level: loud\n"),
+               Catch::Contains("test.yaml:2:10: log.level: 'loud' is not one of: trace, debug, info, warn, error"));
+  }
+  SECTION("unknown key far from every known one lists the known keys") {
+    CHECK_THAT(error_of("zzzzzzzz: 1\n"), Catch::Contains("zzzzzzzz: unknown key; known keys here: instance, state_dir"));
+  }
+  SECTION("unknown top-level key close to a known one") {
+    CHECK_THAT(error_of("stat_dir: /x\n"), Catch::Contains("test.yaml:1:1: stat_dir: unknown key; did you mean 'state_dir'?"));
+  }
+  SECTION("several problems are all reported") {
+    auto m = error_of("log:\n  level: x\nstatus:\n  group: ''\n");
+    CHECK_THAT(m, Catch::Contains("log.level") && Catch::Contains("status.group: must not be empty"));
+  }
+  SECTION("a missing file names the file") {
+    auto r = load_config("/nonexistent/instanced.yaml");
+    REQUIRE_FALSE(r.ok());
+    CHECK_THAT(r.error().message, Catch::Contains("/nonexistent/instanced.yaml: cannot read"));
+  }
+}
+
+TEST_CASE("drop-in files override in name order", "[config]") {
+  TempDir dir;
+  dir.write("instanced.yaml", "log:\n  level: warn\nstatus:\n  max_connections: 10\n  group: ops\n");
+  dir.write("instanced.yaml.d/20-later.yaml", "status:\n  max_connections: 30\n");
+  dir.write("instanced.yaml.d/10-first.yaml", "status:\n  max_connections: 20\nlog:\n  level: debug\n");
+  dir.write("instanced.yaml.d/ignored.txt", "not: yaml: at all: [");
+  auto r = load_config(dir / "instanced.yaml");
+  REQUIRE(r.ok());
+  CHECK(r->config.status.max_connections == 30);  // 20-later wins over 10-first
+  CHECK(r->config.log.level == LogLevel::debug);   // set only by 10-first
+  CHECK(r->config.status.group == "ops");          // set only by the main file
+  REQUIRE(r->dropins.size() == 2);
+  CHECK(r->dropins[0].filename() == "10-first.yaml");
+
+  SECTION("an error in a drop-in names the drop-in") {
+    dir.write("instanced.yaml.d/30-bad.yaml", "\nstatus:\n  max_conections: 5\n");
+    auto bad = load_config(dir / "instanced.yaml");
+    REQUIRE_FALSE(bad.ok());
+    CHECK_THAT(bad.error().message,
+               Catch::Contains((dir / "instanced.yaml.d/30-bad.yaml").string() +
+                               ":3:3: status.max_conections: unknown key; did you mean 'max_connections'?"));
+  }
+  SECTION("the hash changes when a drop-in changes") {
+    dir.write("instanced.yaml.d/20-later.yaml", "status:\n  max_connections: 31\n");
+    auto changed = load_config(dir / "instanced.yaml");
+    REQUIRE(changed.ok());
+    CHECK(changed->hash != r->hash);
+  }
+}
+
+TEST_CASE("the dump shows the effective configuration", "[config]") {
+  auto r = parse_config_text("status:\n  request_timeout: 90s\n  max_body_bytes: 1048576\n", "t.yaml");
+  REQUIRE(r.ok());
+  auto dump = dump_config(*r);
+  CHECK_THAT(dump, Catch::Contains("request_timeout: 90s"));
+  CHECK_THAT(dump, Catch::Contains("max_body_bytes: 1MiB"));
+  CHECK_THAT(dump, Catch::Contains("mode: 0660"));
+}

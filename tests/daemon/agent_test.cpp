@@ -1,0 +1,226 @@
+// The real instanced binary, started by the test, talking to a real NOTIFY_SOCKET.
+#include <boost/json/parse.hpp>
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <future>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <thread>
+
+#include "tests/support/agent_process.hpp"
+
+using namespace instanced::testing;
+namespace json = boost::json;
+
+namespace {
+
+const char* kConfig = R"(
+state_dir: {dir}/state
+status:
+  socket: {dir}/status.sock
+  group: daemon
+  request_timeout: 2s
+shutdown:
+  timeout: 5s
+debug:
+  test_hooks: true
+)";
+
+json::value status_of(const AgentProcess& agent) {
+  auto r = agent.curl("http://localhost/v1/status");
+  REQUIRE(r.exit_code == 0);
+  return json::parse(r.output);
+}
+
+}  // namespace
+
+TEST_CASE("READY=1 comes once the status socket is bound, after STATUS=starting", "[daemon][agent]") {
+  TempDir dir;
+  AgentProcess agent(dir, kConfig);
+  REQUIRE(agent.start_and_wait_ready());
+  struct stat st{};
+  REQUIRE(::stat(agent.socket().c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 0777) == 0660);
+  CHECK(st.st_gid == 1);  // group "daemon"
+  REQUIRE(agent.notifications.size() >= 2);
+  CHECK(agent.notifications.front() == "STATUS=starting");
+  CHECK(agent.notifications.back() == "READY=1\nSTATUS=running");
+  CHECK(std::filesystem::is_directory(dir / "state"));
+  auto s = status_of(agent);
+  CHECK(s.at("phase") == "running");
+  CHECK(s.at("state") == "ok");
+  CHECK(s.at("config").at("file").as_string() == agent.config_file().string());
+}
+
+TEST_CASE("WATCHDOG=1 every half WATCHDOG_USEC, and not while the loop is stalled", "[daemon][agent][watchdog]") {
+  TempDir dir;
+  AgentProcess agent(dir, kConfig);
+  REQUIRE(agent.start_and_wait_ready(10s, {{"WATCHDOG_USEC", "400000"}}));
+  // 200 ms rhythm: within 1.1 s, about five pings.
+  int pings = 0;
+  auto until = std::chrono::steady_clock::now() + 1100ms;
+  while (std::chrono::steady_clock::now() < until)
+    if (auto m = agent.notify().receive(50ms); m && *m == "WATCHDOG=1") ++pings;
+  CHECK(pings >= 3);
+  CHECK(pings <= 8);
+
+  SECTION("a stalled event loop stops the pings") {
+    auto stall = std::async(std::launch::async, [&] { return agent.curl("-X POST 'http://localhost/v1/debug/stall?ms=1500'"); });
+    // Drain what was sent before the stall began, then expect silence.
+    while (agent.notify().receive(300ms)) {
+    }
+    auto during = agent.notify().receive(800ms);
+    CHECK_FALSE(during.has_value());
+    auto r = stall.get();
+    CHECK(r.output == "{\"stalled_ms\":1500}\n");
+    CHECK(agent.notify().wait_for("WATCHDOG=1", 1s));  // and they resume
+  }
+}
+
+TEST_CASE("SIGHUP reloads a valid configuration and keeps the old one on an invalid one", "[daemon][agent][reload]") {
+  TempDir dir;
+  AgentProcess agent(dir, kConfig);
+  REQUIRE(agent.start_and_wait_ready());
+  auto hash0 = status_of(agent).at("config").at("hash").as_string();
+
+  dir.write("instanced.yaml", expand(std::string(kConfig) + "log:\n  level: debug\n", dir));
+  agent.signal(SIGHUP);
+  std::vector<std::string> seen;
+  REQUIRE(agent.notify().wait_for("READY=1", 5s, &seen));
+  REQUIRE(seen.size() >= 2);
+  CHECK(seen[seen.size() - 2].starts_with("RELOADING=1\nMONOTONIC_USEC="));
+  auto s1 = status_of(agent);
+  auto hash1 = s1.at("config").at("hash").as_string();
+  CHECK(hash1 != hash0);
+  CHECK(s1.at("config").at("last_reload").at("result") == "ok");
+
+  // A broken file: the agent keeps serving with hash1 and says why the reload failed.
+  dir.write("instanced.yaml", expand(std::string(kConfig) + "log:\n  level: loud\n", dir));
+  agent.signal(SIGHUP);
+  seen.clear();
+  REQUIRE(agent.notify().wait_for("READY=1", 5s, &seen));
+  CHECK(seen.back() == "READY=1\nSTATUS=running (last reload failed, see journal)");
+  auto s2 = status_of(agent);
+  CHECK(s2.at("config").at("hash") == hash1);
+  CHECK(s2.at("config").at("last_reload").at("result") == "failed");
+  std::string error(s2.at("config").at("last_reload").at("error").as_string());
+  CHECK_THAT(error, Catch::Contains(agent.config_file().string() + ":12:10: log.level: 'loud' is not one of"));
+  CHECK(s2.at("subsystems").at("config").at("state") == "degraded");
+  auto health = agent.curl("-o /dev/null -w '%{http_code}' http://localhost/v1/health");
+  CHECK(health.output == "503");
+  CHECK(agent.running());
+  auto metrics = agent.curl("http://localhost/metrics").output;
+  CHECK_THAT(metrics, Catch::Contains("instanced_config_reloads_total{result=\"failed\"} 1"));
+  CHECK_THAT(metrics, Catch::Contains("instanced_config_reloads_total{result=\"ok\"} 1"));
+
+  // Fixed again: healthy again.
+  dir.write("instanced.yaml", expand(kConfig, dir));
+  agent.signal(SIGHUP);
+  REQUIRE(agent.notify().wait_for("READY=1", 5s));
+  CHECK(status_of(agent).at("subsystems").at("config").at("state") == "ok");
+}
+
+TEST_CASE("SIGTERM: STOPPING=1, a prompt clean exit, the socket removed", "[daemon][agent][shutdown]") {
+  TempDir dir;
+  AgentProcess agent(dir, kConfig);
+  REQUIRE(agent.start_and_wait_ready());
+  // An idle keep-alive client must not hold up the shutdown.
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, agent.socket().c_str(), sizeof addr.sun_path - 1);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+
+  auto t0 = std::chrono::steady_clock::now();
+  agent.signal(SIGTERM);
+  REQUIRE(agent.notify().wait_for("STOPPING=1", 5s));
+  auto code = agent.wait_exit(5s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  ::close(fd);
+  REQUIRE(code);
+  CHECK(*code == 0);
+  CHECK(took < std::chrono::seconds(5));  // shutdown.timeout bounds it
+  CHECK_FALSE(std::filesystem::exists(agent.socket()));
+  CHECK_THAT(agent.log(), Catch::Contains("received SIGTERM, shutting down"));
+}
+
+TEST_CASE("start-up refusals", "[daemon][agent]") {
+  TempDir dir;
+  SECTION("an invalid config exits 1 naming file, line and key") {
+    AgentProcess agent(dir, "status:\n  socket: relative.sock\n");
+    agent.start();
+    auto code = agent.wait_exit(5s);
+    REQUIRE(code);
+    CHECK(*code == 1);
+    CHECK_THAT(agent.log(), Catch::Contains(agent.config_file().string() + ":2:11: status.socket: 'relative.sock' must be an absolute path"));
+  }
+  SECTION("a second agent on the same socket exits 1 and leaves the first serving") {
+    AgentProcess first(dir, kConfig);
+    REQUIRE(first.start_and_wait_ready());
+    TempDir dir2;
+    AgentProcess second(dir2, std::string("state_dir: ") + (dir / "state2").string() + "\nstatus:\n  socket: " +
+                                  first.socket().string() + "\n");
+    second.start();
+    auto code = second.wait_exit(5s);
+    REQUIRE(code);
+    CHECK(*code == 1);
+    CHECK_THAT(second.log(), Catch::Contains("another process is serving"));
+    CHECK(first.curl("http://localhost/v1/health").exit_code == 0);
+  }
+  SECTION("a stale socket file from a crashed agent is replaced") {
+    AgentProcess crashed(dir, kConfig);
+    REQUIRE(crashed.start_and_wait_ready());
+    crashed.signal(SIGKILL);
+    REQUIRE(crashed.wait_exit(5s));
+    REQUIRE(std::filesystem::exists(crashed.socket()));
+    AgentProcess next(dir, kConfig);
+    REQUIRE(next.start_and_wait_ready());
+    CHECK(next.curl("http://localhost/v1/health").exit_code == 0);
+  }
+}
+
+TEST_CASE("command line: --version, --check-config, unknown flags", "[daemon][agent][cli]") {
+  TempDir dir;
+  dir.write("c.yaml", expand(kConfig, dir));
+  auto bin = agent_binary();
+  auto v = run_command(bin + " --version");
+  CHECK(v.exit_code == 0);
+  CHECK(v.output == std::string("instanced ") + INSTANCED_VERSION + "\n");
+
+  auto c = run_command(bin + " --config " + (dir / "c.yaml").string() + " --check-config");
+  CHECK(c.exit_code == 0);
+  CHECK_THAT(c.output, Catch::Contains("is valid") && Catch::Contains("request_timeout: 2s"));
+
+  dir.write("bad.yaml", "status:\n  mode: rw\n");
+  auto b = run_command(bin + " --config " + (dir / "bad.yaml").string() + " --check-config 2>&1");
+  CHECK(b.exit_code == 1);
+  CHECK_THAT(b.output, Catch::Contains("bad.yaml:2:9: status.mode:"));
+
+  auto u = run_command(bin + " --frobnicate 2>&1");
+  CHECK(u.exit_code == 2);
+  CHECK_THAT(u.output, Catch::Contains("unknown argument '--frobnicate'") && Catch::Contains("usage: instanced"));
+}
+
+TEST_CASE("socket activation: the agent serves on the socket systemd passes", "[daemon][agent][activation]") {
+  TempDir dir;
+  // The configured path differs from the activated one: the activated socket wins.
+  AgentProcess agent(dir, std::string(kConfig));
+  auto activated = dir / "activated.sock";
+  // systemd-socket-activate (from systemd) binds the socket and execs the agent with
+  // LISTEN_FDS=1 on the first connection, as systemd does for instanced.socket.
+  auto cmd = "systemd-socket-activate -l " + activated.string() + " -E NOTIFY_SOCKET=" +
+             agent.notify().path().string() + " " + agent_binary() + " --config " + agent.config_file().string() +
+             " > " + (dir / "activate.log").string() + " 2>&1 & echo $!";
+  auto launcher = run_command(cmd);
+  pid_t pid = std::stoi(launcher.output);
+  for (int i = 0; i < 100 && !std::filesystem::exists(activated); ++i) std::this_thread::sleep_for(20ms);
+  auto r = run_command("curl -s --max-time 10 --unix-socket " + activated.string() + " http://localhost/v1/status");
+  CHECK(agent.notify().wait_for("READY=1", 5s));
+  ::kill(pid, SIGTERM);
+  REQUIRE(r.exit_code == 0);
+  auto s = json::parse(r.output);
+  CHECK(s.at("subsystems").at("status").at("details").at("socket") == "(socket activation)");
+  CHECK_FALSE(std::filesystem::exists(agent.socket()));
+}

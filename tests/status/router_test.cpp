@@ -1,0 +1,83 @@
+#include <boost/json/parse.hpp>
+#include <catch2/catch.hpp>
+
+#include "agent/status/router.hpp"
+#include "agent/status/views.hpp"
+#include "tests/fakes/fake_clock.hpp"
+
+using namespace instanced;
+using namespace instanced::status;
+using namespace std::chrono_literals;
+
+namespace {
+Request get(std::string target, http::verb verb = http::verb::get) {
+  Request r{verb, target, 11};
+  return r;
+}
+}  // namespace
+
+TEST_CASE("routing", "[status]") {
+  Router router;
+  router.add(http::verb::get, "/v1/x", [](const Request&) { return text_response(http::status::ok, "x"); });
+  CHECK(router.handle(get("/v1/x")).body() == "x");
+  CHECK(router.handle(get("/v1/x?verbose=1")).body() == "x");
+  CHECK(router.handle(get("/v1/y")).result() == http::status::not_found);
+  auto res = router.handle(get("/v1/x", http::verb::delete_));
+  CHECK(res.result() == http::status::method_not_allowed);
+  CHECK(res[http::field::allow] == "GET");
+}
+
+TEST_CASE("peer authorisation: root, the group as primary or supplementary, nobody else", "[status]") {
+  const gid_t ops = 990;
+  CHECK(authorized(Peer{1, 0, 0, {}}, ops));
+  CHECK(authorized(Peer{1, 1000, ops, {}}, ops));
+  CHECK(authorized(Peer{1, 1000, 1000, {4, ops}}, ops));
+  CHECK_FALSE(authorized(Peer{1, 1000, 1000, {4, 27}}, ops));
+  CHECK_FALSE(authorized(Peer{}, ops));
+}
+
+TEST_CASE("agent views read the state registry", "[status]") {
+  testing::FakeClock clock;
+  StateRegistry state(clock);
+  AgentInfo info;
+  info.version = "9.9.9";
+  info.instance = "ws-1";
+  info.phase = "running";
+  info.started = clock.now();
+  info.started_wall = clock.wall_now();
+  info.config_file = "/etc/instanced/instanced.yaml";
+  info.config_hash = "abc";
+  Router router;
+  add_agent_routes(router, info, state, clock);
+  state.publish("disk", Health::ok, "fine", {{"free_bytes", 123}});
+  clock.advance(75s);
+
+  auto status = boost::json::parse(router.handle(get("/v1/status")).body());
+  CHECK(status.at("version") == "9.9.9");
+  CHECK(status.at("state") == "ok");
+  CHECK(status.at("uptime_seconds") == 75);
+  CHECK(status.at("subsystems").at("disk").at("details").at("free_bytes") == 123);
+  CHECK(status.at("events").as_array().size() == 1);
+  CHECK(router.handle(get("/v1/health")).result() == http::status::ok);
+
+  state.publish("disk", Health::degraded, "4 GiB free");
+  auto health = router.handle(get("/v1/health"));
+  CHECK(health.result() == http::status::service_unavailable);
+  auto hj = boost::json::parse(health.body());
+  CHECK(hj.at("reasons").at(0) == "disk: 4 GiB free (degraded)");
+
+  SECTION("metrics carry the subsystem states and published metrics, escaped") {
+    state.metrics().set_gauge("instanced_disk_free_bytes", "Free bytes.", {{"path", "/a\"b\\c\nd"}}, 5);
+    auto text = render_metrics(info, state, clock);
+    CHECK_THAT(text, Catch::Contains("instanced_subsystem_state{subsystem=\"disk\",state=\"degraded\"} 1"));
+    CHECK_THAT(text, Catch::Contains("instanced_subsystem_state{subsystem=\"disk\",state=\"ok\"} 0"));
+    CHECK_THAT(text, Catch::Contains("instanced_disk_free_bytes{path=\"/a\\\"b\\\\c\\nd\"} 5"));
+    CHECK_THAT(text, Catch::Contains("instanced_build_info{version=\"9.9.9\"} 1"));
+    CHECK_THAT(text, Catch::Contains("# TYPE process_cpu_seconds_total counter"));
+  }
+  SECTION("starting and stopping are unhealthy") {
+    state.publish("disk", Health::ok, "fine");
+    info.phase = "stopping";
+    CHECK(router.handle(get("/v1/health")).result() == http::status::service_unavailable);
+  }
+}

@@ -1,0 +1,253 @@
+// The status socket of the real agent, with real clients: curl, instancectl, raw sockets.
+#include <boost/json/parse.hpp>
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <thread>
+#include <unistd.h>
+
+#include "tests/support/agent_process.hpp"
+
+using namespace instanced::testing;
+namespace json = boost::json;
+
+namespace {
+
+std::string config(const std::string& mode = "0660", int max_connections = 64) {
+  return "state_dir: {dir}/state\nstatus:\n  socket: {dir}/status.sock\n  group: daemon\n  mode: \"" + mode +
+         "\"\n  max_connections: " + std::to_string(max_connections) + "\n  request_timeout: 2s\n";
+}
+
+int connect_to(const std::filesystem::path& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+void send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+// Everything the server sends until it closes, or until `timeout` passes.
+std::string read_until_close(int fd, std::chrono::milliseconds timeout) {
+  std::string out;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return out + "<timeout>";
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return out;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+std::string as_nobody(const std::string& cmd, const std::string& groups = "") {
+  return "setpriv --reuid=nobody --regid=nogroup " + (groups.empty() ? std::string("--clear-groups") : "--groups=" + groups) +
+         " " + cmd;
+}
+
+}  // namespace
+
+TEST_CASE("curl gets status, health, version and metrics", "[status][socket]") {
+  TempDir dir;
+  AgentProcess agent(dir, config());
+  REQUIRE(agent.start_and_wait_ready());
+
+  auto s = agent.curl("-w '\\n%{http_code} %{content_type}' http://localhost/v1/status");
+  REQUIRE(s.exit_code == 0);
+  auto nl = s.output.rfind('\n');
+  CHECK(s.output.substr(nl + 1) == "200 application/json");
+  auto v = json::parse(s.output.substr(0, nl));
+  for (auto key : {"version", "instance", "state", "phase", "uptime_seconds", "config", "subsystems", "events"})
+    CHECK(v.as_object().contains(key));
+  CHECK(v.at("subsystems").at("status").at("state") == "ok");
+  CHECK(v.at("config").at("hash").as_string().size() == 64);
+
+  CHECK(agent.curl("http://localhost/v1/health").output == "{\"status\":\"healthy\",\"state\":\"ok\"}\n");
+  CHECK(agent.curl("-o /dev/null -w '%{http_code}' http://localhost/v1/nope").output == "404");
+  CHECK(agent.curl("-o /dev/null -w '%{http_code}' -X DELETE http://localhost/v1/status").output == "405");
+  CHECK(agent.curl("-o /dev/null -w '%{http_code}' -X POST http://localhost/v1/debug/stall").output == "404");
+
+  SECTION("/metrics passes promtool check metrics") {
+    dir.write("metrics.txt", agent.curl("http://localhost/metrics").output);
+    auto check = run_command("promtool check metrics < " + (dir / "metrics.txt").string() + " 2>&1");
+    INFO(check.output);
+    CHECK(check.exit_code == 0);
+    CHECK(check.output.empty());
+    CHECK_THAT(agent.curl("http://localhost/metrics").output,
+               Catch::Contains("instanced_status_requests_total{code=\"200\"}"));
+  }
+}
+
+TEST_CASE("instancectl: tables, --json, exit codes", "[status][socket][instancectl]") {
+  TempDir dir;
+  AgentProcess agent(dir, config());
+  REQUIRE(agent.start_and_wait_ready());
+  const std::string ctl = instancectl_binary() + " --socket " + agent.socket().string();
+
+  auto st = run_command(ctl + " status");
+  CHECK(st.exit_code == 0);
+  CHECK_THAT(st.output, Catch::Contains("SUBSYSTEM") && Catch::Contains("status") && Catch::Contains("serving"));
+  CHECK(st.output.find("\033[") == std::string::npos);  // no colour when not a terminal
+
+  auto js = run_command(ctl + " --json status");
+  CHECK(js.exit_code == 0);
+  CHECK(json::parse(js.output).at("phase") == "running");
+
+  auto h = run_command("INSTANCED_SOCKET=" + agent.socket().string() + " " + instancectl_binary() + " health");
+  CHECK(h.exit_code == 0);
+  CHECK(h.output == "healthy\n");
+
+  auto ver = run_command(ctl + " version");
+  CHECK(ver.exit_code == 0);
+  CHECK_THAT(ver.output, Catch::Contains(std::string("instanced ") + INSTANCED_VERSION));
+
+  SECTION("degraded: exit 1 with the reasons") {
+    dir.write("instanced.yaml", expand(config() + "log:\n  level: noisy\n", dir));
+    agent.signal(SIGHUP);
+    REQUIRE(agent.notify().wait_for("READY=1", 5s));
+    auto bad = run_command(ctl + " health");
+    CHECK(bad.exit_code == 1);
+    CHECK_THAT(bad.output, Catch::StartsWith("unhealthy\n  - config: last reload failed"));
+    CHECK(run_command(ctl + " status").exit_code == 1);
+  }
+  SECTION("unreachable and usage errors: exit 2") {
+    auto un = run_command(instancectl_binary() + " --socket " + (dir / "none.sock").string() + " status 2>&1");
+    CHECK(un.exit_code == 2);
+    CHECK_THAT(un.output, Catch::Contains("cannot connect to") && Catch::Contains("is instanced running?"));
+    CHECK(run_command(ctl + " frobnicate 2>/dev/null").exit_code == 2);
+    CHECK(run_command(ctl + " 2>/dev/null").exit_code == 2);
+  }
+}
+
+TEST_CASE("only root and the operators' group are served", "[status][socket][auth]") {
+  TempDir dir;
+  SECTION("mode 0660: a stranger cannot even connect") {
+    AgentProcess agent(dir, config("0660"));
+    REQUIRE(agent.start_and_wait_ready());
+    auto r = run_command(as_nobody(instancectl_binary() + " --socket " + agent.socket().string() + " status 2>&1"));
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Catch::Contains("permission denied"));
+    auto member = run_command(as_nobody(instancectl_binary() + " --socket " + agent.socket().string() + " health", "daemon"));
+    CHECK(member.exit_code == 0);
+  }
+  SECTION("mode 0666: the peer-credential check still refuses a stranger with 403 and a log line") {
+    AgentProcess agent(dir, config("0666"));
+    REQUIRE(agent.start_and_wait_ready());
+    auto curl = "curl -s -w ' %{http_code}' --unix-socket " + agent.socket().string() + " http://localhost/v1/status";
+    auto r = run_command(as_nobody(curl));
+    CHECK_THAT(r.output, Catch::EndsWith(" 403") && Catch::Contains("only root and members of group 'daemon'"));
+    CHECK_THAT(agent.log(), Catch::Contains("refused GET /v1/status from pid") && Catch::Contains("uid 65534"));
+    auto member = run_command(as_nobody(curl, "daemon"));
+    CHECK_THAT(member.output, Catch::EndsWith(" 200"));
+    auto ctl = run_command(as_nobody(instancectl_binary() + " --socket " + agent.socket().string() + " status 2>&1"));
+    CHECK(ctl.exit_code == 2);
+    CHECK_THAT(ctl.output, Catch::Contains("permission denied"));
+  }
+}
+
+TEST_CASE("bad clients are cut off without affecting others", "[status][socket][abuse]") {
+  TempDir dir;
+  AgentProcess agent(dir, config("0660", 64));
+  REQUIRE(agent.start_and_wait_ready());
+
+  SECTION("garbage gets 400 and a closed connection") {
+    int fd = connect_to(agent.socket());
+    REQUIRE(fd >= 0);
+    send_all(fd, std::string("\x00\xff\x13 garbage garbage\r\n\r\n", 22));
+    auto reply = read_until_close(fd, 5s);
+    ::close(fd);
+    CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 400 Bad Request"));
+  }
+  SECTION("an oversized header gets 431") {
+    int fd = connect_to(agent.socket());
+    send_all(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n");
+    auto reply = read_until_close(fd, 5s);
+    ::close(fd);
+    CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 431"));
+  }
+  SECTION("an oversized body gets 413") {
+    int fd = connect_to(agent.socket());
+    send_all(fd, "POST /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+    auto reply = read_until_close(fd, 5s);
+    ::close(fd);
+    CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 413"));
+  }
+  SECTION("slowloris clients are cut at request_timeout while others are served") {
+    std::vector<int> slow;
+    for (int i = 0; i < 10; ++i) {
+      int fd = connect_to(agent.socket());
+      REQUIRE(fd >= 0);
+      send_all(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\n");
+      slow.push_back(fd);
+    }
+    CHECK(agent.curl("http://localhost/v1/health").exit_code == 0);
+    // Trickle one byte every 300 ms: the 2 s request_timeout still cuts them.
+    auto start = std::chrono::steady_clock::now();
+    std::vector<bool> closed(slow.size(), false);
+    while (std::chrono::steady_clock::now() - start < 6s) {
+      bool all = true;
+      for (std::size_t i = 0; i < slow.size(); ++i) {
+        if (closed[i]) continue;
+        send_all(slow[i], "X");
+        pollfd p{slow[i], POLLIN, 0};
+        char c;
+        if (::poll(&p, 1, 0) > 0 && ::recv(slow[i], &c, 1, 0) == 0) closed[i] = true;
+        all = all && closed[i];
+      }
+      if (all) break;
+      std::this_thread::sleep_for(300ms);
+    }
+    for (std::size_t i = 0; i < slow.size(); ++i) {
+      CHECK(closed[i]);
+      ::close(slow[i]);
+    }
+    CHECK_THAT(agent.curl("http://localhost/metrics").output, Catch::Contains("instanced_status_timeouts_total 10"));
+  }
+  SECTION("a client that connects and says nothing is closed too") {
+    int fd = connect_to(agent.socket());
+    auto reply = read_until_close(fd, 6s);
+    ::close(fd);
+    CHECK(reply.empty());
+  }
+  CHECK(agent.running());
+  CHECK(agent.curl("http://localhost/v1/health").exit_code == 0);
+}
+
+TEST_CASE("500 parallel connections are all answered", "[status][socket][load]") {
+  TempDir dir;
+  AgentProcess agent(dir, config("0660", 64));  // fewer slots than clients: the rest queue
+  REQUIRE(agent.start_and_wait_ready());
+  std::vector<int> fds;
+  for (int i = 0; i < 500; ++i) {
+    int fd = connect_to(agent.socket());
+    REQUIRE(fd >= 0);
+    fds.push_back(fd);
+  }
+  for (int fd : fds) send_all(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  int ok = 0;
+  for (int fd : fds) {
+    auto reply = read_until_close(fd, 10s);
+    ok += reply.starts_with("HTTP/1.1 200 OK");
+    ::close(fd);
+  }
+  CHECK(ok == 500);
+  CHECK(agent.running());
+  auto metrics = agent.curl("http://localhost/metrics").output;
+  CHECK_THAT(metrics, Catch::Contains("instanced_status_connections 1\n"));  // only this curl
+}

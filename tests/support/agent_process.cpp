@@ -1,0 +1,170 @@
+#include "tests/support/agent_process.hpp"
+
+#include <array>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <poll.h>
+#include <sstream>
+#include <stdexcept>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace instanced::testing {
+
+std::string agent_binary() { return INSTANCED_BIN; }
+std::string instancectl_binary() { return INSTANCECTL_BIN; }
+
+TempDir::TempDir() {
+  std::string tmpl = "/tmp/instanced-test-XXXXXX";
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+  ::chmod(path_.c_str(), 0755);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void TempDir::write(const std::string& name, const std::string& content) const {
+  std::filesystem::create_directories((path_ / name).parent_path());
+  std::ofstream(path_ / name, std::ios::trunc) << content;
+}
+
+NotifySocket::NotifySocket(std::filesystem::path path) : path_(std::move(path)) {
+  fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+  ::unlink(path_.c_str());
+  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throw std::runtime_error("cannot bind notify socket " + path_.string() + ": " + std::strerror(errno));
+}
+
+NotifySocket::~NotifySocket() {
+  if (fd_ >= 0) ::close(fd_);
+  ::unlink(path_.c_str());
+}
+
+std::optional<std::string> NotifySocket::receive(std::chrono::milliseconds timeout) {
+  pollfd p{fd_, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return std::nullopt;
+  std::array<char, 4096> buf{};
+  ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+  if (n < 0) return std::nullopt;
+  return std::string(buf.data(), static_cast<std::size_t>(n));
+}
+
+bool NotifySocket::wait_for(const std::string& what, std::chrono::milliseconds timeout, std::vector<std::string>* seen) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    auto msg = receive(left);
+    if (!msg) return false;
+    if (seen) seen->push_back(*msg);
+    if (msg->find(what) != std::string::npos) return true;
+  }
+}
+
+CommandResult run_command(const std::string& command_line) {
+  CommandResult r;
+  FILE* f = ::popen(command_line.c_str(), "r");
+  if (!f) return r;
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) r.output.append(buf.data(), n);
+  int status = ::pclose(f);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string expand(std::string text, const TempDir& dir) {
+  const std::string key = "{dir}";
+  for (auto pos = text.find(key); pos != std::string::npos; pos = text.find(key, pos))
+    text.replace(pos, key.size(), dir.path().string());
+  return text;
+}
+
+AgentProcess::AgentProcess(const TempDir& dir, const std::string& config_yaml)
+    : dir_(dir), notify_(dir / "notify.sock") {
+  dir.write("instanced.yaml", expand(config_yaml, dir));
+}
+
+AgentProcess::~AgentProcess() {
+  if (pid_ > 0 && running()) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+void AgentProcess::start(const std::map<std::string, std::string>& env, const std::vector<std::string>& extra_args) {
+  std::vector<std::string> args{agent_binary(), "--config", config_file().string()};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  std::string log = log_file().string();
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::setenv("NOTIFY_SOCKET", notify_.path().c_str(), 1);
+    ::unsetenv("JOURNAL_STREAM");
+    ::unsetenv("INVOCATION_ID");
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    _exit(127);
+  }
+}
+
+bool AgentProcess::start_and_wait_ready(std::chrono::milliseconds timeout, const std::map<std::string, std::string>& env) {
+  start(env);
+  return notify_.wait_for("READY=1", timeout, &notifications);
+}
+
+void AgentProcess::signal(int sig) const { ::kill(pid_, sig); }
+
+std::optional<int> AgentProcess::wait_exit(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+bool AgentProcess::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (::waitpid(pid_, &status, WNOHANG) == 0) return true;
+  pid_ = -1;
+  return false;
+}
+
+std::string AgentProcess::log() const {
+  std::ifstream in(log_file());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+CommandResult AgentProcess::curl(const std::string& args) const {
+  return run_command("curl -s --max-time 10 --unix-socket " + socket().string() + " " + args);
+}
+
+}  // namespace instanced::testing

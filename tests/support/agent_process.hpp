@@ -1,0 +1,93 @@
+// Runs the real instanced binary for tests and benchmarks: a private temporary folder,
+// a config written there, and a NOTIFY_SOCKET datagram socket that receives what the
+// agent tells systemd.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace instanced::testing {
+
+using namespace std::chrono_literals;
+
+// A folder under /tmp, removed with its content at the end (mode 0755 so that clients
+// running as other users can reach a socket inside).
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+  void write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The datagram socket systemd would offer as NOTIFY_SOCKET.
+class NotifySocket {
+ public:
+  explicit NotifySocket(std::filesystem::path path);
+  ~NotifySocket();
+  const std::filesystem::path& path() const { return path_; }
+  // The next datagram, or nothing after `timeout`.
+  std::optional<std::string> receive(std::chrono::milliseconds timeout);
+  // Receives until a datagram contains `what`; everything received is appended to `seen`.
+  bool wait_for(const std::string& what, std::chrono::milliseconds timeout, std::vector<std::string>* seen = nullptr);
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout (and stderr when asked)
+};
+
+// Runs a shell command line and captures its standard output.
+CommandResult run_command(const std::string& command_line);
+
+class AgentProcess {
+ public:
+  // Writes `config_yaml` (with {dir} replaced by the temp folder) to dir/instanced.yaml.
+  AgentProcess(const TempDir& dir, const std::string& config_yaml);
+  ~AgentProcess();
+
+  // Starts the agent; `env` is added to the environment.
+  void start(const std::map<std::string, std::string>& env = {}, const std::vector<std::string>& extra_args = {});
+  // Starts and waits for READY=1; false if it did not come within `timeout`.
+  bool start_and_wait_ready(std::chrono::milliseconds timeout = 10s,
+                            const std::map<std::string, std::string>& env = {});
+  void signal(int sig) const;
+  // The exit status once the process ended, or nothing after `timeout`.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  bool running();
+
+  pid_t pid() const { return pid_; }
+  NotifySocket& notify() { return notify_; }
+  std::filesystem::path socket() const { return dir_ / "status.sock"; }
+  std::filesystem::path config_file() const { return dir_ / "instanced.yaml"; }
+  std::filesystem::path log_file() const { return dir_ / "agent.log"; }
+  std::string log() const;
+  // curl over the status socket: "-s -o - -w '%{http_code}'"-style helpers.
+  CommandResult curl(const std::string& args) const;
+  std::vector<std::string> notifications;  // every datagram received by wait helpers
+
+ private:
+  const TempDir& dir_;
+  NotifySocket notify_;
+  pid_t pid_ = -1;
+};
+
+std::string expand(std::string text, const TempDir& dir);
+std::string agent_binary();
+std::string instancectl_binary();
+
+}  // namespace instanced::testing
