@@ -19,8 +19,15 @@ class Notifier {
 
 class SdNotifier final : public Notifier {
  public:
+  SdNotifier();
+  ~SdNotifier() override;
+  SdNotifier(const SdNotifier&) = delete;
+  SdNotifier& operator=(const SdNotifier&) = delete;
   void notify(std::string_view state) override;
   std::optional<std::chrono::microseconds> watchdog_timeout() override;
+
+ private:
+  int fd_ = -1;
 };
 
 }  // namespace instanced
