@@ -3,7 +3,6 @@
 #include <boost/asio/io_context.hpp>
 #include <cstdio>
 #include <iostream>
-#include <systemd/sd-daemon.h>
 #include <thread>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include "agent/daemon/daemon.hpp"
 #include "agent/status/server.hpp"
 #include "agent/status/views.hpp"
+#include "common/systemd.hpp"
 
 using namespace instanced;
 
@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
 
   status::StatusServer status_server(ioc.get_executor(), api, config.status, router);
   std::optional<int> activated;
-  if (int n = sd_listen_fds(1); n >= 1) activated = SD_LISTEN_FDS_START;
+  if (auto fds = systemd::listen_fds(); !fds.empty()) activated = fds.front();
   if (auto r = status_server.open(activated); !r) {
     logging.get("daemon")->critical("{}", r.error().message);
     return 1;

@@ -7,7 +7,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <sys/stat.h>
 #include <syslog.h>
-#include <systemd/sd-journal.h>
+
+#include "common/systemd.hpp"
 
 namespace instanced {
 namespace {
@@ -15,6 +16,9 @@ namespace {
 // spdlog's own systemd sink (1.10) cannot attach the logger's name as a journal field,
 // so this one does: `journalctl -u instanced INSTANCED_SUBSYSTEM=status` filters by it.
 class JournaldSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit JournaldSink(std::string socket_path) : journal_(std::move(socket_path)) {}
+
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     int priority = LOG_INFO;
@@ -27,12 +31,18 @@ class JournaldSink final : public spdlog::sinks::base_sink<std::mutex> {
       case spdlog::level::critical: priority = LOG_CRIT; break;
       default: break;
     }
-    sd_journal_send("MESSAGE=%.*s", static_cast<int>(msg.payload.size()), msg.payload.data(),
-                    "PRIORITY=%d", priority, "SYSLOG_IDENTIFIER=instanced",
-                    "INSTANCED_SUBSYSTEM=%.*s", static_cast<int>(msg.logger_name.size()),
-                    msg.logger_name.data(), nullptr);
+    // A datagram holds the whole entry; a log line is capped well below its limit.
+    std::string_view message(msg.payload.data(), std::min<std::size_t>(msg.payload.size(), 48 * 1024));
+    const char prio[2] = {static_cast<char>('0' + priority), '\0'};
+    journal_.send({{"MESSAGE", message},
+                   {"PRIORITY", prio},
+                   {"SYSLOG_IDENTIFIER", "instanced"},
+                   {"INSTANCED_SUBSYSTEM", std::string_view(msg.logger_name.data(), msg.logger_name.size())}});
   }
   void flush_() override {}
+
+ private:
+  systemd::JournalSocket journal_;
 };
 
 }  // namespace
@@ -61,10 +71,10 @@ bool Logging::under_systemd() {
   return std::getenv("INVOCATION_ID") != nullptr && std::getenv("JOURNAL_STREAM") != nullptr;
 }
 
-Logging::Logging(LogTarget target, LogLevel level) : level_(level) {
+Logging::Logging(LogTarget target, LogLevel level, std::string journal_socket) : level_(level) {
   journald_ = target == LogTarget::journald || (target == LogTarget::automatic && under_systemd());
   if (journald_) {
-    sinks_.push_back(std::make_shared<JournaldSink>());
+    sinks_.push_back(std::make_shared<JournaldSink>(journal_socket));
   } else {
     auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
     sink->set_formatter(std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%eZ %-5l %n: %v",

@@ -19,7 +19,8 @@ enum class LogTarget { automatic, stderr_lines, journald };
 
 class Logging {
  public:
-  explicit Logging(LogTarget target = LogTarget::automatic, LogLevel level = LogLevel::info);
+  explicit Logging(LogTarget target = LogTarget::automatic, LogLevel level = LogLevel::info,
+                   std::string journal_socket = "/run/systemd/journal/socket");
 
   // The logger of one subsystem ("status", "daemon", ...); created on first use.
   Logger get(const std::string& subsystem);

@@ -1,8 +1,10 @@
-// systemd's notification protocol behind one seam. The product wires SdNotifier; tests
-// run the real binary against a NOTIFY_SOCKET datagram socket of their own.
+// systemd's notification protocol behind one seam. The product wires SdNotifier (one
+// socket to $NOTIFY_SOCKET, kept open: the watchdog pings for the agent's whole life);
+// tests run the real binary against a NOTIFY_SOCKET datagram socket of their own.
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string_view>
 
@@ -27,7 +29,8 @@ class SdNotifier final : public Notifier {
   std::optional<std::chrono::microseconds> watchdog_timeout() override;
 
  private:
-  int fd_ = -1;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace instanced
