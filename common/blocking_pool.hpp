@@ -49,7 +49,7 @@ class BlockingPool {
   // when `timeout` passes first (the call keeps its thread until it returns), or
   // "WHAT: pool queue full". Throws operation_aborted if the awaiting coroutine is cancelled.
   template <class F>
-  auto run(std::string what, Duration timeout, F fn)
+  auto run(std::string what, Duration timeout, F&& fn)
       -> boost::asio::awaitable<typename flatten_result<std::invoke_result_t<F>>::type>;
 
   std::size_t busy() const { return core_->busy.load(); }
@@ -63,6 +63,11 @@ class BlockingPool {
     bool stopping = false;
     std::atomic<std::size_t> busy{0};
   };
+  template <class R>
+  struct Shared;
+  template <class R>
+  auto await_job(std::string what, Duration timeout, std::shared_ptr<Shared<R>> shared)
+      -> boost::asio::awaitable<typename flatten_result<R>::type>;
   bool submit(std::function<void()> job);
 
   std::shared_ptr<Core> core_;
@@ -71,23 +76,26 @@ class BlockingPool {
   std::uint64_t timeouts_ = 0;
 };
 
+template <class R>
+struct BlockingPool::Shared {
+  std::function<void()> job;                       // queued by await_job
+  std::optional<boost::asio::steady_timer> timer;  // set before the job is queued
+  std::optional<R> value;
+  std::exception_ptr error;
+  bool done = false;
+};
+
+// Not a coroutine itself: the job (which takes ownership of `fn`) is built here and kept
+// in the shared state, so no coroutine ever takes a callable as a parameter. With GCC 12,
+// a callable passed into a coroutine and moved on from there lost its captures while
+// still running (ASan: heap-use-after-free; tests/common/blocking_pool_test.cpp).
 template <class F>
-auto BlockingPool::run(std::string what, Duration timeout, F fn)
+auto BlockingPool::run(std::string what, Duration timeout, F&& fn)
     -> boost::asio::awaitable<typename flatten_result<std::invoke_result_t<F>>::type> {
   using R = std::invoke_result_t<F>;
-  using Out = typename flatten_result<R>::type;
-  struct Shared {
-    explicit Shared(boost::asio::any_io_executor ex) : timer(ex) {}
-    boost::asio::steady_timer timer;
-    std::optional<R> value;
-    std::exception_ptr error;
-    bool done = false;
-  };
-  auto ex = co_await boost::asio::this_coro::executor;
-  auto shared = std::make_shared<Shared>(ex);
-  shared->timer.expires_after(timeout);
-  auto core = core_;
-  bool queued = submit([shared, core, fn = std::move(fn)]() mutable {
+  auto shared = std::make_shared<Shared<R>>();
+  // The job holds a weak reference to the state: the state holds the job.
+  shared->job = [weak = std::weak_ptr<Shared<R>>(shared), core = core_, fn = std::decay_t<F>(std::forward<F>(fn))]() mutable {
     std::optional<R> value;
     std::exception_ptr error;
     try {
@@ -97,18 +105,27 @@ auto BlockingPool::run(std::string what, Duration timeout, F fn)
     }
     // The loop may be gone if the pool was abandoned at shutdown; post only while it is not.
     std::lock_guard lock(core->m);
-    if (core->stopping) return;
-    boost::asio::post(shared->timer.get_executor(),
-                      [shared, value = std::move(value), error]() mutable {
-                        shared->value = std::move(value);
-                        shared->error = error;
-                        shared->done = true;
-                        shared->timer.cancel();
-                      });
-  });
-  if (!queued) co_return Error{fmt::format("{}: blocking pool queue full", what)};
+    auto shared = weak.lock();
+    if (core->stopping || !shared) return;
+    boost::asio::post(shared->timer->get_executor(), [shared, value = std::move(value), error]() mutable {
+      shared->value = std::move(value);
+      shared->error = error;
+      shared->done = true;
+      shared->timer->cancel();
+    });
+  };
+  return await_job<R>(std::move(what), timeout, std::move(shared));
+}
+
+template <class R>
+auto BlockingPool::await_job(std::string what, Duration timeout, std::shared_ptr<Shared<R>> shared)
+    -> boost::asio::awaitable<typename flatten_result<R>::type> {
+  using Out = typename flatten_result<R>::type;
+  shared->timer.emplace(co_await boost::asio::this_coro::executor);
+  shared->timer->expires_after(timeout);
+  if (!submit(std::move(shared->job))) co_return Error{fmt::format("{}: blocking pool queue full", what)};
   boost::system::error_code ec;
-  co_await shared->timer.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+  co_await shared->timer->async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
   if (shared->done) {
     if (shared->error) std::rethrow_exception(shared->error);
     co_return Out(std::move(*shared->value));

@@ -207,6 +207,8 @@ asio::awaitable<void> StatusServer::serve(std::shared_ptr<Session> session) {
     metrics.add_counter("instanced_status_requests_total", "Requests answered on the status socket by HTTP status code.",
                         {{"code", std::to_string(code)}});
   };
+  // Call sites pass named objects, never temporaries: GCC 12 mishandles temporaries with
+  // destructors inside a co_await expression (see docs/architecture.md).
   auto send = [&](Response res, bool keep_alive) -> asio::awaitable<bool> {
     res.keep_alive(keep_alive);
     count(res.result_int());
@@ -226,14 +228,14 @@ asio::awaitable<void> StatusServer::serve(std::shared_ptr<Session> session) {
     boost::system::error_code ec;
     co_await beast::http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
+      // What to answer a request that could not be read, if anything.
+      std::optional<Response> reply;
       if (ec == beast::http::error::header_limit) {
-        co_await send(error_response(beast::http::status::request_header_fields_too_large,
-                                     fmt::format("request header larger than {} bytes", config_.max_header_bytes.bytes)),
-                      false);
+        reply = error_response(beast::http::status::request_header_fields_too_large,
+                               fmt::format("request header larger than {} bytes", config_.max_header_bytes.bytes));
       } else if (ec == beast::http::error::body_limit) {
-        co_await send(error_response(beast::http::status::payload_too_large,
-                                     fmt::format("request body larger than {} bytes", config_.max_body_bytes.bytes)),
-                      false);
+        reply = error_response(beast::http::status::payload_too_large,
+                               fmt::format("request body larger than {} bytes", config_.max_body_bytes.bytes));
       } else if (ec == beast::error::timeout) {
         if (parser.got_some() || buffer.size() > 0)
           metrics.add_counter("instanced_status_timeouts_total",
@@ -241,8 +243,9 @@ asio::awaitable<void> StatusServer::serve(std::shared_ptr<Session> session) {
       } else if (ec != beast::http::error::end_of_stream && ec != beast::http::error::partial_message &&
                  ec != asio::error::eof && ec != asio::error::connection_reset &&
                  ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor) {
-        co_await send(error_response(beast::http::status::bad_request, "malformed request: " + ec.message()), false);
+        reply = error_response(beast::http::status::bad_request, "malformed request: " + ec.message());
       }
+      if (reply) co_await send(std::move(*reply), false);
       break;
     }
     auto& req = parser.get();
@@ -250,10 +253,10 @@ asio::awaitable<void> StatusServer::serve(std::shared_ptr<Session> session) {
       log_->warn("refused {} {} from pid {} uid {}: not root and not in group '{}'",
                  std::string(req.method_string()), std::string(req.target()), session->peer.pid, session->peer.uid,
                  config_.group);
-      co_await send(error_response(beast::http::status::forbidden,
-                                   fmt::format("permission denied: only root and members of group '{}' may use this socket",
-                                               config_.group)),
-                    false);
+      Response refusal = error_response(
+          beast::http::status::forbidden,
+          fmt::format("permission denied: only root and members of group '{}' may use this socket", config_.group));
+      co_await send(std::move(refusal), false);
       break;
     }
     Response res = router_.handle(req);

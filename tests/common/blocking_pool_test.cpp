@@ -2,7 +2,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
-#include <future>
+#include <atomic>
 #include <thread>
 
 #include "common/blocking_pool.hpp"
@@ -11,6 +11,8 @@ using namespace instanced;
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 
+// The coroutine lambdas are named locals: a lambda coroutine reads its captures through
+// the closure object, which must outlive the coroutine (a temporary would not).
 TEST_CASE("blocking work runs off the loop and is bounded by a timeout", "[pool]") {
   asio::io_context ioc;
   BlockingPool pool(2);
@@ -19,9 +21,10 @@ TEST_CASE("blocking work runs off the loop and is bounded by a timeout", "[pool]
   SECTION("a result comes back") {
     std::optional<Result<int>> got;
     std::thread::id ran_on;
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+    auto task0 = [&]() -> asio::awaitable<void> {
       got = co_await pool.run("add", 1s, [&] { ran_on = std::this_thread::get_id(); return 40 + 2; });
-    }, asio::detached);
+    };
+    asio::co_spawn(ioc, task0(), asio::detached);
     ioc.run();
     REQUIRE(got);
     REQUIRE(got->ok());
@@ -31,30 +34,37 @@ TEST_CASE("blocking work runs off the loop and is bounded by a timeout", "[pool]
 
   SECTION("a Result-returning call is not wrapped twice, and its error passes through") {
     std::optional<Result<int>> got;
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+    auto task1 = [&]() -> asio::awaitable<void> {
       got = co_await pool.run("fail", 1s, []() -> Result<int> { return Error{"statvfs /x: No such file"}; });
-    }, asio::detached);
+    };
+    asio::co_spawn(ioc, task1(), asio::detached);
     ioc.run();
     REQUIRE(got);
     CHECK(got->error().message == "statvfs /x: No such file");
   }
 
   SECTION("a hung call times out while the loop keeps running") {
-    std::promise<void> release;
-    auto released = release.get_future().share();
+    auto release = std::make_shared<std::atomic<bool>>(false);
     std::optional<Result<int>> got;
     int ticks = 0;
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
-      got = co_await pool.run("stat /mnt/hung", 100ms, [released] { released.wait(); return 1; });
-    }, asio::detached);
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+    auto task2 = [&]() -> asio::awaitable<void> {
+      // A named callable: see the GCC 12 note in docs/architecture.md.
+      auto hang = [release] {
+        while (!release->load()) std::this_thread::sleep_for(1ms);
+        return 1;
+      };
+      got = co_await pool.run("stat /mnt/hung", 100ms, hang);
+    };
+    asio::co_spawn(ioc, task2(), asio::detached);
+    auto task3 = [&]() -> asio::awaitable<void> {
       asio::steady_timer t(co_await asio::this_coro::executor);
       for (int i = 0; i < 5; ++i) {
         t.expires_after(10ms);
         co_await t.async_wait(asio::use_awaitable);
         ++ticks;
       }
-    }, asio::detached);
+    };
+    asio::co_spawn(ioc, task3(), asio::detached);
     ioc.run();
     REQUIRE(got);
     REQUIRE_FALSE(got->ok());
@@ -62,18 +72,19 @@ TEST_CASE("blocking work runs off the loop and is bounded by a timeout", "[pool]
     CHECK(ticks == 5);
     CHECK(pool.timeouts() == 1);
     CHECK(pool.busy() == 1);
-    release.set_value();
+    release->store(true);
   }
 
   SECTION("an exception in the call reaches the awaiting coroutine") {
     std::string what;
-    asio::co_spawn(ioc, [&]() -> asio::awaitable<void> {
+    auto task4 = [&]() -> asio::awaitable<void> {
       try {
         co_await pool.run("throw", 1s, []() -> int { throw std::runtime_error("boom"); });
       } catch (const std::runtime_error& e) {
         what = e.what();
       }
-    }, asio::detached);
+    };
+    asio::co_spawn(ioc, task4(), asio::detached);
     ioc.run();
     CHECK(what == "boom");
   }
