@@ -8,6 +8,7 @@
 #include <openssl/sha.h>
 #include <sstream>
 #include <system_error>
+#include <optional>
 #include <type_traits>
 #include <yaml-cpp/yaml.h>
 
@@ -74,9 +75,28 @@ Result<std::string> scalar(const YAML::Node& n, std::string_view expected) {
 template <class T>
 Result<T> decode(const YAML::Node& n);
 
+// Names, paths and groups: valid UTF-8 without control characters. Anything else is a
+// typo or a corrupted file, and would not survive being written back (--check-config).
+std::optional<std::string> text_problem(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) return fmt::format("contains control character 0x{:02x} at byte {}", c, i);
+    std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return fmt::format("is not valid UTF-8 (byte {})", i);
+    for (std::size_t k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return fmt::format("is not valid UTF-8 (byte {})", i);
+    i += len;
+  }
+  return std::nullopt;
+}
+
 template <>
 Result<std::string> decode<std::string>(const YAML::Node& n) {
-  return scalar(n, "a string");
+  auto s = scalar(n, "a string");
+  if (!s) return s;
+  if (auto problem = text_problem(*s)) return Error{*problem};
+  return s;
 }
 
 template <>

@@ -96,6 +96,12 @@ TEST_CASE("error classes", "[config]") {
     CHECK_THAT(error_of("log:\n  level: loud\n"),
                Catch::Contains("test.yaml:2:10: log.level: 'loud' is not one of: trace, debug, info, warn, error"));
   }
+  SECTION("text values must be UTF-8 without control characters") {
+    CHECK_THAT(error_of("instance:\n  name: \"ws\\x11\"\n"),
+               Catch::Contains("test.yaml:2:9: instance.name: contains control character 0x11 at byte 2"));
+    CHECK_THAT(error_of("instance:\n  name: ws-\xff\xfe\n"), Catch::Contains("instance.name: is not valid UTF-8 (byte 3)"));
+    CHECK(parse_config_text("instance:\n  name: Arbeitsplatz-Müller-🚀\n", "t.yaml").ok());
+  }
   SECTION("unknown key far from every known one lists the known keys") {
     CHECK_THAT(error_of("zzzzzzzz: 1\n"), Catch::Contains("zzzzzzzz: unknown key; known keys here: instance, state_dir"));
   }
