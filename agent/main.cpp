@@ -16,12 +16,6 @@ using namespace instanced;
 
 namespace {
 
-std::string host_name() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
-  return buf;
-}
-
 // A test hook (debug.test_hooks): blocks the event loop, as a bug would, so the watchdog
 // tests can see the pings stop.
 void add_test_hooks(status::Router& router) {
@@ -77,7 +71,7 @@ int main(int argc, char** argv) {
 
   status::AgentInfo info;
   info.version = INSTANCED_VERSION;
-  info.instance = config.instance.name.empty() ? host_name() : config.instance.name;
+  info.instance = instance_name(config);
   info.started = clock.now();
   info.started_wall = clock.wall_now();
   info.config_file = loaded->file;

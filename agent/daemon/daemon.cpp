@@ -9,12 +9,20 @@
 #include <csignal>
 #include <fmt/format.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "agent/daemon/watchdog.hpp"
 
 namespace instanced {
 
 namespace asio = boost::asio;
+
+std::string instance_name(const Config& config) {
+  if (!config.instance.name.empty()) return config.instance.name;
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
 
 Daemon::Daemon(asio::io_context& ioc, Api& api, const Options& options, LoadedConfig config,
                status::AgentInfo& info)
@@ -131,6 +139,7 @@ asio::awaitable<void> Daemon::reload() {
     if (options_.log_level) config_.config.log.level = *options_.log_level;
     api_.logging.set_level(config_.config.log.level);
     for (auto& t : tasks_) t->subsystem->reconfigure(config_.config);
+    info_.instance = instance_name(config_.config);
     info_.dropins = config_.dropins;
     info_.config_hash = config_.hash;
     info_.config_loaded_at = outcome.at;

@@ -17,6 +17,9 @@
 
 namespace instanced {
 
+// instance.name, or the host name when it is empty.
+std::string instance_name(const Config& config);
+
 class Daemon {
  public:
   Daemon(boost::asio::io_context& ioc, Api& api, const Options& options, LoadedConfig config,

@@ -85,7 +85,7 @@ TEST_CASE("SIGHUP reloads a valid configuration and keeps the old one on an inva
   REQUIRE(agent.start_and_wait_ready());
   auto hash0 = status_of(agent).at("config").at("hash").as_string();
 
-  dir.write("instanced.yaml", expand(std::string(kConfig) + "log:\n  level: debug\n", dir));
+  dir.write("instanced.yaml", expand(std::string(kConfig) + "log:\n  level: debug\ninstance:\n  name: renamed\n", dir));
   agent.signal(SIGHUP);
   std::vector<std::string> seen;
   REQUIRE(agent.notify().wait_for("READY=1", 5s, &seen));
@@ -95,6 +95,7 @@ TEST_CASE("SIGHUP reloads a valid configuration and keeps the old one on an inva
   auto hash1 = s1.at("config").at("hash").as_string();
   CHECK(hash1 != hash0);
   CHECK(s1.at("config").at("last_reload").at("result") == "ok");
+  CHECK(s1.at("instance") == "renamed");
 
   // A broken file: the agent keeps serving with hash1 and says why the reload failed.
   dir.write("instanced.yaml", expand(std::string(kConfig) + "log:\n  level: loud\n", dir));
