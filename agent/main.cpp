@@ -6,6 +6,8 @@
 #include <thread>
 #include <unistd.h>
 
+#include "agent/control/channel.hpp"
+#include "agent/control/commands.hpp"
 #include "agent/daemon/cli.hpp"
 #include "agent/daemon/daemon.hpp"
 #include "agent/status/server.hpp"
@@ -27,6 +29,32 @@ void add_test_hooks(status::Router& router) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     return status::json_response(status::http::status::ok, "{\"stalled_ms\":" + std::to_string(ms) + "}");
   });
+}
+
+using control::CommandResult;
+using control::Status;
+namespace json = boost::json;
+
+void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, status::AgentInfo& info,
+                          StateRegistry& state, Clock& clock) {
+  commands.add("ping", [&clock](const json::object&) -> boost::asio::awaitable<CommandResult> {
+    co_return CommandResult{Status::ok, {{"pong", true}, {"time", iso8601(clock.wall_now())}}, {}};
+  });
+  commands.add("get_status", [&](const json::object&) -> boost::asio::awaitable<CommandResult> {
+    co_return CommandResult{Status::ok, status::status_json(info, state, clock, 20), {}};
+  });
+  commands.add("reload_config", [&](const json::object&) -> boost::asio::awaitable<CommandResult> {
+    co_await daemon.reload();
+    if (info.last_reload && !info.last_reload->ok)
+      co_return CommandResult{Status::failed, {}, info.last_reload->error};
+    co_return CommandResult{Status::ok, {{"config_hash", info.config_hash}}, {}};
+  });
+  for (const char* action : {"prepare_stop", "prepare_restart"}) {
+    std::string what = action;
+    commands.add(what, [&commands, what](const json::object&) -> boost::asio::awaitable<CommandResult> {
+      co_return commands.prepare(what);
+    });
+  }
 }
 
 }  // namespace
@@ -69,7 +97,7 @@ int main(int argc, char** argv) {
   StateRegistry state(clock);
   Api api{clock, fs, notifier, pool, state, logging};
 
-  status::AgentInfo info;
+  status::AgentInfo info;  // outlives everything below that refers to it
   info.version = INSTANCED_VERSION;
   info.instance = instance_name(config);
   info.started = clock.now();
@@ -92,6 +120,13 @@ int main(int argc, char** argv) {
   }
 
   Daemon daemon(ioc, api, *options, std::move(*loaded), info);
+
+  // The commands every agent answers; subsystems add theirs (and their vetoes) here.
+  control::CommandRegistry commands(clock, fs, std::filesystem::path(config.state_dir) / "control" / "commands.json");
+  add_builtin_commands(commands, daemon, info, state, clock);
+  control::ControlChannel control(ioc.get_executor(), api, config, commands, info);
+
   daemon.add(status_server);
+  daemon.add(control);
   return daemon.run();
 }

@@ -29,3 +29,38 @@ std::string iso8601(Clock::wall_time t) {
 }
 
 }  // namespace instanced
+
+#include <cstdio>
+
+namespace instanced {
+
+std::optional<Clock::wall_time> parse_iso8601(std::string_view text) {
+  std::string s(text);
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, n = 0;
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6) return std::nullopt;
+  int ms = 0;
+  std::size_t pos = static_cast<std::size_t>(n);
+  if (pos < s.size() && s[pos] == '.') {
+    std::size_t digits = 0;
+    ++pos;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      if (digits < 3) ms = ms * 10 + (s[pos] - '0');
+      ++digits, ++pos;
+    }
+    if (digits == 0) return std::nullopt;
+    for (std::size_t k = digits; k < 3; ++k) ms *= 10;
+  }
+  if (pos + 1 != s.size() || s[pos] != 'Z') return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  std::time_t t = timegm(&tm);
+  return Clock::wall_time(std::chrono::seconds(t)) + std::chrono::milliseconds(ms);
+}
+
+}  // namespace instanced

@@ -39,3 +39,10 @@ namespace instanced {
 // "2026-11-27T11:28:20.123Z"
 std::string iso8601(Clock::wall_time t);
 }  // namespace instanced
+
+#include <optional>
+
+namespace instanced {
+// Parses "2026-11-27T11:28:20Z" or "2026-11-27T11:28:20.123Z" (UTC only).
+std::optional<Clock::wall_time> parse_iso8601(std::string_view text);
+}  // namespace instanced

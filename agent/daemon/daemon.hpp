@@ -31,6 +31,9 @@ class Daemon {
   int run();
 
   const Config& config() const { return config_.config; }
+  // Reads and validates the configuration again and swaps it in if valid (SIGHUP does
+  // the same). The outcome is in AgentInfo::last_reload.
+  boost::asio::awaitable<void> reload();
 
  private:
   struct Task {
@@ -41,7 +44,6 @@ class Daemon {
   };
 
   boost::asio::awaitable<void> main_flow();
-  boost::asio::awaitable<void> reload();
   boost::asio::awaitable<void> shutdown();
   void start(Task& task);
   void set_status(const std::string& line);

@@ -1,0 +1,405 @@
+#include "agent/control/channel.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+#include <fstream>
+#include <random>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace instanced::control {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace http = beast::http;
+namespace json = boost::json;
+using tcp = asio::ip::tcp;
+
+Result<Endpoint> parse_endpoint(std::string_view url, bool insecure_allowed) {
+  Endpoint ep;
+  std::string_view rest;
+  if (url.starts_with("wss://")) {
+    rest = url.substr(6);
+  } else if (url.starts_with("ws://")) {
+    if (!insecure_allowed) return Error{"control.endpoint: ws:// needs control.insecure: true (local development only)"};
+    ep.tls = false;
+    rest = url.substr(5);
+  } else {
+    return Error{fmt::format("control.endpoint: '{}' must start with wss://", url)};
+  }
+  auto slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  ep.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  auto colon = authority.rfind(':');
+  if (colon != std::string_view::npos && authority.find(']') == std::string_view::npos) {
+    ep.host = std::string(authority.substr(0, colon));
+    ep.port = std::string(authority.substr(colon + 1));
+  } else {
+    ep.host = std::string(authority);
+    ep.port = ep.tls ? "443" : "80";
+  }
+  if (ep.host.empty()) return Error{fmt::format("control.endpoint: '{}' has no host", url)};
+  if (ep.port.empty() || ep.port.find_first_not_of("0123456789") != std::string::npos)
+    return Error{fmt::format("control.endpoint: '{}' has an invalid port", url)};
+  return ep;
+}
+
+Result<Secret> read_token(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0)
+    return Error{fmt::format("control.token_file {}: {}", path, std::strerror(errno))};
+  if (!S_ISREG(st.st_mode)) return Error{fmt::format("control.token_file {}: not a regular file", path)};
+  if (st.st_mode & 077)
+    return Error{fmt::format("control.token_file {}: mode {:04o} lets others read it; chmod 600 it",
+                             path, st.st_mode & 07777)};
+  std::ifstream in(path);
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) token.pop_back();
+  if (token.empty()) return Error{fmt::format("control.token_file {}: empty", path)};
+  return Secret(std::move(token));
+}
+
+ControlChannel::ControlChannel(asio::any_io_executor ex, Api& api, const Config& config, CommandRegistry& commands,
+                               const status::AgentInfo& info)
+    : ex_(ex),
+      api_(api),
+      config_(config.control),
+      state_dir_(config.state_dir),
+      commands_(commands),
+      info_(info),
+      log_(api.logging.get("control")) {}
+
+ControlChannel::~ControlChannel() {
+  if (subscription_) api_.state.unsubscribe(subscription_);
+}
+
+void ControlChannel::reconfigure(const Config& config) {
+  if (config.control.endpoint != config_.endpoint)
+    log_->warn("control.endpoint changed; it takes effect at the next restart");
+  auto endpoint = config_.endpoint;
+  config_ = config.control;
+  config_.endpoint = endpoint;
+}
+
+void ControlChannel::publish(Health h, std::string summary) {
+  json::object d;
+  d["state"] = state_;
+  d["endpoint"] = config_.endpoint;
+  d["connects"] = connects_;
+  if (state_ == "connected") d["connected_at"] = iso8601(connected_at_);
+  if (!last_error_.empty()) d["last_error"] = last_error_;
+  if (outbox_) {
+    d["outbox_pending"] = outbox_->pending().size();
+    d["outbox_bytes"] = outbox_->pending_bytes();
+    d["outbox_acked_seq"] = outbox_->acked();
+    d["outbox_dropped"] = outbox_->dropped();
+  }
+  api_.state.publish("control", h, std::move(summary), std::move(d));
+}
+
+Message ControlChannel::make(std::string type, json::object body) const {
+  return Message{std::move(type), new_id(), std::nullopt, iso8601(api_.clock.wall_now()), std::move(body)};
+}
+
+void ControlChannel::wake() {
+  if (wake_) wake_->cancel();
+}
+
+void ControlChannel::enqueue(Outbox::Kind kind, const std::string& type, json::object body) {
+  if (!outbox_) return;
+  Message m = make(type, std::move(body));
+  m.seq = outbox_->next_seq();
+  if (auto r = outbox_->append(kind, encode(m)); !r) {
+    log_->error("{}", r.error().message);
+    return;
+  }
+  api_.state.metrics().set_gauge("instanced_control_outbox_pending", "Events and results not yet acknowledged.", {},
+                                 static_cast<double>(outbox_->pending().size()));
+  wake();
+}
+
+json::object ControlChannel::heartbeat_body() const {
+  json::object b;
+  b["state"] = std::string(to_string(api_.state.overall()));
+  b["phase"] = info_.phase;
+  json::object subs;
+  for (const auto& [name, s] : api_.state.subsystems()) subs[name] = std::string(to_string(s.health));
+  b["subsystems"] = std::move(subs);
+  b["uptime_s"] = std::chrono::duration_cast<std::chrono::seconds>(api_.clock.now() - info_.started).count();
+  b["config"] = info_.config_hash.substr(0, 12);
+  return b;
+}
+
+asio::awaitable<void> ControlChannel::run() {
+  if (config_.endpoint.empty()) {
+    state_ = "disabled";
+    publish(Health::ok, "disabled (no control.endpoint)");
+    co_return;
+  }
+  auto ep = parse_endpoint(config_.endpoint, config_.insecure);
+  if (!ep) {
+    state_ = "misconfigured";
+    last_error_ = ep.error().message;
+    publish(Health::failed, ep.error().message);
+    co_return;
+  }
+  outbox_ = std::make_unique<Outbox>(std::filesystem::path(state_dir_) / "control" / "outbox",
+                                     config_.outbox_max_bytes.bytes);
+  if (auto r = outbox_->open(); !r) {
+    last_error_ = r.error().message;
+    log_->error("{}", r.error().message);
+  }
+  if (auto r = commands_.load(); !r) log_->warn("{}", r.error().message);
+  // Every event of every subsystem goes to the control plane, through the outbox.
+  subscription_ = api_.state.subscribe([this](const Event& e) {
+    if (e.subsystem == "control" && e.type == "state_changed") return;  // our own connection flaps stay local
+    json::object body;
+    body["subsystem"] = e.subsystem;
+    body["type"] = e.type;
+    body["message"] = e.message;
+    body["time"] = iso8601(e.time);
+    if (!e.data.empty()) body["data"] = e.data;
+    enqueue(Outbox::Kind::event, "event", std::move(body));
+  });
+
+  std::random_device rd;
+  Backoff backoff(config_.backoff_initial, config_.backoff_max, (std::uint64_t{rd()} << 32) | rd());
+  state_ = "connecting";
+  publish(Health::starting, "connecting to " + config_.endpoint);
+  // Spread a fleet's first connects after a mass boot.
+  if (config_.initial_delay_max.count() > 0) {
+    std::uniform_int_distribution<std::int64_t> d(0, config_.initial_delay_max.count());
+    co_await api_.clock.sleep_for(Duration(d(rd)));
+  }
+  for (;;) {
+    auto started = api_.clock.now();
+    try {
+      co_await connect_once(*ep);
+    } catch (const boost::system::system_error& e) {
+      last_error_ = e.code().message();
+    } catch (const std::exception& e) {
+      last_error_ = e.what();
+    }
+    // Stopping: the daemon cancelled us; do not reconnect.
+    if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return;
+    if (api_.clock.now() - started >= config_.backoff_reset_after) backoff.reset();
+    auto delay = backoff.next();
+    state_ = "disconnected";
+    log_->warn("control channel to {}: {}; retrying in {} ms", config_.endpoint, last_error_, delay.count());
+    publish(Health::degraded, fmt::format("disconnected: {}; retry in {}", last_error_, format_duration(delay)));
+    co_await api_.clock.sleep_for(delay);
+    state_ = "connecting";
+  }
+}
+
+asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
+  auto token = read_token(config_.token_file);
+  if (!token) throw std::runtime_error(token.error().message);
+  tcp::resolver resolver(ex_);
+  auto results = co_await resolver.async_resolve(ep.host, ep.port, asio::use_awaitable);
+
+  auto configure = [&](auto& ws) {
+    websocket::stream_base::timeout t;
+    t.handshake_timeout = config_.connect_timeout;
+    // Beast pings after half the idle timeout of silence and gives up at the full one:
+    // a dead peer is noticed within two ping intervals.
+    t.idle_timeout = config_.ping_interval * 2;
+    t.keep_alive_pings = true;
+    ws.set_option(t);
+    ws.read_message_max(config_.max_message_bytes.bytes);
+    ws.text(true);
+    std::string bearer = "Bearer " + token->reveal();
+    ws.set_option(websocket::stream_base::decorator([bearer](websocket::request_type& req) {
+      req.set(http::field::authorization, bearer);
+      req.set(http::field::sec_websocket_protocol, kSubprotocol);
+      req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+    }));
+  };
+  auto check_response = [&](const websocket::response_type& res) {
+    if (res[http::field::sec_websocket_protocol] != kSubprotocol)
+      throw std::runtime_error("the control plane did not accept subprotocol instanced.v1");
+  };
+  std::string host_header = ep.host + ":" + ep.port;
+
+  if (!ep.tls) {
+    websocket::stream<beast::tcp_stream> ws(ex_);
+    beast::get_lowest_layer(ws).expires_after(config_.connect_timeout);
+    co_await beast::get_lowest_layer(ws).async_connect(results, asio::use_awaitable);
+    beast::get_lowest_layer(ws).expires_never();
+    configure(ws);
+    websocket::response_type res;
+    co_await ws.async_handshake(res, host_header, ep.target, asio::use_awaitable);
+    check_response(res);
+    co_await converse(ws);
+    co_return;
+  }
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  ctx.set_verify_mode(asio::ssl::verify_peer);
+  if (config_.ca_file.empty())
+    ctx.set_default_verify_paths();
+  else
+    ctx.load_verify_file(config_.ca_file);
+  websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(ex_, ctx);
+  if (!SSL_set_tlsext_host_name(ws.next_layer().native_handle(), ep.host.c_str()))
+    throw std::runtime_error("cannot set SNI host name");
+  ws.next_layer().set_verify_callback(asio::ssl::host_name_verification(ep.host));
+  beast::get_lowest_layer(ws).expires_after(config_.connect_timeout);
+  co_await beast::get_lowest_layer(ws).async_connect(results, asio::use_awaitable);
+  co_await ws.next_layer().async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+  beast::get_lowest_layer(ws).expires_never();
+  configure(ws);
+  websocket::response_type res;
+  co_await ws.async_handshake(res, host_header, ep.target, asio::use_awaitable);
+  check_response(res);
+  co_await converse(ws);
+}
+
+template <class WebSocket>
+asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
+  ++connects_;
+  connected_at_ = api_.clock.wall_now();
+  state_ = "connected";
+  last_error_.clear();
+  publish(Health::ok, "connected to " + config_.endpoint);
+  log_->info("control channel connected to {}", config_.endpoint);
+
+  json::object hello;
+  hello["instance"] = info_.instance;
+  hello["agent_version"] = info_.version;
+  hello["boot_id"] = [] {
+    std::ifstream in("/proc/sys/kernel/random/boot_id");
+    std::string id;
+    std::getline(in, id);
+    return id;
+  }();
+  json::array caps;
+  for (const auto& n : commands_.names()) caps.emplace_back(n);
+  hello["capabilities"] = std::move(caps);
+  hello["config_hash"] = info_.config_hash;
+  hello["outbox"] = json::object{{"acked", outbox_->acked()}, {"next", outbox_->next_seq()}};
+  std::string text = encode(make("hello", std::move(hello)));
+  co_await ws.async_write(asio::buffer(text), asio::use_awaitable);
+
+  asio::steady_timer wake(ex_);
+  wake_ = &wake;
+  sent_up_to_ = outbox_->acked();
+  bool reader_done = false;
+  std::string reader_error;
+  const Limits limits{config_.max_message_bytes.bytes, static_cast<unsigned>(config_.max_json_depth)};
+
+  auto reader = [&]() -> asio::awaitable<void> {
+    beast::flat_buffer buffer;
+    for (;;) {
+      buffer.clear();
+      co_await ws.async_read(buffer, asio::use_awaitable);
+      std::string frame = beast::buffers_to_string(buffer.data());
+      auto m = decode(frame, limits);
+      if (!m) {
+        log_->warn("control plane sent an invalid message: {}", m.error().message);
+        api_.state.metrics().add_counter("instanced_control_invalid_messages_total",
+                                         "Messages from the control plane that were refused.", {});
+        continue;
+      }
+      if (m->type == "ack") {
+        auto* seq = m->body.if_contains("seq");
+        if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
+          auto s = seq->is_uint64() ? seq->as_uint64() : static_cast<std::uint64_t>(seq->as_int64());
+          if (auto r = outbox_->ack(s); !r) log_->error("{}", r.error().message);
+        }
+      } else if (m->type == "command") {
+        asio::co_spawn(ex_, handle_command(std::move(*m)), asio::detached);
+      } else {
+        log_->warn("control plane sent a message of unknown type '{}'", m->type);
+      }
+    }
+  };
+  auto reader_task = reader();
+  asio::co_spawn(ex_, std::move(reader_task), [&](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        reader_error = ex.what();
+      }
+    }
+    reader_done = true;
+    wake.cancel();
+  });
+
+  auto next_heartbeat = api_.clock.now();
+  std::string failure;
+  try {
+    while (!reader_done) {
+      // Replay and new messages from the outbox, paced to replay_per_second.
+      const auto rate = static_cast<std::size_t>(config_.replay_per_second);
+      std::size_t sent = 0;
+      for (const auto& e : outbox_->pending()) {
+        if (e.seq <= sent_up_to_) continue;
+        if (sent >= rate) break;
+        std::string payload = e.payload;
+        co_await ws.async_write(asio::buffer(payload), asio::use_awaitable);
+        sent_up_to_ = std::max(sent_up_to_, e.seq);
+        ++sent;
+      }
+      if (api_.clock.now() >= next_heartbeat) {
+        std::string hb = encode(make("heartbeat", heartbeat_body()));
+        co_await ws.async_write(asio::buffer(hb), asio::use_awaitable);
+        api_.state.metrics().add_counter("instanced_control_heartbeats_total", "Heartbeats sent.", {});
+        next_heartbeat = api_.clock.now() + config_.heartbeat_interval;
+      }
+      publish(Health::ok, "connected to " + config_.endpoint);
+      auto until = next_heartbeat;
+      if (sent >= rate) until = std::min(until, api_.clock.now() + std::chrono::seconds(1));
+      wake.expires_at(until);
+      boost::system::error_code ec;
+      co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    }
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  wake_ = nullptr;
+  // End the connection and wait for the reader to notice.
+  boost::system::error_code ignored;
+  beast::get_lowest_layer(ws).socket().close(ignored);
+  while (!reader_done) {
+    wake.expires_after(std::chrono::milliseconds(50));
+    co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+  throw std::runtime_error(!failure.empty() ? failure : reader_error.empty() ? "connection closed" : reader_error);
+}
+
+asio::awaitable<void> ControlChannel::handle_command(Message m) {
+  json::object body;
+  auto command = command_of(m);
+  CommandResult r;
+  std::string name;
+  if (!command) {
+    r = {Status::invalid, {}, command.error().message};
+  } else {
+    name = command->name;
+    r = co_await commands_.execute(*command);
+  }
+  body["command_id"] = m.id;
+  body["name"] = name;
+  body["status"] = std::string(to_string(r.status));
+  if (!r.result.empty()) body["result"] = std::move(r.result);
+  if (!r.error.empty()) body["error"] = r.error;
+  enqueue(Outbox::Kind::result, "result", std::move(body));
+}
+
+}  // namespace instanced::control

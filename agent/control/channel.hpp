@@ -1,0 +1,73 @@
+// The control channel: one outbound WebSocket (wss://, or ws:// when `insecure`) to the
+// control plane. One coroutine per connection reads top to bottom: resolve, connect,
+// TLS, upgrade with the bearer token and subprotocol instanced.v1, hello, then a reader
+// (commands, acks) and a writer (outbox replay, heartbeats) until the connection ends;
+// then backoff with full jitter and again. Events and results pass through the outbox.
+#pragma once
+
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <optional>
+
+#include "agent/control/backoff.hpp"
+#include "agent/control/commands.hpp"
+#include "agent/control/outbox.hpp"
+#include "agent/status/views.hpp"
+#include "common/api.hpp"
+#include "common/secret.hpp"
+#include "common/subsystem.hpp"
+
+namespace instanced::control {
+
+struct Endpoint {
+  bool tls = true;
+  std::string host;
+  std::string port;
+  std::string target;
+};
+// "wss://cp.example.net:8443/v1/agent" → parts; errors name what is wrong.
+Result<Endpoint> parse_endpoint(std::string_view url, bool insecure_allowed);
+
+// The token file: must exist, be a regular file of mode 0600 or 0400, and be non-empty.
+Result<Secret> read_token(const std::string& path);
+
+class ControlChannel final : public Subsystem {
+ public:
+  ControlChannel(boost::asio::any_io_executor ex, Api& api, const Config& config, CommandRegistry& commands,
+                 const status::AgentInfo& info);
+  ~ControlChannel() override;
+  std::string name() const override { return "control"; }
+  boost::asio::awaitable<void> run() override;
+  void reconfigure(const Config& config) override;
+
+  // The compact heartbeat body (also used by tests and the fleet benchmark).
+  boost::json::object heartbeat_body() const;
+
+ private:
+  boost::asio::awaitable<void> connect_once(const Endpoint& ep);
+  template <class WebSocket>
+  boost::asio::awaitable<void> converse(WebSocket& ws);
+  boost::asio::awaitable<void> handle_command(Message m);
+  void enqueue(Outbox::Kind kind, const std::string& type, boost::json::object body);
+  Message make(std::string type, boost::json::object body) const;
+  void publish(Health h, std::string summary);
+  void wake();
+
+  boost::asio::any_io_executor ex_;
+  Api& api_;
+  ControlConfig config_;
+  std::string state_dir_;
+  CommandRegistry& commands_;
+  const status::AgentInfo& info_;
+  Logger log_;
+  std::unique_ptr<Outbox> outbox_;
+  std::uint64_t subscription_ = 0;
+  boost::asio::steady_timer* wake_ = nullptr;  // the live connection's writer, if any
+  std::uint64_t sent_up_to_ = 0;                // highest outbox seq written on this connection
+  std::string state_ = "starting";
+  std::string last_error_;
+  std::uint64_t connects_ = 0;
+  Clock::wall_time connected_at_{};
+};
+
+}  // namespace instanced::control

@@ -1,0 +1,57 @@
+// The command registry: subsystems add the commands they answer; the channel executes
+// what the control plane sends. A command id runs at most once: results are remembered
+// (in state_dir, for 24 h) and a duplicate gets the stored result again. Commands past
+// their deadline are not started.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/control/protocol.hpp"
+#include "common/clock.hpp"
+#include "common/fs.hpp"
+
+namespace instanced::control {
+
+class CommandRegistry {
+ public:
+  using Handler = std::function<boost::asio::awaitable<CommandResult>(const boost::json::object& args)>;
+  // A subsystem's say on stopping or restarting the VM: a reason to refuse, or nothing.
+  using Veto = std::function<std::optional<std::string>(std::string_view action)>;
+
+  CommandRegistry(Clock& clock, Filesystem& fs, std::filesystem::path state_file);
+
+  void add(std::string name, Handler handler);
+  void add_veto(std::string subsystem, Veto veto);
+  std::vector<std::string> names() const;
+
+  // Reads the remembered results (missing file: none). Call once at start.
+  Result<void> load();
+  boost::asio::awaitable<CommandResult> execute(const Command& command);
+  // prepare_stop / prepare_restart: every veto is asked; the first reason refuses.
+  CommandResult prepare(std::string_view action) const;
+
+  std::size_t remembered() const { return done_.size(); }
+
+ private:
+  struct Done {
+    Clock::wall_time at;
+    std::string name;
+    CommandResult result;
+  };
+  void remember(const Command& c, const CommandResult& r);
+
+  Clock& clock_;
+  Filesystem& fs_;
+  std::filesystem::path state_file_;
+  std::map<std::string, Handler> handlers_;
+  std::vector<std::pair<std::string, Veto>> vetoes_;
+  std::map<std::string, Done> done_;
+};
+
+}  // namespace instanced::control

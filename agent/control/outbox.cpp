@@ -1,0 +1,181 @@
+#include "agent/control/outbox.hpp"
+
+#include <boost/crc.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fs.hpp"
+
+namespace instanced::control {
+namespace {
+
+// Record: u32 payload length, u32 CRC-32 of (kind, seq, payload), u8 kind, u64 seq, payload.
+constexpr std::size_t kHeader = 4 + 4 + 1 + 8;
+
+void put_le(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+std::uint64_t get_le(const unsigned char* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+std::uint32_t crc_of(Outbox::Kind kind, std::uint64_t seq, std::string_view payload) {
+  boost::crc_32_type crc;
+  unsigned char k = static_cast<unsigned char>(kind);
+  crc.process_byte(k);
+  std::string s;
+  put_le(s, seq, 8);
+  crc.process_bytes(s.data(), s.size());
+  crc.process_bytes(payload.data(), payload.size());
+  return crc.checksum();
+}
+std::string record(const Outbox::Entry& e) {
+  std::string r;
+  put_le(r, e.payload.size(), 4);
+  put_le(r, crc_of(e.kind, e.seq, e.payload), 4);
+  r.push_back(static_cast<char>(e.kind));
+  put_le(r, e.seq, 8);
+  r += e.payload;
+  return r;
+}
+Error errno_error(std::string_view what, const std::filesystem::path& p) {
+  return Error{fmt::format("outbox: {} {}: {}", what, p.string(), std::strerror(errno))};
+}
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+}  // namespace
+
+Outbox::Outbox(std::filesystem::path dir, std::uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
+
+Outbox::~Outbox() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<void> Outbox::open() {
+  RealFilesystem fs;
+  if (auto r = fs.create_directories(dir_, 0700); !r) return r;
+  // meta: {"acked":N,"next":M}, written atomically.
+  if (auto meta = fs.read_file(dir_ / "meta.json", 4096)) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(*meta, ec);
+    if (!ec && v.is_object()) {
+      if (auto* a = v.as_object().if_contains("acked"); a && a->is_int64()) acked_ = static_cast<std::uint64_t>(a->as_int64());
+      if (auto* n = v.as_object().if_contains("next"); n && n->is_int64()) next_seq_ = static_cast<std::uint64_t>(n->as_int64());
+    }
+  }
+  auto log = dir_ / "outbox.log";
+  auto data = fs.read_file(log, 1ULL << 40);
+  std::uint64_t good = 0;
+  if (data) {
+    const auto* p = reinterpret_cast<const unsigned char*>(data->data());
+    std::size_t off = 0;
+    while (off + kHeader <= data->size()) {
+      std::uint64_t len = get_le(p + off, 4);
+      std::uint32_t crc = static_cast<std::uint32_t>(get_le(p + off + 4, 4));
+      auto kind = static_cast<Kind>(p[off + 8]);
+      std::uint64_t seq = get_le(p + off + 9, 8);
+      if (off + kHeader + len > data->size()) break;  // torn: the tail of an interrupted append
+      std::string payload = data->substr(off + kHeader, len);
+      if (crc != crc_of(kind, seq, payload) || (kind != Kind::event && kind != Kind::result)) break;
+      off += kHeader + len;
+      good = off;
+      next_seq_ = std::max(next_seq_, seq + 1);
+      if (seq > acked_) {
+        pending_bytes_ += payload.size();
+        pending_.push_back({seq, kind, std::move(payload)});
+      }
+    }
+    if (good < data->size()) torn_ = 1;
+  }
+  fd_ = ::open(log.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) return errno_error("open", log);
+  // Cut a torn tail so the next append starts on a record boundary.
+  if (::ftruncate(fd_, static_cast<off_t>(good)) != 0 || ::lseek(fd_, 0, SEEK_END) < 0) return errno_error("truncate", log);
+  log_bytes_ = good;
+  return {};
+}
+
+Result<void> Outbox::save_meta() {
+  RealFilesystem fs;
+  boost::json::object o;
+  o["acked"] = acked_;
+  o["next"] = next_seq_;
+  return fs.write_file_atomic(dir_ / "meta.json", boost::json::serialize(o), 0600);
+}
+
+Result<void> Outbox::append(Kind kind, std::string payload) {
+  Entry e{next_seq_, kind, std::move(payload)};
+  std::string r = record(e);
+  if (!write_all(fd_, r) || ::fdatasync(fd_) != 0) {
+    int err = errno;
+    // Leave no partial record behind for the next append.
+    if (::ftruncate(fd_, static_cast<off_t>(log_bytes_)) == 0) ::lseek(fd_, 0, SEEK_END);
+    errno = err;
+    return errno_error("append to", dir_ / "outbox.log");
+  }
+  log_bytes_ += r.size();
+  ++next_seq_;
+  pending_bytes_ += e.payload.size();
+  pending_.push_back(std::move(e));
+  // Over the bound: drop the oldest events (never results), then compact the log so a
+  // restart does not bring them back.
+  bool dropped_any = false;
+  for (auto it = pending_.begin(); pending_bytes_ > max_bytes_ && it != pending_.end();) {
+    if (it->kind == Kind::event) {
+      pending_bytes_ -= it->payload.size();
+      it = pending_.erase(it);
+      ++dropped_;
+      dropped_any = true;
+    } else {
+      ++it;
+    }
+  }
+  if (dropped_any) return rewrite();
+  return {};
+}
+
+Result<void> Outbox::ack(std::uint64_t seq) {
+  if (seq <= acked_) return {};
+  acked_ = std::min(seq, next_seq_ - 1);
+  while (!pending_.empty() && pending_.front().seq <= acked_) {
+    pending_bytes_ -= pending_.front().payload.size();
+    pending_.pop_front();
+  }
+  if (auto r = save_meta(); !r) return r;
+  // Compact once the acknowledged part dominates the log.
+  if (log_bytes_ > (1 << 20) && log_bytes_ > 4 * (pending_bytes_ + 1)) return rewrite();
+  return {};
+}
+
+Result<void> Outbox::rewrite() {
+  std::string all;
+  for (const auto& e : pending_) all += record(e);
+  RealFilesystem fs;
+  if (auto r = save_meta(); !r) return r;
+  if (auto r = fs.write_file_atomic(dir_ / "outbox.log", all, 0600); !r) return r;
+  ::close(fd_);
+  auto log = dir_ / "outbox.log";
+  fd_ = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd_ < 0) return errno_error("reopen", log);
+  log_bytes_ = all.size();
+  return {};
+}
+
+}  // namespace instanced::control
