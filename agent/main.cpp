@@ -122,9 +122,11 @@ int main(int argc, char** argv) {
   Daemon daemon(ioc, api, *options, std::move(*loaded), info);
 
   // The commands every agent answers; subsystems add theirs (and their vetoes) here.
-  control::CommandRegistry commands(clock, fs, std::filesystem::path(config.state_dir) / "control" / "commands.json");
+  // `config` was moved into the daemon above: from here on, daemon.config() is the one.
+  const Config& running = daemon.config();
+  control::CommandRegistry commands(clock, fs, std::filesystem::path(running.state_dir) / "control" / "commands.json");
   add_builtin_commands(commands, daemon, info, state, clock);
-  control::ControlChannel control(ioc.get_executor(), api, config, commands, info);
+  control::ControlChannel control(ioc.get_executor(), api, running, commands, info);
 
   daemon.add(status_server);
   daemon.add(control);
