@@ -143,6 +143,8 @@ json::object ControlChannel::heartbeat_body() const {
 }
 
 asio::awaitable<void> ControlChannel::run() {
+  // Nothing is lost by stopping at once: what is not acknowledged waits in the outbox.
+  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   if (config_.endpoint.empty()) {
     state_ = "disabled";
     publish(Health::ok, "disabled (no control.endpoint)");
@@ -373,7 +375,9 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
     failure = e.what();
   }
   wake_ = nullptr;
-  // End the connection and wait for the reader to notice.
+  // End the connection and wait for the reader to notice: it refers to `ws`, so it must
+  // be finished before this frame goes, even when we are being cancelled.
+  co_await asio::this_coro::throw_if_cancelled(false);
   boost::system::error_code ignored;
   beast::get_lowest_layer(ws).socket().close(ignored);
   while (!reader_done) {

@@ -1,0 +1,239 @@
+// The control channel of the real agent against the development control plane
+// (instanced-devcp), both real processes on loopback.
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <fcntl.h>
+#include <fstream>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+#include "tests/support/agent_process.hpp"
+
+using namespace instanced::testing;
+namespace json = boost::json;
+
+namespace {
+
+class DevCp {
+ public:
+  DevCp(const TempDir& dir, std::vector<std::string> extra = {}) : dir_(dir), extra_(std::move(extra)) {
+    if (!std::filesystem::exists(dir / "token")) {
+      dir.write("token", "devcp-token-1\n");
+      std::filesystem::permissions(dir / "token", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    }
+  }
+  ~DevCp() { stop(); }
+
+  void start(const std::string& listen = "127.0.0.1:0", const std::string& api = "127.0.0.1:0") {
+    auto ports = dir_ / "ports";
+    std::filesystem::remove(ports);
+    std::vector<std::string> args{DEVCP_BIN, "--token-file", (dir_ / "token").string(), "--listen", listen,
+                                  "--api", api, "--ports-file", ports.string(), "--quiet"};
+    args.insert(args.end(), extra_.begin(), extra_.end());
+    std::string log = (dir_ / "devcp.log").string();
+    pid_ = fork();
+    if (pid_ == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    for (int i = 0; i < 200 && !std::filesystem::exists(ports); ++i) std::this_thread::sleep_for(10ms);
+    std::this_thread::sleep_for(20ms);
+    std::ifstream(ports) >> agent_port >> api_port;
+    REQUIRE(agent_port > 0);
+  }
+  void stop() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  json::value instances() const {
+    auto r = run_command("curl -s --max-time 5 http://127.0.0.1:" + std::to_string(api_port) + "/v1/instances");
+    return json::parse(r.output.empty() ? "{}" : r.output);
+  }
+  std::string command(const std::string& instance, const std::string& body) const {
+    return run_command("curl -s --max-time 5 -X POST -d '" + body + "' http://127.0.0.1:" + std::to_string(api_port) +
+                       "/v1/instances/" + instance + "/commands")
+        .output;
+  }
+  // Polls instances() until `pred` holds, for up to `timeout`.
+  template <class Pred>
+  bool wait(Pred pred, std::chrono::milliseconds timeout = 10s) const {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      auto v = instances();
+      if (pred(v)) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+  int agent_port = 0;
+  int api_port = 0;
+
+ private:
+  const TempDir& dir_;
+  std::vector<std::string> extra_;
+  pid_t pid_ = -1;
+};
+
+std::string agent_config(const std::string& endpoint, const std::string& extra = "") {
+  return "instance:\n  name: ws-test\nstate_dir: {dir}/state\nstatus:\n  socket: {dir}/status.sock\n  group: root\n"
+         "control:\n  endpoint: " + endpoint + "\n  insecure: true\n  token_file: {dir}/token\n"
+         "  initial_delay_max: 0s\n  heartbeat_interval: 200ms\n  backoff_initial: 100ms\n  backoff_max: 400ms\n" + extra;
+}
+
+json::value control_status(const AgentProcess& agent) {
+  return json::parse(agent.curl("http://localhost/v1/status").output).at("subsystems").at("control");
+}
+
+bool has(const json::value& v, const char* instance) { return v.is_object() && v.as_object().contains(instance); }
+
+}  // namespace
+
+TEST_CASE("hello and heartbeats reach the development control plane", "[control][channel]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent"));
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test") && v.at("ws-test").at("heartbeats").to_number<std::int64_t>() >= 3; }));
+  auto i = cp.instances().at("ws-test");
+  CHECK(i.at("connected") == true);
+  CHECK(i.at("hello").at("agent_version") == INSTANCED_VERSION);
+  CHECK(i.at("hello").at("config_hash").as_string().size() == 64);
+  CHECK(i.at("heartbeat").at("state") == "ok");
+  CHECK(i.at("heartbeat").at("subsystems").at("control") == "ok");
+  CHECK(json::serialize(i.at("heartbeat")).size() < 512);
+  auto c = control_status(agent);
+  CHECK(c.at("state") == "ok");
+  CHECK(c.at("details").at("state") == "connected");
+
+  SECTION("commands: results, at-most-once ids, unsupported, prepare_stop") {
+    CHECK(cp.command("ws-test", R"({"id":"cmd-1","name":"ping"})") == R"({"id":"cmd-1"})");
+    REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("results").as_object().contains("cmd-1"); }));
+    auto first = cp.instances().at("ws-test").at("results").at("cmd-1");
+    CHECK(first.at("status") == "ok");
+    CHECK(first.at("result").at("pong") == true);
+    cp.command("ws-test", R"({"id":"cmd-1","name":"ping"})");
+    cp.command("ws-test", R"({"id":"cmd-2","name":"frobnicate"})");
+    cp.command("ws-test", R"({"id":"cmd-3","name":"prepare_stop"})");
+    cp.command("ws-test", R"({"id":"cmd-4","name":"get_status"})");
+    REQUIRE(cp.wait([](const json::value& v) {
+      auto& r = v.at("ws-test").at("results").as_object();
+      return r.contains("cmd-4") && r.at("cmd-1").at("received") == 2;
+    }));
+    auto r = cp.instances().at("ws-test").at("results");
+    CHECK(r.at("cmd-1").at("result").at("time") == first.at("result").at("time"));  // not run again
+    CHECK(r.at("cmd-2").at("status") == "unsupported");
+    CHECK(r.at("cmd-3").at("status") == "ok");
+    CHECK(r.at("cmd-4").at("result").at("phase") == "running");
+    CHECK(cp.instances().at("ws-test").at("duplicates") == 0);
+  }
+  SECTION("SIGTERM while connected is prompt") {
+    agent.signal(SIGTERM);
+    auto code = agent.wait_exit(5s);
+    REQUIRE(code);
+    CHECK(*code == 0);
+  }
+}
+
+TEST_CASE("events during an outage arrive after the reconnect, in order, once", "[control][channel][outage]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  const int port = cp.agent_port, api = cp.api_port;
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent"));
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
+  cp.stop();
+  // While the control plane is away: a broken reload (two events), then a good one.
+  dir.write("instanced.yaml", expand(agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent", "log:\n  level: x\n"), dir));
+  agent.signal(SIGHUP);
+  REQUIRE(agent.notify().wait_for("READY=1", 5s));
+  dir.write("instanced.yaml", expand(agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent"), dir));
+  agent.signal(SIGHUP);
+  REQUIRE(agent.notify().wait_for("READY=1", 5s));
+  std::this_thread::sleep_for(300ms);
+  auto c = control_status(agent);
+  CHECK(c.at("state") == "degraded");
+  CHECK(c.at("details").at("outbox_pending").as_int64() >= 3);
+
+  cp.start("127.0.0.1:" + std::to_string(port), "127.0.0.1:" + std::to_string(api));
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test") && v.at("ws-test").at("events").to_number<std::int64_t>() >= 3; }));
+  auto i = cp.instances().at("ws-test");
+  CHECK(i.at("duplicates") == 0);
+  REQUIRE(cp.wait([&](const json::value&) { return control_status(agent).at("details").at("outbox_pending") == 0; }));
+  CHECK(control_status(agent).at("state") == "ok");
+}
+
+TEST_CASE("kill -9 between a result and its ack: resent after restart, not executed again", "[control][channel][crash]") {
+  TempDir dir;
+  DevCp cp(dir, {"--no-ack"});
+  cp.start();
+  auto config = agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent");
+  json::value first;
+  {
+    AgentProcess agent(dir, config);
+    REQUIRE(agent.start_and_wait_ready());
+    REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
+    cp.command("ws-test", R"({"id":"k-1","name":"ping"})");
+    REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("results").as_object().contains("k-1"); }));
+    first = cp.instances().at("ws-test").at("results").at("k-1");
+    agent.signal(SIGKILL);
+    REQUIRE(agent.wait_exit(5s));
+  }
+  AgentProcess again(dir, config);
+  REQUIRE(again.start_and_wait_ready());
+  // The unacknowledged result comes again on the new connection...
+  REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("connects") == 2 && v.at("ws-test").at("results").at("k-1").at("received") == 2; }));
+  // ...and the same command id gets the stored result, not a second run.
+  cp.command("ws-test", R"({"id":"k-1","name":"ping"})");
+  REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("results").at("k-1").at("received") == 3; }));
+  CHECK(cp.instances().at("ws-test").at("results").at("k-1").at("result").at("time") == first.at("result").at("time"));
+}
+
+TEST_CASE("refusals: token file mode, wrong token, ws:// without insecure", "[control][channel]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  auto endpoint = "ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent";
+  SECTION("a token file readable by others is not used") {
+    std::filesystem::permissions(dir / "token", std::filesystem::perms::others_read, std::filesystem::perm_options::add);
+    AgentProcess agent(dir, agent_config(endpoint));
+    REQUIRE(agent.start_and_wait_ready());
+    std::this_thread::sleep_for(300ms);
+    auto c = control_status(agent);
+    CHECK(c.at("state") == "degraded");
+    CHECK_THAT(std::string(c.at("details").at("last_error").as_string()), Catch::Contains("lets others read it; chmod 600 it"));
+  }
+  SECTION("a wrong token is refused by the control plane") {
+    TempDir other;
+    other.write("token", "wrong\n");
+    std::filesystem::permissions(other / "token", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    auto cfg = agent_config(endpoint);
+    cfg.replace(cfg.find("{dir}/token"), 11, (other / "token").string());
+    AgentProcess agent(dir, cfg);
+    REQUIRE(agent.start_and_wait_ready());
+    std::this_thread::sleep_for(400ms);
+    CHECK(control_status(agent).at("state") == "degraded");
+    CHECK_FALSE(has(cp.instances(), "ws-test"));
+  }
+  SECTION("ws:// needs insecure: true") {
+    auto cfg = agent_config(endpoint);
+    cfg.replace(cfg.find("insecure: true"), 14, "insecure: false");
+    AgentProcess agent(dir, cfg);
+    REQUIRE(agent.start_and_wait_ready());
+    auto c = control_status(agent);
+    CHECK(c.at("state") == "failed");
+    CHECK_THAT(std::string(c.at("summary").as_string()), Catch::Contains("ws:// needs control.insecure: true"));
+  }
+}

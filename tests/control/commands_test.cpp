@@ -1,0 +1,100 @@
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+
+#include "agent/control/commands.hpp"
+#include "tests/fakes/fake_clock.hpp"
+#include "tests/support/agent_process.hpp"
+
+using namespace instanced;
+using namespace instanced::control;
+namespace asio = boost::asio;
+
+namespace {
+CommandResult run(asio::io_context& ioc, CommandRegistry& reg, Command c) {
+  CommandResult out;
+  auto task = [&]() -> asio::awaitable<void> { out = co_await reg.execute(c); };
+  asio::co_spawn(ioc, task(), asio::detached);
+  ioc.run();
+  ioc.restart();
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a command id runs at most once, also across a restart", "[control][commands]") {
+  asio::io_context ioc;
+  testing::FakeClock clock;
+  RealFilesystem fs;
+  testing::TempDir dir;
+  int runs = 0;
+  auto make = [&](CommandRegistry& reg) {
+    reg.add("count", [&runs](const boost::json::object&) -> asio::awaitable<CommandResult> {
+      ++runs;
+      co_return CommandResult{Status::ok, {{"runs", runs}}, {}};
+    });
+  };
+  {
+    CommandRegistry reg(clock, fs, dir / "commands.json");
+    make(reg);
+    REQUIRE(reg.load().ok());
+    CHECK(run(ioc, reg, {"id-1", "count", {}, {}}).result.at("runs") == 1);
+    CHECK(run(ioc, reg, {"id-1", "count", {}, {}}).result.at("runs") == 1);  // the stored result
+    CHECK(runs == 1);
+  }
+  CommandRegistry reg(clock, fs, dir / "commands.json");
+  make(reg);
+  REQUIRE(reg.load().ok());
+  CHECK(run(ioc, reg, {"id-1", "count", {}, {}}).result.at("runs") == 1);
+  CHECK(runs == 1);
+  CHECK(run(ioc, reg, {"id-2", "count", {}, {}}).result.at("runs") == 2);
+
+  SECTION("after 24 hours an id is forgotten") {
+    clock.advance(std::chrono::hours(25));
+    CommandRegistry later(clock, fs, dir / "commands.json");
+    make(later);
+    REQUIRE(later.load().ok());
+    CHECK(later.remembered() == 0);
+  }
+}
+
+TEST_CASE("unknown, late and malformed commands get their status", "[control][commands]") {
+  asio::io_context ioc;
+  testing::FakeClock clock;  // 2027-01-15
+  RealFilesystem fs;
+  testing::TempDir dir;
+  CommandRegistry reg(clock, fs, dir / "commands.json");
+  bool ran = false;
+  reg.add("ping", [&](const boost::json::object&) -> asio::awaitable<CommandResult> {
+    ran = true;
+    co_return CommandResult{};
+  });
+  auto unknown = run(ioc, reg, {"a", "frobnicate", {}, {}});
+  CHECK(unknown.status == Status::unsupported);
+  CHECK(unknown.error == "unknown command 'frobnicate'");
+  auto late = run(ioc, reg, {"b", "ping", {}, std::string("2026-01-01T00:00:00Z")});
+  CHECK(late.status == Status::expired);
+  auto garbled = run(ioc, reg, {"c", "ping", {}, std::string("tomorrow")});
+  CHECK(garbled.status == Status::invalid);
+  CHECK_THAT(garbled.error, Catch::StartsWith("deadline:"));
+  CHECK_FALSE(ran);
+  auto in_time = run(ioc, reg, {"d", "ping", {}, std::string("2099-01-01T00:00:00.5Z")});
+  CHECK(in_time.status == Status::ok);
+  CHECK(ran);
+}
+
+TEST_CASE("prepare_stop asks every veto; the first reason refuses", "[control][commands]") {
+  testing::FakeClock clock;
+  RealFilesystem fs;
+  testing::TempDir dir;
+  CommandRegistry reg(clock, fs, dir / "commands.json");
+  CHECK(reg.prepare("prepare_stop").status == Status::ok);
+  reg.add_veto("jobs", [](std::string_view) -> std::optional<std::string> { return std::nullopt; });
+  reg.add_veto("disk", [](std::string_view action) -> std::optional<std::string> {
+    return std::string(action) + " refused: free 1.2 GiB more on /";
+  });
+  auto r = reg.prepare("prepare_stop");
+  CHECK(r.status == Status::refused);
+  CHECK(r.error == "disk: prepare_stop refused: free 1.2 GiB more on /");
+  CHECK(r.result.at("subsystem") == "disk");
+}

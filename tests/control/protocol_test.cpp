@@ -1,0 +1,66 @@
+#include <boost/json/parse.hpp>
+#include <catch2/catch.hpp>
+
+#include "agent/control/backoff.hpp"
+#include "agent/control/protocol.hpp"
+
+using namespace instanced;
+using namespace instanced::control;
+
+TEST_CASE("messages round-trip through the envelope", "[control][protocol]") {
+  Message m{"event", "abc123", 42, "2026-11-27T12:00:00.000Z", {{"subsystem", "disk"}, {"type", "state_changed"}}};
+  auto text = encode(m);
+  CHECK(text == R"({"v":1,"type":"event","id":"abc123","seq":42,"ts":"2026-11-27T12:00:00.000Z","body":{"subsystem":"disk","type":"state_changed"}})");
+  auto back = decode(text, Limits{});
+  REQUIRE(back.ok());
+  CHECK(back->type == "event");
+  CHECK(*back->seq == 42);
+  CHECK(back->body.at("subsystem") == "disk");
+}
+
+TEST_CASE("decoding refuses bad messages and says what is wrong", "[control][protocol]") {
+  Limits small{200, 4};
+  CHECK_THAT(decode(std::string(300, ' '), small).error().message, Catch::Contains("300 bytes exceeds the limit of 200"));
+  CHECK_THAT(decode(R"({"v":1,"type":"x","id":"i","body":{"a":{"b":{"c":{"d":1}}}}})", small).error().message,
+             Catch::Contains("nested deeper than 4"));
+  CHECK_THAT(decode("{not json", Limits{}).error().message, Catch::Contains("not valid JSON"));
+  CHECK(decode("[1,2]", Limits{}).error().message == "message is not a JSON object");
+  CHECK(decode(R"({"v":2,"type":"x","id":"i","body":{}})", Limits{}).error().message == "v: expected 1");
+  CHECK(decode(R"({"v":1,"id":"i","body":{}})", Limits{}).error().message == "type: missing or not a string");
+  CHECK(decode(R"({"v":1,"type":"x","id":"i","seq":-1,"body":{}})", Limits{}).error().message ==
+        "seq: must be a non-negative integer");
+  CHECK(decode(R"({"v":1,"type":"x","id":"i","body":[]})", Limits{}).error().message == "body: missing or not an object");
+}
+
+TEST_CASE("commands are read from command messages", "[control][protocol]") {
+  auto m = decode(R"({"v":1,"type":"command","id":"c-1","ts":"t","body":{"name":"ping","args":{"x":1},"deadline":"2026-11-27T12:00:00Z"}})",
+                  Limits{});
+  REQUIRE(m.ok());
+  auto c = command_of(*m);
+  REQUIRE(c.ok());
+  CHECK(c->id == "c-1");
+  CHECK(c->name == "ping");
+  CHECK(c->args.at("x") == 1);
+  CHECK(*c->deadline == "2026-11-27T12:00:00Z");
+  auto bad = decode(R"({"v":1,"type":"command","id":"c-2","body":{"name":"ping","args":[1]}})", Limits{});
+  CHECK(command_of(*bad).error().message == "body.args: not an object");
+  auto noname = decode(R"({"v":1,"type":"command","id":"c-3","body":{}})", Limits{});
+  CHECK(command_of(*noname).error().message == "body.name: missing or not a string");
+}
+
+TEST_CASE("backoff: full jitter under a doubling cap, reset on request", "[control][backoff]") {
+  using namespace std::chrono_literals;
+  Backoff b(1s, 300s, 42);
+  std::int64_t caps[] = {1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000, 300000, 300000};
+  for (auto cap : caps) {
+    auto d = b.next();
+    CHECK(d.count() >= 0);
+    CHECK(d.count() <= cap);
+  }
+  // Full jitter spreads: over many draws at the cap, the mean is near half of it.
+  double sum = 0;
+  for (int i = 0; i < 2000; ++i) sum += static_cast<double>(b.next().count());
+  CHECK(sum / 2000 == Approx(150000).epsilon(0.1));
+  b.reset();
+  CHECK(b.next().count() <= 1000);
+}
