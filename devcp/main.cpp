@@ -50,6 +50,7 @@ struct Options {
   std::string token_file;
   std::string tls_cert, tls_key;
   std::string ports_file;
+  std::string tls_max;  // "1.1": a deliberately outdated server, for the agent's TLS tests
   bool ack = true;
   bool quiet = false;
 };
@@ -76,6 +77,11 @@ class Server {
       ssl_.emplace(asio::ssl::context::tls_server);
       ssl_->use_certificate_chain_file(o_.tls_cert);
       ssl_->use_private_key_file(o_.tls_key, asio::ssl::context::pem);
+      if (o_.tls_max == "1.1") {
+        SSL_CTX_set_security_level(ssl_->native_handle(), 0);
+        SSL_CTX_set_min_proto_version(ssl_->native_handle(), TLS1_1_VERSION);
+        SSL_CTX_set_max_proto_version(ssl_->native_handle(), TLS1_1_VERSION);
+      }
     }
   }
 
@@ -329,11 +335,13 @@ int main(int argc, char** argv) {
     else if (a == "--tls-cert") o.tls_cert = value();
     else if (a == "--tls-key") o.tls_key = value();
     else if (a == "--ports-file") o.ports_file = value();
+    else if (a == "--tls-max-version") o.tls_max = value();
     else if (a == "--no-ack") o.ack = false;
     else if (a == "--quiet") o.quiet = true;
     else {
       std::cerr << "usage: instanced-devcp --token-file FILE [--listen HOST:PORT] [--api HOST:PORT]\n"
-                   "                      [--tls-cert PEM --tls-key PEM] [--ports-file FILE] [--no-ack] [--quiet]\n";
+                   "                      [--tls-cert PEM --tls-key PEM [--tls-max-version 1.1]] [--ports-file FILE]\n"
+                   "                      [--no-ack] [--quiet]\n";
       return 2;
     }
   }

@@ -237,3 +237,62 @@ TEST_CASE("refusals: token file mode, wrong token, ws:// without insecure", "[co
     CHECK_THAT(std::string(c.at("summary").as_string()), Catch::Contains("ws:// needs control.insecure: true"));
   }
 }
+
+TEST_CASE("wss: verified against the configured CA, refused otherwise", "[control][channel][tls]") {
+  TempDir dir;
+  auto pki = dir / "pki";
+  REQUIRE(run_command(std::string(TEST_SOURCE_DIR) + "/control/make-test-ca " + pki.string()).exit_code == 0);
+  auto tls = [&](std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"--tls-cert", (pki / "server.pem").string(), "--tls-key", (pki / "server.key").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  auto config = [&](const std::string& host, int port, const std::string& ca) {
+    auto c = agent_config("wss://" + host + ":" + std::to_string(port) + "/v1/agent", "");
+    c.replace(c.find("  insecure: true\n"), 17, "  ca_file: " + ca + "\n");
+    return c;
+  };
+  SECTION("the right CA and host name: connected") {
+    DevCp cp(dir, tls());
+    cp.start();
+    AgentProcess agent(dir, config("localhost", cp.agent_port, (pki / "ca.pem").string()));
+    REQUIRE(agent.start_and_wait_ready());
+    REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
+    CHECK(control_status(agent).at("details").at("state") == "connected");
+  }
+  SECTION("an untrusted CA: refused") {
+    DevCp cp(dir, tls());
+    cp.start();
+    AgentProcess agent(dir, config("localhost", cp.agent_port, (pki / "other-ca.pem").string()));
+    REQUIRE(agent.start_and_wait_ready());
+    std::this_thread::sleep_for(500ms);
+    CHECK_FALSE(has(cp.instances(), "ws-test"));
+    CHECK_THAT(std::string(control_status(agent).at("details").at("last_error").as_string()),
+               Catch::Contains("certificate verify failed"));
+    CHECK_THAT(agent.log(), Catch::Contains("certificate verify failed"));
+  }
+  SECTION("a certificate for another host name: refused") {
+    TempDir other;
+    REQUIRE(run_command(std::string(TEST_SOURCE_DIR) + "/control/make-test-ca " + other.path().string() +
+                        " DNS:elsewhere.example").exit_code == 0);
+    DevCp cp(dir, {"--tls-cert", (other / "server.pem").string(), "--tls-key", (other / "server.key").string()});
+    cp.start();
+    AgentProcess agent(dir, config("localhost", cp.agent_port, (other / "ca.pem").string()));
+    REQUIRE(agent.start_and_wait_ready());
+    std::this_thread::sleep_for(500ms);
+    CHECK_FALSE(has(cp.instances(), "ws-test"));
+    CHECK_THAT(std::string(control_status(agent).at("details").at("last_error").as_string()),
+               Catch::Contains("certificate verify failed"));
+  }
+  SECTION("a TLS 1.1-only server: refused") {
+    DevCp cp(dir, tls({"--tls-max-version", "1.1"}));
+    cp.start();
+    AgentProcess agent(dir, config("localhost", cp.agent_port, (pki / "ca.pem").string()));
+    REQUIRE(agent.start_and_wait_ready());
+    std::this_thread::sleep_for(500ms);
+    CHECK_FALSE(has(cp.instances(), "ws-test"));
+    CHECK_THAT(std::string(control_status(agent).at("details").at("last_error").as_string()),
+               Catch::Contains("unsupported protocol") || Catch::Contains("no protocols available") || Catch::Contains("version"));
+    INFO(agent.log());
+  }
+}
