@@ -5,6 +5,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <fstream>
+#include <sstream>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -295,4 +296,40 @@ TEST_CASE("wss: verified against the configured CA, refused otherwise", "[contro
                Catch::Contains("unsupported protocol") || Catch::Contains("no protocols available") || Catch::Contains("version"));
     INFO(agent.log());
   }
+}
+
+TEST_CASE("an independent Python peer: every message validates against docs/schema", "[control][channel][schema]") {
+  TempDir dir;
+  dir.write("token", "peer-token\n");
+  std::filesystem::permissions(dir / "token", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  auto cmd = std::string("/usr/bin/python3 ") + TEST_SOURCE_DIR + "/control/peer.py --schemas " + TEST_SOURCE_DIR +
+             "/../docs/schema --token-file " + (dir / "token").string() + " --ports-file " + (dir / "peer-port").string() +
+             " --report " + (dir / "report.json").string() + " > " + (dir / "peer.log").string() + " 2>&1 &";
+  REQUIRE(run_command(cmd).exit_code == 0);
+  for (int i = 0; i < 300 && !std::filesystem::exists(dir / "peer-port"); ++i) std::this_thread::sleep_for(20ms);
+  std::this_thread::sleep_for(20ms);
+  int port = 0;
+  std::ifstream(dir / "peer-port") >> port;
+  REQUIRE(port > 0);
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent"));
+  REQUIRE(agent.start_and_wait_ready());
+  // Make an event happen: a reload.
+  agent.signal(SIGHUP);
+  for (int i = 0; i < 750 && !std::filesystem::exists(dir / "report.json"); ++i) std::this_thread::sleep_for(20ms);
+  REQUIRE(std::filesystem::exists(dir / "report.json"));
+  std::ifstream in(dir / "report.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  INFO(ss.str());
+  auto report = json::parse(ss.str());
+  CHECK(report.at("errors").as_array().empty());
+  CHECK(report.at("types").at("hello") == 1);
+  CHECK(report.at("types").at("heartbeat").to_number<int>() >= 3);
+  CHECK(report.at("types").at("event").to_number<int>() >= 1);
+  auto& results = report.at("results");
+  CHECK(results.at("py-1").at("status") == "ok");
+  CHECK(results.at("py-2").at("status") == "unsupported");
+  CHECK(results.at("py-3").at("status") == "ok");
+  CHECK(results.at("py-4").at("status") == "expired");
+  for (const auto& b : report.at("heartbeat_bytes").as_array()) CHECK(b.to_number<int>() <= 512);
 }
