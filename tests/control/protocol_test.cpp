@@ -1,5 +1,8 @@
 #include <boost/json/parse.hpp>
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "agent/control/backoff.hpp"
 #include "agent/control/protocol.hpp"
@@ -63,4 +66,29 @@ TEST_CASE("backoff: full jitter under a doubling cap, reset on request", "[contr
   CHECK(sum / 2000 == Approx(150000).epsilon(0.1));
   b.reset();
   CHECK(b.next().count() <= 1000);
+}
+
+TEST_CASE("every example in docs/protocol.md decodes", "[control][protocol][docs]") {
+  // The same examples, one per file, seed the control_message fuzz target.
+  std::ifstream in(std::string(TEST_SOURCE_DIR) + "/../docs/protocol.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string doc = ss.str();
+  int n = 0;
+  for (auto pos = doc.find("```json\n"); pos != std::string::npos; pos = doc.find("```json\n", pos)) {
+    pos += 8;
+    auto end = doc.find("```", pos);
+    std::string example;
+    std::istringstream lines(doc.substr(pos, end - pos));
+    for (std::string line; std::getline(lines, line);) {
+      auto first = line.find_first_not_of(' ');
+      if (first != std::string::npos) example += (example.empty() ? "" : " ") + line.substr(first);
+    }
+    auto m = decode(example, Limits{});
+    INFO(example);
+    CHECK(m.ok());
+    ++n;
+    pos = end;
+  }
+  CHECK(n >= 7);
 }
