@@ -37,6 +37,7 @@ const char* kUsage =
     "  status    the agent's state and every subsystem's\n"
     "  health    healthy or the reasons it is not\n"
     "  version   the agent's version\n"
+    "  control   the control channel: connection, outbox, last error\n"
     "\n"
     "  --socket PATH  status socket (default $INSTANCED_SOCKET or /run/instanced/status.sock)\n"
     "  --json         print the agent's JSON answer unchanged\n"
@@ -143,6 +144,26 @@ int cmd_status(const Args& a, const Style& st) {
   return rc;
 }
 
+// The control channel's section of /v1/status.
+int cmd_control(const Args& a, const Style& st) {
+  auto reply = request(a.socket, http::verb::get, "/v1/status");
+  if (reply.status == 403) throw std::runtime_error(str(parse_json(reply.body), "error"));
+  if (reply.status != 200) throw std::runtime_error(fmt::format("the agent answered HTTP {}", reply.status));
+  auto v = parse_json(reply.body);
+  auto* c = v.at("subsystems").as_object().if_contains("control");
+  if (!c) throw std::runtime_error("this agent has no control channel");
+  int rc = str(*c, "state") == "ok" ? kHealthy : kDegraded;
+  if (a.json) {
+    std::cout << json::serialize(*c) << "\n";
+    return rc;
+  }
+  std::cout << "control: " << st.state(str(*c, "state")) << " - " << str(*c, "summary") << "\n";
+  if (auto* d = c->as_object().if_contains("details"); d && d->is_object())
+    for (const auto& [k, val] : d->as_object())
+      std::cout << "  " << pad(std::string(k), 18, k.size()) << (val.is_string() ? std::string(val.as_string()) : json::serialize(val)) << "\n";
+  return rc;
+}
+
 int cmd_health(const Args& a, const Style& st) {
   auto reply = request(a.socket, http::verb::get, "/v1/health");
   if (reply.status == 403) throw std::runtime_error(str(parse_json(reply.body), "error"));
@@ -201,6 +222,7 @@ int main(int argc, char** argv) {
     if (a.command == "status") return cmd_status(a, style);
     if (a.command == "health") return cmd_health(a, style);
     if (a.command == "version") return cmd_version(a);
+    if (a.command == "control") return cmd_control(a, style);
     std::cerr << (a.command.empty() ? std::string("instancectl: a command is needed\n")
                                     : "instancectl: unknown command '" + a.command + "'\n")
               << kUsage;

@@ -33,6 +33,11 @@ TEST_CASE("an empty file gives every default", "[config]") {
   CHECK(c.status.request_timeout == std::chrono::seconds(10));
   CHECK(c.shutdown.timeout == std::chrono::seconds(20));
   CHECK_FALSE(c.debug.test_hooks);
+  CHECK(c.control.endpoint.empty());
+  CHECK(c.control.heartbeat_interval == std::chrono::seconds(10));
+  CHECK(c.control.ping_interval == std::chrono::seconds(20));
+  CHECK(c.control.backoff_max == std::chrono::minutes(5));
+  CHECK(c.control.outbox_max_bytes.bytes == 64ULL << 20);
 }
 
 TEST_CASE("every documented key is read", "[config]") {
@@ -51,6 +56,21 @@ TEST_CASE("every documented key is read", "[config]") {
   CHECK(c.status.request_timeout == std::chrono::seconds(90));
   CHECK(c.shutdown.timeout == std::chrono::seconds(15));
   CHECK(c.debug.test_hooks);
+  CHECK(c.control.endpoint == "wss://cp.example.net:8443/v1/agent");
+  CHECK(c.control.insecure);
+  CHECK(c.control.token_file == "/etc/custom/token");
+  CHECK(c.control.ca_file == "/etc/custom/ca.pem");
+  CHECK(c.control.heartbeat_interval == std::chrono::seconds(5));
+  CHECK(c.control.ping_interval == std::chrono::seconds(7));
+  CHECK(c.control.connect_timeout == std::chrono::seconds(3));
+  CHECK(c.control.backoff_initial == std::chrono::seconds(2));
+  CHECK(c.control.backoff_max == std::chrono::minutes(10));
+  CHECK(c.control.backoff_reset_after == std::chrono::minutes(2));
+  CHECK(c.control.initial_delay_max == std::chrono::seconds(1));
+  CHECK(c.control.max_message_bytes.bytes == 2u << 20);
+  CHECK(c.control.max_json_depth == 16);
+  CHECK(c.control.outbox_max_bytes.bytes == 1ULL << 30);
+  CHECK(c.control.replay_per_second == 50);
   CHECK(r->hash.size() == 64);
 
   SECTION("the dump reads back to the same configuration") {

@@ -117,6 +117,9 @@ TEST_CASE("hello and heartbeats reach the development control plane", "[control]
   auto c = control_status(agent);
   CHECK(c.at("state") == "ok");
   CHECK(c.at("details").at("state") == "connected");
+  auto ctl = run_command(instancectl_binary() + " --socket " + agent.socket().string() + " control");
+  CHECK(ctl.exit_code == 0);
+  CHECK_THAT(ctl.output, Catch::StartsWith("control: ok - connected to ws://127.0.0.1:") && Catch::Contains("outbox_pending"));
 
   SECTION("commands: results, at-most-once ids, unsupported, prepare_stop") {
     CHECK(cp.command("ws-test", R"({"id":"cmd-1","name":"ping"})") == R"({"id":"cmd-1"})");
