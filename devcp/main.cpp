@@ -53,6 +53,7 @@ struct Options {
   std::string tls_max;  // "1.1": a deliberately outdated server, for the agent's TLS tests
   bool ack = true;
   bool quiet = false;
+  bool freeze = false;  // after hello, read nothing more: no pongs (a hung peer, for tests)
 };
 
 struct Instance {
@@ -182,6 +183,11 @@ class Server {
           i.connected = true;
           ++i.connects;
           i.send = send;
+          if (o_.freeze) {
+            print(name, text);
+            asio::steady_timer forever(ex, asio::steady_timer::time_point::max());
+            co_await forever.async_wait(asio::use_awaitable);
+          }
         }
         print(name, text);
         if (name.empty()) continue;
@@ -337,11 +343,12 @@ int main(int argc, char** argv) {
     else if (a == "--ports-file") o.ports_file = value();
     else if (a == "--tls-max-version") o.tls_max = value();
     else if (a == "--no-ack") o.ack = false;
+    else if (a == "--freeze-after-hello") o.freeze = true;
     else if (a == "--quiet") o.quiet = true;
     else {
       std::cerr << "usage: instanced-devcp --token-file FILE [--listen HOST:PORT] [--api HOST:PORT]\n"
                    "                      [--tls-cert PEM --tls-key PEM [--tls-max-version 1.1]] [--ports-file FILE]\n"
-                   "                      [--no-ack] [--quiet]\n";
+                   "                      [--no-ack] [--freeze-after-hello] [--quiet]\n";
       return 2;
     }
   }

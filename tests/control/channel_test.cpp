@@ -205,6 +205,46 @@ TEST_CASE("kill -9 between a result and its ack: resent after restart, not execu
   CHECK(cp.instances().at("ws-test").at("results").at("k-1").at("result").at("time") == first.at("result").at("time"));
 }
 
+TEST_CASE("a peer that stops answering pings is given up within two ping intervals", "[control][channel][liveness]") {
+  TempDir dir;
+  DevCp cp(dir, {"--freeze-after-hello"});
+  cp.start();
+  std::string cfg = agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent");
+  const std::string hb = "  heartbeat_interval: 200ms";
+  cfg.replace(cfg.find(hb), hb.size(), "  heartbeat_interval: 10s\n  ping_interval: 300ms");
+  AgentProcess agent(dir, cfg);
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
+  auto t0 = std::chrono::steady_clock::now();
+  // Connected, then silence from the peer: the agent must drop it and connect again.
+  bool reconnected = false;
+  while (std::chrono::steady_clock::now() - t0 < 5s && !reconnected) {
+    reconnected = cp.instances().at("ws-test").at("connects").to_number<int>() >= 2;
+    std::this_thread::sleep_for(50ms);
+  }
+  CHECK(reconnected);
+  CHECK(std::chrono::steady_clock::now() - t0 < 3s);  // 2 x 300 ms, backoff <= 400 ms, and slack for sanitizers
+  CHECK_THAT(agent.log(), Catch::Contains("control channel to ws://127.0.0.1:"));
+}
+
+TEST_CASE("a rotated token is used without a restart", "[control][channel][token]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  TempDir other;
+  other.write("token", "old-token\n");
+  std::filesystem::permissions(other / "token", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  auto cfg = agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent");
+  cfg.replace(cfg.find("{dir}/token"), 11, (other / "token").string());
+  AgentProcess agent(dir, cfg);
+  REQUIRE(agent.start_and_wait_ready());
+  std::this_thread::sleep_for(300ms);
+  CHECK_FALSE(has(cp.instances(), "ws-test"));  // refused with the old token
+  // Rotate: write the new token in place (as a secret agent or an operator would).
+  std::filesystem::copy_file(dir / "token", other / "token", std::filesystem::copy_options::overwrite_existing);
+  CHECK(cp.wait([](const json::value& v) { return has(v, "ws-test"); }, 5s));
+}
+
 TEST_CASE("refusals: token file mode, wrong token, ws:// without insecure", "[control][channel]") {
   TempDir dir;
   DevCp cp(dir);
