@@ -55,6 +55,57 @@ Result<Endpoint> parse_endpoint(std::string_view url, bool insecure_allowed) {
   return ep;
 }
 
+namespace {
+
+const char* env_either(const char* lower, const char* upper) {
+  const char* v = std::getenv(lower);
+  if (!v || !*v) v = std::getenv(upper);
+  return v && *v ? v : nullptr;
+}
+
+bool no_proxy_matches(const std::string& host) {
+  const char* list = env_either("no_proxy", "NO_PROXY");
+  if (!list) return false;
+  std::string_view rest(list);
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.empty()) continue;
+    if (item == "*") return true;
+    if (item.front() == '.') item.remove_prefix(1);
+    if (host == item || (host.size() > item.size() && host.ends_with(item) && host[host.size() - item.size() - 1] == '.'))
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Result<std::optional<Proxy>> proxy_for(const Endpoint& ep, const std::string& configured) {
+  std::string url = configured;
+  if (url.empty()) {
+    if (no_proxy_matches(ep.host)) return std::optional<Proxy>{};
+    const char* env = ep.tls ? env_either("https_proxy", "HTTPS_PROXY") : env_either("http_proxy", "HTTP_PROXY");
+    if (!env) return std::optional<Proxy>{};
+    url = env;
+  }
+  std::string_view rest(url);
+  if (rest.starts_with("http://")) rest.remove_prefix(7);
+  else if (rest.find("://") != std::string_view::npos)
+    return Error{fmt::format("control.proxy: '{}': only http:// proxies (HTTP CONNECT) are supported", url)};
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) rest = rest.substr(0, slash);
+  if (rest.find('@') != std::string_view::npos)
+    return Error{fmt::format("control.proxy: credentials in the proxy URL are not supported")};
+  auto colon = rest.rfind(':');
+  Proxy p{std::string(rest.substr(0, colon)), colon == std::string_view::npos ? "80" : std::string(rest.substr(colon + 1))};
+  if (p.host.empty() || p.port.empty() || p.port.find_first_not_of("0123456789") != std::string::npos)
+    return Error{fmt::format("control.proxy: '{}' is not http://host:port", url)};
+  return std::optional<Proxy>{p};
+}
+
 Result<Secret> read_token(const std::string& path) {
   struct stat st{};
   if (::stat(path.c_str(), &st) != 0)
@@ -209,8 +260,28 @@ asio::awaitable<void> ControlChannel::run() {
 asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
   auto token = read_token(config_.token_file);
   if (!token) throw std::runtime_error(token.error().message);
+  auto proxy = proxy_for(ep, config_.proxy);
+  if (!proxy) throw std::runtime_error(proxy.error().message);
   tcp::resolver resolver(ex_);
-  auto results = co_await resolver.async_resolve(ep.host, ep.port, asio::use_awaitable);
+  const std::string& dial_host = *proxy ? (*proxy)->host : ep.host;
+  const std::string& dial_port = *proxy ? (*proxy)->port : ep.port;
+  auto results = co_await resolver.async_resolve(dial_host, dial_port, asio::use_awaitable);
+  // Through an HTTP CONNECT proxy, the tunnel is opened first; TLS and WebSocket run inside it.
+  auto open_tunnel = [&](beast::tcp_stream& stream) -> asio::awaitable<void> {
+    if (!*proxy) co_return;
+    http::request<http::empty_body> req{http::verb::connect, ep.host + ":" + ep.port, 11};
+    req.set(http::field::host, ep.host + ":" + ep.port);
+    req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+    co_await http::async_write(stream, req, asio::use_awaitable);
+    beast::flat_buffer buffer;
+    http::response_parser<http::empty_body> parser;
+    parser.skip(true);  // a CONNECT answer has no body
+    co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
+    auto code = parser.get().result_int();
+    if (code != 200)
+      throw std::runtime_error(fmt::format("proxy {}:{} refused CONNECT {}:{}: HTTP {}", (*proxy)->host, (*proxy)->port,
+                                           ep.host, ep.port, code));
+  };
 
   auto configure = [&](auto& ws) {
     websocket::stream_base::timeout t;
@@ -239,6 +310,7 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
     websocket::stream<beast::tcp_stream> ws(ex_);
     beast::get_lowest_layer(ws).expires_after(config_.connect_timeout);
     co_await beast::get_lowest_layer(ws).async_connect(results, asio::use_awaitable);
+    co_await open_tunnel(beast::get_lowest_layer(ws));
     beast::get_lowest_layer(ws).expires_never();
     configure(ws);
     websocket::response_type res;
@@ -260,6 +332,7 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
   ws.next_layer().set_verify_callback(asio::ssl::host_name_verification(ep.host));
   beast::get_lowest_layer(ws).expires_after(config_.connect_timeout);
   co_await beast::get_lowest_layer(ws).async_connect(results, asio::use_awaitable);
+  co_await open_tunnel(beast::get_lowest_layer(ws));
   co_await ws.next_layer().async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
   beast::get_lowest_layer(ws).expires_never();
   configure(ws);

@@ -28,6 +28,14 @@ struct Endpoint {
 // "wss://cp.example.net:8443/v1/agent" → parts; errors name what is wrong.
 Result<Endpoint> parse_endpoint(std::string_view url, bool insecure_allowed);
 
+struct Proxy {
+  std::string host;
+  std::string port;
+};
+// The proxy for `ep`: `configured` (http://host:port) if set, else https_proxy (wss) or
+// http_proxy (ws) from the environment unless no_proxy matches the host.
+Result<std::optional<Proxy>> proxy_for(const Endpoint& ep, const std::string& configured);
+
 // The token file: must exist, be a regular file of mode 0600 or 0400, and be non-empty.
 Result<Secret> read_token(const std::string& path);
 

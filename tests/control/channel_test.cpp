@@ -3,7 +3,10 @@
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <fstream>
 #include <sstream>
 #include <sys/wait.h>
@@ -375,4 +378,67 @@ TEST_CASE("an independent Python peer: every message validates against docs/sche
   CHECK(results.at("py-3").at("status") == "ok");
   CHECK(results.at("py-4").at("status") == "expired");
   for (const auto& b : report.at("heartbeat_bytes").as_array()) CHECK(b.to_number<int>() <= 512);
+}
+
+namespace {
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// tinyproxy (Debian's) in the foreground; `connect_ports` limits where CONNECT may go.
+struct TinyProxy {
+  TinyProxy(const TempDir& dir, const std::string& connect_ports) : port(free_port()) {
+    std::string conf = "User nobody\nGroup nogroup\nPort " + std::to_string(port) +
+                       "\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nLogLevel Connect\n";
+    if (!connect_ports.empty()) conf += "ConnectPort " + connect_ports + "\n";
+    dir.write("tinyproxy.conf", conf);
+    log = (dir / "tinyproxy.log").string();
+    auto r = run_command("tinyproxy -d -c " + (dir / "tinyproxy.conf").string() + " > " + log + " 2>&1 & echo $!");
+    pid = std::stoi(r.output);
+    for (int i = 0; i < 100; ++i) {
+      if (run_command("grep -q 'listening on' " + log + " 2>/dev/null || grep -qi 'Reloading config file finished' " + log).exit_code == 0) break;
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  ~TinyProxy() { ::kill(pid, SIGTERM); }
+  std::string output() const { return run_command("cat " + log).output; }
+  int port;
+  pid_t pid = -1;
+  std::string log;
+};
+}  // namespace
+
+TEST_CASE("through an HTTP CONNECT proxy, and refused cleanly when the proxy refuses", "[control][channel][proxy]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  auto with_proxy = [&](int proxy_port) {
+    auto c = agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent");
+    c.replace(c.find("  insecure: true\n"), 17, "  insecure: true\n  proxy: http://127.0.0.1:" + std::to_string(proxy_port) + "\n");
+    return c;
+  };
+  SECTION("tunnelled") {
+    TinyProxy proxy(dir, "");
+    AgentProcess agent(dir, with_proxy(proxy.port));
+    REQUIRE(agent.start_and_wait_ready());
+    REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
+    CHECK_THAT(proxy.output(), Catch::Contains("CONNECT 127.0.0.1:" + std::to_string(cp.agent_port)));
+  }
+  SECTION("refused by the proxy") {
+    TinyProxy proxy(dir, "443");
+    AgentProcess agent(dir, with_proxy(proxy.port));
+    REQUIRE(agent.start_and_wait_ready());
+    std::this_thread::sleep_for(500ms);
+    CHECK_FALSE(has(cp.instances(), "ws-test"));
+    CHECK_THAT(std::string(control_status(agent).at("details").at("last_error").as_string()),
+               Catch::Contains("refused CONNECT 127.0.0.1:" + std::to_string(cp.agent_port) + ": HTTP 403"));
+  }
 }

@@ -92,3 +92,32 @@ TEST_CASE("every example in docs/protocol.md decodes", "[control][protocol][docs
   }
   CHECK(n >= 7);
 }
+
+#include "agent/control/channel.hpp"
+
+TEST_CASE("endpoints and proxies are parsed, no_proxy honoured", "[control][proxy]") {
+  auto ep = parse_endpoint("wss://cp.example.net:8443/v1/agent", false);
+  REQUIRE(ep.ok());
+  CHECK(ep->host == "cp.example.net");
+  CHECK(ep->port == "8443");
+  CHECK(ep->target == "/v1/agent");
+  CHECK(parse_endpoint("wss://cp.example.net", false)->port == "443");
+  CHECK_THAT(parse_endpoint("ws://x/y", false).error().message, Catch::Contains("needs control.insecure: true"));
+  CHECK_THAT(parse_endpoint("https://x/y", false).error().message, Catch::Contains("must start with wss://"));
+
+  ::unsetenv("HTTPS_PROXY");
+  ::setenv("https_proxy", "http://proxy.corp:3128", 1);
+  ::setenv("no_proxy", "localhost, .internal.example", 1);
+  auto p = proxy_for(*ep, "");
+  REQUIRE(p.ok());
+  REQUIRE(*p);
+  CHECK((*p)->host == "proxy.corp");
+  CHECK((*p)->port == "3128");
+  auto internal = parse_endpoint("wss://cp.internal.example/v1", false);
+  CHECK_FALSE(*proxy_for(*internal, ""));  // no_proxy suffix
+  CHECK((*proxy_for(*internal, "http://explicit:8080"))->host == "explicit");  // config wins
+  CHECK_THAT(proxy_for(*ep, "socks5://x:1").error().message, Catch::Contains("only http:// proxies"));
+  ::unsetenv("https_proxy");
+  ::unsetenv("no_proxy");
+  CHECK_FALSE(*proxy_for(*ep, ""));
+}
