@@ -393,6 +393,7 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
         if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
           auto s = seq->is_uint64() ? seq->as_uint64() : static_cast<std::uint64_t>(seq->as_int64());
           if (auto r = outbox_->ack(s); !r) log_->error("{}", r.error().message);
+          publish(Health::ok, "connected to " + config_.endpoint);
         }
       } else if (m->type == "command") {
         asio::co_spawn(ex_, handle_command(std::move(*m)), asio::detached);
@@ -435,7 +436,8 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
         api_.state.metrics().add_counter("instanced_control_heartbeats_total", "Heartbeats sent.", {});
         next_heartbeat = api_.clock.now() + config_.heartbeat_interval;
       }
-      publish(Health::ok, "connected to " + config_.endpoint);
+      // Refresh the outbox figures in /v1/status only when something was sent.
+      if (sent > 0) publish(Health::ok, "connected to " + config_.endpoint);
       auto until = next_heartbeat;
       if (sent >= rate) until = std::min(until, api_.clock.now() + std::chrono::seconds(1));
       wake.expires_at(until);
