@@ -68,10 +68,13 @@ double cpu_seconds() {
 }
 
 double rss_mib() {
-  std::ifstream s("/proc/self/status");
-  for (std::string line; std::getline(s, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0;
+  // statm: sizes in pages; the second field is the resident set.
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return -1;
+  unsigned long size = 0, resident = 0;
+  int n = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0) : -1;
 }
 
 pid_t start_devcp(const testing::TempDir& dir, const std::string& listen) {

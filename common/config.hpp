@@ -89,6 +89,10 @@ struct ControlConfig {
   Duration backoff_max = std::chrono::minutes(5);
   Duration backoff_reset_after = std::chrono::seconds(60);
   Duration initial_delay_max = std::chrono::seconds(5);
+  // After an established connection drops (a control-plane restart drops the whole fleet
+  // at once), the first retry is drawn from [0, reconnect_spread] instead of
+  // [0, backoff_initial], so the fleet comes back spread out rather than in one burst.
+  Duration reconnect_spread = std::chrono::seconds(10);
   ByteSize max_message_bytes{1 << 20};
   std::int64_t max_json_depth = 32;
   ByteSize outbox_max_bytes{64ULL << 20};
@@ -112,6 +116,8 @@ struct ControlConfig {
     v("backoff_reset_after", backoff_reset_after,
       check::duration_range(std::chrono::milliseconds(0), std::chrono::hours(1)));
     v("initial_delay_max", initial_delay_max,
+      check::duration_range(std::chrono::milliseconds(0), std::chrono::minutes(30)));
+    v("reconnect_spread", reconnect_spread,
       check::duration_range(std::chrono::milliseconds(0), std::chrono::minutes(30)));
     v("max_message_bytes", max_message_bytes, check::size_range(ByteSize{1024}, ByteSize{64 << 20}));
     v("max_json_depth", max_json_depth, check::range<std::int64_t>(4, 256));

@@ -238,6 +238,7 @@ asio::awaitable<void> ControlChannel::run() {
   }
   for (;;) {
     auto started = api_.clock.now();
+    auto connects_before = connects_;
     try {
       co_await connect_once(*ep);
     } catch (const boost::system::system_error& e) {
@@ -248,7 +249,12 @@ asio::awaitable<void> ControlChannel::run() {
     // Stopping: the daemon cancelled us; do not reconnect.
     if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return;
     if (api_.clock.now() - started >= config_.backoff_reset_after) backoff.reset();
-    auto delay = backoff.next();
+    Duration delay = backoff.next();
+    if (connects_ != connects_before && config_.reconnect_spread.count() > 0) {
+      // An established connection dropped: maybe the whole fleet's did. Spread the return.
+      std::uniform_int_distribution<std::int64_t> d(0, config_.reconnect_spread.count());
+      delay = Duration(d(rd));
+    }
     state_ = "disconnected";
     log_->warn("control channel to {}: {}; retrying in {} ms", config_.endpoint, last_error_, delay.count());
     publish(Health::degraded, fmt::format("disconnected: {}; retry in {}", last_error_, format_duration(delay)));

@@ -67,6 +67,7 @@ TEST_CASE("every documented key is read", "[config]") {
   CHECK(c.control.backoff_max == std::chrono::minutes(10));
   CHECK(c.control.backoff_reset_after == std::chrono::minutes(2));
   CHECK(c.control.initial_delay_max == std::chrono::seconds(1));
+  CHECK(c.control.reconnect_spread == std::chrono::seconds(3));
   CHECK(c.control.max_message_bytes.bytes == 2u << 20);
   CHECK(c.control.max_json_depth == 16);
   CHECK(c.control.outbox_max_bytes.bytes == 1ULL << 30);

@@ -92,7 +92,8 @@ class DevCp {
 std::string agent_config(const std::string& endpoint, const std::string& extra = "") {
   return "instance:\n  name: ws-test\nstate_dir: {dir}/state\nstatus:\n  socket: {dir}/status.sock\n  group: root\n"
          "control:\n  endpoint: " + endpoint + "\n  insecure: true\n  token_file: {dir}/token\n"
-         "  initial_delay_max: 0s\n  heartbeat_interval: 200ms\n  backoff_initial: 100ms\n  backoff_max: 400ms\n" + extra;
+         "  initial_delay_max: 0s\n  heartbeat_interval: 200ms\n  backoff_initial: 100ms\n  backoff_max: 400ms\n"
+         "  reconnect_spread: 200ms\n" + extra;
 }
 
 json::value control_status(const AgentProcess& agent) {
