@@ -64,9 +64,7 @@ bool write_all(int fd, std::string_view data) {
 
 Outbox::Outbox(std::filesystem::path dir, std::uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
 
-Outbox::~Outbox() {
-  if (fd_ >= 0) ::close(fd_);
-}
+Outbox::~Outbox() = default;
 
 Result<void> Outbox::open() {
   RealFilesystem fs;
@@ -104,10 +102,12 @@ Result<void> Outbox::open() {
     }
     if (good < data->size()) torn_ = 1;
   }
-  fd_ = ::open(log.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) return errno_error("open", log);
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return errno_error("open", log);
   // Cut a torn tail so the next append starts on a record boundary.
-  if (::ftruncate(fd_, static_cast<off_t>(good)) != 0 || ::lseek(fd_, 0, SEEK_END) < 0) return errno_error("truncate", log);
+  int rc = ::ftruncate(fd, static_cast<off_t>(good));
+  ::close(fd);
+  if (rc != 0) return errno_error("truncate", log);
   log_bytes_ = good;
   return {};
 }
@@ -123,13 +123,19 @@ Result<void> Outbox::save_meta() {
 Result<void> Outbox::append(Kind kind, std::string payload) {
   Entry e{next_seq_, kind, std::move(payload)};
   std::string r = record(e);
-  if (!write_all(fd_, r) || ::fdatasync(fd_) != 0) {
+  // Opened per append: events and results are rare, and an idle agent holds no descriptor.
+  auto log = dir_ / "outbox.log";
+  int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) return errno_error("open", log);
+  if (!write_all(fd, r) || ::fdatasync(fd) != 0) {
     int err = errno;
     // Leave no partial record behind for the next append.
-    if (::ftruncate(fd_, static_cast<off_t>(log_bytes_)) == 0) ::lseek(fd_, 0, SEEK_END);
+    (void)::ftruncate(fd, static_cast<off_t>(log_bytes_));
+    ::close(fd);
     errno = err;
-    return errno_error("append to", dir_ / "outbox.log");
+    return errno_error("append to", log);
   }
+  ::close(fd);
   log_bytes_ += r.size();
   ++next_seq_;
   pending_bytes_ += e.payload.size();
@@ -170,10 +176,6 @@ Result<void> Outbox::rewrite() {
   RealFilesystem fs;
   if (auto r = save_meta(); !r) return r;
   if (auto r = fs.write_file_atomic(dir_ / "outbox.log", all, 0600); !r) return r;
-  ::close(fd_);
-  auto log = dir_ / "outbox.log";
-  fd_ = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-  if (fd_ < 0) return errno_error("reopen", log);
   log_bytes_ = all.size();
   return {};
 }

@@ -52,7 +52,6 @@ class Outbox {
 
   std::filesystem::path dir_;
   std::uint64_t max_bytes_;
-  int fd_ = -1;
   std::deque<Entry> pending_;
   std::uint64_t pending_bytes_ = 0;
   std::uint64_t log_bytes_ = 0;
