@@ -413,6 +413,8 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
     if (e) {
       try {
         std::rethrow_exception(e);
+      } catch (const boost::system::system_error& ex) {
+        reader_error = ex.code().message();  // what() carries Boost's source location
       } catch (const std::exception& ex) {
         reader_error = ex.what();
       }
@@ -452,6 +454,8 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
       auto cs = co_await asio::this_coro::cancellation_state;
       if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
     }
+  } catch (const boost::system::system_error& e) {
+    failure = e.code().message();
   } catch (const std::exception& e) {
     failure = e.what();
   }

@@ -345,30 +345,44 @@ TEST_CASE("wss: verified against the configured CA, refused otherwise", "[contro
   }
 }
 
-TEST_CASE("an independent Python peer: every message validates against docs/schema", "[control][channel][schema]") {
-  TempDir dir;
+namespace {
+// Starts tests/control/peer.py; returns the port it listens on.
+int start_peer(const TempDir& dir, const std::string& extra = "") {
   dir.write("token", "peer-token\n");
   std::filesystem::permissions(dir / "token", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   auto cmd = std::string("/usr/bin/python3 ") + TEST_SOURCE_DIR + "/control/peer.py --schemas " + TEST_SOURCE_DIR +
              "/../docs/schema --token-file " + (dir / "token").string() + " --ports-file " + (dir / "peer-port").string() +
-             " --report " + (dir / "report.json").string() + " > " + (dir / "peer.log").string() + " 2>&1 &";
+             " --report " + (dir / "report.json").string() + " " + extra + " > " + (dir / "peer.log").string() + " 2>&1 &";
   REQUIRE(run_command(cmd).exit_code == 0);
   for (int i = 0; i < 300 && !std::filesystem::exists(dir / "peer-port"); ++i) std::this_thread::sleep_for(20ms);
   std::this_thread::sleep_for(20ms);
   int port = 0;
   std::ifstream(dir / "peer-port") >> port;
   REQUIRE(port > 0);
-  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent"));
-  REQUIRE(agent.start_and_wait_ready());
-  // Make an event happen: a reload.
-  agent.signal(SIGHUP);
+  return port;
+}
+
+json::value wait_report(const TempDir& dir) {
   for (int i = 0; i < 750 && !std::filesystem::exists(dir / "report.json"); ++i) std::this_thread::sleep_for(20ms);
   REQUIRE(std::filesystem::exists(dir / "report.json"));
+  std::this_thread::sleep_for(20ms);
   std::ifstream in(dir / "report.json");
   std::stringstream ss;
   ss << in.rdbuf();
   INFO(ss.str());
-  auto report = json::parse(ss.str());
+  return json::parse(ss.str());
+}
+}  // namespace
+
+TEST_CASE("an independent Python peer: every message validates against docs/schema", "[control][channel][schema]") {
+  TempDir dir;
+  int port = start_peer(dir);
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent"));
+  REQUIRE(agent.start_and_wait_ready());
+  // Make an event happen: a reload.
+  agent.signal(SIGHUP);
+  auto report = wait_report(dir);
+  INFO(json::serialize(report));
   CHECK(report.at("errors").as_array().empty());
   CHECK(report.at("types").at("hello") == 1);
   CHECK(report.at("types").at("heartbeat").to_number<int>() >= 3);
@@ -442,4 +456,24 @@ TEST_CASE("through an HTTP CONNECT proxy, and refused cleanly when the proxy ref
     CHECK_THAT(std::string(control_status(agent).at("details").at("last_error").as_string()),
                Catch::Contains("refused CONNECT 127.0.0.1:" + std::to_string(cp.agent_port) + ": HTTP 403"));
   }
+}
+
+TEST_CASE("a misbehaving peer: malformed JSON, unknown type, oversized frame, close mid-frame", "[control][channel][faults]") {
+  TempDir dir;
+  int port = start_peer(dir, "--abuse");
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent"));
+  REQUIRE(agent.start_and_wait_ready());
+  auto report = wait_report(dir);
+  INFO(json::serialize(report));
+  CHECK(report.at("errors").as_array().empty());
+  // Garbage did not stop command handling on the same connection...
+  CHECK(report.at("results").at("abuse-ping").at("status") == "ok");
+  // ...the oversized frame and the half frame each cost a connection, and it came back.
+  CHECK(report.at("connections").to_number<int>() >= 3);
+  CHECK(agent.running());
+  auto log = agent.log();
+  CHECK_THAT(log, Catch::Contains("control plane sent an invalid message: not valid JSON"));
+  CHECK_THAT(log, Catch::Contains("control plane sent a message of unknown type 'surprise'"));
+  CHECK_THAT(log, Catch::Contains("The WebSocket message exceeded the locally configured limit; retrying"));
+  CHECK_THAT(agent.curl("http://localhost/metrics").output, Catch::Contains("instanced_control_invalid_messages_total 1"));
 }

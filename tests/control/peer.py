@@ -22,6 +22,8 @@ ap.add_argument("--token-file", required=True)
 ap.add_argument("--ports-file", required=True)
 ap.add_argument("--report", required=True)
 ap.add_argument("--heartbeats", type=int, default=3)
+ap.add_argument("--abuse", action="store_true",
+                help="send malformed JSON, an unknown type, an oversized frame, and close mid-frame")
 args = ap.parse_args()
 
 schemas = {}
@@ -35,7 +37,7 @@ for s in store.values():
 resolver_store = dict(store)
 token = pathlib.Path(args.token_file).read_text().strip()
 
-report = {"errors": [], "types": {}, "results": {}, "acked": 0, "hello": None, "heartbeat_bytes": []}
+report = {"errors": [], "types": {}, "results": {}, "acked": 0, "hello": None, "heartbeat_bytes": [], "connections": 0}
 done = asyncio.Event()
 COMMANDS = [
     {"id": "py-1", "name": "ping"},
@@ -71,14 +73,36 @@ async def check_request(path, headers):
     return None
 
 
+async def abuse(ws, connection):
+    """First connection: garbage the agent must survive, a command that must still work,
+    then a frame over its size limit (it must drop the connection). Second connection:
+    half a frame, then the TCP connection closes."""
+    if connection == 1:
+        await ws.send("{not json")
+        await ws.send(json.dumps({"v": 1, "type": "surprise", "id": "odd-1", "ts": "2026-01-01T00:00:00Z", "body": {}}))
+        await ws.send(envelope("command", {"name": "ping"}, "abuse-ping"))
+        await asyncio.sleep(0.3)
+        await ws.send("x" * (2 * 1024 * 1024))
+    elif connection == 2:
+        ws.transport.write(b"\x81\x7e\x01\x00" + b'{"v":1,"type":"command"')
+        await asyncio.sleep(0.05)
+        ws.transport.close()
+    else:
+        done.set()
+
+
 async def handler(ws, path=None):
-    n = 0
+    report["connections"] += 1
+    connection = report["connections"]
     async for frame in ws:
         msg = json.loads(frame)
         validate(msg)
         kind = msg.get("type")
         report["types"][kind] = report["types"].get(kind, 0) + 1
-        if kind == "hello":
+        if kind == "hello" and args.abuse:
+            report["hello"] = msg["body"]
+            asyncio.ensure_future(abuse(ws, connection))
+        elif kind == "hello":
             report["hello"] = msg["body"]
             for c in COMMANDS:
                 body = {k: v for k, v in c.items() if k != "id"}
@@ -90,7 +114,7 @@ async def handler(ws, path=None):
                 report["results"][msg["body"]["command_id"]] = msg["body"]
             await ws.send(envelope("ack", {"seq": msg["seq"]}, f"ack-{msg['seq']}"))
             report["acked"] += 1
-        if report["types"].get("heartbeat", 0) >= args.heartbeats and len(report["results"]) == len(COMMANDS):
+        if not args.abuse and report["types"].get("heartbeat", 0) >= args.heartbeats and len(report["results"]) == len(COMMANDS):
             done.set()
             return
 
