@@ -79,15 +79,9 @@ double rss_mib() {
 
 pid_t start_devcp(const testing::TempDir& dir, const std::string& listen) {
   std::filesystem::remove(dir / "ports");
-  pid_t pid = fork();
-  if (pid == 0) {
-    int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 1);
-    std::string token = (dir / "token").string(), ports = (dir / "ports").string();
-    execl(DEVCP_BIN, DEVCP_BIN, "--token-file", token.c_str(), "--listen", listen.c_str(), "--ports-file",
-          ports.c_str(), "--quiet", nullptr);
-    _exit(127);
-  }
+  pid_t pid = testing::spawn({DEVCP_BIN, "--token-file", (dir / "token").string(), "--listen", listen, "--ports-file",
+                              (dir / "ports").string(), "--quiet"},
+                             "/dev/null");
   for (int i = 0; i < 500 && !std::filesystem::exists(dir / "ports"); ++i) std::this_thread::sleep_for(10ms);
   std::this_thread::sleep_for(20ms);
   return pid;

@@ -82,21 +82,6 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
-pid_t spawn(const std::vector<std::string>& args) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 1);
-    ::dup2(null, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -135,7 +120,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> env;
   if (watchdog_usec != "0") env["WATCHDOG_USEC"] = watchdog_usec;
   if (!agent.start_and_wait_ready(10s, env)) return 1;
-  pid_t ne = spawn({node_exporter, "--web.listen-address=127.0.0.1:19100"});
+  pid_t ne = spawn({node_exporter, "--web.listen-address=127.0.0.1:19100"}, "/dev/null");
   std::this_thread::sleep_for(500ms);
   auto a0 = sample(agent.pid());
   auto n0 = sample(ne);

@@ -31,6 +31,8 @@ class Fd {
   int fd_;
 };
 
+}  // namespace
+
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
@@ -42,8 +44,6 @@ bool write_all(int fd, std::string_view data) {
   }
   return true;
 }
-
-}  // namespace
 
 Result<FsUsage> RealFilesystem::usage(const std::filesystem::path& path) {
   struct statvfs st{};

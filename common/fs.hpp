@@ -20,6 +20,9 @@ struct FsUsage {
   std::uint64_t avail_inodes = 0;
 };
 
+// write(2) until all of `data` is written (EINTR and short writes handled); false on error.
+bool write_all(int fd, std::string_view data);
+
 class Filesystem {
  public:
   virtual ~Filesystem() = default;

@@ -311,18 +311,26 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
       throw std::runtime_error("the control plane did not accept subprotocol instanced.v1");
   };
   std::string host_header = ep.host + ":" + ep.port;
-
-  if (!ep.tls) {
-    websocket::stream<beast::tcp_stream> ws(ex_);
-    beast::get_lowest_layer(ws).expires_after(config_.connect_timeout);
-    co_await beast::get_lowest_layer(ws).async_connect(results, asio::use_awaitable);
-    co_await open_tunnel(beast::get_lowest_layer(ws));
+  // TCP (and the proxy tunnel), under the connect timeout.
+  auto dial = [&](beast::tcp_stream& stream) -> asio::awaitable<void> {
+    stream.expires_after(config_.connect_timeout);
+    co_await stream.async_connect(results, asio::use_awaitable);
+    co_await open_tunnel(stream);
+  };
+  // The WebSocket upgrade, then the conversation.
+  auto upgrade = [&](auto& ws) -> asio::awaitable<void> {
     beast::get_lowest_layer(ws).expires_never();
     configure(ws);
     websocket::response_type res;
     co_await ws.async_handshake(res, host_header, ep.target, asio::use_awaitable);
     check_response(res);
     co_await converse(ws);
+  };
+
+  if (!ep.tls) {
+    websocket::stream<beast::tcp_stream> ws(ex_);
+    co_await dial(beast::get_lowest_layer(ws));
+    co_await upgrade(ws);
     co_return;
   }
   asio::ssl::context ctx(asio::ssl::context::tls_client);
@@ -336,16 +344,9 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
   if (!SSL_set_tlsext_host_name(ws.next_layer().native_handle(), ep.host.c_str()))
     throw std::runtime_error("cannot set SNI host name");
   ws.next_layer().set_verify_callback(asio::ssl::host_name_verification(ep.host));
-  beast::get_lowest_layer(ws).expires_after(config_.connect_timeout);
-  co_await beast::get_lowest_layer(ws).async_connect(results, asio::use_awaitable);
-  co_await open_tunnel(beast::get_lowest_layer(ws));
+  co_await dial(beast::get_lowest_layer(ws));
   co_await ws.next_layer().async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
-  beast::get_lowest_layer(ws).expires_never();
-  configure(ws);
-  websocket::response_type res;
-  co_await ws.async_handshake(res, host_header, ep.target, asio::use_awaitable);
-  check_response(res);
-  co_await converse(ws);
+  co_await upgrade(ws);
 }
 
 template <class WebSocket>

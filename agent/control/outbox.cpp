@@ -48,18 +48,6 @@ std::string record(const Outbox::Entry& e) {
 Error errno_error(std::string_view what, const std::filesystem::path& p) {
   return Error{fmt::format("outbox: {} {}: {}", what, p.string(), std::strerror(errno))};
 }
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
 }  // namespace
 
 Outbox::Outbox(std::filesystem::path dir, std::uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}

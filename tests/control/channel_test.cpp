@@ -36,18 +36,7 @@ class DevCp {
     std::vector<std::string> args{DEVCP_BIN, "--token-file", (dir_ / "token").string(), "--listen", listen,
                                   "--api", api, "--ports-file", ports.string(), "--quiet"};
     args.insert(args.end(), extra_.begin(), extra_.end());
-    std::string log = (dir_ / "devcp.log").string();
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    pid_ = spawn(args, (dir_ / "devcp.log").string());
     for (int i = 0; i < 200 && !std::filesystem::exists(ports); ++i) std::this_thread::sleep_for(10ms);
     std::this_thread::sleep_for(20ms);
     std::ifstream(ports) >> agent_port >> api_port;

@@ -106,25 +106,35 @@ AgentProcess::~AgentProcess() {
   }
 }
 
-void AgentProcess::start(const std::map<std::string, std::string>& env, const std::vector<std::string>& extra_args) {
-  std::vector<std::string> args{agent_binary(), "--config", config_file().string()};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-  std::string log = log_file().string();
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    ::setenv("NOTIFY_SOCKET", notify_.path().c_str(), 1);
-    ::unsetenv("JOURNAL_STREAM");
-    ::unsetenv("INVOCATION_ID");
-    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+pid_t spawn(const std::vector<std::string>& args, const std::string& log, const std::map<std::string, std::string>& env) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    for (const auto& [k, v] : env) {
+      if (v.empty())
+        ::unsetenv(k.c_str());
+      else
+        ::setenv(k.c_str(), v.c_str(), 1);
+    }
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     ::execv(argv[0], argv.data());
     _exit(127);
   }
+  return pid;
+}
+
+void AgentProcess::start(const std::map<std::string, std::string>& env, const std::vector<std::string>& extra_args) {
+  std::vector<std::string> args{agent_binary(), "--config", config_file().string()};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // Not under systemd's journal, whatever the test runner's environment says.
+  std::map<std::string, std::string> all{
+      {"NOTIFY_SOCKET", notify_.path().string()}, {"JOURNAL_STREAM", ""}, {"INVOCATION_ID", ""}};
+  for (const auto& [k, v] : env) all[k] = v;
+  pid_ = spawn(args, log_file().string(), all);
 }
 
 bool AgentProcess::start_and_wait_ready(std::chrono::milliseconds timeout, const std::map<std::string, std::string>& env) {

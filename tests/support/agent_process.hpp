@@ -51,6 +51,11 @@ struct CommandResult {
   std::string output;  // stdout (and stderr when asked)
 };
 
+// fork + exec of `args`, standard output and error appended to `log`; `env` is added to
+// the environment (an empty value removes the variable). Returns the child's pid.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log,
+            const std::map<std::string, std::string>& env = {});
+
 // Runs a shell command line and captures its standard output.
 CommandResult run_command(const std::string& command_line);
 
