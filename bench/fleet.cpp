@@ -165,6 +165,13 @@ int main(int argc, char** argv) {
   double beats = hb1 - hb0;
   std::string sample = control::encode(control::Message{"heartbeat", control::new_id(), std::nullopt,
                                                         iso8601(clock.wall_now()), fleet[0]->channel->heartbeat_body()});
+  std::vector<double> rtts;
+  for (auto& in : fleet)
+    if (auto r = in->channel->heartbeat_rtt()) rtts.push_back(duration<double, std::micro>(*r).count());
+  std::sort(rtts.begin(), rtts.end());
+  auto pct = [&](double p) { return rtts.empty() ? 0.0 : rtts[std::min(rtts.size() - 1, static_cast<std::size_t>(p * rtts.size()))]; };
+  std::printf("heartbeat round trip (last per session, %zu sessions): p50 %.0f us, p99 %.0f us\n", rtts.size(),
+              pct(0.50), pct(0.99));
   std::size_t frame = sample.size() + (sample.size() < 126 ? 2 : 4) + 4;  // WebSocket header + client mask
   std::printf("steady %d s: %.0f heartbeats (%.0f/s), agent CPU %.2f s = %.1f us per heartbeat\n", seconds, beats,
               beats / seconds, cpu1 - cpu0, beats > 0 ? (cpu1 - cpu0) / beats * 1e6 : 0.0);

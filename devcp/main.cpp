@@ -195,6 +195,11 @@ class Server {
         if (m->type == "heartbeat") {
           i.heartbeat = m->body;
           ++i.heartbeats;
+          // Acknowledging heartbeats lets the agent time the round trip, and keeps the
+          // connection's read side busy so no keep-alive pings are needed.
+          control::Message ack{"ack", control::new_id(), std::nullopt, iso8601(std::chrono::system_clock::now()),
+                               json::object{{"heartbeat", m->id}}};
+          send(control::encode(ack));
         } else if (m->type == "event" || m->type == "result") {
           if (m->seq && *m->seq <= i.last_seq) ++i.duplicates;
           if (m->seq) i.last_seq = std::max(i.last_seq, *m->seq);

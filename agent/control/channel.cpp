@@ -396,6 +396,14 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
         continue;
       }
       if (m->type == "ack") {
+        // An ack of the last heartbeat times the round trip.
+        if (auto* hb = m->body.if_contains("heartbeat"); hb && hb->is_string() && hb->as_string() == heartbeat_id_) {
+          heartbeat_rtt_ = api_.clock.now() - heartbeat_sent_;
+          heartbeat_id_.clear();
+          api_.state.metrics().set_gauge("instanced_control_heartbeat_rtt_seconds",
+                                         "Round trip of the last acknowledged heartbeat.", {},
+                                         std::chrono::duration<double>(*heartbeat_rtt_).count());
+        }
         auto* seq = m->body.if_contains("seq");
         if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
           auto s = seq->is_uint64() ? seq->as_uint64() : static_cast<std::uint64_t>(seq->as_int64());
@@ -440,7 +448,10 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
         ++sent;
       }
       if (api_.clock.now() >= next_heartbeat) {
-        std::string hb = encode(make("heartbeat", heartbeat_body()));
+        Message beat = make("heartbeat", heartbeat_body());
+        heartbeat_id_ = beat.id;
+        heartbeat_sent_ = api_.clock.now();
+        std::string hb = encode(beat);
         co_await ws.async_write(asio::buffer(hb), asio::use_awaitable);
         api_.state.metrics().add_counter("instanced_control_heartbeats_total", "Heartbeats sent.", {});
         next_heartbeat = api_.clock.now() + config_.heartbeat_interval;

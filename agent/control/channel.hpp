@@ -50,6 +50,8 @@ class ControlChannel final : public Subsystem {
 
   // The compact heartbeat body (also used by tests and the fleet benchmark).
   boost::json::object heartbeat_body() const;
+  // Round trip of the last heartbeat the control plane acknowledged, if it does.
+  std::optional<Clock::steady_time::duration> heartbeat_rtt() const { return heartbeat_rtt_; }
 
  private:
   boost::asio::awaitable<void> connect_once(const Endpoint& ep);
@@ -76,6 +78,9 @@ class ControlChannel final : public Subsystem {
   std::string last_error_;
   std::uint64_t connects_ = 0;
   Clock::wall_time connected_at_{};
+  std::string heartbeat_id_;  // the heartbeat awaiting its ack
+  Clock::steady_time heartbeat_sent_{};
+  std::optional<Clock::steady_time::duration> heartbeat_rtt_;
 };
 
 }  // namespace instanced::control

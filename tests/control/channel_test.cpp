@@ -107,6 +107,8 @@ TEST_CASE("hello and heartbeats reach the development control plane", "[control]
   CHECK(i.at("heartbeat").at("state") == "ok");
   CHECK(i.at("heartbeat").at("subsystems").at("control") == "ok");
   CHECK(json::serialize(i.at("heartbeat")).size() < 512);
+  // devcp acknowledges heartbeats: the agent times the round trip.
+  CHECK_THAT(agent.curl("http://localhost/metrics").output, Catch::Contains("instanced_control_heartbeat_rtt_seconds "));
   auto c = control_status(agent);
   CHECK(c.at("state") == "ok");
   CHECK(c.at("details").at("state") == "connected");

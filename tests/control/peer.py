@@ -109,6 +109,7 @@ async def handler(ws, path=None):
                 await ws.send(envelope("command", body, c["id"]))
         elif kind == "heartbeat":
             report["heartbeat_bytes"].append(len(frame.encode()))
+            await ws.send(envelope("ack", {"heartbeat": msg["id"]}, f"hb-ack-{msg['id']}"))
         elif kind in ("event", "result"):
             if kind == "result":
                 report["results"][msg["body"]["command_id"]] = msg["body"]
