@@ -90,8 +90,8 @@ struct ControlConfig {
   Duration backoff_reset_after = std::chrono::seconds(60);
   Duration initial_delay_max = std::chrono::seconds(5);
   // After an established connection drops (a control-plane restart drops the whole fleet
-  // at once), the first retry is drawn from [0, reconnect_spread] instead of
-  // [0, backoff_initial], so the fleet comes back spread out rather than in one burst.
+  // at once), retries until the next connection are drawn from [0, reconnect_spread]
+  // (or the backoff's draw, when larger), so the fleet comes back spread out.
   Duration reconnect_spread = std::chrono::seconds(10);
   ByteSize max_message_bytes{1 << 20};
   std::int64_t max_json_depth = 32;

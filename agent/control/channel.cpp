@@ -236,6 +236,10 @@ asio::awaitable<void> ControlChannel::run() {
     std::uniform_int_distribution<std::int64_t> d(0, config_.initial_delay_max.count());
     co_await api_.clock.sleep_for(Duration(d(rd)));
   }
+  // True from the drop of an established connection until the next one is established:
+  // every retry in between is spread over reconnect_spread, so retries that failed while
+  // the control plane was away do not pile up at the moment it returns.
+  bool spreading = false;
   for (;;) {
     auto started = api_.clock.now();
     auto connects_before = connects_;
@@ -250,9 +254,10 @@ asio::awaitable<void> ControlChannel::run() {
     if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return;
     if (api_.clock.now() - started >= config_.backoff_reset_after) backoff.reset();
     Duration delay = backoff.next();
-    if (connects_ != connects_before && config_.reconnect_spread.count() > 0) {
-      // An established connection dropped: maybe the whole fleet's did. Spread the return.
-      std::uniform_int_distribution<std::int64_t> d(0, config_.reconnect_spread.count());
+    // An established connection dropped: maybe the whole fleet's did. Spread the return.
+    if (connects_ != connects_before) spreading = config_.reconnect_spread.count() > 0;
+    if (spreading) {
+      std::uniform_int_distribution<std::int64_t> d(0, std::max(config_.reconnect_spread, delay).count());
       delay = Duration(d(rd));
     }
     state_ = "disconnected";
