@@ -19,11 +19,13 @@ class Backoff {
       if (scaled < cap && scaled.count() > 0) cap = scaled;
     }
     ++attempt_;
-    std::uniform_int_distribution<std::int64_t> d(0, cap.count());
+    return draw(cap);
+  }
+  // A uniform draw from [0, max], from the same generator.
+  Duration draw(Duration max) {
+    std::uniform_int_distribution<std::int64_t> d(0, max.count());
     return Duration(d(rng_));
   }
-  // The ceiling the next delay is drawn under (for status output).
-  unsigned attempt() const { return attempt_; }
   void reset() { attempt_ = 0; }
 
  private:

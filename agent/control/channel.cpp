@@ -232,17 +232,9 @@ asio::awaitable<void> ControlChannel::run() {
   state_ = "connecting";
   publish(Health::starting, "connecting to " + config_.endpoint);
   // Spread a fleet's first connects after a mass boot.
-  if (config_.initial_delay_max.count() > 0) {
-    std::uniform_int_distribution<std::int64_t> d(0, config_.initial_delay_max.count());
-    co_await api_.clock.sleep_for(Duration(d(rd)));
-  }
-  // True from the drop of an established connection until the next one is established:
-  // every retry in between is spread over reconnect_spread, so retries that failed while
-  // the control plane was away do not pile up at the moment it returns.
-  bool spreading = false;
+  if (config_.initial_delay_max.count() > 0) co_await api_.clock.sleep_for(backoff.draw(config_.initial_delay_max));
   for (;;) {
     auto started = api_.clock.now();
-    auto connects_before = connects_;
     try {
       co_await connect_once(*ep);
     } catch (const boost::system::system_error& e) {
@@ -254,12 +246,12 @@ asio::awaitable<void> ControlChannel::run() {
     if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return;
     if (api_.clock.now() - started >= config_.backoff_reset_after) backoff.reset();
     Duration delay = backoff.next();
-    // An established connection dropped: maybe the whole fleet's did. Spread the return.
-    if (connects_ != connects_before) spreading = config_.reconnect_spread.count() > 0;
-    if (spreading) {
-      std::uniform_int_distribution<std::int64_t> d(0, std::max(config_.reconnect_spread, delay).count());
-      delay = Duration(d(rd));
-    }
+    // Once a connection has existed, every outage began with it dropping, perhaps for the
+    // whole fleet at once (a control-plane restart): every retry is spread over
+    // reconnect_spread, so retries that failed while the control plane was away do not
+    // pile up at the moment it returns.
+    if (connects_ > 0 && config_.reconnect_spread.count() > 0)
+      delay = backoff.draw(std::max(config_.reconnect_spread, delay));
     state_ = "disconnected";
     log_->warn("control channel to {}: {}; retrying in {} ms", config_.endpoint, last_error_, delay.count());
     publish(Health::degraded, fmt::format("disconnected: {}; retry in {}", last_error_, format_duration(delay)));

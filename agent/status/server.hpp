@@ -30,8 +30,6 @@ class StatusServer final : public Subsystem {
   boost::asio::awaitable<void> run() override;
   void reconfigure(const Config& config) override;
 
-  std::size_t active_connections() const { return sessions_.size(); }
-
  private:
   struct Session;
   boost::asio::awaitable<void> serve(std::shared_ptr<Session> session);
