@@ -3,6 +3,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
+#include <cmath>
 #include <random>
 
 namespace instanced::control {
@@ -36,6 +37,26 @@ std::string encode(const Message& m) {
   return json::serialize(o);
 }
 
+namespace {
+// The path of the first number that overflowed a double (JSON allows 1e999; a double holds
+// it as infinity, which no JSON serializer can write back), or nothing. Recursion is bounded
+// by the parser's depth limit.
+std::optional<std::string> non_finite_at(const json::value& v, const std::string& path) {
+  if (v.is_double()) {
+    if (!std::isfinite(v.get_double())) return path;
+  } else if (v.is_object()) {
+    for (auto& [k, e] : v.get_object())
+      if (auto p = non_finite_at(e, path.empty() ? std::string(k) : fmt::format("{}.{}", path, std::string_view(k))))
+        return p;
+  } else if (v.is_array()) {
+    auto& a = v.get_array();
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (auto p = non_finite_at(a[i], fmt::format("{}[{}]", path, i))) return p;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
 Result<Message> decode(std::string_view text, const Limits& limits) {
   if (text.size() > limits.max_bytes)
     return Error{fmt::format("message of {} bytes exceeds the limit of {}", text.size(), limits.max_bytes)};
@@ -45,6 +66,7 @@ Result<Message> decode(std::string_view text, const Limits& limits) {
   json::value v = json::parse(text, ec, {}, opt);
   if (ec) return Error{fmt::format("not valid JSON (or nested deeper than {}): {}", limits.max_depth, ec.message())};
   if (!v.is_object()) return Error{"message is not a JSON object"};
+  if (auto at = non_finite_at(v, "")) return Error{fmt::format("{}: number out of range", *at)};
   auto& o = v.as_object();
   auto* ver = o.if_contains("v");
   if (!ver || !ver->is_int64() || ver->as_int64() != kProtocolVersion)

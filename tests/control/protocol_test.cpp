@@ -33,6 +33,11 @@ TEST_CASE("decoding refuses bad messages and says what is wrong", "[control][pro
   CHECK(decode(R"({"v":1,"type":"x","id":"i","seq":-1,"body":{}})", Limits{}).error().message ==
         "seq: must be a non-negative integer");
   CHECK(decode(R"({"v":1,"type":"x","id":"i","body":[]})", Limits{}).error().message == "body: missing or not an object");
+  // A number beyond a double's range would come back as infinity, which no JSON writer can
+  // encode: refused, with where it was (found by control_message_fuzz).
+  CHECK(decode(R"({"v":1,"type":"command","id":"i","body":{"name":"p","args":{"n":[1,-7e8562]}}})", Limits{}).error().message ==
+        "body.args.n[1]: number out of range");
+  CHECK(decode(R"({"v":1,"type":"x","id":"i","body":{"x":1e308}})", Limits{}).ok());
 }
 
 TEST_CASE("commands are read from command messages", "[control][protocol]") {
