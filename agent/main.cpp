@@ -10,8 +10,10 @@
 #include "agent/control/commands.hpp"
 #include "agent/daemon/cli.hpp"
 #include "agent/daemon/daemon.hpp"
+#include "agent/setup/setup.hpp"
 #include "agent/status/server.hpp"
 #include "agent/status/views.hpp"
+#include "common/process.hpp"
 #include "common/systemd.hpp"
 
 using namespace instanced;
@@ -55,6 +57,21 @@ void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, st
       co_return commands.prepare(what);
     });
   }
+}
+
+// rerun_setup {name}: runs the script again and answers with the run's outcome.
+void add_setup_commands(control::CommandRegistry& commands, setup::Setup& setup) {
+  commands.add("rerun_setup", [&setup](const json::object& args) -> boost::asio::awaitable<CommandResult> {
+    auto* name = args.if_contains("name");
+    if (!name || !name->is_string()) co_return CommandResult{Status::invalid, {}, "args.name: missing or not a string"};
+    auto ticket = setup.rerun(std::string(name->as_string()));
+    if (!ticket) co_return CommandResult{Status::refused, {}, ticket.error().message};
+    auto record = co_await setup.wait_for_run(*ticket);
+    if (!record) co_return CommandResult{Status::failed, {}, "the agent stopped before the run ended"};
+    json::object result{{"state", setup::to_string(record->state)}, {"run", setup::to_json(record->last)}};
+    if (record->state == setup::ScriptState::succeeded) co_return CommandResult{Status::ok, std::move(result), {}};
+    co_return CommandResult{Status::failed, std::move(result), record->last.reason};
+  });
 }
 
 }  // namespace
@@ -128,7 +145,16 @@ int main(int argc, char** argv) {
   add_builtin_commands(commands, daemon, info, state, clock);
   control::ControlChannel control(ioc.get_executor(), api, running, commands, info);
 
+  // Children (setup scripts, jobs, mount helpers) are started and reaped here; as the
+  // child subreaper the agent also reaps the daemons that scripts leave behind.
+  RealProcessRunner processes(ioc.get_executor());
+  setup::Setup setup(ioc.get_executor(), api, processes, running,
+                     setup::Environment{info.instance, running.status.socket, {}});
+  setup.add_routes(router);
+  add_setup_commands(commands, setup);
+
   daemon.add(status_server);
   daemon.add(control);
+  daemon.add(setup);
   return daemon.run();
 }

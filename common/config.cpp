@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <fstream>
+#include <map>
 #include <openssl/sha.h>
 #include <sstream>
 #include <system_error>
@@ -47,11 +48,28 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
+// Lists (of scalars or of sections) and string-to-string mappings (environments).
+template <class T>
+struct is_vector : std::false_type {};
+template <class T>
+struct is_vector<std::vector<T>> : std::true_type {};
+template <class T>
+constexpr bool is_vector_v = is_vector<T>::value;
+template <class T>
+constexpr bool is_string_map_v = std::is_same_v<T, std::map<std::string, std::string>>;
+
 // A section is a struct with its own visit(); everything else is a scalar with a decoder.
 template <class T>
 constexpr bool is_section_v = std::is_class_v<T> && !std::is_same_v<T, std::string> &&
                               !std::is_same_v<T, ByteSize> && !std::is_same_v<T, Duration> &&
-                              !std::is_same_v<T, FileMode> && !std::is_same_v<T, Secret>;
+                              !std::is_same_v<T, FileMode> && !std::is_same_v<T, Secret> &&
+                              !std::is_same_v<T, MultilineText> && !is_vector_v<T> && !is_string_map_v<T>;
+
+// A section may check its fields together (exactly one of two keys, say).
+template <class T>
+concept HasValidate = requires(const T& t) {
+  { t.validate() } -> std::same_as<std::optional<std::string>>;
+};
 
 template <class T>
 concept IsEnum = std::is_enum_v<T>;
@@ -150,6 +168,17 @@ template <>
   return Secret{n.Scalar()};
 }
 
+template <>
+Result<MultilineText> decode<MultilineText>(const YAML::Node& n) {
+  auto s = scalar(n, "text");
+  if (!s) return s.error();
+  std::string probe = *s;  // tabs and line ends are what makes it several lines
+  for (char& c : probe)
+    if (c == '\n' || c == '\t' || c == '\r') c = ' ';
+  if (auto problem = text_problem(probe)) return Error{*problem};
+  return MultilineText{std::move(*s)};
+}
+
 template <IsEnum E>
 Result<E> decode_enum(const YAML::Node& n) {
   const auto& names = EnumNames<E>::names;
@@ -176,22 +205,20 @@ class Reader {
     std::string full = path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
     if constexpr (is_section_v<T>) {
       if (child.IsNull()) return;  // "log:" with nothing below keeps the defaults
-      if (!child.IsMap()) {
-        problems_.add(child.Mark(), full, fmt::format("expected a mapping, got {}", type_name(child)));
-        return;
-      }
-      Reader nested(child, full, problems_);
-      out.visit(nested);
-      nested.finish();
+      read_section(child, full, out);
     } else {
-      Result<T> value = [&] {
-        if constexpr (IsEnum<T>)
+      Result<T> value = [&]() -> Result<T> {
+        if constexpr (is_vector_v<T>)
+          return read_list<typename T::value_type>(child, full);
+        else if constexpr (is_string_map_v<T>)
+          return read_string_map(child, full);
+        else if constexpr (IsEnum<T>)
           return decode_enum<T>(child);
         else
           return decode<T>(child);
       }();
       if (!value) {
-        problems_.add(child.Mark(), full, value.error().message);
+        if (!value.error().message.empty()) problems_.add(child.Mark(), full, value.error().message);
         return;
       }
       bool good = true;
@@ -205,6 +232,77 @@ class Reader {
       (run(checks), ...);
       if (good) out = std::move(*value);
     }
+  }
+
+  // A section's keys, then its own cross-field check; false if anything was wrong.
+  template <class S>
+  bool read_section(const YAML::Node& node, const std::string& full, S& out) {
+    if (!node.IsMap()) {
+      problems_.add(node.Mark(), full, fmt::format("expected a mapping, got {}", type_name(node)));
+      return false;
+    }
+    std::size_t before = problems_.lines.size();
+    Reader nested(node, full, problems_);
+    out.visit(nested);
+    nested.finish();
+    if constexpr (HasValidate<S>)
+      if (problems_.lines.size() == before)
+        if (auto msg = out.validate()) problems_.add(node.Mark(), full, *msg);
+    return problems_.lines.size() == before;
+  }
+
+  // A list replaces the default (and an earlier file's list) whole. "key:" with nothing
+  // below is the empty list. Problems of items are reported per item ("key[2].field");
+  // an empty error message means "already reported".
+  template <class E>
+  Result<std::vector<E>> read_list(const YAML::Node& node, const std::string& full) {
+    std::vector<E> items;
+    if (node.IsNull()) return items;
+    if (!node.IsSequence()) return Error{fmt::format("expected a list, got {}", type_name(node))};
+    bool good = true;
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      const YAML::Node& item = node[i];
+      std::string at = fmt::format("{}[{}]", full, i);
+      E e{};
+      if constexpr (is_section_v<E>) {
+        good = read_section(item, at, e) && good;
+      } else {
+        auto v = decode<E>(item);
+        if (!v) {
+          problems_.add(item.Mark(), at, v.error().message);
+          good = false;
+          continue;
+        }
+        e = std::move(*v);
+      }
+      items.push_back(std::move(e));
+    }
+    if (!good) return Error{""};
+    return items;
+  }
+
+  Result<std::map<std::string, std::string>> read_string_map(const YAML::Node& node, const std::string& full) {
+    std::map<std::string, std::string> out;
+    if (node.IsNull()) return out;
+    if (!node.IsMap()) return Error{fmt::format("expected a mapping, got {}", type_name(node))};
+    bool good = true;
+    for (const auto& kv : node) {
+      auto k = decode<std::string>(kv.first);
+      if (!k) {
+        problems_.add(kv.first.Mark(), full, "key " + k.error().message);
+        good = false;
+        continue;
+      }
+      auto v = decode<std::string>(kv.second);
+      if (!v) {
+        problems_.add(kv.second.Mark(), fmt::format("{}.{}", full, *k), v.error().message);
+        good = false;
+        continue;
+      }
+      out[*k] = *v;
+    }
+    if (!good) return Error{""};
+    return out;
   }
 
   void finish() {
@@ -241,9 +339,23 @@ class Writer {
   template <class T, class... Checks>
   void operator()(std::string_view key, T& value, Checks&&...) {
     out_ << YAML::Key << std::string(key) << YAML::Value;
+    write(value);
+  }
+
+ private:
+  template <class T>
+  void write(T& value) {
     if constexpr (is_section_v<T>) {
       out_ << YAML::BeginMap;
       value.visit(*this);
+      out_ << YAML::EndMap;
+    } else if constexpr (is_vector_v<T>) {
+      out_ << YAML::BeginSeq;
+      for (auto& item : value) write(item);
+      out_ << YAML::EndSeq;
+    } else if constexpr (is_string_map_v<T>) {
+      out_ << YAML::BeginMap;
+      for (auto& [k, v] : value) out_ << YAML::Key << k << YAML::Value << v;
       out_ << YAML::EndMap;
     } else if constexpr (IsEnum<T>) {
       out_ << std::string(EnumNames<T>::names[static_cast<std::size_t>(value)]);
@@ -257,12 +369,16 @@ class Writer {
       out_ << fmt::format("{:04o}", value.value);
     } else if constexpr (std::is_same_v<T, Secret>) {
       out_ << (value.empty() ? "" : Secret::kRedacted);
+    } else if constexpr (std::is_same_v<T, MultilineText>) {
+      if (value.value.find('\n') != std::string::npos)
+        out_ << YAML::Literal << value.value;
+      else
+        out_ << value.value;
     } else {
       out_ << value;
     }
   }
 
- private:
   YAML::Emitter& out_;
 };
 
@@ -315,6 +431,20 @@ std::string sha256_hex(std::string_view data) {
 #pragma GCC diagnostic pop
 
 }  // namespace
+
+std::optional<std::string> ScriptConfig::validate() const {
+  if (name.empty()) return std::string("name: must be set");
+  if (path.empty() == content.empty()) return fmt::format("script '{}': set exactly one of 'path' and 'content'", name);
+  return std::nullopt;
+}
+
+std::optional<std::string> SetupConfig::validate() const {
+  for (std::size_t i = 0; i < scripts.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (scripts[i].name == scripts[j].name)
+        return fmt::format("scripts[{}]: the name '{}' is already used by scripts[{}]", i, scripts[i].name, j);
+  return std::nullopt;
+}
 
 std::string_view to_string(LogLevel level) {
   return EnumNames<LogLevel>::names[static_cast<std::size_t>(level)];

@@ -2,7 +2,9 @@
 // spelling and the checks that fields declare next to their key in visit().
 #pragma once
 
+#include <cctype>
 #include <cstdint>
+#include <map>
 #include <fmt/format.h>
 #include <optional>
 #include <string>
@@ -15,6 +17,14 @@ namespace instanced {
 struct FileMode {
   unsigned value = 0;
   auto operator<=>(const FileMode&) const = default;
+};
+
+// Text of several lines (an inline script): UTF-8; tabs and newlines allowed, other
+// control characters not.
+struct MultilineText {
+  std::string value;
+  bool empty() const { return value.empty(); }
+  auto operator<=>(const MultilineText&) const = default;
 };
 
 // Names of an enum's values, in declaration order; specialised next to each enum.
@@ -41,6 +51,31 @@ inline auto not_empty() {
 inline auto max_length(std::size_t n) {
   return [n](const std::string& v) -> std::optional<std::string> {
     if (v.size() > n) return fmt::format("is {} characters long, at most {} allowed", v.size(), n);
+    return std::nullopt;
+  };
+}
+
+// A name used in file names and URLs: 1 to 64 of [A-Za-z0-9._-], not starting with a dot.
+inline auto identifier() {
+  return [](const std::string& v) -> std::optional<std::string> {
+    if (v.empty() || v.size() > 64) return std::string("must have 1 to 64 characters");
+    if (v.front() == '.') return fmt::format("'{}' must not start with a dot", v);
+    for (char c : v)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+        return fmt::format("'{}' may contain only letters, digits, '.', '_' and '-'", v);
+    return std::nullopt;
+  };
+}
+
+// Environment variable names ([A-Za-z_][A-Za-z0-9_]*); INSTANCED_* is the agent's own.
+inline auto environment_names() {
+  return [](const std::map<std::string, std::string>& env) -> std::optional<std::string> {
+    for (const auto& [k, v] : env) {
+      bool ok = !k.empty() && !std::isdigit(static_cast<unsigned char>(k.front()));
+      for (char c : k) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
+      if (!ok) return fmt::format("'{}' is not a valid environment variable name", k);
+      if (k.starts_with("INSTANCED_")) return fmt::format("'{}': names starting with INSTANCED_ are set by the agent", k);
+    }
     return std::nullopt;
   };
 }

@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <fmt/format.h>
 #include <iostream>
+#include <map>
+#include <thread>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -27,7 +29,9 @@ constexpr int kHealthy = 0, kDegraded = 1, kError = 2;
 struct Args {
   std::string socket = "/run/instanced/status.sock";
   bool json = false;
+  bool follow = false;
   std::string command;
+  std::vector<std::string> operands;  // after the command: "setup logs NAME"
 };
 
 const char* kUsage =
@@ -38,6 +42,9 @@ const char* kUsage =
     "  health    healthy or the reasons it is not\n"
     "  version   the agent's version\n"
     "  control   the control channel: connection, outbox, last error\n"
+    "  setup     setup scripts: state, start, duration, exit status of each\n"
+    "  setup logs NAME [--follow]   a script's output (of the running or last run)\n"
+    "  setup rerun NAME             run a script again (after a failure, or on purpose)\n"
     "\n"
     "  --socket PATH  status socket (default $INSTANCED_SOCKET or /run/instanced/status.sock)\n"
     "  --json         print the agent's JSON answer unchanged\n"
@@ -47,6 +54,7 @@ const char* kUsage =
 struct Reply {
   unsigned status = 0;
   std::string body;
+  std::map<std::string, std::string> headers;  // the X-Instanced-* ones
 };
 
 // One request over the Unix socket; errors are thrown as std::runtime_error with a message for people.
@@ -72,7 +80,10 @@ Reply request(const std::string& socket, http::verb method, const std::string& t
   parser.body_limit(16 << 20);
   http::read(stream.socket(), buffer, parser, ec);
   if (ec) throw std::runtime_error(fmt::format("reading from {}: {}", socket, ec.message()));
-  return {parser.get().result_int(), parser.get().body()};
+  Reply reply{parser.get().result_int(), parser.get().body(), {}};
+  for (const auto& f : parser.get())
+    if (f.name_string().starts_with("X-Instanced-")) reply.headers[std::string(f.name_string())] = std::string(f.value());
+  return reply;
 }
 
 json::value parse_json(const std::string& body) {
@@ -181,6 +192,99 @@ int cmd_health(const Args& a, const Style& st) {
   return rc;
 }
 
+// "a run of 3.2s", "-" for nothing.
+std::string field_or_dash(const json::value& v, std::string_view key) {
+  auto s = str(v, key);
+  return s.empty() || s == "null" ? "-" : s;
+}
+
+// An error answer of the agent ({"error": …}) as an exception.
+[[noreturn]] void agent_refused(const Reply& reply) {
+  std::string msg = reply.body;
+  try {
+    msg = str(parse_json(reply.body), "error");
+  } catch (...) {
+  }
+  throw std::runtime_error(fmt::format("{} (HTTP {})", msg, reply.status));
+}
+
+int cmd_setup_list(const Args& a, const Style& st) {
+  auto reply = request(a.socket, http::verb::get, "/v1/setup");
+  if (reply.status != 200) agent_refused(reply);
+  auto v = parse_json(reply.body);
+  std::string phase = str(v, "phase");
+  int rc = phase == "done" ? kHealthy : kDegraded;
+  if (a.json) {
+    std::cout << reply.body;
+    return rc;
+  }
+  std::cout << "setup: " << st.state(phase == "done" ? "ok" : phase) << " (" << str(v, "succeeded") << " of "
+            << str(v, "total") << " succeeded)\n";
+  if (auto* e = v.as_object().if_contains("error")) std::cout << "  " << st.state("failed") << ": " << json::value_to<std::string>(*e) << "\n";
+  const auto& scripts = v.at("scripts").as_array();
+  if (scripts.empty()) return rc;
+  std::size_t w = 6;
+  for (const auto& s : scripts) w = std::max(w, str(s, "name").size() + 2);
+  std::cout << "\n" << pad("SCRIPT", w, 6) << pad("WHEN", 8, 4) << pad("STATE", 13, 5) << pad("STARTED", 26, 7)
+            << pad("DURATION", 10, 8) << pad("EXIT", 6, 4) << "REASON\n";
+  for (const auto& s : scripts) {
+    std::string state = str(s, "state");
+    std::string started = "-", duration = "-", exit = "-", reason;
+    if (auto* last = s.as_object().if_contains("last_run"); last && state != "pending") {
+      started = field_or_dash(*last, "started");
+      if (state != "running") {
+        duration = fmt::format("{:.1f}s", last->at("duration_seconds").to_number<double>());
+        exit = field_or_dash(*last, "exit_code");
+        if (exit == "-" && str(*last, "signal") != "0") exit = "sig" + str(*last, "signal");
+        reason = str(*last, "reason");
+      }
+    }
+    std::string shown = state == "succeeded" ? "ok" : state;  // colour: green for ok
+    std::cout << pad(str(s, "name"), w, str(s, "name").size()) << pad(str(s, "when"), 8, str(s, "when").size())
+              << pad(st.state(shown) + (shown == "ok" ? std::string(" ") : std::string()), 13,
+                     shown.size() + (shown == "ok" ? 1 : 0))
+              << pad(started, 26, started.size()) << pad(duration, 10, duration.size()) << pad(exit, 6, exit.size())
+              << reason << "\n";
+  }
+  return rc;
+}
+
+int cmd_setup_logs(const Args& a, const std::string& name) {
+  std::uint64_t from = 0;
+  for (;;) {
+    auto reply = request(a.socket, http::verb::get, fmt::format("/v1/setup/log?name={}&from={}", name, from));
+    if (reply.status != 200) agent_refused(reply);
+    if (auto sk = reply.headers["X-Instanced-Skipped"]; !sk.empty() && sk != "0")
+      std::cout << fmt::format("\n[instancectl: {} bytes of output were not kept]\n", sk);
+    std::cout << reply.body << std::flush;
+    std::uint64_t next = std::stoull(reply.headers["X-Instanced-Next"].empty() ? "0" : reply.headers["X-Instanced-Next"]);
+    bool running = reply.headers["X-Instanced-Running"] == "1";
+    if (next == from && (!a.follow || !running)) return kHealthy;
+    if (next == from) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    from = next;
+  }
+}
+
+int cmd_setup_rerun(const Args& a, const std::string& name) {
+  auto reply = request(a.socket, http::verb::post, "/v1/setup/rerun?name=" + name);
+  if (reply.status != 202) agent_refused(reply);
+  std::cout << "rerun of " << name << " queued; follow it with: instancectl setup logs " << name << " --follow\n";
+  return kHealthy;
+}
+
+int cmd_setup(const Args& a, const Style& st) {
+  if (a.operands.empty()) return cmd_setup_list(a, st);
+  const std::string& sub = a.operands[0];
+  if ((sub == "logs" || sub == "rerun") && a.operands.size() == 2) {
+    const std::string& name = a.operands[1];
+    for (char c : name)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+        throw std::runtime_error(fmt::format("'{}' is not a script name", name));
+    return sub == "logs" ? cmd_setup_logs(a, name) : cmd_setup_rerun(a, name);
+  }
+  throw std::runtime_error("usage: instancectl setup [logs NAME [--follow] | rerun NAME]");
+}
+
 int cmd_version(const Args& a) {
   auto reply = request(a.socket, http::verb::get, "/v1/version");
   if (reply.status != 200) throw std::runtime_error(fmt::format("the agent answered HTTP {}: {}", reply.status, reply.body));
@@ -206,11 +310,15 @@ int main(int argc, char** argv) {
       a.socket = arg.substr(9);
     } else if (arg == "--json") {
       a.json = true;
+    } else if (arg == "--follow" || arg == "-f") {
+      a.follow = true;
     } else if (arg == "--help" || arg == "-h") {
       std::cout << kUsage;
       return 0;
     } else if (!arg.starts_with("-") && a.command.empty()) {
       a.command = arg;
+    } else if (!arg.starts_with("-") && a.command == "setup" && a.operands.size() < 2) {
+      a.operands.push_back(arg);
     } else {
       std::cerr << "instancectl: unexpected argument '" << arg << "'\n" << kUsage;
       return kError;
@@ -223,6 +331,7 @@ int main(int argc, char** argv) {
     if (a.command == "health") return cmd_health(a, style);
     if (a.command == "version") return cmd_version(a);
     if (a.command == "control") return cmd_control(a, style);
+    if (a.command == "setup") return cmd_setup(a, style);
     std::cerr << (a.command.empty() ? std::string("instancectl: a command is needed\n")
                                     : "instancectl: unknown command '" + a.command + "'\n")
               << kUsage;

@@ -34,6 +34,38 @@ Response error_response(http::status status, std::string_view message) {
   return json_response(status, boost::json::serialize(o));
 }
 
+std::optional<std::string> query_param(const Request& request, std::string_view key) {
+  std::string_view target = request.target();
+  auto q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    auto amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    auto eq = pair.find('=');
+    if (pair.substr(0, eq) != key) continue;
+    std::string_view raw = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    std::string out;
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+      };
+      if (raw[i] == '%' && i + 2 < raw.size() && hex(raw[i + 1]) >= 0 && hex(raw[i + 2]) >= 0) {
+        out.push_back(static_cast<char>(hex(raw[i + 1]) * 16 + hex(raw[i + 2])));
+        i += 2;
+      } else {
+        out.push_back(raw[i] == '+' ? ' ' : raw[i]);
+      }
+    }
+    return out;
+  }
+  return std::nullopt;
+}
+
 void Router::add(http::verb method, std::string path, Handler handler) {
   routes_[std::move(path)][method] = std::move(handler);
 }

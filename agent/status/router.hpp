@@ -7,6 +7,8 @@
 #include <boost/beast/http/verb.hpp>
 #include <functional>
 #include <map>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -32,6 +34,9 @@ Response json_response(http::status status, std::string body);
 Response text_response(http::status status, std::string body, std::string content_type = "text/plain; charset=utf-8");
 // {"error": message} with the given status.
 Response error_response(http::status status, std::string_view message);
+
+// The value of `key` in the request's query string, %XX and '+' decoded; nothing if absent.
+std::optional<std::string> query_param(const Request& request, std::string_view key);
 
 class Router {
  public:

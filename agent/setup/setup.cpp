@@ -1,0 +1,656 @@
+#include "agent/setup/setup.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <random>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace instanced::setup {
+namespace asio = boost::asio;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using namespace asio::experimental::awaitable_operators;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::size_t kLogsKept = 5;               // per script
+constexpr auto kDrainGrace = 250ms;                // output after the script's exit
+constexpr auto kLookupTimeout = std::chrono::seconds(10);
+
+std::string random_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:016x}", rng());
+}
+
+std::string compact_time(Clock::wall_time t) {
+  // 2026-11-27T14:14:50.123Z -> 20261127T141450Z
+  std::string s = iso8601(t), out;
+  for (char c : s.substr(0, 19))
+    if (c != '-' && c != ':') out.push_back(c);
+  return out + "Z";
+}
+
+bool is_cancelled(const boost::system::system_error& e) { return e.code() == asio::error::operation_aborted; }
+
+// Reads the child's output into the log until it ends or the pipe is closed.
+asio::awaitable<void> pump_output(Process& p, RunLog& log, Gate& done) {
+  std::vector<char> buf(64 * 1024);
+  try {
+    for (;;) {
+      std::size_t n = co_await p.read_output(std::span<char>(buf));
+      if (n == 0) break;
+      log.feed(std::string_view(buf.data(), n));
+    }
+  } catch (const boost::system::system_error&) {
+    // Closed by the supervisor after the drain grace, or the agent is stopping.
+  }
+  done.open();
+}
+
+}  // namespace
+
+struct Setup::Live {
+  Live(asio::any_io_executor ex, std::string n, std::string id, fs::path file, const SetupConfig& c, RunLog::LineSink sink)
+      : name(std::move(n)), run_id(std::move(id)),
+        log(std::move(file), c.max_log_bytes.bytes, static_cast<std::size_t>(c.tail_lines), std::move(sink)),
+        pump_done(ex, "output") {}
+  std::string name;
+  std::string run_id;
+  RunLog log;
+  Gate pump_done;
+};
+
+Setup::Setup(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config, Environment env)
+    : ex_(ex),
+      api_(api),
+      runner_(runner),
+      config_(config.setup),
+      state_dir_(config.state_dir),
+      env_(std::move(env)),
+      log_(api.logging.get("setup")),
+      done_(ex, "setup"),
+      wake_(ex, asio::steady_timer::time_point::max()),
+      runs_changed_(ex, asio::steady_timer::time_point::max()) {
+  if (auto id = api_.fs.read_file("/proc/sys/kernel/random/boot_id", 128)) {
+    boot_id_ = *id;
+    while (!boot_id_.empty() && (boot_id_.back() == '\n' || boot_id_.back() == ' ')) boot_id_.pop_back();
+  }
+  fs::path file = fs::path(state_dir_) / "setup" / "state.json";
+  std::error_code ec;
+  if (fs::exists(file, ec)) {
+    auto text = api_.fs.read_file(file, 16 << 20);
+    auto parsed = text ? Records::parse(*text) : Result<Records>(text.error());
+    if (parsed) {
+      records_ = std::move(*parsed);
+    } else {
+      // Running scripts again on a guess could repeat a one-time setup: nothing runs
+      // until a person repairs or removes the file.
+      state_error_ = fmt::format("{}: {}; no script runs until it is repaired or removed", file.string(),
+                                 parsed.error().message);
+    }
+  }
+}
+
+Setup::~Setup() = default;
+
+void Setup::reconfigure(const Config& config) {
+  config_ = config.setup;
+  wake_.cancel();  // scripts added to the list run now
+  publish();
+}
+
+// ---- the loop ----------------------------------------------------------------------------
+
+asio::awaitable<void> Setup::run() {
+  if (state_error_) log_->error("{}", *state_error_);
+  publish();
+  co_await recover_interrupted();
+  for (;;) {
+    co_await sequence();
+    if (!reruns_.empty()) continue;
+    if (dirty_) persist();
+    wake_.expires_at(dirty_ ? api_.clock.now() + 10s : asio::steady_timer::time_point::max());
+    boost::system::error_code ec;
+    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+  }
+}
+
+Setup::Decision Setup::decide(const ScriptConfig& s) const {
+  auto it = records_.scripts.find(s.name);
+  if (it == records_.scripts.end()) return Decision::run;
+  const ScriptRecord& r = it->second;
+  if (s.when == ScriptWhen::start && r.last.boot_id != boot_id_) return Decision::run;  // a new boot
+  switch (r.state) {
+    case ScriptState::succeeded: return Decision::done;
+    case ScriptState::pending:
+    case ScriptState::running: return Decision::run;
+    default: return Decision::blocked;  // failed, timed out, interrupted: until a rerun
+  }
+}
+
+asio::awaitable<void> Setup::sequence() {
+  if (state_error_) {
+    phase_ = "failed";
+    publish();
+    co_return;
+  }
+  for (Gate* g : prerequisites_) {
+    if (g->is_open()) continue;
+    phase_ = "waiting for " + g->name();
+    publish();
+    co_await g->wait();
+  }
+  for (;;) {
+    if (!reruns_.empty()) {
+      std::string name = reruns_.front();
+      reruns_.pop_front();
+      auto it = std::find_if(config_.scripts.begin(), config_.scripts.end(), [&](const auto& s) { return s.name == name; });
+      if (it != config_.scripts.end()) {
+        ScriptConfig copy = *it;  // the list may change while it runs
+        co_await run_script(copy);
+      }
+      continue;
+    }
+    std::optional<ScriptConfig> next;
+    std::string blocked_by;
+    for (const auto& s : config_.scripts) {
+      auto d = decide(s);
+      if (d == Decision::done) continue;
+      if (d == Decision::blocked) {
+        if (s.continue_on_error) continue;
+        blocked_by = s.name;
+        break;
+      }
+      next = s;
+      break;
+    }
+    if (next) {
+      phase_ = "setting_up";
+      co_await run_script(*next);
+      continue;
+    }
+    if (blocked_by.empty()) {
+      phase_ = "done";
+      done_.open();
+    } else {
+      phase_ = "failed";
+    }
+    publish();
+    co_return;
+  }
+}
+
+// ---- one run ----------------------------------------------------------------------------
+
+Result<std::vector<std::string>> Setup::command_line(const ScriptConfig& s) {
+  std::vector<std::string> argv;
+  if (!s.path.empty()) {
+    argv.push_back(s.path);
+  } else {
+    // Inline content is passed as fd 3 (a sealed memfd), never written where other users
+    // could read it or put on a command line.
+    if (s.content.value.starts_with("#!"))
+      argv.push_back("/dev/fd/3");
+    else
+      argv = {"/bin/sh", "/dev/fd/3"};
+  }
+  argv.insert(argv.end(), s.args.begin(), s.args.end());
+  return argv;
+}
+
+std::vector<std::string> Setup::environment(const ScriptConfig& s, const UserIdentity& user,
+                                            const std::string& run_id) const {
+  std::map<std::string, std::string> env{
+      {"PATH", user.uid == 0 ? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" : "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", user.home},
+      {"USER", user.name},
+      {"LOGNAME", user.name},
+      {"SHELL", user.shell},
+      {"LANG", "C.UTF-8"},
+      {"INSTANCED_INSTANCE", env_.instance},
+      {"INSTANCED_SCRIPT", s.name},
+      {"INSTANCED_SCRIPT_WHEN", std::string(EnumNames<ScriptWhen>::names[static_cast<std::size_t>(s.when)])},
+      {"INSTANCED_RUN_ID", run_id},
+      {"INSTANCED_BOOT_ID", boot_id_},
+      {"INSTANCED_SOCKET", env_.status_socket},
+  };
+  if (env_.extra)
+    for (auto& [k, v] : env_.extra()) env[k] = v;
+  for (const auto& [k, v] : s.environment) env[k] = v;
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+asio::awaitable<std::vector<pid_t>> Setup::kill_marked(std::string run_id, bool term_first) {
+  // (GCC 12: no temporaries with destructors inside a co_await expression; named locals.)
+  const std::string marker = "INSTANCED_RUN_ID=" + run_id;
+  const std::string what = "finding the processes of run " + run_id;
+  ProcessRunner& runner = runner_;
+  auto find = [&runner, marker] { return runner.find_marked(marker); };
+  auto found = co_await api_.pool.run(what, kLookupTimeout, find);
+  if (!found) {
+    log_->warn("{}", found.error().message);
+    co_return std::vector<pid_t>{};
+  }
+  std::vector<pid_t> all = *found;
+  if (all.empty()) co_return all;
+  for (pid_t p : all) runner_.signal(p, term_first ? SIGTERM : SIGKILL);
+  if (term_first) {
+    auto deadline = api_.clock.now() + config_.kill_grace;
+    for (;;) {
+      auto left = co_await api_.pool.run(what, kLookupTimeout, find);
+      if (!left || left->empty()) break;
+      if (api_.clock.now() >= deadline) {
+        for (pid_t p : *left) runner_.signal(p, SIGKILL);
+        break;
+      }
+      co_await api_.clock.sleep_for(100ms);
+    }
+  }
+  co_return all;
+}
+
+asio::awaitable<void> Setup::recover_interrupted() {
+  bool changed = false;
+  for (auto& [name, rec] : records_.scripts) {
+    if (rec.state != ScriptState::running) continue;
+    std::string script = name;
+    std::vector<pid_t> left = co_await kill_marked(rec.last.run_id, true);
+    ScriptRecord& r = records_.scripts[script];  // the map is not changed meanwhile
+    r.last.leftovers.assign(left.begin(), left.end());
+    r.last.reason = left.empty() ? "the agent stopped while it ran"
+                                 : fmt::format("the agent stopped while it ran; {} of its processes were still "
+                                               "running and were killed", left.size());
+    r.last.ended = iso8601(api_.clock.wall_now());
+    r.state = config_.interrupted == OnInterrupt::rerun ? ScriptState::pending : ScriptState::interrupted;
+    log_->warn("script {}: {} (run {}); {}", script, r.last.reason, r.last.run_id,
+               r.state == ScriptState::pending ? "it runs again" : "marked interrupted until a rerun");
+    api_.state.emit("setup", "script_interrupted", fmt::format("script {}: {}", script, r.last.reason),
+                    {{"name", script}, {"run", to_json(r.last)}, {"state", to_string(r.state)}});
+    changed = true;
+  }
+  if (changed) persist();
+}
+
+asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
+  const std::string name = script.name;
+  RunRecord run;
+  run.run_id = random_id();
+  run.boot_id = boot_id_;
+  const auto started_wall = api_.clock.wall_now();
+  const auto started = api_.clock.now();
+  run.started = iso8601(started_wall);
+  fs::path dir = fs::path(config_.log_dir) / name;
+  if (auto r = api_.fs.create_directories(dir, 0750); !r) log_->warn("{}", r.error().message);
+  fs::path file = dir / fmt::format("{}-{}.log", compact_time(started_wall), run.run_id.substr(0, 8));
+  run.log = file.string();
+  {
+    ScriptRecord& rec = records_.scripts[name];
+    rec.state = ScriptState::running;
+    rec.runs += 1;
+    rec.last = run;
+  }
+  // On disk before the process exists: a crash from here on is seen as an interrupted run.
+  persist();
+  std::string who = name;
+  live_ = std::make_unique<Live>(ex_, name, run.run_id, file, config_,
+                                 [this, who](std::string_view line) { log_->info("[{}] {}", who, line); });
+  publish();
+  log_->info("script {} ({}) starting, run {}, log {}", name,
+             EnumNames<ScriptWhen>::names[static_cast<std::size_t>(script.when)], run.run_id, file.string());
+  api_.state.emit("setup", "script_started", fmt::format("script {} started", name),
+                  {{"name", name}, {"run_id", run.run_id}, {"log", run.log}});
+
+  ScriptState outcome = ScriptState::failed;
+  std::unique_ptr<Process> proc;
+  try {
+    const std::string user_name = script.user;
+    const std::string what = "looking up user " + user_name;
+    auto lookup = [user_name] { return lookup_user(user_name); };
+    auto user = co_await api_.pool.run(what, kLookupTimeout, lookup);
+    std::optional<SpawnSpec> spec;
+    int memfd = -1;
+    if (!user) {
+      run.reason = user.error().message;
+    } else {
+      spec.emplace();
+      spec->argv = *command_line(script);
+      spec->env = environment(script, *user, run.run_id);
+      spec->cwd = script.working_directory.empty() ? user->home : script.working_directory;
+      struct stat st {};
+      if (script.working_directory.empty() && (::stat(spec->cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) spec->cwd = "/";
+      if (user->uid != ::geteuid()) spec->user = *user;
+      if (!script.content.empty()) {
+        memfd = ::memfd_create(("instanced-setup-" + name).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        const std::string& text = script.content.value;
+        if (memfd < 0 || ::write(memfd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+          run.reason = fmt::format("cannot hold the inline script: {}", std::strerror(errno));
+          spec.reset();
+        } else {
+          ::fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+          ::lseek(memfd, 0, SEEK_SET);
+          spec->inherit_fd = memfd;
+        }
+      }
+    }
+    if (spec) {
+      auto spawned = runner_.spawn(*spec);
+      if (spawned)
+        proc = std::move(*spawned);
+      else
+        run.reason = spawned.error().message;
+    }
+    if (memfd >= 0) ::close(memfd);
+
+    if (proc) {
+      bool timed_out = false;
+      ExitStatus status;
+      {
+        auto pump = pump_output(*proc, live_->log, live_->pump_done);
+        auto sup = supervise(*proc, script, timed_out);
+        auto both = std::move(pump) && std::move(sup);
+        status = co_await std::move(both);
+      }
+      run.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
+      run.signal = status.signal;
+      // What the script left behind: daemons it started, in or out of its process group.
+      if (timed_out || script.leftover_processes == Leftovers::kill) {
+        proc->signal_group(SIGTERM);
+        auto killed = co_await kill_marked(run.run_id, true);
+        run.leftovers.assign(killed.begin(), killed.end());
+        if (!killed.empty()) log_->info("script {}: killed {} leftover processes", name, killed.size());
+      } else {
+        auto find = [this, m = "INSTANCED_RUN_ID=" + run.run_id] { return runner_.find_marked(m); };
+        const std::string what = "finding leftovers of " + name;
+        auto left = co_await api_.pool.run(what, kLookupTimeout, find);
+        if (left && !left->empty()) {
+          run.leftovers.assign(left->begin(), left->end());
+          log_->info("script {}: left {} processes running (leftover_processes: keep)", name, left->size());
+        }
+      }
+      if (timed_out) {
+        outcome = ScriptState::timed_out;
+        run.reason = fmt::format("timed out after {}; its processes were killed", format_duration(script.timeout));
+      } else if (status.success()) {
+        outcome = ScriptState::succeeded;
+      } else {
+        run.reason = status.describe();
+      }
+    }
+  } catch (const boost::system::system_error& e) {
+    if (!is_cancelled(e)) throw;
+    // The agent is stopping: the script is told to stop too. Its record stays "running",
+    // so the next start applies the `interrupted` policy and kills what is left of it.
+    if (proc && !proc->exit_status()) proc->signal_group(SIGTERM);
+    live_->log.finish();
+    live_.reset();
+    throw;
+  }
+
+  if (!proc) live_->log.feed("[instanced: " + run.reason + "]\n");
+  run.layout = live_->log.finish();
+  if (auto& err = live_->log.error()) log_->warn("script {}: {}", name, *err);
+  std::vector<std::string> tail = live_->log.last_lines();
+  live_.reset();
+  run.ended = iso8601(api_.clock.wall_now());
+  run.duration_seconds = std::chrono::duration<double>(api_.clock.now() - started).count();
+  {
+    ScriptRecord& rec = records_.scripts[name];
+    rec.state = outcome;
+    rec.last = run;
+  }
+  persist();
+  prune_logs(name);
+
+  std::string result = std::string(to_string(outcome));
+  api_.state.metrics().add_counter("instanced_setup_runs_total", "Setup script runs, by script and result",
+                                   {{"script", name}, {"result", result}});
+  api_.state.metrics().set_gauge("instanced_setup_last_duration_seconds", "Duration of the last run of each script",
+                                 {{"script", name}}, run.duration_seconds);
+  std::string msg = outcome == ScriptState::succeeded
+                        ? fmt::format("script {} succeeded in {:.1f}s", name, run.duration_seconds)
+                        : fmt::format("script {} {}: {}", name, result, run.reason);
+  if (outcome == ScriptState::succeeded)
+    log_->info("{}", msg);
+  else
+    log_->error("{} (log {})", msg, run.log);
+  json::array tail_json;
+  for (auto& l : tail) tail_json.emplace_back(l);
+  api_.state.emit("setup", "script_finished", msg,
+                  {{"name", name}, {"state", result}, {"run", to_json(run)}, {"tail", std::move(tail_json)}});
+  for (auto it = tickets_.begin(); it != tickets_.end();) {
+    if (it->second == name) {
+      finished_tickets_[it->first] = name;
+      it = tickets_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  runs_changed_.cancel();
+  publish();
+}
+
+asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& script, bool& timed_out) {
+  std::optional<ExitStatus> status;
+  {
+    auto exit = p.wait();
+    auto limit = api_.clock.sleep_until(api_.clock.now() + script.timeout);
+    auto first = std::move(exit) || std::move(limit);
+    auto r = co_await std::move(first);
+    if (r.index() == 0) status = std::get<0>(r);
+  }
+  if (!status) {
+    timed_out = true;
+    log_->warn("script {} timed out after {}: SIGTERM to its process group", script.name, format_duration(script.timeout));
+    p.signal_group(SIGTERM);
+    auto exit = p.wait();
+    auto grace = api_.clock.sleep_for(config_.kill_grace);
+    auto second = std::move(exit) || std::move(grace);
+    auto r = co_await std::move(second);
+    if (r.index() == 0) {
+      status = std::get<0>(r);
+    } else {
+      log_->warn("script {} still running {} after SIGTERM: SIGKILL", script.name, format_duration(config_.kill_grace));
+      p.signal_group(SIGKILL);
+      status = co_await p.wait();
+    }
+  }
+  // The script has ended; its output ends when the last holder of the pipe closes it. A
+  // daemon it started may hold it for ever: the agent stops reading after a short grace.
+  if (!live_->pump_done.is_open()) {
+    auto drained = live_->pump_done.wait();
+    auto grace = api_.clock.sleep_for(kDrainGrace);
+    auto either = std::move(drained) || std::move(grace);
+    co_await std::move(either);
+  }
+  p.close_output();
+  co_return *status;
+}
+
+void Setup::prune_logs(const std::string& script) {
+  std::error_code ec;
+  std::vector<fs::path> logs;
+  for (fs::directory_iterator it(fs::path(config_.log_dir) / script, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".log") logs.push_back(it->path());
+  if (logs.size() <= kLogsKept) return;
+  std::sort(logs.begin(), logs.end());  // names start with the time
+  for (std::size_t i = 0; i + kLogsKept < logs.size(); ++i) fs::remove(logs[i], ec);
+}
+
+void Setup::persist() {
+  fs::path dir = fs::path(state_dir_) / "setup";
+  auto made = api_.fs.create_directories(dir, 0700);
+  auto r = made ? api_.fs.write_file_atomic(dir / "state.json", records_.to_json(), 0600) : Result<void>(made.error());
+  if (!r) {
+    if (!dirty_) log_->error("cannot record the setup state, retrying every 10s: {}", r.error().message);
+    dirty_ = true;
+    return;
+  }
+  if (dirty_) log_->info("setup state recorded again");
+  dirty_ = false;
+}
+
+// ---- requests --------------------------------------------------------------------------
+
+Result<std::string> Setup::rerun(const std::string& name) {
+  auto it = std::find_if(config_.scripts.begin(), config_.scripts.end(), [&](const auto& s) { return s.name == name; });
+  if (it == config_.scripts.end()) return Error{fmt::format("no setup script named '{}'", name)};
+  if (state_error_) return Error{*state_error_};
+  if (live_ && live_->name == name) return Error{fmt::format("script {} is running", name)};
+  if (std::find(reruns_.begin(), reruns_.end(), name) != reruns_.end())
+    return Error{fmt::format("a rerun of script {} is already queued", name)};
+  reruns_.push_back(name);
+  std::string ticket = random_id();
+  tickets_[ticket] = name;
+  wake_.cancel();
+  log_->info("rerun of script {} requested", name);
+  return ticket;
+}
+
+asio::awaitable<std::optional<ScriptRecord>> Setup::wait_for_run(std::string ticket) {
+  for (;;) {
+    if (auto it = finished_tickets_.find(ticket); it != finished_tickets_.end()) {
+      std::string name = it->second;
+      finished_tickets_.erase(it);
+      co_return records_.scripts[name];
+    }
+    if (!tickets_.contains(ticket)) co_return std::nullopt;
+    boost::system::error_code ec;
+    co_await runs_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) co_return std::nullopt;
+  }
+}
+
+// ---- views -----------------------------------------------------------------------------
+
+json::object Setup::status_json() const {
+  json::array scripts;
+  std::size_t done = 0;
+  for (const auto& s : config_.scripts) {
+    json::object o{{"name", s.name},
+                   {"when", EnumNames<ScriptWhen>::names[static_cast<std::size_t>(s.when)]},
+                   {"user", s.user},
+                   {"timeout_seconds", std::chrono::duration<double>(s.timeout).count()}};
+    auto it = records_.scripts.find(s.name);
+    ScriptState state = ScriptState::pending;
+    if (it != records_.scripts.end()) {
+      const auto& r = it->second;
+      bool this_boot = s.when == ScriptWhen::create || r.last.boot_id == boot_id_;
+      state = this_boot ? r.state : ScriptState::pending;
+      o["runs"] = r.runs;
+      o["last_run"] = to_json(r.last);
+    }
+    if (state == ScriptState::succeeded) ++done;
+    o["state"] = to_string(state);
+    if (live_ && live_->name == s.name) {
+      o["output_bytes"] = live_->log.produced();
+    }
+    scripts.push_back(std::move(o));
+  }
+  json::object out{{"phase", phase_}, {"boot_id", boot_id_}, {"succeeded", done}, {"total", config_.scripts.size()},
+                   {"scripts", std::move(scripts)}};
+  if (state_error_) out["error"] = *state_error_;
+  if (live_) out["running"] = live_->name;
+  return out;
+}
+
+void Setup::publish() {
+  Health h = Health::starting;
+  std::string summary;
+  std::size_t total = config_.scripts.size(), ok = 0;
+  for (const auto& s : config_.scripts)
+    if (decide(s) == Decision::done) ++ok;
+  if (state_error_) {
+    h = Health::failed;
+    summary = *state_error_;
+  } else if (live_) {
+    summary = fmt::format("setting_up: running {} ({} of {} done)", live_->name, ok, total);
+  } else if (phase_ == "done") {
+    h = Health::ok;
+    summary = total == 0 ? "no setup scripts" : fmt::format("{} of {} scripts done", ok, total);
+  } else if (phase_ == "failed") {
+    h = Health::degraded;
+    std::string which;
+    for (const auto& s : config_.scripts)
+      if (decide(s) == Decision::blocked) {
+        auto& r = records_.scripts.at(s.name);
+        which = fmt::format("script {} {}: {}; rerun with 'instancectl setup rerun {}'", s.name, to_string(r.state),
+                            r.last.reason, s.name);
+        if (!s.continue_on_error) break;
+      }
+    summary = which.empty() ? "setup failed" : which;
+  } else {
+    summary = phase_;
+  }
+  json::object details{{"phase", phase_}, {"succeeded", ok}, {"total", total}};
+  if (live_) details["running"] = live_->name;
+  api_.state.publish("setup", h, summary, std::move(details));
+}
+
+void Setup::add_routes(status::Router& router) {
+  router.add(status::http::verb::get, "/v1/setup", [this](const status::Request&) {
+    return status::json_response(status::http::status::ok, json::serialize(status_json()));
+  });
+  router.add(status::http::verb::get, "/v1/setup/log", [this](const status::Request& req) { return log_response(req); });
+  router.add(status::http::verb::post, "/v1/setup/rerun", [this](const status::Request& req) { return rerun_response(req); });
+}
+
+status::Response Setup::log_response(const status::Request& req) const {
+  using S = status::http::status;
+  auto name = status::query_param(req, "name");
+  if (!name || name->empty()) return status::error_response(S::bad_request, "name: missing (?name=SCRIPT)");
+  std::uint64_t from = 0;
+  if (auto f = status::query_param(req, "from")) {
+    auto [p, ec] = std::from_chars(f->data(), f->data() + f->size(), from);
+    if (ec != std::errc() || p != f->data() + f->size()) return status::error_response(S::bad_request, "from: not a byte offset");
+  }
+  constexpr std::size_t kChunk = 1 << 20;
+  LogChunk chunk;
+  bool running = false;
+  if (live_ && live_->name == *name) {
+    chunk = live_->log.read(from, kChunk);
+    running = true;
+  } else {
+    auto it = records_.scripts.find(*name);
+    if (it == records_.scripts.end() || it->second.last.log.empty())
+      return status::error_response(S::not_found, fmt::format("script {} has not run", *name));
+    if (it->second.state == ScriptState::running)  // recorded as running by an agent that died
+      return status::error_response(S::not_found, fmt::format("script {}: the log of the interrupted run is {}", *name, it->second.last.log));
+    chunk = read_finished_log(it->second.last.log, it->second.last.layout, from, kChunk);
+  }
+  auto res = status::text_response(S::ok, std::move(chunk.data), "application/octet-stream");
+  res.set("X-Instanced-Next", std::to_string(chunk.next));
+  res.set("X-Instanced-Skipped", std::to_string(chunk.skipped));
+  res.set("X-Instanced-Running", running ? "1" : "0");
+  return res;
+}
+
+status::Response Setup::rerun_response(const status::Request& req) {
+  using S = status::http::status;
+  auto name = status::query_param(req, "name");
+  if (!name || name->empty()) return status::error_response(S::bad_request, "name: missing (?name=SCRIPT)");
+  auto ticket = rerun(*name);
+  if (!ticket) {
+    bool unknown = ticket.error().message.starts_with("no setup script");
+    return status::error_response(unknown ? S::not_found : S::conflict, ticket.error().message);
+  }
+  return status::json_response(S::accepted, json::serialize(json::object{{"name", *name}, {"ticket", *ticket}}));
+}
+
+}  // namespace instanced::setup

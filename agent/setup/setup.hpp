@@ -1,0 +1,103 @@
+// Setup scripts (docs/setup.md): `create` scripts once per instance, `start` scripts once
+// per boot, in config order, after the prerequisite gates (required mounts) and before the
+// job queue (which waits for done_gate()). Each run is bounded (own session and process
+// group, timeout with SIGTERM then SIGKILL to the group and to every process carrying the
+// run's INSTANCED_RUN_ID marker), its output capped in a per-run log, forwarded to the
+// journal and summarised in the event sent when it ends.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/setup/records.hpp"
+#include "agent/setup/run_log.hpp"
+#include "agent/status/router.hpp"
+#include "common/api.hpp"
+#include "common/gate.hpp"
+#include "common/process.hpp"
+#include "common/subsystem.hpp"
+
+namespace instanced::setup {
+
+struct Environment {
+  std::string instance;       // INSTANCED_INSTANCE
+  std::string status_socket;  // INSTANCED_SOCKET, for instancectl in scripts
+  // More INSTANCED_* variables from other subsystems (mount points, GPU state), asked
+  // for when each script starts.
+  std::function<std::vector<std::pair<std::string, std::string>>()> extra;
+};
+
+class Setup final : public Subsystem {
+ public:
+  Setup(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config, Environment env);
+  ~Setup() override;
+
+  std::string name() const override { return "setup"; }
+  boost::asio::awaitable<void> run() override;
+  void reconfigure(const Config& config) override;
+
+  // Start scripts wait until every prerequisite gate is open.
+  void add_prerequisite(Gate& gate) { prerequisites_.push_back(&gate); }
+  // Open once every script of this boot has succeeded (or failed with continue_on_error).
+  Gate& done_gate() { return done_; }
+
+  // Queues a run of NAME, whatever its state, and then whatever the sequence still needs.
+  // The error says why not: unknown script, already running or queued.
+  Result<std::string> rerun(const std::string& name);
+  // Until the run queued by rerun() (its ticket) has ended; its record, or nothing if the
+  // agent is stopping.
+  boost::asio::awaitable<std::optional<ScriptRecord>> wait_for_run(std::string ticket);
+
+  boost::json::object status_json() const;
+  void add_routes(status::Router& router);
+
+ private:
+  struct Live;
+  enum class Decision { run, done, blocked };
+
+  boost::asio::awaitable<void> sequence();
+  boost::asio::awaitable<void> run_script(const ScriptConfig& script);
+  boost::asio::awaitable<ExitStatus> supervise(Process& p, const ScriptConfig& script, bool& timed_out);
+  boost::asio::awaitable<void> recover_interrupted();
+  boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string run_id, bool term_first);
+  Decision decide(const ScriptConfig& script) const;
+  static Result<std::vector<std::string>> command_line(const ScriptConfig& script);
+  std::vector<std::string> environment(const ScriptConfig& script, const UserIdentity& user,
+                                       const std::string& run_id) const;
+  void persist();
+  void publish();
+  void prune_logs(const std::string& script);
+  status::Response log_response(const status::Request& req) const;
+  status::Response rerun_response(const status::Request& req);
+
+  boost::asio::any_io_executor ex_;
+  Api& api_;
+  ProcessRunner& runner_;
+  SetupConfig config_;
+  std::string state_dir_;
+  Environment env_;
+  Logger log_;
+  std::string boot_id_;
+  Records records_;
+  std::optional<std::string> state_error_;  // the state file is unreadable: nothing runs
+  bool dirty_ = false;                      // the last persist() failed; retried
+  std::vector<Gate*> prerequisites_;
+  Gate done_;
+  std::deque<std::string> reruns_;  // names queued by rerun()
+  std::map<std::string, std::string> tickets_;  // ticket -> name, until its run ends
+  std::map<std::string, std::string> finished_tickets_;  // ticket -> name
+  boost::asio::steady_timer wake_;  // cancelled to wake the loop
+  boost::asio::steady_timer runs_changed_;  // cancelled when a run ends
+  std::string phase_ = "starting";
+  std::unique_ptr<Live> live_;  // the run in progress
+  bool stopping_ = false;
+};
+
+}  // namespace instanced::setup

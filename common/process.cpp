@@ -1,0 +1,320 @@
+#include "common/process.hpp"
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <grp.h>
+#include <map>
+#include <pwd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace instanced {
+namespace asio = boost::asio;
+
+std::string ExitStatus::describe() const {
+  if (signal != 0) {
+    const char* name = sigabbrev_np(signal);
+    return name ? fmt::format("killed by signal {} (SIG{})", signal, name) : fmt::format("killed by signal {}", signal);
+  }
+  return fmt::format("exit status {}", code);
+}
+
+Result<UserIdentity> lookup_user(const std::string& name) {
+  long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(size > 0 ? static_cast<std::size_t>(size) : 16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  int rc = 0;
+  while ((rc = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found)) == ERANGE && buf.size() < (1 << 20))
+    buf.resize(buf.size() * 2);
+  if (rc != 0) return Error{fmt::format("cannot look up user '{}': {}", name, std::strerror(rc))};
+  if (!found) return Error{fmt::format("user '{}' does not exist", name)};
+  UserIdentity u{pw.pw_name, pw.pw_uid, pw.pw_gid, {}, pw.pw_dir ? pw.pw_dir : "/", pw.pw_shell ? pw.pw_shell : "/bin/sh"};
+  int n = 64;
+  for (;;) {
+    u.groups.resize(static_cast<std::size_t>(n));
+    int got = n;
+    if (::getgrouplist(pw.pw_name, pw.pw_gid, u.groups.data(), &got) >= 0) {
+      u.groups.resize(static_cast<std::size_t>(got));
+      break;
+    }
+    if (got <= n || n > 65536) return Error{fmt::format("cannot list the groups of user '{}'", name)};
+    n = got;
+  }
+  return u;
+}
+
+namespace {
+
+struct ChildExit {
+  explicit ChildExit(asio::any_io_executor ex) : waiter(ex, asio::steady_timer::time_point::max()) {}
+  std::optional<ExitStatus> status;
+  asio::steady_timer waiter;  // cancelled when the status arrives
+};
+
+}  // namespace
+
+// The reaper: one SIGCHLD handler for every child of this process.
+struct RealProcessRunner::Shared : std::enable_shared_from_this<Shared> {
+  explicit Shared(asio::any_io_executor e) : ex(e), signals(e, SIGCHLD) {}
+
+  asio::any_io_executor ex;
+  asio::signal_set signals;
+  std::map<pid_t, std::shared_ptr<ChildExit>> children;
+  std::uint64_t orphans = 0;
+  bool stopped = false;
+
+  void arm() {
+    signals.async_wait([self = weak_from_this()](const boost::system::error_code& ec, int) {
+      auto s = self.lock();
+      if (!s || ec == asio::error::operation_aborted || s->stopped) return;
+      s->reap();
+      s->arm();
+    });
+  }
+
+  void reap() {
+    for (;;) {
+      int st = 0;
+      pid_t pid = ::waitpid(-1, &st, WNOHANG);
+      if (pid <= 0) return;  // 0: children left but none exited; -1/ECHILD: none left
+      auto it = children.find(pid);
+      if (it == children.end()) {
+        ++orphans;
+        continue;
+      }
+      ExitStatus s;
+      if (WIFEXITED(st)) s.code = WEXITSTATUS(st);
+      if (WIFSIGNALED(st)) s.signal = WTERMSIG(st);
+      it->second->status = s;
+      it->second->waiter.cancel();
+      children.erase(it);
+    }
+  }
+};
+
+namespace {
+
+class RealProcess final : public Process {
+ public:
+  RealProcess(asio::any_io_executor ex, pid_t pid, int out_fd, std::shared_ptr<ChildExit> exit)
+      : pid_(pid), out_(ex), exit_(std::move(exit)) {
+    if (out_fd >= 0) out_.assign(out_fd);
+  }
+  ~RealProcess() override { close_output(); }
+
+  pid_t pid() const override { return pid_; }
+
+  asio::awaitable<std::size_t> read_output(std::span<char> buffer) override {
+    if (!out_.is_open()) co_return 0;
+    boost::system::error_code ec;
+    std::size_t n = co_await out_.async_read_some(asio::buffer(buffer.data(), buffer.size()),
+                                                  asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::eof) co_return 0;
+    if (ec) throw boost::system::system_error(ec);
+    co_return n;
+  }
+
+  void close_output() override {
+    boost::system::error_code ignored;
+    if (out_.is_open()) out_.close(ignored);
+  }
+
+  asio::awaitable<ExitStatus> wait() override {
+    while (!exit_->status) {
+      boost::system::error_code ec;
+      co_await exit_->waiter.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (exit_->status) break;
+      // Not woken by the reaper: this coroutine was cancelled.
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    }
+    co_return *exit_->status;
+  }
+
+  std::optional<ExitStatus> exit_status() const override { return exit_->status; }
+
+  void signal_group(int sig) override {
+    // Once reaped, the pid (and the group id) may belong to someone else: only while the
+    // child is known alive or a zombie. Members of the group that outlived the leader are
+    // still in the group; kill(-pgid) reaches them as long as one of them exists.
+    ::kill(-pid_, sig);
+  }
+
+ private:
+  pid_t pid_;
+  asio::posix::stream_descriptor out_;
+  std::shared_ptr<ChildExit> exit_;
+};
+
+// Between fork and exec only async-signal-safe calls. Reports a failure as
+// {step, errno} on `err_fd` and exits 127.
+[[noreturn]] void exec_child(const SpawnSpec& spec, char* const* argv, char* const* envp, int out_w, int err_fd) {
+  auto fail = [&](int step) {
+    int msg[2] = {step, errno};
+    [[maybe_unused]] auto n = ::write(err_fd, msg, sizeof msg);
+    ::_exit(127);
+  };
+  ::setsid();
+  // Dispositions the agent set (SIGPIPE ignored, handlers) and its signal mask must not
+  // leak into the script: `yes | head` must end by SIGPIPE.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int s = 1; s < NSIG; ++s) ::sigaction(s, &dfl, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd < 0) fail(0);
+  if (::dup2(null_fd, 0) < 0) fail(0);
+  int out = out_w >= 0 ? out_w : null_fd;
+  if (::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) fail(0);
+  // The error pipe moves above the fds the child gets, so fd 3 can be given.
+  int high = ::fcntl(err_fd, F_DUPFD_CLOEXEC, 10);
+  if (high >= 0) err_fd = high;
+  int first_closed = 3;
+  if (spec.inherit_fd >= 0) {
+    if (spec.inherit_fd == 3) {
+      ::fcntl(3, F_SETFD, 0);
+    } else if (::dup2(spec.inherit_fd, 3) < 0) {
+      fail(0);
+    }
+    first_closed = 4;
+  }
+  // Everything else the agent holds stays behind (sockets, the journal, state files):
+  // close all but the error pipe, which closes itself at exec.
+  if (err_fd > first_closed)
+    ::syscall(SYS_close_range, static_cast<unsigned>(first_closed), static_cast<unsigned>(err_fd - 1), 0u);
+  ::syscall(SYS_close_range, static_cast<unsigned>(std::max(err_fd + 1, first_closed)), ~0u, 0u);
+  if (spec.user) {
+    if (::setgroups(spec.user->groups.size(), spec.user->groups.data()) != 0) fail(1);
+    if (::setgid(spec.user->gid) != 0) fail(2);
+    if (::setuid(spec.user->uid) != 0) fail(3);
+  }
+  if (::chdir(spec.cwd.c_str()) != 0) fail(4);
+  ::execve(argv[0], argv, envp);
+  fail(5);
+  ::_exit(127);
+}
+
+const char* step_name(int step) {
+  switch (step) {
+    case 0: return "standard streams";
+    case 1: return "setgroups";
+    case 2: return "setgid";
+    case 3: return "setuid";
+    case 4: return "working directory";
+    default: return "exec";
+  }
+}
+
+}  // namespace
+
+RealProcessRunner::RealProcessRunner(asio::any_io_executor ex, bool subreaper) : shared_(std::make_shared<Shared>(ex)) {
+  if (subreaper) ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  shared_->arm();
+}
+
+RealProcessRunner::~RealProcessRunner() {
+  shared_->stopped = true;
+  boost::system::error_code ignored;
+  shared_->signals.cancel(ignored);
+}
+
+std::uint64_t RealProcessRunner::orphans_reaped() const { return shared_->orphans; }
+
+Result<std::unique_ptr<Process>> RealProcessRunner::spawn(const SpawnSpec& spec) {
+  if (spec.argv.empty() || spec.argv.front().empty() || spec.argv.front().front() != '/')
+    return Error{"the program must be an absolute path"};
+  // Everything the child needs is prepared before fork: the child must not allocate.
+  std::vector<char*> argv, envp;
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  int out[2] = {-1, -1};
+  if (spec.capture_output && ::pipe2(out, O_CLOEXEC) != 0)
+    return Error{fmt::format("cannot create a pipe: {}", std::strerror(errno))};
+  int err[2];
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    int e = errno;
+    if (out[0] >= 0) ::close(out[0]), ::close(out[1]);
+    return Error{fmt::format("cannot create a pipe: {}", std::strerror(e))};
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int e = errno;
+    if (out[0] >= 0) ::close(out[0]), ::close(out[1]);
+    ::close(err[0]), ::close(err[1]);
+    return Error{fmt::format("cannot fork: {}", std::strerror(e))};
+  }
+  if (pid == 0) exec_child(spec, argv.data(), envp.data(), out[1], err[1]);
+
+  // Registered before anything can run the SIGCHLD handler (it runs on this thread).
+  auto exit = std::make_shared<ChildExit>(shared_->ex);
+  shared_->children[pid] = exit;
+  if (out[1] >= 0) ::close(out[1]);
+  ::close(err[1]);
+  int msg[2] = {0, 0};
+  ssize_t n;
+  do n = ::read(err[0], msg, sizeof msg);
+  while (n < 0 && errno == EINTR);
+  ::close(err[0]);
+  if (n == static_cast<ssize_t>(sizeof msg)) {
+    // The child exits 127 right away; the reaper collects it.
+    if (out[0] >= 0) ::close(out[0]);
+    return Error{fmt::format("cannot run {}: {} ({})", spec.argv.front(), std::strerror(msg[1]), step_name(msg[0]))};
+  }
+  if (out[0] >= 0) ::fcntl(out[0], F_SETFL, ::fcntl(out[0], F_GETFL) | O_NONBLOCK);
+  return std::unique_ptr<Process>(std::make_unique<RealProcess>(shared_->ex, pid, out[0], exit));
+}
+
+std::vector<pid_t> RealProcessRunner::find_marked(const std::string& marker) {
+  std::vector<pid_t> found;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return found;
+  const pid_t self = ::getpid();
+  std::string env;
+  while (dirent* d = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(d->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0 || pid == self) continue;
+    int fd = ::open(fmt::format("/proc/{}/environ", pid).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    env.clear();
+    char buf[8192];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0 && env.size() < (1 << 20)) env.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    // Entries are NUL-separated; the marker must be a whole entry.
+    for (std::size_t pos = 0; pos < env.size();) {
+      std::size_t e = env.find('\0', pos);
+      if (e == std::string::npos) e = env.size();
+      if (std::string_view(env).substr(pos, e - pos) == marker) {
+        found.push_back(static_cast<pid_t>(pid));
+        break;
+      }
+      pos = e + 1;
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
+void RealProcessRunner::signal(pid_t pid, int sig) { ::kill(pid, sig); }
+
+}  // namespace instanced
