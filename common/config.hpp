@@ -164,11 +164,11 @@ struct ScriptConfig {
   void visit(V& v) {
     v("name", name, check::identifier());
     v("when", when);
-    v("path", path, check::absolute_path());
+    v("path", path, check::absolute_path_or_empty());
     v("content", content);
     v("args", args);
     v("environment", environment, check::environment_names());
-    v("working_directory", working_directory, check::absolute_path());
+    v("working_directory", working_directory, check::absolute_path_or_empty());
     v("user", user, check::not_empty(), check::max_length(32));
     v("timeout", timeout, check::duration_range(std::chrono::milliseconds(100), std::chrono::hours(24)));
     v("continue_on_error", continue_on_error);

@@ -41,6 +41,14 @@ inline auto absolute_path() {
   };
 }
 
+// An absolute path, or empty for "not set".
+inline auto absolute_path_or_empty() {
+  return [](const std::string& v) -> std::optional<std::string> {
+    if (!v.empty() && v.front() != '/') return fmt::format("'{}' must be an absolute path", v);
+    return std::nullopt;
+  };
+}
+
 inline auto not_empty() {
   return [](const std::string& v) -> std::optional<std::string> {
     if (v.empty()) return std::string("must not be empty");

@@ -16,7 +16,10 @@ class Subsystem {
   virtual std::string name() const = 0;
   // Runs until cancelled. On cancellation (terminal or total) it finishes what must not
   // be lost (flush state, report results) and returns. Exceptions are logged by the daemon
-  // and mark the subsystem failed; they do not stop the agent.
+  // and mark the subsystem failed; they do not stop the agent. The daemon cancels with
+  // `total` first, then `terminal`: run() must enable total cancellation
+  // (this_coro::reset_cancellation_state(enable_total_cancellation())), or it is only
+  // stopped after half of shutdown.timeout.
   virtual boost::asio::awaitable<void> run() = 0;
   // A reloaded, fully validated configuration. Called on the event loop.
   virtual void reconfigure(const Config&) {}

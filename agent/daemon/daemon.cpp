@@ -180,7 +180,10 @@ asio::awaitable<void> Daemon::shutdown() {
   bool all_done = true;
   for (auto& t : tasks_) all_done = all_done && t->done;
   log_->info("stopped");
-  if (!all_done) ioc_.stop();  // last resort: something ignored cancellation past the deadline
+  if (!all_done) log_->warn("exiting with subsystems still running");
+  // Every subsystem has returned (or ignored cancellation past the deadline). What is left
+  // on the loop is meant to wait for ever, such as the SIGCHLD reaper: stop it.
+  ioc_.stop();
 }
 
 }  // namespace instanced

@@ -150,7 +150,7 @@ void RunLog::line(std::string_view raw) {
     }
   }
   if (tail_lines_ == 0 || ring_size_ > 0) return;  // past the head, the ring has the last lines
-  lines_.emplace_back(raw.substr(0, kMaxTailLine + 1));
+  lines_.emplace_back(raw.substr(0, kMaxTailLine + 1));  // one more byte: "was cut" is known
   while (lines_.size() > tail_lines_) lines_.pop_front();
 }
 

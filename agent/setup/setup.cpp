@@ -114,6 +114,8 @@ void Setup::reconfigure(const Config& config) {
 // ---- the loop ----------------------------------------------------------------------------
 
 asio::awaitable<void> Setup::run() {
+  // The daemon asks with total cancellation first (co_spawn filters it out by default).
+  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   if (state_error_) log_->error("{}", *state_error_);
   publish();
   co_await recover_interrupted();
@@ -370,8 +372,8 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
       run.signal = status.signal;
       // What the script left behind: daemons it started, in or out of its process group.
       if (timed_out || script.leftover_processes == Leftovers::kill) {
-        proc->signal_group(SIGTERM);
         auto killed = co_await kill_marked(run.run_id, true);
+        proc->signal_group(SIGKILL);  // a group member that cleared its environment
         run.leftovers.assign(killed.begin(), killed.end());
         if (!killed.empty()) log_->info("script {}: killed {} leftover processes", name, killed.size());
       } else {

@@ -178,3 +178,62 @@ TEST_CASE("the dump shows the effective configuration", "[config]") {
   CHECK_THAT(dump, Catch::Contains("max_body_bytes: 1MiB"));
   CHECK_THAT(dump, Catch::Contains("mode: 0660"));
 }
+
+TEST_CASE("setup scripts: a list of sections, with lists and mappings inside", "[config][setup]") {
+  auto r = parse_config_text(R"(
+setup:
+  max_log_bytes: 1MiB
+  scripts:
+    - name: conda-env
+      when: create
+      path: /opt/setup/conda.sh
+      args: [--quiet, "two words"]
+      environment: {CONDA_DIR: /opt/conda, MODE: fast}
+      timeout: 5m
+    - name: kernels
+      content: |
+        #!/bin/bash
+        echo	tabbed
+      user: azureuser
+      continue_on_error: true
+      leftover_processes: kill
+)", "t.yaml");
+  REQUIRE(r.ok());
+  const auto& s = r->setup.scripts;
+  REQUIRE(s.size() == 2);
+  CHECK(s[0].when == ScriptWhen::create);
+  CHECK(s[0].args == std::vector<std::string>{"--quiet", "two words"});
+  CHECK(s[0].environment.at("CONDA_DIR") == "/opt/conda");
+  CHECK(s[0].timeout == std::chrono::minutes(5));
+  CHECK(s[1].when == ScriptWhen::start);
+  CHECK(s[1].content.value == "#!/bin/bash\necho\ttabbed\n");
+  CHECK(s[1].leftover_processes == Leftovers::kill);
+  CHECK(r->setup.max_log_bytes.bytes == 1 << 20);
+  // The dump reads back to the same scripts.
+  auto again = parse_config_text(dump_config(*r), "dump.yaml");
+  REQUIRE(again.ok());
+  CHECK(again->setup.scripts[1].content == s[1].content);
+  CHECK(again->setup.scripts[0].environment == s[0].environment);
+}
+
+TEST_CASE("setup scripts: each mistake named with its place", "[config][setup]") {
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n      when: boot\n"),
+             Catch::Contains("test.yaml:5:13: setup.scripts[0].when: 'boot' is not one of: create, start"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n      content: echo\n"),
+             Catch::Contains("test.yaml:3:7: setup.scripts[0]: script 'a': set exactly one of 'path' and 'content'"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n    - name: a\n      path: /y\n"),
+             Catch::Contains("setup: scripts[1]: the name 'a' is already used by scripts[0]"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a/b\n      path: /x\n"),
+             Catch::Contains("setup.scripts[0].name: 'a/b' may contain only letters, digits"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n      environment: {INSTANCED_X: 1}\n"),
+             Catch::Contains("names starting with INSTANCED_ are set by the agent"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n      environment: {1X: 1}\n"),
+             Catch::Contains("'1X' is not a valid environment variable name"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n      tiemout: 1s\n"),
+             Catch::Contains("setup.scripts[0].tiemout: unknown key; did you mean 'timeout'?"));
+  CHECK_THAT(error_of("setup:\n  scripts: {name: a}\n"), Catch::Contains("setup.scripts: expected a list, got a mapping"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - just-a-string\n"),
+             Catch::Contains("setup.scripts[0]: expected a mapping, got 'just-a-string'"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      content: \"bad\\u0001\"\n"),
+             Catch::Contains("setup.scripts[0].content: contains control character 0x01"));
+}

@@ -5,7 +5,7 @@
 
 using namespace instanced;
 
-TEST_CASE("state changes become events; the overall state is the worst", "[state]") {
+TEST_CASE("state changes become events, and the overall state is the worst", "[state]") {
   testing::FakeClock clock;
   StateRegistry reg(clock, 4);
   std::vector<std::string> heard;

@@ -140,6 +140,7 @@ TEST_CASE("hello and heartbeats reach the development control plane", "[control]
   SECTION("SIGTERM while connected is prompt") {
     agent.signal(SIGTERM);
     auto code = agent.wait_exit(5s);
+    INFO(agent.log());
     REQUIRE(code);
     CHECK(*code == 0);
   }

@@ -83,7 +83,7 @@ TEST_CASE("unknown, late and malformed commands get their status", "[control][co
   CHECK(ran);
 }
 
-TEST_CASE("prepare_stop asks every veto; the first reason refuses", "[control][commands]") {
+TEST_CASE("prepare_stop asks every veto, and the first reason refuses", "[control][commands]") {
   testing::FakeClock clock;
   RealFilesystem fs;
   testing::TempDir dir;

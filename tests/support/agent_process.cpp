@@ -128,7 +128,8 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log, const 
 }
 
 void AgentProcess::start(const std::map<std::string, std::string>& env, const std::vector<std::string>& extra_args) {
-  std::vector<std::string> args{agent_binary(), "--config", config_file().string()};
+  std::vector<std::string> args = wrapper;
+  for (const auto& a : std::vector<std::string>{agent_binary(), "--config", config_file().string()}) args.push_back(a);
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   // Not under systemd's journal, whatever the test runner's environment says.
   std::map<std::string, std::string> all{

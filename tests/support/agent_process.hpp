@@ -84,6 +84,9 @@ class AgentProcess {
   // curl over the status socket: "-s -o - -w '%{http_code}'"-style helpers.
   CommandResult curl(const std::string& args) const;
   std::vector<std::string> notifications;  // every datagram received by wait helpers
+  // Put before the agent's command line (unshare ...); the wrapper must exec the agent, so
+  // that pid() is the agent's.
+  std::vector<std::string> wrapper;
 
  private:
   const TempDir& dir_;
