@@ -61,6 +61,7 @@ struct Instance {
   json::object heartbeat;
   json::object results;  // command id -> result body
   std::uint64_t events = 0;
+  std::deque<json::object> recent_events;  // the last 50 event bodies
   std::uint64_t heartbeats = 0;
   std::uint64_t connects = 0;
   std::uint64_t last_seq = 0;
@@ -203,7 +204,11 @@ class Server {
         } else if (m->type == "event" || m->type == "result") {
           if (m->seq && *m->seq <= i.last_seq) ++i.duplicates;
           if (m->seq) i.last_seq = std::max(i.last_seq, *m->seq);
-          if (m->type == "event") ++i.events;
+          if (m->type == "event") {
+            ++i.events;
+            i.recent_events.push_back(m->body);
+            if (i.recent_events.size() > 50) i.recent_events.pop_front();
+          }
           if (m->type == "result") {
             auto* id = m->body.if_contains("command_id");
             if (id && id->is_string()) {
@@ -265,6 +270,9 @@ class Server {
       o["heartbeat"] = i.heartbeat;
       o["heartbeats"] = i.heartbeats;
       o["events"] = i.events;
+      json::array recent;
+      for (const auto& e : i.recent_events) recent.push_back(e);
+      o["recent_events"] = std::move(recent);
       o["last_seq"] = i.last_seq;
       o["duplicates"] = i.duplicates;
       o["results"] = i.results;

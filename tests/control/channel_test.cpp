@@ -469,3 +469,44 @@ TEST_CASE("a misbehaving peer: malformed JSON, unknown type, oversized frame, cl
   CHECK_THAT(log, Catch::Contains("The WebSocket message exceeded the locally configured limit; retrying"));
   CHECK_THAT(agent.curl("http://localhost/metrics").output, Catch::Contains("instanced_control_invalid_messages_total 1"));
 }
+
+TEST_CASE("rerun_setup from the control plane: the result carries the run's outcome, events its lines",
+          "[control][channel][setup]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent",
+                                       "setup:\n  log_dir: {dir}/logs\n  scripts:\n"
+                                       "    - name: flaky\n      content: |\n"
+                                       "        echo attempt\n        test -e {dir}/fixed || exit 4\n"));
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
+  // The failure of the first run arrives as an event with the script's last lines.
+  REQUIRE(cp.wait([](const json::value& v) {
+    for (const auto& e : v.at("ws-test").at("recent_events").as_array())
+      if (e.at("type") == "script_finished") return true;
+    return false;
+  }));
+  auto seen = cp.instances();  // a named value: a range-for over a temporary's member dangles
+  for (const auto& e : seen.at("ws-test").at("recent_events").as_array())
+    if (e.at("type") == "script_finished") {
+      CHECK(e.at("data").at("state") == "failed");
+      CHECK(e.at("data").at("tail").as_array().back() == "attempt");
+    }
+  cp.command("ws-test", R"({"id":"rr-1","name":"rerun_setup","args":{}})");
+  cp.command("ws-test", R"({"id":"rr-2","name":"rerun_setup","args":{"name":"nosuch"}})");
+  std::ofstream(dir / "fixed").put('\n');
+  cp.command("ws-test", R"({"id":"rr-3","name":"rerun_setup","args":{"name":"flaky"}})");
+  REQUIRE(cp.wait([](const json::value& v) {
+    auto& r = v.at("ws-test").at("results").as_object();
+    return r.contains("rr-1") && r.contains("rr-2") && r.contains("rr-3");
+  }));
+  auto r = cp.instances().at("ws-test").at("results");
+  CHECK(r.at("rr-1").at("status") == "invalid");
+  CHECK(r.at("rr-1").at("error") == "args.name: missing or not a string");
+  CHECK(r.at("rr-2").at("status") == "refused");
+  CHECK(r.at("rr-2").at("error") == "no setup script named 'nosuch'");
+  CHECK(r.at("rr-3").at("status") == "ok");
+  CHECK(r.at("rr-3").at("result").at("state") == "succeeded");
+  CHECK(r.at("rr-3").at("result").at("run").at("exit_code") == 0);
+}

@@ -463,3 +463,27 @@ TEST_CASE("a damaged state file stops setup with a clear reason instead of runni
              Catch::Contains("state/setup/state.json: scripts.x.state: 'bogus' is not a state; no script runs"));
   CHECK_FALSE(std::filesystem::exists(dir / "ran"));
 }
+
+TEST_CASE("instancectl setup logs --follow shows the output while the script runs, to its end",
+          "[setup][agent]") {
+  TempDir dir;
+  AgentProcess agent(dir, config_with(R"(
+  scripts:
+    - name: slow-talker
+      content: |
+        for i in 1 2 3 4 5; do echo "step $i"; sleep 0.3; done
+)"));
+  REQUIRE(agent.start_and_wait_ready());
+  // Starts following while the script runs; returns when the run has ended.
+  for (int i = 0; i < 100 && setup_of(agent).as_object().count("running") == 0; ++i) std::this_thread::sleep_for(20ms);
+  REQUIRE(setup_of(agent).as_object().contains("running"));
+  // Meanwhile the status socket answers at once: the script does not block the loop.
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(agent.curl("http://localhost/v1/health").exit_code == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+  auto followed = run_command(fmt::format("{} --socket {} setup logs slow-talker --follow", instancectl_binary(),
+                                          agent.socket().string()));
+  CHECK(followed.exit_code == 0);
+  CHECK(followed.output == "step 1\nstep 2\nstep 3\nstep 4\nstep 5\n");
+  CHECK(state(setup_of(agent), "slow-talker") == "succeeded");
+}
