@@ -199,6 +199,12 @@ class RealProcess final : public Process {
   if (err_fd > first_closed)
     ::syscall(SYS_close_range, static_cast<unsigned>(first_closed), static_cast<unsigned>(err_fd - 1), 0u);
   ::syscall(SYS_close_range, static_cast<unsigned>(std::max(err_fd + 1, first_closed)), ~0u, 0u);
+  // The agent protects itself from the OOM killer (OOMScoreAdjust=-500 in its unit);
+  // its children must not inherit that. Raising the value needs no privilege.
+  if (int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); oom >= 0) {
+    [[maybe_unused]] auto n = ::write(oom, "0", 1);
+    ::close(oom);
+  }
   if (spec.user) {
     if (::setgroups(spec.user->groups.size(), spec.user->groups.data()) != 0) fail(1);
     if (::setgid(spec.user->gid) != 0) fail(2);

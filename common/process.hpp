@@ -4,8 +4,9 @@
 // real processes.
 //
 // Every child gets its own session and process group (so a timeout can signal all of it),
-// stdin from /dev/null, default signal dispositions and an empty signal mask, and no file
-// descriptors of the agent but its output pipe. The real runner reaps children from one
+// stdin from /dev/null, default signal dispositions and an empty signal mask, an OOM score
+// adjustment of 0 (not the agent's -500), and no file descriptors of the agent but its
+// output pipe. The real runner reaps children from one
 // SIGCHLD handler on the event loop and, as the child subreaper, also reaps the daemons
 // that scripts leave behind when they exit; no thread ever blocks in waitpid.
 #pragma once

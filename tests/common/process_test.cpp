@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <fcntl.h>
+#include <fstream>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -66,7 +67,8 @@ TEST_CASE("a child gets /dev/null as stdin, a session of its own, default signal
   ::signal(SIGPIPE, SIG_IGN);
   int leaked = ::open("/dev/null", O_RDONLY);  // without O_CLOEXEC on purpose
   REQUIRE(leaked > 2);
-  auto r = run(shell("cat; echo sid=$(ps -o sid= -p $$ | tr -d ' ') pid=$$; "
+  std::ofstream("/proc/self/oom_score_adj") << "-100";  // the agent runs with -500
+  auto r = run(shell("cat; echo sid=$(ps -o sid= -p $$ | tr -d ' ') pid=$$ oom=$(cat /proc/self/oom_score_adj); "
                      "grep -E '^SigIgn' /proc/self/status; ls /proc/self/fd | sort -n | tr '\\n' ' '"));
   ::close(leaked);
   ::signal(SIGPIPE, SIG_DFL);
@@ -75,6 +77,7 @@ TEST_CASE("a child gets /dev/null as stdin, a session of its own, default signal
   auto sid = r.output.substr(r.output.find("sid=") + 4);
   auto pid = r.output.substr(r.output.find("pid=") + 4);
   CHECK(std::stol(sid) == std::stol(pid));
+  CHECK_THAT(r.output, Catch::Contains(" oom=0\n"));
   CHECK(r.output.find("SigIgn:\t0000000000000000") != std::string::npos);
   // 0, 1, 2 and the fd `ls` opens to read the directory; nothing of the parent's.
   CHECK(r.output.find("0 1 2 3 ") != std::string::npos);
