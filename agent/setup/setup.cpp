@@ -164,6 +164,10 @@ asio::awaitable<void> Setup::sequence() {
       if (it != config_.scripts.end()) {
         ScriptConfig copy = *it;  // the list may change while it runs
         co_await run_script(copy);
+      } else {
+        // Removed from the configuration since the rerun was asked for: nothing to wait for.
+        std::erase_if(tickets_, [&](const auto& t) { return t.second == name; });
+        runs_changed_.cancel();
       }
       continue;
     }
