@@ -10,6 +10,7 @@
 #include "agent/control/commands.hpp"
 #include "agent/daemon/cli.hpp"
 #include "agent/daemon/daemon.hpp"
+#include "agent/disk/guardian.hpp"
 #include "agent/setup/setup.hpp"
 #include "agent/status/server.hpp"
 #include "agent/status/views.hpp"
@@ -153,8 +154,14 @@ int main(int argc, char** argv) {
   setup.add_routes(router);
   add_setup_commands(commands, setup);
 
+  // The 5 GB rule: stop, restart and reboot are refused while `/` is below it.
+  disk::Guardian disk(ioc.get_executor(), api, processes, running);
+  disk.add_routes(router);
+  commands.add_veto("disk", [&disk](std::string_view action) { return disk.veto(action); });
+
   daemon.add(status_server);
   daemon.add(control);
+  daemon.add(disk);
   daemon.add(setup);
   return daemon.run();
 }

@@ -63,7 +63,7 @@ template <class T>
 constexpr bool is_section_v = std::is_class_v<T> && !std::is_same_v<T, std::string> &&
                               !std::is_same_v<T, ByteSize> && !std::is_same_v<T, Duration> &&
                               !std::is_same_v<T, FileMode> && !std::is_same_v<T, Secret> &&
-                              !std::is_same_v<T, MultilineText> && !is_vector_v<T> && !is_string_map_v<T>;
+                              !std::is_same_v<T, MultilineText> && !std::is_same_v<T, Threshold> && !is_vector_v<T> && !is_string_map_v<T>;
 
 // A section may check its fields together (exactly one of two keys, say).
 template <class T>
@@ -177,6 +177,23 @@ Result<MultilineText> decode<MultilineText>(const YAML::Node& n) {
     if (c == '\n' || c == '\t' || c == '\r') c = ' ';
   if (auto problem = text_problem(probe)) return Error{*problem};
   return MultilineText{std::move(*s)};
+}
+
+template <>
+Result<Threshold> decode<Threshold>(const YAML::Node& n) {
+  auto s = scalar(n, "a size such as 5GiB or a percentage such as 10%");
+  if (!s) return s.error();
+  if (!s->empty() && s->back() == '%') {
+    double pct = -1;
+    std::string num = s->substr(0, s->size() - 1);
+    auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), pct);
+    if (num.empty() || ec != std::errc() || ptr != num.data() + num.size() || pct < 0 || pct > 100)
+      return Error{fmt::format("expected a percentage from 0% to 100%, got '{}'", *s)};
+    return Threshold{0, pct};
+  }
+  auto size = parse_size(*s);
+  if (!size) return Error{fmt::format("expected a size such as 5GiB or a percentage such as 10%, got '{}'", *s)};
+  return Threshold{size->bytes, -1};
 }
 
 template <IsEnum E>
@@ -369,6 +386,8 @@ class Writer {
       out_ << fmt::format("{:04o}", value.value);
     } else if constexpr (std::is_same_v<T, Secret>) {
       out_ << (value.empty() ? "" : Secret::kRedacted);
+    } else if constexpr (std::is_same_v<T, Threshold>) {
+      out_ << (value.is_percent() ? fmt::format("{}%", value.percent) : format_size(ByteSize{value.bytes}));
     } else if constexpr (std::is_same_v<T, MultilineText>) {
       if (value.value.find('\n') != std::string::npos)
         out_ << YAML::Literal << value.value;
@@ -443,6 +462,21 @@ std::optional<std::string> SetupConfig::validate() const {
     for (std::size_t j = 0; j < i; ++j)
       if (scripts[i].name == scripts[j].name)
         return fmt::format("scripts[{}]: the name '{}' is already used by scripts[{}]", i, scripts[i].name, j);
+  return std::nullopt;
+}
+
+std::optional<std::string> WatchedPath::validate() const {
+  if (path.empty()) return std::string("path: must be set");
+  return std::nullopt;
+}
+
+std::optional<std::string> DiskConfig::validate() const {
+  for (std::size_t i = 0; i < paths.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (paths[i].path == paths[j].path)
+        return fmt::format("paths[{}]: '{}' is already watched by paths[{}]", i, paths[i].path, j);
+  if (reboot_command.empty() || reboot_command.front().empty() || reboot_command.front().front() != '/')
+    return std::string("reboot_command: must start with an absolute path");
   return std::nullopt;
 }
 

@@ -27,6 +27,17 @@ struct MultilineText {
   auto operator<=>(const MultilineText&) const = default;
 };
 
+// A disk-space threshold: an absolute size ("5GiB") or a share of the file system ("10%").
+struct Threshold {
+  std::uint64_t bytes = 0;
+  double percent = -1;  // >= 0: a percentage of the total size, `bytes` unused
+  bool is_percent() const { return percent >= 0; }
+  std::uint64_t of(std::uint64_t total) const {
+    return is_percent() ? static_cast<std::uint64_t>(static_cast<double>(total) * percent / 100.0) : bytes;
+  }
+  bool operator==(const Threshold&) const = default;
+};
+
 // Names of an enum's values, in declaration order; specialised next to each enum.
 template <class E>
 struct EnumNames;
