@@ -281,7 +281,12 @@ TEST_CASE("1 GiB of output: the log is capped at head and tail, the agent's memo
   auto status = slurp(fmt::format("/proc/{}/status", agent.pid()));
   auto hwm = std::stol(status.substr(status.find("VmHWM:") + 6));
   INFO("agent VmHWM " << hwm << " kB");
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's shadow memory and quarantine make resident size meaningless here.
+  (void)hwm;
+#else
   CHECK(hwm < 40 * 1024);
+#endif
   // What reached the journal is bounded by the cap too.
   CHECK(agent.log().size() < (2 << 20));
   CHECK_THAT(agent.log(), Catch::Contains("further output is not sent to the journal"));
