@@ -317,3 +317,23 @@ setup:
   rs << ran.rdbuf();
   CHECK(rs.str() == "ran\n");
 }
+
+TEST_CASE("automatic reclaim on entering low frees by the enabled rules, and the path recovers",
+          "[disk][guardian][agent]") {
+  TempDir dir;
+  Tmpfs fs(dir, "disk", "size=64m");
+  fs.fill("cache/pip/wheels/torch.whl", 40 * MiB);
+  fs.fill("notebooks/keep.ipynb", 1 * MiB);
+  AgentProcess agent(dir, config(fs.path().string(), fmt::format("  reclaim:\n    automatic: low\n    pip_cache:\n"
+                                                                 "      enabled: true\n      paths: [{}/cache/pip]\n",
+                                                                 fs.path().string())));
+  REQUIRE(agent.start_and_wait_ready());
+  // Entering `low` ran the pip rule; the wheel went, the notebook stayed; after the hold
+  // time the path is ok again.
+  REQUIRE(wait_state(agent, "ok", 8s));
+  CHECK_FALSE(std::filesystem::exists(fs.path() / "cache/pip/wheels/torch.whl"));
+  CHECK(std::filesystem::exists(fs.path() / "notebooks/keep.ipynb"));
+  auto last = disk_of(agent).at("reclaim").at("last");
+  CHECK_THAT(std::string(last.at("why").as_string()), Catch::Contains("automatic: " + fs.path().string() + " entered low"));
+  CHECK(last.at("bytes") == 40 * MiB);
+}
