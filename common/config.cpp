@@ -449,6 +449,16 @@ std::string sha256_hex(std::string_view data) {
 }
 #pragma GCC diagnostic pop
 
+// "LIST[i]: 'KEY' is already used by LIST[j]" for the first item whose key repeats.
+template <class T, class Key>
+std::optional<std::string> first_repeat(const std::vector<T>& items, Key key, std::string_view list) {
+  for (std::size_t i = 0; i < items.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (key(items[i]) == key(items[j]))
+        return fmt::format("{}[{}]: '{}' is already used by {}[{}]", list, i, key(items[i]), list, j);
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<std::string> ScriptConfig::validate() const {
@@ -458,11 +468,7 @@ std::optional<std::string> ScriptConfig::validate() const {
 }
 
 std::optional<std::string> SetupConfig::validate() const {
-  for (std::size_t i = 0; i < scripts.size(); ++i)
-    for (std::size_t j = 0; j < i; ++j)
-      if (scripts[i].name == scripts[j].name)
-        return fmt::format("scripts[{}]: the name '{}' is already used by scripts[{}]", i, scripts[i].name, j);
-  return std::nullopt;
+  return first_repeat(scripts, [](const ScriptConfig& s) { return s.name; }, "scripts");
 }
 
 std::optional<std::string> WatchedPath::validate() const {
@@ -471,10 +477,7 @@ std::optional<std::string> WatchedPath::validate() const {
 }
 
 std::optional<std::string> DiskConfig::validate() const {
-  for (std::size_t i = 0; i < paths.size(); ++i)
-    for (std::size_t j = 0; j < i; ++j)
-      if (paths[i].path == paths[j].path)
-        return fmt::format("paths[{}]: '{}' is already watched by paths[{}]", i, paths[i].path, j);
+  if (auto repeat = first_repeat(paths, [](const WatchedPath& p) { return p.path; }, "paths")) return repeat;
   if (reboot_command.empty() || reboot_command.front().empty() || reboot_command.front().front() != '/')
     return std::string("reboot_command: must start with an absolute path");
   return std::nullopt;

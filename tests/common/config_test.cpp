@@ -222,7 +222,7 @@ TEST_CASE("setup scripts: each mistake named with its place", "[config][setup]")
   CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n      content: echo\n"),
              Catch::Contains("test.yaml:3:7: setup.scripts[0]: script 'a': set exactly one of 'path' and 'content'"));
   CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n    - name: a\n      path: /y\n"),
-             Catch::Contains("setup: scripts[1]: the name 'a' is already used by scripts[0]"));
+             Catch::Contains("setup: scripts[1]: 'a' is already used by scripts[0]"));
   CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a/b\n      path: /x\n"),
              Catch::Contains("setup.scripts[0].name: 'a/b' may contain only letters, digits"));
   CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /x\n      environment: {INSTANCED_X: 1}\n"),
