@@ -271,9 +271,11 @@ struct DiskConfig {
   Duration interval = std::chrono::seconds(10);
   ByteSize margin{512 << 20};                  // leaving a state needs this much more free ...
   Duration hold = std::chrono::seconds(30);    // ... for this long
+  // `/` by the platform's numbers; /mnt (the temp disk) and /tmp (a small tmpfs on some
+  // images) by share, since their sizes vary.
   std::vector<WatchedPath> paths{{"/", {10ULL << 30, -1}, {5ULL << 30, -1}, {0, 5}, {0, 1}},
-                                 {"/mnt", {10ULL << 30, -1}, {0, -1}, {0, 5}, {0, 1}},
-                                 {"/tmp", {10ULL << 30, -1}, {0, -1}, {0, 5}, {0, 1}}};
+                                 {"/mnt", {0, 10}, {0, -1}, {0, 5}, {0, 1}},
+                                 {"/tmp", {0, 10}, {0, -1}, {0, 5}, {0, 1}}};
   std::string scan_root = "/";  // what "largest consumers" looks at (this file system only)
   std::int64_t scan_top = 20;
   std::int64_t scan_threads = 2;

@@ -233,6 +233,10 @@ TEST_CASE("500 parallel connections are all answered", "[status][socket][load]")
   TempDir dir;
   AgentProcess agent(dir, config("0660", 64));  // fewer slots than clients: the rest queue
   REQUIRE(agent.start_and_wait_ready());
+  // Healthy first: right after READY a subsystem may still be on its first check (the
+  // disk guardian's first statvfs), and /v1/health says 503 "starting" until then.
+  for (int i = 0; i < 100 && agent.curl("-f http://localhost/v1/health").exit_code != 0; ++i)
+    std::this_thread::sleep_for(20ms);
   std::vector<int> fds;
   for (int i = 0; i < 500; ++i) {
     int fd = connect_to(agent.socket());
