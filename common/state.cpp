@@ -30,6 +30,10 @@ void Metrics::add_counter(const std::string& name, const std::string& help, cons
   family(name, help, Type::counter).samples[labels] += delta;
 }
 
+double& Metrics::sample(const std::string& name, const std::string& help, Type type, const Labels& labels) {
+  return family(name, help, type).samples[labels];  // std::map: nodes never move
+}
+
 double Metrics::value(const std::string& name, const Labels& labels) const {
   auto it = families_.find(name);
   if (it == families_.end()) return 0;

@@ -54,6 +54,9 @@ class Metrics {
   void add_counter(const std::string& name, const std::string& help, const Labels& labels, double delta = 1);
   const std::map<std::string, Family>& families() const { return families_; }
   double value(const std::string& name, const Labels& labels = {}) const;
+  // The stored value of one sample, for code on a hot path that updates it often (a
+  // heartbeat): the reference stays valid for the registry's life.
+  double& sample(const std::string& name, const std::string& help, Type type, const Labels& labels = {});
 
  private:
   Family& family(const std::string& name, const std::string& help, Type type);
