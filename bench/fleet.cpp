@@ -3,7 +3,8 @@
 // Prints sessions held, agent CPU per heartbeat, bytes per heartbeat, RSS per session,
 // and the reconnect curve after the control plane restarts. Asserts nothing.
 //
-// usage: fleet [--sessions N] [--seconds S] [--spread S]
+// usage: fleet [--sessions N] [--seconds S] [--spread S] [--no-ack]
+//   --no-ack:  the control plane does not acknowledge heartbeats (the cost of the acks)
 //   --seconds: the measuring window with every session connected (default 30)
 //   --spread:  initial_delay_max, the random delay before each first connect (default 10)
 #include <algorithm>
@@ -77,11 +78,14 @@ double rss_mib() {
   return n == 2 ? static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0) : -1;
 }
 
+bool g_no_ack = false;  // --no-ack: the control plane does not acknowledge heartbeats
+
 pid_t start_devcp(const testing::TempDir& dir, const std::string& listen) {
   std::filesystem::remove(dir / "ports");
-  pid_t pid = testing::spawn({DEVCP_BIN, "--token-file", (dir / "token").string(), "--listen", listen, "--ports-file",
-                              (dir / "ports").string(), "--quiet"},
-                             "/dev/null");
+  std::vector<std::string> args{DEVCP_BIN, "--token-file", (dir / "token").string(), "--listen", listen, "--ports-file",
+                                (dir / "ports").string(), "--quiet"};
+  if (g_no_ack) args.push_back("--no-heartbeat-ack");
+  pid_t pid = testing::spawn(args, "/dev/null");
   for (int i = 0; i < 500 && !std::filesystem::exists(dir / "ports"); ++i) std::this_thread::sleep_for(10ms);
   std::this_thread::sleep_for(20ms);
   return pid;
@@ -91,8 +95,14 @@ pid_t start_devcp(const testing::TempDir& dir, const std::string& listen) {
 
 int main(int argc, char** argv) {
   int sessions = 10000, seconds = 30, spread = 10;
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--no-ack") g_no_ack = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
+    if (a == "--no-ack") {
+      --i;
+      continue;
+    }
     if (a == "--sessions") sessions = std::stoi(argv[i + 1]);
     else if (a == "--seconds") seconds = std::stoi(argv[i + 1]);
     else if (a == "--spread") spread = std::stoi(argv[i + 1]);

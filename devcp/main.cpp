@@ -52,6 +52,7 @@ struct Options {
   std::string ports_file;
   std::string tls_max;  // "1.1": a deliberately outdated server, for the agent's TLS tests
   bool ack = true;
+  bool heartbeat_ack = true;  // --no-heartbeat-ack: heartbeats go unanswered
   bool quiet = false;
   bool freeze = false;  // after hello, read nothing more: no pongs (a hung peer, for tests)
 };
@@ -198,9 +199,11 @@ class Server {
           ++i.heartbeats;
           // Acknowledging heartbeats lets the agent time the round trip, and keeps the
           // connection's read side busy so no keep-alive pings are needed.
-          control::Message ack{"ack", control::new_id(), std::nullopt, iso8601(std::chrono::system_clock::now()),
-                               json::object{{"heartbeat", m->id}}};
-          send(control::encode(ack));
+          if (o_.heartbeat_ack) {
+            control::Message ack{"ack", control::new_id(), std::nullopt, iso8601(std::chrono::system_clock::now()),
+                                 json::object{{"heartbeat", m->id}}};
+            send(control::encode(ack));
+          }
         } else if (m->type == "event" || m->type == "result") {
           if (m->seq && *m->seq <= i.last_seq) ++i.duplicates;
           if (m->seq) i.last_seq = std::max(i.last_seq, *m->seq);
@@ -356,12 +359,13 @@ int main(int argc, char** argv) {
     else if (a == "--ports-file") o.ports_file = value();
     else if (a == "--tls-max-version") o.tls_max = value();
     else if (a == "--no-ack") o.ack = false;
+    else if (a == "--no-heartbeat-ack") o.heartbeat_ack = false;
     else if (a == "--freeze-after-hello") o.freeze = true;
     else if (a == "--quiet") o.quiet = true;
     else {
       std::cerr << "usage: instanced-devcp --token-file FILE [--listen HOST:PORT] [--api HOST:PORT]\n"
                    "                      [--tls-cert PEM --tls-key PEM [--tls-max-version 1.1]] [--ports-file FILE]\n"
-                   "                      [--no-ack] [--freeze-after-hello] [--quiet]\n";
+                   "                      [--no-ack] [--no-heartbeat-ack] [--freeze-after-hello] [--quiet]\n";
       return 2;
     }
   }

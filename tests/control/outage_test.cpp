@@ -1,0 +1,116 @@
+// A long control-plane outage under a simulated clock: the agent's ControlChannel in this
+// process, the real development control plane as a separate process, and time for the
+// channel's backoff and reconnect waits moved forward by the test. A ten-minute outage
+// takes a few seconds of real time.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+
+#include "agent/control/channel.hpp"
+#include "agent/control/commands.hpp"
+#include "agent/status/views.hpp"
+#include "tests/fakes/fake_clock.hpp"
+#include "tests/fakes/fake_notifier.hpp"
+#include "tests/support/agent_process.hpp"
+#include "tests/support/devcp.hpp"
+
+using namespace instanced;
+using namespace instanced::testing;
+namespace asio = boost::asio;
+
+namespace {
+
+std::string control_state(const StateRegistry& state) {
+  auto it = state.subsystems().find("control");
+  if (it == state.subsystems().end() || !it->second.details.contains("state")) return "";
+  return std::string(it->second.details.at("state").as_string());
+}
+
+}  // namespace
+
+TEST_CASE("a ten-minute outage under a simulated clock: buffered events arrive after it, in order, once",
+          "[control][channel][outage][simulated]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  const int port = cp.agent_port;
+
+  asio::io_context ioc(1);
+  FakeClock clock;
+  RealFilesystem fs;
+  FakeNotifier notifier;
+  BlockingPool pool(1);
+  Logging logging(LogTarget::stderr_lines, LogLevel::error);
+  StateRegistry state(clock);
+  Api api{clock, fs, notifier, pool, state, logging};
+  Config config;
+  config.state_dir = (dir / "state").string();
+  config.control.endpoint = "ws://127.0.0.1:" + std::to_string(port) + "/v1/agent";
+  config.control.insecure = true;
+  config.control.token_file = (dir / "token").string();
+  config.control.initial_delay_max = std::chrono::seconds(0);
+  config.control.heartbeat_interval = std::chrono::hours(1);  // only events on the wire
+  config.control.backoff_initial = std::chrono::seconds(1);
+  config.control.backoff_max = std::chrono::minutes(5);
+  config.control.reconnect_spread = std::chrono::seconds(10);
+  control::CommandRegistry commands(clock, fs, dir / "state" / "commands.json");
+  status::AgentInfo info;
+  info.version = INSTANCED_VERSION;
+  info.instance = "outage-test";
+  info.phase = "running";
+  info.config_hash = std::string(64, 'c');
+  control::ControlChannel channel(ioc.get_executor(), api, config, commands, info);
+  auto run = channel.run();
+  asio::co_spawn(ioc, std::move(run), asio::detached);
+
+  // Runs the loop until `pred` holds, moving simulated time forward by `step` whenever the
+  // loop has nothing to do (the channel is waiting on the clock).
+  auto until = [&](auto pred, Clock::steady_time::duration step, int rounds = 400) {
+    for (int i = 0; i < rounds; ++i) {
+      ioc.run_for(std::chrono::milliseconds(20));
+      if (pred()) return true;
+      clock.advance(step);
+    }
+    return false;
+  };
+
+  REQUIRE(until([&] { return control_state(state) == "connected"; }, std::chrono::milliseconds(0)));
+  state.emit("test", "before", "event 0");
+  REQUIRE(until([&] { return cp.instances().at("outage-test").at("events") == 1; }, std::chrono::milliseconds(0)));
+
+  // The control plane goes away.
+  cp.stop();
+  REQUIRE(until([&] { return control_state(state) != "connected"; }, std::chrono::milliseconds(0)));
+  // Ten simulated minutes of failed reconnects, with events and results of the agent's own
+  // commands buffered meanwhile.
+  const auto outage_start = clock.now();
+  int emitted = 0;
+  REQUIRE(until(
+      [&] {
+        if (emitted < 5) state.emit("test", "during", "event " + std::to_string(++emitted));
+        return clock.now() - outage_start >= std::chrono::minutes(10);
+      },
+      std::chrono::seconds(5), 2000));
+  CHECK(control_state(state) != "connected");
+
+  // Back, on the same port: the channel reconnects at its next attempt (at most the
+  // backoff ceiling away) and replays what it buffered.
+  cp.start("127.0.0.1:" + std::to_string(port));
+  REQUIRE(until([&] { return control_state(state) == "connected"; }, std::chrono::seconds(5), 200));
+  REQUIRE(until(
+      [&] {
+        auto v = cp.instances();
+        return v.as_object().contains("outage-test") && v.at("outage-test").at("recent_events").as_array().size() >= 5;
+      },
+      std::chrono::milliseconds(0)));
+  auto after = cp.instances().at("outage-test");
+  // The new control plane process saw exactly the five buffered events, in order, once.
+  std::vector<std::string> got;
+  for (const auto& e : after.at("recent_events").as_array())
+    if (e.at("subsystem") == "test") got.emplace_back(e.at("message").as_string());
+  CHECK(got == std::vector<std::string>{"event 1", "event 2", "event 3", "event 4", "event 5"});
+  CHECK(after.at("duplicates") == 0);
+  // Simulated time really passed: the outage lasted over ten minutes of the channel's clock.
+  CHECK(clock.now() - outage_start >= std::chrono::minutes(10));
+}
