@@ -55,7 +55,7 @@ void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, st
   for (const char* action : {"prepare_stop", "prepare_restart"}) {
     std::string what = action;
     commands.add(what, [&commands, what](const json::object&) -> boost::asio::awaitable<CommandResult> {
-      co_return commands.prepare(what);
+      co_return co_await commands.prepare(what);
     });
   }
 }
@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
                      setup::Environment{info.instance, running.status.socket, {}});
   setup.add_routes(router);
   add_setup_commands(commands, setup);
+  commands.add_drain("setup", [&setup](std::string action) { return setup.drain(std::move(action)); });
 
   // The 5 GB rule: stop, restart and reboot are refused while `/` is below it.
   disk::Guardian disk(ioc.get_executor(), api, processes, running);

@@ -183,6 +183,7 @@ struct SetupConfig {
   std::int64_t tail_lines = 100;                      // last lines sent with the result event
   Duration kill_grace = std::chrono::seconds(10);     // SIGTERM, then SIGKILL after this
   OnInterrupt interrupted = OnInterrupt::fail;
+  Duration stop_wait = std::chrono::seconds(60);      // prepare_stop waits this long for a running script
   std::vector<ScriptConfig> scripts;                  // run in this order
 
   template <class V>
@@ -192,6 +193,7 @@ struct SetupConfig {
     v("tail_lines", tail_lines, check::range<std::int64_t>(0, 1000));
     v("kill_grace", kill_grace, check::duration_range(std::chrono::milliseconds(10), std::chrono::minutes(5)));
     v("interrupted", interrupted);
+    v("stop_wait", stop_wait, check::duration_range(std::chrono::milliseconds(0), std::chrono::minutes(30)));
     v("scripts", scripts);
   }
   std::optional<std::string> validate() const;

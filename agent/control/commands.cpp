@@ -100,10 +100,25 @@ boost::asio::awaitable<CommandResult> CommandRegistry::execute(const Command& co
   co_return r;
 }
 
-CommandResult CommandRegistry::prepare(std::string_view action) const {
+void CommandRegistry::add_drain(std::string subsystem, Drain drain) {
+  drains_.emplace_back(std::move(subsystem), std::move(drain));
+}
+
+boost::asio::awaitable<CommandResult> CommandRegistry::prepare(std::string action) {
   for (const auto& [subsystem, veto] : vetoes_)
-    if (auto reason = veto(action)) return {Status::refused, {{"subsystem", subsystem}}, fmt::format("{}: {}", subsystem, *reason)};
-  return {Status::ok, {{"action", action}}, {}};
+    if (auto reason = veto(action))
+      co_return CommandResult{Status::refused, {{"subsystem", subsystem}}, fmt::format("{}: {}", subsystem, *reason)};
+  boost::json::object drained;
+  for (std::size_t i = 0; i < drains_.size(); ++i) {
+    const std::string subsystem = drains_[i].first;
+    Drain& drain = drains_[i].second;
+    auto done = co_await drain(action);
+    if (!done)
+      co_return CommandResult{Status::refused, {{"subsystem", subsystem}, {"drained", drained}},
+                              fmt::format("{}: {}", subsystem, done.error().message)};
+    drained[subsystem] = *done;
+  }
+  co_return CommandResult{Status::ok, {{"action", action}, {"drained", std::move(drained)}}, {}};
 }
 
 }  // namespace instanced::control

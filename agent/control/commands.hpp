@@ -23,18 +23,24 @@ class CommandRegistry {
   using Handler = std::function<boost::asio::awaitable<CommandResult>(const boost::json::object& args)>;
   // A subsystem's say on stopping or restarting the VM: a reason to refuse, or nothing.
   using Veto = std::function<std::optional<std::string>(std::string_view action)>;
+  // A subsystem's work before the VM stops or restarts (finish, flush, unmount): what it
+  // did, for the result, or an error that refuses the action.
+  using Drain = std::function<boost::asio::awaitable<Result<std::string>>(std::string action)>;
 
   CommandRegistry(Clock& clock, Filesystem& fs, std::filesystem::path state_file);
 
   void add(std::string name, Handler handler);
   void add_veto(std::string subsystem, Veto veto);
+  void add_drain(std::string subsystem, Drain drain);
   std::vector<std::string> names() const;
 
   // Reads the remembered results (missing file: none). Call once at start.
   Result<void> load();
   boost::asio::awaitable<CommandResult> execute(const Command& command);
-  // prepare_stop / prepare_restart: every veto is asked; the first reason refuses.
-  CommandResult prepare(std::string_view action) const;
+  // prepare_stop / prepare_restart: every veto is asked (the first reason refuses), then
+  // every drain runs, in the order added (the first error refuses); `ok` lists what each
+  // drain did.
+  boost::asio::awaitable<CommandResult> prepare(std::string action);
 
   std::size_t remembered() const { return done_.size(); }
 
@@ -51,6 +57,7 @@ class CommandRegistry {
   std::filesystem::path state_file_;
   std::map<std::string, Handler> handlers_;
   std::vector<std::pair<std::string, Veto>> vetoes_;
+  std::vector<std::pair<std::string, Drain>> drains_;
   std::map<std::string, Done> done_;
 };
 

@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <csignal>
 #include <fmt/format.h>
 #include <future>
 #include <unistd.h>
@@ -20,6 +21,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr auto kStatTimeout = 5s;
+constexpr auto kCommandTimeout = std::chrono::minutes(10);  // a reclaim CLI (conda, podman)
 constexpr std::size_t kReportListed = 20;  // deletions shown in /v1/disk; all in the report file
 
 json::object usage_json(const FsUsage& u) {
@@ -204,9 +206,18 @@ void Guardian::on_transition(PathState& p, Level from) {
 std::string Guardian::recovery_reason(const PathState& p) const {
   const auto& u = *p.usage;
   std::uint64_t need = bytes_to_leave_recovery(u, p.limits, config_.margin.bytes);
-  if (need == 0)  // the inode rule
+  const bool inodes_short = u.total_inodes > 0 && u.avail_inodes < p.limits.recovery_inodes + u.total_inodes / 100;
+  if (need == 0 && inodes_short)
     return fmt::format("{} has {} free inodes of {}: delete files, then reboot with 'instancectl reboot'", p.config.path,
                        u.avail_inodes, u.total_inodes);
+  if (need == 0) {
+    // Freed enough; the state clears after `hold` above the rule, so it does not flap.
+    auto since = p.hysteresis.better_since();
+    auto left = since ? config_.hold - (api_.clock.now() - *since) : Clock::steady_time::duration(config_.hold);
+    return fmt::format("{} has {} free, above the rule again; it is cleared after {} more seconds above it",
+                       p.config.path, human_size(u.avail_bytes),
+                       std::max<long long>(0, std::chrono::duration_cast<std::chrono::seconds>(left).count() + 1));
+  }
   return fmt::format(
       "{} has {} free ({} bytes), below the {} recovery rule: free {} more bytes ({}), then reboot with "
       "'instancectl reboot'",
@@ -282,7 +293,7 @@ void Guardian::finish_scan() {
   scan_.reset();
   fs::path dir = fs::path(state_dir_) / "disk";
   auto made = api_.fs.create_directories(dir, 0755);
-  auto w = made ? api_.fs.write_file_atomic(dir / "scan.json", json::serialize(last_scan_), 0644) : Result<void>(made.error());
+  auto w = made ? api_.fs.write_file_atomic(dir / "scan.json", json::serialize(last_scan_), 0600) : Result<void>(made.error());
   if (!w) log_->warn("cannot keep the scan result: {}", w.error().message);
   publish();
 }
@@ -312,11 +323,13 @@ Result<void> Guardian::start_reclaim(std::vector<std::string> rules, bool dry_ru
   job->started_steady = api_.clock.now();
   ReclaimContext ctx;
   ctx.now = api_.clock.wall_now();
-  // Command rules run their CLI through the process runner, on the loop; this thread waits.
+  // Command rules run their CLI through the process runner, on the loop; this thread waits,
+  // at most kCommandTimeout, then the command's process group is killed.
   ctx.run_command = [this, job](const std::vector<std::string>& argv) -> Result<std::pair<int, std::string>> {
     auto done = std::make_shared<std::promise<Result<std::pair<int, std::string>>>>();
+    auto running = std::make_shared<std::shared_ptr<Process>>();  // set on the loop
     auto fut = done->get_future();
-    asio::post(ex_, [this, argv, done] {
+    asio::post(ex_, [this, argv, done, running] {
       SpawnSpec spec;
       spec.argv = argv;
       spec.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"};
@@ -326,12 +339,24 @@ Result<void> Guardian::start_reclaim(std::vector<std::string> rules, bool dry_ru
         return;
       }
       std::shared_ptr<Process> proc = std::move(*p);
+      *running = proc;
       asio::co_spawn(ex_, collect(proc, done), [done](std::exception_ptr e) {
         if (e) done->set_value(Error{"cancelled"});
       });
     });
-    while (fut.wait_for(200ms) != std::future_status::ready)
+    const auto deadline = std::chrono::steady_clock::now() + kCommandTimeout;
+    while (fut.wait_for(200ms) != std::future_status::ready) {
       if (job->progress.cancel) return Error{"the agent is stopping"};
+      if (std::chrono::steady_clock::now() < deadline) continue;
+      asio::post(ex_, [running] {
+        if (*running && !(*running)->exit_status()) (*running)->signal_group(SIGKILL);
+        if (*running) (*running)->close_output();
+      });
+      if (fut.wait_for(10s) != std::future_status::ready) return Error{argv.front() + " did not end after SIGKILL"};
+      (void)fut.get();
+      return Error{fmt::format("{} timed out after {} s and was killed", argv.front(),
+                               std::chrono::duration_cast<std::chrono::seconds>(kCommandTimeout).count())};
+    }
     return fut.get();
   };
   ReclaimConfig config = config_.reclaim;

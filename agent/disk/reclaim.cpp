@@ -45,6 +45,13 @@ void note_deletion(RuleReport& r, std::string path, std::uint64_t bytes) {
   if (r.deleted.size() < kMaxListed) r.deleted.push_back({std::move(path), bytes});
 }
 
+// A mount's root, also a bind mount from the same file system (same st_dev).
+bool is_mount_root(int dirfd, const std::string& name) {
+  struct statx sx {};
+  if (::statx(dirfd, name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &sx) != 0) return true;  // unsure: skip
+  return (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
 // Returns true if the directory ended up empty (everything in it was selected and deleted).
 bool walk(int dirfd, const std::string& path, dev_t dev, const Select& select, bool dry_run, bool remove_empty,
           RuleReport& r, int depth) {
@@ -75,7 +82,7 @@ bool walk(int dirfd, const std::string& path, dev_t dev, const Select& select, b
       continue;
     }
     if (S_ISDIR(st.st_mode)) {
-      if (st.st_dev != dev) {  // a mount point: never entered
+      if (st.st_dev != dev || is_mount_root(dirfd, name)) {  // a mount point: never entered
         all_gone = false;
         continue;
       }
@@ -168,12 +175,32 @@ void command_rule(RuleReport& r, const std::vector<std::vector<std::string>>& co
   }
 }
 
+// A program the agent may run as root: it and every folder above it owned by root and
+// writable by nobody else. A conda that a user installed (and could replace) is not run:
+// that would hand the user root.
+bool trusted_by_root(const std::string& path) {
+  std::string p = path;
+  for (;;) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) return false;
+    if (S_ISLNK(st.st_mode)) {
+      char target[4096];
+      if (::realpath(p.c_str(), target) == nullptr) return false;
+      return trusted_by_root(target);
+    }
+    if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))) return false;
+    if (p == "/") return true;
+    auto slash = p.find_last_of('/');
+    p = slash == 0 ? "/" : p.substr(0, slash);
+  }
+}
+
 std::string find_program(const ReclaimContext& ctx, const std::string& name, std::vector<std::string> extra = {}) {
   std::vector<std::string> dirs{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"};
   dirs.insert(dirs.begin(), extra.begin(), extra.end());
   for (const auto& d : dirs) {
     std::string p = d + "/" + name;
-    if (ctx.executable ? ctx.executable(p) : ::access(p.c_str(), X_OK) == 0) return p;
+    if (ctx.executable ? ctx.executable(p) : (::access(p.c_str(), X_OK) == 0 && trusted_by_root(p))) return p;
   }
   return {};
 }
@@ -240,9 +267,8 @@ Result<RuleReport> run_rule(const std::string& rule, const ReclaimConfig& c, boo
     if (!conda.empty()) {
       // conda knows which extracted packages no environment uses: its own clean.
       std::vector<std::string> argv{conda, "clean", "--all", "--yes"};
-      if (dry_run) argv.push_back("--dry-run");
       r.commands.push_back(join(argv));
-      if (ctx.run_command) {
+      if (ctx.run_command && !dry_run) {  // a dry run runs nothing
         auto out = ctx.run_command(argv);
         if (!out || out->first != 0) ++r.errors, r.note = out ? fmt::format("conda exited {}", out->first) : out.error().message;
       }

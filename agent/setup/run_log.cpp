@@ -90,10 +90,14 @@ void RunLog::write_file(std::string_view bytes) {
     ssize_t n = ::write(fd_, bytes.data(), bytes.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      // ENOSPC and friends: the file stays as far as it got, the run goes on.
+      // ENOSPC and friends: the file stays as far as it got, nothing more is written to
+      // it (the layout then says so), and the run goes on.
       if (!error_) error_ = fmt::format("writing {}: {}", file_.string(), std::strerror(errno));
+      ::close(fd_);
+      fd_ = -1;
       return;
     }
+    in_file_ += static_cast<std::uint64_t>(n);
     bytes.remove_prefix(static_cast<std::size_t>(n));
   }
 }
@@ -210,6 +214,12 @@ LogLayout RunLog::finish() {
     l.tail = ring_size_;
   }
   if (fd_ >= 0) ::close(fd_), fd_ = -1;
+  if (in_file_ < l.head + l.marker + l.tail) {
+    // A write failed: only the head that reached the file is readable.
+    l.head = std::min<std::uint64_t>(l.head, in_file_);
+    l.marker = 0;
+    l.tail = 0;
+  }
   ring_.clear();
   ring_.shrink_to_fit();
   ring_size_ = 0;

@@ -82,6 +82,7 @@ class RunLog {
   LineSink to_journal_;
   std::uint64_t produced_ = 0;
   std::uint64_t head_written_ = 0;
+  std::uint64_t in_file_ = 0;  // bytes that really reached the file
   std::vector<char> ring_;  // the last tail_cap_ bytes after the head, circular
   std::size_t ring_start_ = 0;
   std::size_t ring_size_ = 0;

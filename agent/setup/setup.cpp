@@ -122,7 +122,10 @@ asio::awaitable<void> Setup::run() {
   for (;;) {
     co_await sequence();
     if (!reruns_.empty()) continue;
-    if (dirty_) persist();
+    if (dirty_) {
+      persist();
+      if (!dirty_) continue;  // recorded again: what waited for it runs now
+    }
     wake_.expires_at(dirty_ ? api_.clock.now() + 10s : asio::steady_timer::time_point::max());
     boost::system::error_code ec;
     co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -149,6 +152,11 @@ asio::awaitable<void> Setup::sequence() {
     phase_ = "failed";
     publish();
     co_return;
+  }
+  if (dirty_) {
+    phase_ = "waiting: the setup state cannot be written";
+    publish();
+    co_return;  // run() retries the write every 10 s and comes back
   }
   for (Gate* g : prerequisites_) {
     if (g->is_open()) continue;
@@ -185,6 +193,11 @@ asio::awaitable<void> Setup::sequence() {
       break;
     }
     if (next) {
+      if (dirty_) {
+        phase_ = "waiting: the setup state cannot be written";
+        publish();
+        co_return;  // run() retries the write every 10 s and comes back
+      }
       phase_ = "setting_up";
       co_await run_script(*next);
       continue;
@@ -305,6 +318,9 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   if (auto r = api_.fs.create_directories(dir, 0750); !r) log_->warn("{}", r.error().message);
   fs::path file = dir / fmt::format("{}-{}.log", compact_time(started_wall), run.run_id.substr(0, 8));
   run.log = file.string();
+  const std::optional<ScriptRecord> before = records_.scripts.contains(name)
+                                                  ? std::optional<ScriptRecord>(records_.scripts[name])
+                                                  : std::nullopt;
   {
     ScriptRecord& rec = records_.scripts[name];
     rec.state = ScriptState::running;
@@ -312,7 +328,16 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
     rec.last = run;
   }
   // On disk before the process exists: a crash from here on is seen as an interrupted run.
+  // If it cannot be written (disk full), the script does not start: a run that no record
+  // knows of could run a create script twice. The loop retries.
   persist();
+  if (dirty_) {
+    if (before)
+      records_.scripts[name] = *before;
+    else
+      records_.scripts.erase(name);
+    co_return;
+  }
   std::string who = name;
   live_ = std::make_unique<Live>(ex_, name, run.run_id, file, config_,
                                  [this, who](std::string_view line) { log_->info("[{}] {}", who, line); });
@@ -327,8 +352,17 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   try {
     const std::string user_name = script.user;
     const std::string what = "looking up user " + user_name;
-    auto lookup = [user_name] { return lookup_user(user_name); };
-    auto user = co_await api_.pool.run(what, kLookupTimeout, lookup);
+    // NSS and the home folder's stat may block (LDAP, a hung mount): both off the loop.
+    auto lookup = [user_name]() -> Result<std::pair<UserIdentity, bool>> {
+      auto u = lookup_user(user_name);
+      if (!u) return u.error();
+      struct stat st {};
+      bool home_exists = ::stat(u->home.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+      return std::make_pair(std::move(*u), home_exists);
+    };
+    auto found = co_await api_.pool.run(what, kLookupTimeout, lookup);
+    Result<UserIdentity> user = found ? Result<UserIdentity>(found->first) : Result<UserIdentity>(found.error());
+    const bool home_exists = found && found->second;
     std::optional<SpawnSpec> spec;
     int memfd = -1;
     if (!user) {
@@ -337,9 +371,7 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
       spec.emplace();
       spec->argv = *command_line(script);
       spec->env = environment(script, *user, run.run_id);
-      spec->cwd = script.working_directory.empty() ? user->home : script.working_directory;
-      struct stat st {};
-      if (script.working_directory.empty() && (::stat(spec->cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) spec->cwd = "/";
+      spec->cwd = !script.working_directory.empty() ? script.working_directory : home_exists ? user->home : "/";
       if (user->uid != ::geteuid()) spec->user = *user;
       if (!script.content.empty()) {
         memfd = ::memfd_create(("instanced-setup-" + name).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -376,12 +408,14 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
       run.signal = status.signal;
       // What the script left behind: daemons it started, in or out of its process group.
       if (timed_out || script.leftover_processes == Leftovers::kill) {
+        // By the marker: the group id is not signalled once its leader has been reaped,
+        // since it may belong to someone else by then.
         auto killed = co_await kill_marked(run.run_id, true);
-        proc->signal_group(SIGKILL);  // a group member that cleared its environment
         run.leftovers.assign(killed.begin(), killed.end());
         if (!killed.empty()) log_->info("script {}: killed {} leftover processes", name, killed.size());
       } else {
-        auto find = [this, m = "INSTANCED_RUN_ID=" + run.run_id] { return runner_.find_marked(m); };
+        ProcessRunner& runner = runner_;
+        auto find = [&runner, m = "INSTANCED_RUN_ID=" + run.run_id] { return runner.find_marked(m); };
         const std::string what = "finding leftovers of " + name;
         auto left = co_await api_.pool.run(what, kLookupTimeout, find);
         if (left && !left->empty()) {
@@ -400,11 +434,24 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
     }
   } catch (const boost::system::system_error& e) {
     if (!is_cancelled(e)) throw;
-    // The agent is stopping: the script is told to stop too. Its record stays "running",
-    // so the next start applies the `interrupted` policy and kills what is left of it.
+    // The agent is stopping. A script that has already ended keeps its outcome; one still
+    // running is told to stop and its record stays "running", so the next start applies
+    // the `interrupted` policy and kills what is left of it.
     if (proc && !proc->exit_status()) proc->signal_group(SIGTERM);
-    live_->log.finish();
+    run.layout = live_->log.finish();
     live_.reset();
+    if (proc && proc->exit_status()) {
+      auto st = *proc->exit_status();
+      run.exit_code = st.signal ? std::nullopt : std::optional<int>(st.code);
+      run.signal = st.signal;
+      run.ended = iso8601(api_.clock.wall_now());
+      run.duration_seconds = std::chrono::duration<double>(api_.clock.now() - started).count();
+      if (!st.success()) run.reason = st.describe();
+      ScriptRecord& rec = records_.scripts[name];
+      rec.state = st.success() ? ScriptState::succeeded : ScriptState::failed;
+      rec.last = run;
+      persist();
+    }
     throw;
   }
 
@@ -451,6 +498,17 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   publish();
 }
 
+// Sends `sig` to every process carrying the run's marker (no waiting).
+asio::awaitable<void> Setup::signal_marked(std::string run_id, int sig) {
+  const std::string marker = "INSTANCED_RUN_ID=" + run_id;
+  const std::string what = "finding the processes of run " + run_id;
+  ProcessRunner& runner = runner_;
+  auto find = [&runner, marker] { return runner.find_marked(marker); };
+  auto found = co_await api_.pool.run(what, kLookupTimeout, find);
+  if (found)
+    for (pid_t p : *found) runner_.signal(p, sig);
+}
+
 asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& script, bool& timed_out) {
   std::optional<ExitStatus> status;
   {
@@ -460,20 +518,39 @@ asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& scr
     auto r = co_await std::move(first);
     if (r.index() == 0) status = std::get<0>(r);
   }
+  // Ended right at the deadline: reaped meanwhile, not timed out, and its group id is
+  // not signalled any more.
+  if (!status && p.exit_status()) status = p.exit_status();
   if (!status) {
     timed_out = true;
-    log_->warn("script {} timed out after {}: SIGTERM to its process group", script.name, format_duration(script.timeout));
+    const std::string run_id = live_->run_id;
+    log_->warn("script {} timed out after {}: SIGTERM to its process group and every process of the run",
+               script.name, format_duration(script.timeout));
     p.signal_group(SIGTERM);
-    auto exit = p.wait();
-    auto grace = api_.clock.sleep_for(config_.kill_grace);
-    auto second = std::move(exit) || std::move(grace);
-    auto r = co_await std::move(second);
-    if (r.index() == 0) {
-      status = std::get<0>(r);
-    } else {
+    co_await signal_marked(run_id, SIGTERM);
+    {
+      auto exit = p.wait();
+      auto grace = api_.clock.sleep_for(config_.kill_grace);
+      auto second = std::move(exit) || std::move(grace);
+      auto r = co_await std::move(second);
+      if (r.index() == 0) status = std::get<0>(r);
+    }
+    if (!status && p.exit_status()) status = p.exit_status();
+    if (!status) {
       log_->warn("script {} still running {} after SIGTERM: SIGKILL", script.name, format_duration(config_.kill_grace));
       p.signal_group(SIGKILL);
-      status = co_await p.wait();
+      co_await signal_marked(run_id, SIGKILL);
+      // Bounded: a process stuck in the kernel (D state) does not die even of SIGKILL.
+      auto exit = p.wait();
+      auto grace = api_.clock.sleep_for(config_.kill_grace);
+      auto third = std::move(exit) || std::move(grace);
+      auto r = co_await std::move(third);
+      if (r.index() == 0) {
+        status = std::get<0>(r);
+      } else {
+        log_->error("script {} did not end even after SIGKILL (stuck in the kernel?); given up", script.name);
+        status = ExitStatus{-1, SIGKILL};
+      }
     }
   }
   // The script has ended; its output ends when the last holder of the pipe closes it. A
@@ -541,6 +618,31 @@ asio::awaitable<std::optional<ScriptRecord>> Setup::wait_for_run(std::string tic
     auto cs = co_await asio::this_coro::cancellation_state;
     if (cs.cancelled() != asio::cancellation_type::none) co_return std::nullopt;
   }
+}
+
+asio::awaitable<void> Setup::until_no_run() {
+  while (live_) {
+    boost::system::error_code ec;
+    co_await runs_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+  }
+}
+
+asio::awaitable<Result<std::string>> Setup::drain(std::string action) {
+  if (!live_) co_return std::string("no setup script running");
+  const std::string name = live_->name;
+  const auto t0 = api_.clock.now();
+  auto ended = until_no_run();
+  auto limit = api_.clock.sleep_for(config_.stop_wait);
+  auto either = std::move(ended) || std::move(limit);
+  auto r = co_await std::move(either);
+  if (r.index() == 0)
+    co_return fmt::format("waited {:.1f}s for setup script {} to end",
+                          std::chrono::duration<double>(api_.clock.now() - t0).count(), name);
+  co_return Error{fmt::format("{} refused: setup script {} is still running after {}; ask again when it has ended "
+                              "('instancectl setup' shows it)",
+                              action, name, format_duration(config_.stop_wait))};
 }
 
 // ---- views -----------------------------------------------------------------------------

@@ -55,6 +55,10 @@ class Setup final : public Subsystem {
   // agent is stopping.
   boost::asio::awaitable<std::optional<ScriptRecord>> wait_for_run(std::string ticket);
 
+  // The drain before the VM stops or restarts: a running script is given up to
+  // setup.stop_wait to end; still running then, the stop is refused with its name.
+  boost::asio::awaitable<Result<std::string>> drain(std::string action);
+
   boost::json::object status_json() const;
   void add_routes(status::Router& router);
 
@@ -65,6 +69,8 @@ class Setup final : public Subsystem {
   boost::asio::awaitable<void> sequence();
   boost::asio::awaitable<void> run_script(const ScriptConfig& script);
   boost::asio::awaitable<ExitStatus> supervise(Process& p, const ScriptConfig& script, bool& timed_out);
+  boost::asio::awaitable<void> signal_marked(std::string run_id, int sig);
+  boost::asio::awaitable<void> until_no_run();
   boost::asio::awaitable<void> recover_interrupted();
   boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string run_id, bool term_first);
   Decision decide(const ScriptConfig& script) const;

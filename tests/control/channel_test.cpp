@@ -453,3 +453,30 @@ TEST_CASE("rerun_setup from the control plane: the result carries the run's outc
   CHECK(r.at("rr-3").at("result").at("state") == "succeeded");
   CHECK(r.at("rr-3").at("result").at("run").at("exit_code") == 0);
 }
+
+TEST_CASE("prepare_stop drains: a running setup script is waited for, and refuses the stop while it runs on",
+          "[control][channel][setup]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent",
+                                       "setup:\n  log_dir: {dir}/logs\n  stop_wait: 500ms\n  scripts:\n"
+                                       "    - name: slow\n      content: |\n"
+                                       "        while [ ! -e {dir}/finish ]; do sleep 0.1; done\n"));
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
+  cp.command("ws-test", R"({"id":"s-1","name":"prepare_stop"})");
+  REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("results").as_object().contains("s-1"); }));
+  auto refused = cp.instances().at("ws-test").at("results").at("s-1");
+  CHECK(refused.at("status") == "refused");
+  CHECK_THAT(std::string(refused.at("error").as_string()),
+             Catch::Contains("setup: prepare_stop refused: setup script slow is still running after 500ms"));
+  // The script ends while the next prepare_stop waits for it.
+  cp.command("ws-test", R"({"id":"s-2","name":"prepare_stop"})");
+  std::this_thread::sleep_for(100ms);
+  std::ofstream(dir / "finish").put('\n');
+  REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("results").as_object().contains("s-2"); }));
+  auto ok = cp.instances().at("ws-test").at("results").at("s-2");
+  CHECK(ok.at("status") == "ok");
+  CHECK_THAT(std::string(ok.at("result").at("drained").at("setup").as_string()), Catch::StartsWith("waited"));
+}

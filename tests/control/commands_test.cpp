@@ -83,18 +83,64 @@ TEST_CASE("unknown, late and malformed commands get their status", "[control][co
   CHECK(ran);
 }
 
-TEST_CASE("prepare_stop asks every veto, and the first reason refuses", "[control][commands]") {
+TEST_CASE("prepare_stop asks every veto, and the first reason refuses, then runs every drain", "[control][commands]") {
   testing::FakeClock clock;
   RealFilesystem fs;
   testing::TempDir dir;
   CommandRegistry reg(clock, fs, dir / "commands.json");
-  CHECK(reg.prepare("prepare_stop").status == Status::ok);
+  asio::io_context ioc;
+  auto prepare = [&](std::string action) {
+    std::optional<CommandResult> out;
+    auto task = [&]() -> asio::awaitable<void> { out = co_await reg.prepare(action); };
+    asio::co_spawn(ioc, task(), asio::detached);
+    ioc.restart();
+    ioc.run();
+    REQUIRE(out);
+    return *out;
+  };
+  CHECK(prepare("prepare_stop").status == Status::ok);
+  std::vector<std::string> drained;
+  reg.add_drain("jobs", [&](std::string action) -> asio::awaitable<Result<std::string>> {
+    drained.push_back("jobs " + action);
+    co_return std::string("2 jobs finished");
+  });
+  reg.add_drain("mounts", [&](std::string action) -> asio::awaitable<Result<std::string>> {
+    drained.push_back("mounts " + action);
+    co_return std::string("synced and unmounted");
+  });
+  auto ok = prepare("prepare_restart");
+  CHECK(ok.status == Status::ok);
+  CHECK(drained == std::vector<std::string>{"jobs prepare_restart", "mounts prepare_restart"});
+  CHECK(ok.result.at("drained").at("mounts") == "synced and unmounted");
+
   reg.add_veto("jobs", [](std::string_view) -> std::optional<std::string> { return std::nullopt; });
   reg.add_veto("disk", [](std::string_view action) -> std::optional<std::string> {
     return std::string(action) + " refused: free 1.2 GiB more on /";
   });
-  auto r = reg.prepare("prepare_stop");
+  drained.clear();
+  auto r = prepare("prepare_stop");
   CHECK(r.status == Status::refused);
   CHECK(r.error == "disk: prepare_stop refused: free 1.2 GiB more on /");
   CHECK(r.result.at("subsystem") == "disk");
+  CHECK(drained.empty());  // a veto refuses before anything is drained
+}
+
+TEST_CASE("a drain that cannot finish refuses the stop, after the drains before it", "[control][commands]") {
+  testing::FakeClock clock;
+  RealFilesystem fs;
+  testing::TempDir dir;
+  CommandRegistry reg(clock, fs, dir / "commands.json");
+  reg.add_drain("jobs", [](std::string) -> asio::awaitable<Result<std::string>> { co_return std::string("none running"); });
+  reg.add_drain("setup", [](std::string action) -> asio::awaitable<Result<std::string>> {
+    co_return Error{action + " refused: setup script conda is still running"};
+  });
+  asio::io_context ioc;
+  std::optional<CommandResult> out;
+  auto task = [&]() -> asio::awaitable<void> { out = co_await reg.prepare("prepare_stop"); };
+  asio::co_spawn(ioc, task(), asio::detached);
+  ioc.run();
+  REQUIRE(out);
+  CHECK(out->status == Status::refused);
+  CHECK(out->error == "setup: prepare_stop refused: setup script conda is still running");
+  CHECK(out->result.at("drained").at("jobs") == "none running");
 }

@@ -266,7 +266,7 @@ TEST_CASE("instancectl disk reclaim: a dry run reports, a run deletes and writes
   CHECK_THAT(ctl(agent, "disk reclaim bogus").output, Catch::Contains("no reclaim rule 'bogus'"));
 }
 
-TEST_CASE("with its state folder full the agent keeps serving, and writes its state once there is room",
+TEST_CASE("with its state folder full the agent keeps serving, and runs the create script once there is room",
           "[disk][guardian][agent]") {
   TempDir dir;
   Tmpfs state(dir, "state", "size=1m");
@@ -294,17 +294,24 @@ setup:
   REQUIRE(state.avail() == 0);
   REQUIRE(agent.start_and_wait_ready());
   REQUIRE(wait_state(agent, "recovery_required"));
-  // The script ran; its record could not be written, which is reported and retried.
-  for (int i = 0; i < 100 && !std::filesystem::exists(dir / "ran"); ++i) std::this_thread::sleep_for(50ms);
-  CHECK(std::filesystem::exists(dir / "ran"));
+  // The create script does not start while its "running" record cannot be written: a
+  // run no record knows of could be run twice. The agent keeps serving meanwhile.
+  std::this_thread::sleep_for(500ms);
+  CHECK_FALSE(std::filesystem::exists(dir / "ran"));
   auto status = agent.curl("http://localhost/v1/status");
   CHECK(status.exit_code == 0);
+  auto setup = json::parse(agent.curl("http://localhost/v1/setup").output);
+  CHECK(setup.at("phase") == "waiting: the setup state cannot be written");
   CHECK_FALSE(std::filesystem::exists(state.path() / "setup" / "state.json"));
   CHECK_THAT(agent.log(), Catch::Contains("cannot record the setup state, retrying every 10s"));
-  // Room again: the record is written whole at the next retry.
+  // Room again: at the next retry the record is written, the script runs, once.
   std::filesystem::remove(state.path() / "filler");
-  for (int i = 0; i < 150 && !std::filesystem::exists(state.path() / "setup" / "state.json"); ++i)
-    std::this_thread::sleep_for(100ms);
+  auto succeeded = [&] {
+    auto v = json::parse(agent.curl("http://localhost/v1/setup").output);
+    return v.at("phase") == "done";
+  };
+  for (int i = 0; i < 150 && !succeeded(); ++i) std::this_thread::sleep_for(100ms);
+  REQUIRE(succeeded());
   REQUIRE(std::filesystem::exists(state.path() / "setup" / "state.json"));
   std::ifstream in(state.path() / "setup" / "state.json");
   std::stringstream ss;
