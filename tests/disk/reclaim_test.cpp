@@ -1,6 +1,7 @@
 // Reclaim rules against prepared trees: what they delete, what they must not touch.
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <thread>
 
@@ -74,6 +75,14 @@ TEST_CASE("tmp: only what is old by every clock, sockets and FIFOs stay", "[disk
   put(tmp / "mixed-dir/old", 4096);
   put(tmp / "chmodded", 10);
   REQUIRE(::mkfifo((tmp / "old-fifo").c_str(), 0644) == 0);
+  // A bind mount of a folder from the same file system: same st_dev, still never entered.
+  put(dir / "elsewhere/precious", 100);
+  fs::create_directories(tmp / "bound");
+  REQUIRE(::mount((dir / "elsewhere").c_str(), (tmp / "bound").c_str(), nullptr, MS_BIND, nullptr) == 0);
+  struct Unbind {
+    fs::path p;
+    ~Unbind() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unbind{tmp / "bound"};
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   put(tmp / "new-file", 4096);
   put(tmp / "mixed-dir/new", 4096);
@@ -93,6 +102,7 @@ TEST_CASE("tmp: only what is old by every clock, sockets and FIFOs stay", "[disk
   CHECK(fs::exists(tmp / "new-file"));
   CHECK(fs::exists(tmp / "old-fifo"));
   CHECK(fs::exists(tmp / "chmodded"));
+  CHECK(fs::exists(dir / "elsewhere/precious"));
 }
 
 TEST_CASE("apt archives, core dumps, blob cache, conda tarballs: their files only", "[disk][reclaim]") {
