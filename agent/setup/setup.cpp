@@ -509,18 +509,18 @@ asio::awaitable<void> Setup::signal_marked(std::string run_id, int sig) {
     for (pid_t p : *found) runner_.signal(p, sig);
 }
 
+// The exit status if the process ends within `d` (or ended meanwhile), else nothing.
+asio::awaitable<std::optional<ExitStatus>> Setup::exit_within(Process& p, Clock::steady_time::duration d) {
+  auto exit = p.wait();
+  auto limit = api_.clock.sleep_for(d);
+  auto either = std::move(exit) || std::move(limit);
+  auto r = co_await std::move(either);
+  if (r.index() == 0) co_return std::get<0>(r);
+  co_return p.exit_status();  // reaped right at the deadline: ended, not timed out
+}
+
 asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& script, bool& timed_out) {
-  std::optional<ExitStatus> status;
-  {
-    auto exit = p.wait();
-    auto limit = api_.clock.sleep_until(api_.clock.now() + script.timeout);
-    auto first = std::move(exit) || std::move(limit);
-    auto r = co_await std::move(first);
-    if (r.index() == 0) status = std::get<0>(r);
-  }
-  // Ended right at the deadline: reaped meanwhile, not timed out, and its group id is
-  // not signalled any more.
-  if (!status && p.exit_status()) status = p.exit_status();
+  std::optional<ExitStatus> status = co_await exit_within(p, script.timeout);
   if (!status) {
     timed_out = true;
     const std::string run_id = live_->run_id;
@@ -528,26 +528,14 @@ asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& scr
                script.name, format_duration(script.timeout));
     p.signal_group(SIGTERM);
     co_await signal_marked(run_id, SIGTERM);
-    {
-      auto exit = p.wait();
-      auto grace = api_.clock.sleep_for(config_.kill_grace);
-      auto second = std::move(exit) || std::move(grace);
-      auto r = co_await std::move(second);
-      if (r.index() == 0) status = std::get<0>(r);
-    }
-    if (!status && p.exit_status()) status = p.exit_status();
+    status = co_await exit_within(p, config_.kill_grace);
     if (!status) {
       log_->warn("script {} still running {} after SIGTERM: SIGKILL", script.name, format_duration(config_.kill_grace));
       p.signal_group(SIGKILL);
       co_await signal_marked(run_id, SIGKILL);
       // Bounded: a process stuck in the kernel (D state) does not die even of SIGKILL.
-      auto exit = p.wait();
-      auto grace = api_.clock.sleep_for(config_.kill_grace);
-      auto third = std::move(exit) || std::move(grace);
-      auto r = co_await std::move(third);
-      if (r.index() == 0) {
-        status = std::get<0>(r);
-      } else {
+      status = co_await exit_within(p, config_.kill_grace);
+      if (!status) {
         log_->error("script {} did not end even after SIGKILL (stuck in the kernel?); given up", script.name);
         status = ExitStatus{-1, SIGKILL};
       }
