@@ -351,13 +351,19 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   std::unique_ptr<Process> proc;
   try {
     const std::string user_name = script.user;
-    const std::string what = "looking up user " + user_name;
-    // NSS and the home folder's stat may block (LDAP, a hung mount): both off the loop.
-    auto lookup = [user_name]() -> Result<std::pair<UserIdentity, bool>> {
+    const std::string what = fmt::format("looking up user {} and the script's folders", user_name);
+    // NSS and stat may block (LDAP, a hung network or FUSE mount): off the loop, bounded.
+    // The working folder and the script are touched here first, so that a hung mount
+    // fails the run with a timeout instead of stalling the loop while the child chdirs or
+    // execs between fork and exec.
+    const std::string workdir = script.working_directory, program = script.path;
+    auto lookup = [user_name, workdir, program]() -> Result<std::pair<UserIdentity, bool>> {
       auto u = lookup_user(user_name);
       if (!u) return u.error();
       struct stat st {};
       bool home_exists = ::stat(u->home.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+      if (!workdir.empty()) (void)::stat(workdir.c_str(), &st);
+      if (!program.empty()) (void)::stat(program.c_str(), &st);
       return std::make_pair(std::move(*u), home_exists);
     };
     auto found = co_await api_.pool.run(what, kLookupTimeout, lookup);
