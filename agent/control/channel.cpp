@@ -181,6 +181,57 @@ void ControlChannel::enqueue(Outbox::Kind kind, const std::string& type, json::o
   wake();
 }
 
+namespace {
+// A JSON string of internal text (subsystem names, states, ids): quotes, backslashes and
+// control characters escaped, the rest as is.
+void append_json_string(std::string& out, std::string_view v) {
+  out.push_back('"');
+  for (char c : v) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+}  // namespace
+
+// The heartbeat frame, written straight into a buffer kept between heartbeats: the same
+// JSON as encode(make("heartbeat", heartbeat_body())) without building a tree (a
+// heartbeat is the agent's most frequent message).
+const std::string& ControlChannel::heartbeat_text(const std::string& id) {
+  std::string& out = heartbeat_buffer_;
+  out.clear();
+  out += "{\"v\":1,\"type\":\"heartbeat\",\"id\":";
+  append_json_string(out, id);
+  out += ",\"ts\":";
+  append_json_string(out, iso8601(api_.clock.wall_now()));
+  out += ",\"body\":{\"state\":";
+  append_json_string(out, to_string(api_.state.overall()));
+  out += ",\"phase\":";
+  append_json_string(out, info_.phase);
+  out += ",\"subsystems\":{";
+  bool first = true;
+  for (const auto& [name, st] : api_.state.subsystems()) {
+    if (!first) out.push_back(',');
+    first = false;
+    append_json_string(out, name);
+    out.push_back(':');
+    append_json_string(out, to_string(st.health));
+  }
+  out += "},\"uptime_s\":";
+  fmt::format_to(std::back_inserter(out), "{}",
+                 std::chrono::duration_cast<std::chrono::seconds>(api_.clock.now() - info_.started).count());
+  out += ",\"config\":";
+  append_json_string(out, std::string_view(info_.config_hash).substr(0, 12));
+  out += "}}";
+  return out;
+}
+
 json::object ControlChannel::heartbeat_body() const {
   json::object b;
   b["state"] = std::string(to_string(api_.state.overall()));
@@ -397,9 +448,11 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
         if (auto* hb = m->body.if_contains("heartbeat"); hb && hb->is_string() && hb->as_string() == heartbeat_id_) {
           heartbeat_rtt_ = api_.clock.now() - heartbeat_sent_;
           heartbeat_id_.clear();
-          api_.state.metrics().set_gauge("instanced_control_heartbeat_rtt_seconds",
-                                         "Round trip of the last acknowledged heartbeat.", {},
-                                         std::chrono::duration<double>(*heartbeat_rtt_).count());
+          if (!heartbeat_rtt_seconds_)
+            heartbeat_rtt_seconds_ = &api_.state.metrics().sample("instanced_control_heartbeat_rtt_seconds",
+                                                                  "Round trip of the last acknowledged heartbeat.",
+                                                                  Metrics::Type::gauge);
+          *heartbeat_rtt_seconds_ = std::chrono::duration<double>(*heartbeat_rtt_).count();
         }
         auto* seq = m->body.if_contains("seq");
         if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
@@ -445,12 +498,14 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
         ++sent;
       }
       if (api_.clock.now() >= next_heartbeat) {
-        Message beat = make("heartbeat", heartbeat_body());
-        heartbeat_id_ = beat.id;
+        heartbeat_id_ = new_id();
         heartbeat_sent_ = api_.clock.now();
-        std::string hb = encode(beat);
+        const std::string& hb = heartbeat_text(heartbeat_id_);
         co_await ws.async_write(asio::buffer(hb), asio::use_awaitable);
-        api_.state.metrics().add_counter("instanced_control_heartbeats_total", "Heartbeats sent.", {});
+        if (!heartbeats_total_)
+          heartbeats_total_ = &api_.state.metrics().sample("instanced_control_heartbeats_total", "Heartbeats sent.",
+                                                            Metrics::Type::counter);
+        *heartbeats_total_ += 1;
         next_heartbeat = api_.clock.now() + config_.heartbeat_interval;
       }
       // Refresh the outbox figures in /v1/status only when something was sent.

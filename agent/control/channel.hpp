@@ -50,6 +50,8 @@ class ControlChannel final : public Subsystem {
 
   // The compact heartbeat body (also used by tests and the fleet benchmark).
   boost::json::object heartbeat_body() const;
+  // The whole heartbeat frame with this id, the same JSON as the body in the envelope.
+  const std::string& heartbeat_text(const std::string& id);
   // Round trip of the last heartbeat the control plane acknowledged, if it does.
   std::optional<Clock::steady_time::duration> heartbeat_rtt() const { return heartbeat_rtt_; }
 
@@ -79,6 +81,9 @@ class ControlChannel final : public Subsystem {
   std::uint64_t connects_ = 0;
   Clock::wall_time connected_at_{};
   std::string heartbeat_id_;  // the heartbeat awaiting its ack
+  std::string heartbeat_buffer_;
+  double* heartbeats_total_ = nullptr;      // metric samples updated per heartbeat
+  double* heartbeat_rtt_seconds_ = nullptr;
   Clock::steady_time heartbeat_sent_{};
   std::optional<Clock::steady_time::duration> heartbeat_rtt_;
 };

@@ -114,3 +114,34 @@ TEST_CASE("a ten-minute outage under a simulated clock: buffered events arrive a
   // Simulated time really passed: the outage lasted over ten minutes of the channel's clock.
   CHECK(clock.now() - outage_start >= std::chrono::minutes(10));
 }
+
+TEST_CASE("the heartbeat frame written directly is the envelope of heartbeat_body()", "[control][channel]") {
+  asio::io_context ioc;
+  FakeClock clock;
+  RealFilesystem fs;
+  FakeNotifier notifier;
+  BlockingPool pool(1);
+  Logging logging(LogTarget::stderr_lines, LogLevel::error);
+  StateRegistry state(clock);
+  state.publish("disk", Health::degraded, "/ is low");
+  state.publish("we\"ird\\name", Health::ok, "escaping");
+  Api api{clock, fs, notifier, pool, state, logging};
+  Config config;
+  TempDir dir;
+  config.state_dir = dir.path().string();
+  control::CommandRegistry commands(clock, fs, dir / "commands.json");
+  status::AgentInfo info;
+  info.phase = "running";
+  info.started = clock.now();
+  info.config_hash = std::string(64, 'f');
+  control::ControlChannel channel(ioc.get_executor(), api, config, commands, info);
+  clock.advance(std::chrono::seconds(42));
+  auto m = control::decode(channel.heartbeat_text("hb-1"), control::Limits{});
+  REQUIRE(m.ok());
+  CHECK(m->type == "heartbeat");
+  CHECK(m->id == "hb-1");
+  CHECK(m->ts == iso8601(clock.wall_now()));
+  CHECK(m->body == channel.heartbeat_body());
+  CHECK(m->body.at("uptime_s") == 42);
+  CHECK(m->body.at("subsystems").at("we\"ird\\name") == "ok");
+}
