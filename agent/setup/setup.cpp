@@ -255,13 +255,19 @@ std::vector<std::string> Setup::environment(const ScriptConfig& s, const UserIde
   return out;
 }
 
-asio::awaitable<std::vector<pid_t>> Setup::kill_marked(std::string run_id, bool term_first) {
+// The processes carrying the run's INSTANCED_RUN_ID marker, found on the pool (/proc reads
+// can block on a process stuck in the kernel).
+asio::awaitable<Result<std::vector<pid_t>>> Setup::marked(std::string run_id) {
   // (GCC 12: no temporaries with destructors inside a co_await expression; named locals.)
   const std::string marker = "INSTANCED_RUN_ID=" + run_id;
   const std::string what = "finding the processes of run " + run_id;
   ProcessRunner& runner = runner_;
   auto find = [&runner, marker] { return runner.find_marked(marker); };
-  auto found = co_await api_.pool.run(what, kLookupTimeout, find);
+  co_return co_await api_.pool.run(what, kLookupTimeout, find);
+}
+
+asio::awaitable<std::vector<pid_t>> Setup::kill_marked(std::string run_id, bool term_first) {
+  auto found = co_await marked(run_id);
   if (!found) {
     log_->warn("{}", found.error().message);
     co_return std::vector<pid_t>{};
@@ -272,7 +278,7 @@ asio::awaitable<std::vector<pid_t>> Setup::kill_marked(std::string run_id, bool 
   if (term_first) {
     auto deadline = api_.clock.now() + config_.kill_grace;
     for (;;) {
-      auto left = co_await api_.pool.run(what, kLookupTimeout, find);
+      auto left = co_await marked(run_id);
       if (!left || left->empty()) break;
       if (api_.clock.now() >= deadline) {
         for (pid_t p : *left) runner_.signal(p, SIGKILL);
@@ -420,10 +426,7 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
         run.leftovers.assign(killed.begin(), killed.end());
         if (!killed.empty()) log_->info("script {}: killed {} leftover processes", name, killed.size());
       } else {
-        ProcessRunner& runner = runner_;
-        auto find = [&runner, m = "INSTANCED_RUN_ID=" + run.run_id] { return runner.find_marked(m); };
-        const std::string what = "finding leftovers of " + name;
-        auto left = co_await api_.pool.run(what, kLookupTimeout, find);
+        auto left = co_await marked(run.run_id);
         if (left && !left->empty()) {
           run.leftovers.assign(left->begin(), left->end());
           log_->info("script {}: left {} processes running (leftover_processes: keep)", name, left->size());
@@ -506,11 +509,7 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
 
 // Sends `sig` to every process carrying the run's marker (no waiting).
 asio::awaitable<void> Setup::signal_marked(std::string run_id, int sig) {
-  const std::string marker = "INSTANCED_RUN_ID=" + run_id;
-  const std::string what = "finding the processes of run " + run_id;
-  ProcessRunner& runner = runner_;
-  auto find = [&runner, marker] { return runner.find_marked(marker); };
-  auto found = co_await api_.pool.run(what, kLookupTimeout, find);
+  auto found = co_await marked(run_id);
   if (found)
     for (pid_t p : *found) runner_.signal(p, sig);
 }

@@ -73,6 +73,7 @@ class Setup final : public Subsystem {
   boost::asio::awaitable<std::optional<ExitStatus>> exit_within(Process& p, Clock::steady_time::duration d);
   boost::asio::awaitable<void> until_no_run();
   boost::asio::awaitable<void> recover_interrupted();
+  boost::asio::awaitable<Result<std::vector<pid_t>>> marked(std::string run_id);
   boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string run_id, bool term_first);
   Decision decide(const ScriptConfig& script) const;
   static Result<std::vector<std::string>> command_line(const ScriptConfig& script);
