@@ -11,6 +11,7 @@
 #include "agent/daemon/cli.hpp"
 #include "agent/daemon/daemon.hpp"
 #include "agent/disk/guardian.hpp"
+#include "agent/mounts/mounts.hpp"
 #include "agent/setup/setup.hpp"
 #include "agent/status/server.hpp"
 #include "agent/status/views.hpp"
@@ -72,6 +73,17 @@ void add_setup_commands(control::CommandRegistry& commands, setup::Setup& setup)
     json::object result{{"state", setup::to_string(record->state)}, {"run", setup::to_json(record->last)}};
     if (record->state == setup::ScriptState::succeeded) co_return CommandResult{Status::ok, std::move(result), {}};
     co_return CommandResult{Status::failed, std::move(result), record->last.reason};
+  });
+}
+
+// remount {name}: lazily unmounts the mount (if mounted) and mounts it again.
+void add_mount_commands(control::CommandRegistry& commands, mounts::Mounts& mounts) {
+  commands.add("remount", [&mounts](const json::object& args) -> boost::asio::awaitable<CommandResult> {
+    auto* name = args.if_contains("name");
+    if (!name || !name->is_string()) co_return CommandResult{Status::invalid, {}, "args.name: missing or not a string"};
+    auto r = mounts.remount(std::string(name->as_string()));
+    if (!r) co_return CommandResult{Status::invalid, {}, "args.name: " + r.error().message};
+    co_return CommandResult{Status::ok, {{"remount", "started"}}, {}};
   });
 }
 
@@ -149,11 +161,20 @@ int main(int argc, char** argv) {
   // Children (setup scripts, jobs, mount helpers) are started and reaped here; as the
   // child subreaper the agent also reaps the daemons that scripts leave behind.
   RealProcessRunner processes(ioc.get_executor());
+  // Storage mounts first: start scripts (and jobs) wait for the required ones.
+  mounts::RealMountOps mount_ops;
+  mounts::Mounts mounts(ioc.get_executor(), api, processes, mount_ops, running);
+  mounts.add_routes(router);
+  add_mount_commands(commands, mounts);
+
   setup::Setup setup(ioc.get_executor(), api, processes, running,
                      setup::Environment{info.instance, running.status.socket, {}});
   setup.add_routes(router);
+  setup.add_prerequisite(mounts.ready_gate());
   add_setup_commands(commands, setup);
   commands.add_drain("setup", [&setup](std::string action) { return setup.drain(std::move(action)); });
+  // After setup's drain (registration order): flush and unmount the shares.
+  commands.add_drain("mounts", [&mounts](std::string action) { return mounts.drain(std::move(action)); });
 
   // The 5 GB rule: stop, restart and reboot are refused while `/` is below it.
   disk::Guardian disk(ioc.get_executor(), api, processes, running);
@@ -163,6 +184,7 @@ int main(int argc, char** argv) {
   daemon.add(status_server);
   daemon.add(control);
   daemon.add(disk);
+  daemon.add(mounts);
   daemon.add(setup);
   return daemon.run();
 }

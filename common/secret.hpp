@@ -8,6 +8,8 @@
 #include <ostream>
 #include <string>
 
+#include "common/result.hpp"
+
 namespace instanced {
 
 class Secret {
@@ -22,6 +24,11 @@ class Secret {
  private:
   std::string value_;
 };
+
+// Reads a secret from the first line of a file (trailing blanks dropped). Refused unless it
+// is a regular file that only its owner may read (mode 0600 or 0400); errors start with
+// `what` ("control.token_file /etc/x: mode 0644 lets others read it; chmod 600 it").
+Result<Secret> read_secret_file(const std::string& path, std::string_view what);
 
 inline std::ostream& operator<<(std::ostream& os, const Secret&) { return os << Secret::kRedacted; }
 

@@ -106,21 +106,7 @@ Result<std::optional<Proxy>> proxy_for(const Endpoint& ep, const std::string& co
   return std::optional<Proxy>{p};
 }
 
-Result<Secret> read_token(const std::string& path) {
-  struct stat st{};
-  if (::stat(path.c_str(), &st) != 0)
-    return Error{fmt::format("control.token_file {}: {}", path, std::strerror(errno))};
-  if (!S_ISREG(st.st_mode)) return Error{fmt::format("control.token_file {}: not a regular file", path)};
-  if (st.st_mode & 077)
-    return Error{fmt::format("control.token_file {}: mode {:04o} lets others read it; chmod 600 it",
-                             path, st.st_mode & 07777)};
-  std::ifstream in(path);
-  std::string token;
-  std::getline(in, token);
-  while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) token.pop_back();
-  if (token.empty()) return Error{fmt::format("control.token_file {}: empty", path)};
-  return Secret(std::move(token));
-}
+Result<Secret> read_token(const std::string& path) { return read_secret_file(path, "control.token_file"); }
 
 ControlChannel::ControlChannel(asio::any_io_executor ex, Api& api, const Config& config, CommandRegistry& commands,
                                const status::AgentInfo& info)

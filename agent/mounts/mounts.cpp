@@ -1,0 +1,728 @@
+#include "agent/mounts/mounts.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+#include <csignal>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "common/secret.hpp"
+#include "common/text.hpp"
+
+namespace instanced::mounts {
+namespace asio = boost::asio;
+namespace json = boost::json;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::size_t kTailBytes = 4096;  // of a helper's output, for the failure reason
+
+void keep_tail(std::string& tail, std::string_view more) {
+  tail.append(more);
+  if (tail.size() > kTailBytes) tail.erase(0, tail.size() - kTailBytes);
+}
+
+// The last non-empty lines of a helper's output, escaped, for a reason shown to people.
+std::string last_lines(std::string_view out, std::size_t n = 2) {
+  std::vector<std::string_view> lines;
+  std::size_t pos = 0;
+  while (pos < out.size()) {
+    auto nl = out.find('\n', pos);
+    if (nl == std::string_view::npos) nl = out.size();
+    auto line = out.substr(pos, nl - pos);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+    if (!line.empty()) lines.push_back(line);
+    pos = nl + 1;
+  }
+  std::string joined;
+  for (std::size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) {
+    if (!joined.empty()) joined += " / ";
+    joined += lines[i];
+  }
+  return escape_for_log(joined.substr(0, 400));
+}
+
+bool stale_errno(int e) {
+  return e == ENOTCONN || e == EIO || e == ESTALE || e == ECONNABORTED || e == EHOSTDOWN || e == ENODEV ||
+         e == ECONNRESET;
+}
+
+bool up(MountState s) { return s == MountState::mounted || s == MountState::degraded; }
+
+// A helper that keeps running while mounted (a FUSE server): its output and its end.
+struct Helper {
+  std::unique_ptr<Process> proc;
+  std::string tail;
+  std::optional<ExitStatus> status;
+};
+
+asio::awaitable<void> watch_helper(std::shared_ptr<Helper> h, asio::steady_timer& wake) {
+  char buf[2048];
+  try {
+    for (;;) {
+      std::size_t n = co_await h->proc->read_output(std::span<char>(buf, sizeof buf));
+      if (n == 0) break;
+      keep_tail(h->tail, std::string_view(buf, n));
+    }
+  } catch (const boost::system::system_error&) {
+  }
+  h->status = co_await h->proc->wait();
+  wake.cancel();
+}
+
+}  // namespace
+
+std::string_view to_string(MountState s) {
+  switch (s) {
+    case MountState::pending: return "pending";
+    case MountState::mounting: return "mounting";
+    case MountState::mounted: return "mounted";
+    case MountState::degraded: return "degraded";
+    case MountState::stale: return "stale";
+    case MountState::hung: return "hung";
+    case MountState::unmounted: return "unmounted";
+    case MountState::failed: return "failed";
+    case MountState::unmounting: return "unmounting";
+    case MountState::drained: return "drained";
+  }
+  return "failed";
+}
+
+struct Mounts::Supervised {
+  Supervised(asio::any_io_executor ex, MountConfig c) : config(std::move(c)), wake(ex), ex_(ex) {
+    flight = std::make_unique<SingleFlight>(ex);
+  }
+  MountConfig config;
+  MountState state = MountState::pending;
+  Clock::wall_time since{};
+  Reason reason = Reason::none;
+  std::string error;           // the last problem, for people (no secrets: helpers' output is escaped)
+  std::optional<MountPlan> identity;  // driver, source and type of the last plan (its secrets dropped)
+  std::unique_ptr<SingleFlight> flight;   // probes, syncfs and unmount of this mount
+  std::vector<std::unique_ptr<SingleFlight>> abandoned;  // flights left blocked on a detached mount
+  std::shared_ptr<Helper> helper;
+  asio::steady_timer wake;
+  asio::cancellation_signal cancel;
+  bool done = false;
+  bool remount_asked = false;
+  std::uint64_t attempts = 0;
+  std::uint64_t remounts = 0;
+  std::uint64_t failures = 0;  // in a row
+  Clock::steady_time next_attempt{};
+  std::optional<double> latency_ms;
+  Clock::wall_time probed_at{};
+  asio::any_io_executor ex_;
+};
+
+Mounts::Mounts(asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const Config& config)
+    : ex_(ex),
+      api_(api),
+      runner_(runner),
+      ops_(ops),
+      config_(config.storage),
+      secrets_dir_(config.state_dir + "/mounts"),
+      log_(api.logging.get("mounts")),
+      ready_(ex, "mounts") {
+  for (const auto& m : config_.mounts) mounts_.push_back(std::make_unique<Supervised>(ex, m));
+}
+
+Mounts::~Mounts() = default;
+
+void Mounts::reconfigure(const Config& config) {
+  auto mounts = config_.mounts;
+  config_ = config.storage;
+  if (config.storage.mounts != mounts) {
+    log_->warn("storage.mounts changed: the list of mounts is read at start; restart the agent to apply it");
+    config_.mounts = std::move(mounts);
+  }
+  for (auto& s : mounts_) s->wake.cancel();
+}
+
+Tools Mounts::tools() const {
+  return Tools{ops_.find_program(config_.mount_cifs), ops_.find_program(config_.smbclient),
+               ops_.find_program(config_.blobfuse2), ops_.find_program(config_.rclone)};
+}
+
+Result<Secrets> Mounts::read_secrets(const MountConfig& m) const {
+  Secrets s;
+  if (!m.key_file.empty()) {
+    auto k = read_secret_file(m.key_file, fmt::format("mount '{}': key_file", m.name));
+    if (!k) return k.error();
+    s.key = k->reveal();
+  }
+  if (!m.sas_file.empty()) {
+    auto k = read_secret_file(m.sas_file, fmt::format("mount '{}': sas_file", m.name));
+    if (!k) return k.error();
+    s.sas = k->reveal();
+    if (!s.sas.empty() && s.sas.front() == '?') s.sas.erase(0, 1);
+  }
+  return s;
+}
+
+SpawnSpec Mounts::spec_for(const std::vector<std::string>& argv, const std::vector<std::string>& env) const {
+  SpawnSpec spec;
+  spec.argv = argv;
+  const char* path = std::getenv("PATH");
+  spec.env.push_back(std::string("PATH=") + (path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"));
+  spec.env.push_back("HOME=/root");
+  spec.env.push_back("LC_ALL=C");  // helpers' messages in English: they are classified
+  spec.env.insert(spec.env.end(), env.begin(), env.end());
+  return spec;
+}
+
+void Mounts::set_state(Supervised& s, MountState to, Reason reason, std::string error) {
+  const MountState from = s.state;
+  s.reason = reason;
+  s.error = std::move(error);
+  if (from == to) return;
+  s.state = to;
+  s.since = api_.clock.wall_now();
+  if (to == MountState::mounting || to == MountState::unmounting) return;  // steps, not outcomes
+  std::string msg = fmt::format("{}: {} -> {}{}{}", s.config.name, to_string(from), to_string(to),
+                                s.error.empty() ? "" : ": ", s.error);
+  if (up(to) || to == MountState::drained || to == MountState::pending)
+    log_->info("{}", msg);
+  else
+    log_->warn("{}", msg);
+  api_.state.emit("mounts", "mount_state_changed", msg,
+                  {{"mount", s.config.name},
+                   {"from", std::string(to_string(from))},
+                   {"to", std::string(to_string(to))},
+                   {"reason", std::string(to_string(reason))},
+                   {"error", s.error}});
+}
+
+void Mounts::failed_attempt(Supervised& s, Reason reason, std::string error) {
+  s.failures += 1;
+  auto backoff = config_.backoff_initial;
+  for (std::uint64_t i = 1; i < s.failures && backoff < config_.backoff_max; ++i) backoff *= 2;
+  backoff = std::min(backoff, config_.backoff_max);
+  s.next_attempt = api_.clock.now() + backoff;
+  set_state(s, MountState::failed, reason, fmt::format("{} (attempt {}; next in {})", error, s.attempts, format_duration(backoff)));
+}
+
+asio::awaitable<std::pair<ExitStatus, std::string>> Mounts::run_helper(Supervised& s, const SpawnSpec& spec) {
+  (void)s;
+  auto spawned = runner_.spawn(spec);
+  if (!spawned) co_return std::pair{ExitStatus{127, 0}, spawned.error().message};
+  std::shared_ptr<Process> proc(std::move(*spawned));
+  auto timed_out = std::make_shared<bool>(false);
+  asio::steady_timer killer(ex_);
+  killer.expires_after(config_.mount_timeout);
+  killer.async_wait([proc, timed_out](boost::system::error_code ec) {
+    if (ec) return;
+    *timed_out = true;
+    proc->signal_group(SIGKILL);
+  });
+  std::string out;
+  char buf[2048];
+  try {
+    for (;;) {
+      std::size_t n = co_await proc->read_output(std::span<char>(buf, sizeof buf));
+      if (n == 0) break;
+      keep_tail(out, std::string_view(buf, n));
+    }
+  } catch (const boost::system::system_error& e) {
+    if (e.code() == asio::error::operation_aborted) {
+      proc->signal_group(SIGKILL);
+      throw;
+    }
+  }
+  ExitStatus status = co_await proc->wait();
+  killer.cancel();
+  if (*timed_out) out += fmt::format("\ntimed out after {}", format_duration(config_.mount_timeout));
+  co_return std::pair{status, out};
+}
+
+asio::awaitable<Result<void>> Mounts::tcp_check(const std::string& host, unsigned port) {
+  struct Shared {
+    explicit Shared(asio::any_io_executor ex) : resolver(ex), socket(ex), timer(ex) {}
+    tcp::resolver resolver;
+    tcp::socket socket;
+    asio::steady_timer timer;
+    bool expired = false;
+  };
+  auto sh = std::make_shared<Shared>(ex_);
+  sh->timer.expires_after(config_.connect_timeout);
+  sh->timer.async_wait([weak = std::weak_ptr<Shared>(sh)](boost::system::error_code ec) {
+    auto sh = weak.lock();
+    if (ec || !sh) return;
+    sh->expired = true;
+    sh->resolver.cancel();
+    boost::system::error_code ignored;
+    sh->socket.close(ignored);
+  });
+  boost::system::error_code ec;
+  const std::string service = std::to_string(port);
+  auto results = co_await sh->resolver.async_resolve(host, service, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    sh->timer.cancel();
+    if (sh->expired) co_return Error{fmt::format("cannot resolve {} within {}", host, format_duration(config_.connect_timeout))};
+    co_return Error{fmt::format("cannot resolve {}: {}", host, ec.message())};
+  }
+  co_await asio::async_connect(sh->socket, results, asio::redirect_error(asio::use_awaitable, ec));
+  sh->timer.cancel();
+  if (sh->expired)
+    co_return Error{fmt::format("no answer from {} port {} within {}", host, port, format_duration(config_.connect_timeout))};
+  if (ec) co_return Error{fmt::format("cannot connect to {} port {}: {}", host, port, ec.message())};
+  co_return Result<void>{};
+}
+
+asio::awaitable<void> Mounts::attempt(Supervised& s) {
+  s.attempts += 1;
+  set_state(s, MountState::mounting, Reason::none, "");
+  publish();
+  const MountConfig& m = s.config;
+  auto secrets = read_secrets(m);
+  if (!secrets) {
+    failed_attempt(s, Reason::other, secrets.error().message);
+    co_return;
+  }
+  auto plan = plan_mount(m, config_, *secrets, tools(), secrets_dir_);
+  if (!plan) {
+    failed_attempt(s, Reason::driver_missing, plan.error().message);
+    co_return;
+  }
+  s.identity = *plan;
+  s.identity->env.clear();
+  s.identity->files.clear();
+  if (auto r = api_.fs.create_directories(secrets_dir_, 0700); !r) {
+    failed_attempt(s, Reason::other, r.error().message);
+    co_return;
+  }
+  for (const auto& f : plan->files)
+    if (auto r = api_.fs.write_file_atomic(f.path, f.content, 0600); !r) {
+      failed_attempt(s, Reason::other, r.error().message);
+      co_return;
+    }
+  // The mount point and the cache: on the pool, a parent may be a hung mount.
+  std::string mp = m.mount_point, cache = plan->cache_dir;
+  auto dirs = co_await api_.pool.run(fmt::format("creating {}", mp), config_.probe_timeout, [this, mp, cache]() -> Result<void> {
+    if (int e = ops_.make_directory(mp, 0755)) return Error{fmt::format("cannot create {}: {}", mp, std::strerror(e))};
+    if (!cache.empty())
+      if (int e = ops_.make_directory(cache, 0700)) return Error{fmt::format("cannot create {}: {}", cache, std::strerror(e))};
+    return {};
+  });
+  if (!dirs) {
+    failed_attempt(s, Reason::other, dirs.error().message);
+    co_return;
+  }
+
+  if (!plan->stays_running) {
+    // SMB: the port first (outbound 445 is blocked by many networks), then the credentials.
+    auto reach = co_await tcp_check(plan->host, plan->port);
+    if (!reach) {
+      failed_attempt(s, Reason::port_blocked,
+                     fmt::format("port {} blocked or unreachable: {}", plan->port, reach.error().message));
+      co_return;
+    }
+    if (!plan->precheck_argv.empty()) {
+      auto spec = spec_for(plan->precheck_argv, {});
+      auto [status, out] = co_await run_helper(s, spec);
+      if (!status.success()) {
+        Reason r = classify_output(out);
+        failed_attempt(s, r, fmt::format("{} check: {} ({})", r == Reason::auth_failed ? "credentials" : "share",
+                                         last_lines(out), status.describe()));
+        co_return;
+      }
+    }
+    auto spec = spec_for(plan->argv, plan->env);
+    auto [status, out] = co_await run_helper(s, spec);
+    if (!status.success()) {
+      failed_attempt(s, classify_output(out), fmt::format("{}: {} ({})", plan->argv[0], last_lines(out), status.describe()));
+      co_return;
+    }
+    auto info = ops_.mountinfo();
+    auto entry = info ? find_mount(parse_mountinfo(*info), mp) : std::nullopt;
+    if (!entry || !matches(*plan, *entry)) {
+      failed_attempt(s, Reason::other, fmt::format("{} succeeded but {} is not a {} mount of {}", plan->argv[0], mp,
+                                                   plan->fstype, plan->source));
+      co_return;
+    }
+  } else {
+    // FUSE: the helper is the file system; mounted once mountinfo shows it.
+    auto spawned = runner_.spawn(spec_for(plan->argv, plan->env));
+    if (!spawned) {
+      failed_attempt(s, Reason::driver_missing, spawned.error().message);
+      co_return;
+    }
+    auto h = std::make_shared<Helper>();
+    h->proc = std::move(*spawned);
+    s.helper = h;
+    asio::co_spawn(ex_, watch_helper(h, s.wake), asio::detached);
+    const auto deadline = api_.clock.now() + config_.mount_timeout;
+    for (;;) {
+      auto info = ops_.mountinfo();
+      auto entry = info ? find_mount(parse_mountinfo(*info), mp) : std::nullopt;
+      if (entry && matches(*plan, *entry)) break;
+      if (h->status) {
+        failed_attempt(s, classify_output(h->tail), fmt::format("{} exited ({}): {}", plan->driver,
+                                                                 h->status->describe(), last_lines(h->tail)));
+        co_return;
+      }
+      if (api_.clock.now() >= deadline) {
+        h->proc->signal_group(SIGKILL);
+        failed_attempt(s, Reason::timed_out, fmt::format("{} did not mount {} within {}: {}", plan->driver, mp,
+                                                         format_duration(config_.mount_timeout), last_lines(h->tail)));
+        co_return;
+      }
+      s.wake.expires_after(100ms);
+      boost::system::error_code ec;
+      co_await s.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+  s.failures = 0;
+  set_state(s, MountState::mounted, Reason::none, "");
+  publish();
+}
+
+// Stops using the mount: the FUSE server is stopped (which also ends requests blocked in
+// it), then the mount point is detached (lazily: processes with open files keep them).
+asio::awaitable<void> Mounts::detach(Supervised& s, bool lazy) {
+  if (s.helper && !s.helper->status) {
+    s.helper->proc->signal_group(SIGTERM);
+    for (int i = 0; i < 20 && !s.helper->status; ++i) {
+      s.wake.expires_after(100ms);
+      boost::system::error_code ec;
+      co_await s.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (!s.helper->status) s.helper->proc->signal_group(SIGKILL);
+  }
+  s.helper.reset();
+  std::string mp = s.config.mount_point;
+  auto info = ops_.mountinfo();
+  if (info && find_mount(parse_mountinfo(*info), mp)) {
+    auto r = co_await api_.pool.run(fmt::format("unmounting {}", mp), config_.unmount_timeout,
+                                    [this, mp, lazy] { return ops_.unmount(mp, lazy); });
+    if (!r)
+      log_->warn("{}: {}", s.config.name, r.error().message);
+    else if (*r != 0 && *r != EINVAL)
+      log_->warn("{}: unmounting {}: {}", s.config.name, mp, std::strerror(*r));
+  }
+  // A probe still blocked on the old mount keeps its thread; the new mount gets a fresh
+  // flight. At most two are kept blocked per mount, so threads cannot pile up.
+  std::erase_if(s.abandoned, [](const auto& f) { return !f->busy(); });
+  if (s.flight->busy() && s.abandoned.size() < 2) {
+    s.abandoned.push_back(std::move(s.flight));
+    s.flight = std::make_unique<SingleFlight>(ex_);
+  }
+}
+
+asio::awaitable<void> Mounts::check(Supervised& s) {
+  const auto now = api_.clock.now();
+  if (now < drained_until_) {
+    set_state(s, MountState::drained, Reason::none, "unmounted for a stop or restart");
+    co_return;
+  }
+  if (s.remount_asked) {
+    s.remount_asked = false;
+    set_state(s, MountState::unmounting, Reason::none, "remount asked for");
+    co_await detach(s, true);
+    s.remounts += 1;
+    s.failures = 0;
+    s.next_attempt = now;
+  }
+  const std::string& mp = s.config.mount_point;
+  auto info = ops_.mountinfo();
+  std::optional<MountEntry> entry;
+  if (info) entry = find_mount(parse_mountinfo(*info), mp);
+  if (!entry) {
+    if (up(s.state) || s.state == MountState::stale || s.state == MountState::hung || s.state == MountState::drained) {
+      set_state(s, MountState::unmounted, Reason::other,
+                s.helper && s.helper->status
+                    ? fmt::format("{} ended ({}): {}", s.identity ? s.identity->driver : "the driver",
+                                  s.helper->status->describe(), last_lines(s.helper->tail))
+                    : fmt::format("{} is not mounted any more", mp));
+      s.next_attempt = now;
+      if (s.helper && !s.helper->status) co_await detach(s, true);
+    }
+    if (api_.clock.now() >= s.next_attempt) co_await attempt(s);
+    co_return;
+  }
+  if (!s.identity) {
+    // Mounted before this agent started (a restart): adopted if it is what was configured.
+    auto secrets = read_secrets(s.config);
+    auto plan = secrets ? plan_mount(s.config, config_, *secrets, tools(), secrets_dir_) : Result<MountPlan>(secrets.error());
+    if (plan) {
+      s.identity = *plan;
+      s.identity->env.clear();
+      s.identity->files.clear();
+    }
+  }
+  if (!s.identity || !matches(*s.identity, *entry)) {
+    set_state(s, MountState::failed, Reason::other,
+              fmt::format("{} already has a {} file system from '{}' mounted; the agent leaves it alone", mp,
+                          escape_for_log(entry->fstype), escape_for_log(entry->source)));
+    co_return;
+  }
+  const bool write = s.config.write_probe && !s.config.read_only;
+  const auto started = std::chrono::steady_clock::now();
+  auto r = co_await s.flight->run(fmt::format("probe of {}", mp), config_.probe_timeout,
+                                  [ops = &ops_, mp, write] { return ops->probe(mp, write); });
+  s.probed_at = api_.clock.wall_now();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  if (!r) {
+    s.latency_ms.reset();
+    set_state(s, MountState::hung, Reason::hung, r.error().message);
+  } else if (r->error) {
+    s.latency_ms = ms;
+    std::string msg = fmt::format("{} {}: {}", r->step, mp, std::strerror(r->error));
+    if (stale_errno(r->error))
+      set_state(s, MountState::stale, Reason::stale, std::move(msg));
+    else
+      set_state(s, MountState::degraded, Reason::other, std::move(msg));
+  } else {
+    s.latency_ms = ms;
+    if (ms > std::chrono::duration<double, std::milli>(config_.slow_probe).count())
+      set_state(s, MountState::degraded, Reason::none, fmt::format("slow: the probe took {:.0f} ms", ms));
+    else
+      set_state(s, MountState::mounted, Reason::none, "");
+  }
+  if (s.state == MountState::stale || (s.state == MountState::hung && config_.on_hung == OnHung::remount)) {
+    publish();
+    co_await detach(s, true);
+    s.remounts += 1;
+    if (api_.clock.now() >= s.next_attempt) co_await attempt(s);
+  }
+}
+
+asio::awaitable<void> Mounts::supervise(Supervised& s) {
+  for (;;) {
+    co_await check(s);
+    publish();
+    auto next = api_.clock.now() + config_.probe_interval;
+    if (!up(s.state) && s.state != MountState::drained) next = std::min(next, std::max(s.next_attempt, api_.clock.now()));
+    if (s.state == MountState::drained) next = std::min(next, drained_until_);
+    if (s.remount_asked) next = api_.clock.now();
+    s.wake.expires_at(next);
+    boost::system::error_code ec;
+    co_await s.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+  }
+}
+
+asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
+  const std::string mp = s.config.mount_point;
+  auto info = ops_.mountinfo();
+  auto entry = info ? find_mount(parse_mountinfo(*info), mp) : std::nullopt;
+  Unmounted out;
+  if (!entry || !s.identity || !matches(*s.identity, *entry)) {  // not mounted, or not ours
+    out.note = "not mounted";
+    co_return out;
+  }
+  set_state(s, MountState::unmounting, Reason::none, "");
+  asio::steady_timer pause(ex_);
+  boost::system::error_code ec;
+  // Flush first, so notebooks written to the share are persisted.
+  auto synced = co_await s.flight->run(fmt::format("syncfs of {}", mp), config_.unmount_timeout,
+                                       [ops = &ops_, mp] { return ops->sync(mp); });
+  if (!synced || *synced) {
+    out.flushed = false;
+    out.note = !synced ? synced.error().message : fmt::format("syncfs of {}: {}", mp, std::strerror(*synced));
+  }
+  auto r = co_await api_.pool.run(fmt::format("unmounting {}", mp), config_.unmount_timeout,
+                                  [ops = &ops_, mp] { return ops->unmount(mp, false); });
+  if (!r || *r) {
+    std::string why = !r ? r.error().message
+                         : (*r == EBUSY ? fmt::format("{} is busy (a process has files open or its working directory inside)", mp)
+                                        : fmt::format("umount {}: {}", mp, std::strerror(*r)));
+    out.unmounted = false;
+    out.note = out.note.empty() ? why : out.note + "; " + why;
+    set_state(s, MountState::failed, Reason::busy, fmt::format("left mounted: {}", out.note));
+    co_return out;
+  }
+  // A FUSE server ends by itself once unmounted.
+  for (int i = 0; i < 30 && s.helper && !s.helper->status; ++i) {
+    pause.expires_after(100ms);
+    co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (s.helper && !s.helper->status) s.helper->proc->signal_group(SIGTERM);
+  s.helper.reset();
+  if (out.note.empty()) out.note = "flushed and unmounted";
+  set_state(s, MountState::unmounted, out.flushed ? Reason::none : Reason::other, out.note);
+  co_return out;
+}
+
+asio::awaitable<Result<std::string>> Mounts::drain(std::string action) {
+  drained_until_ = api_.clock.now() + config_.drain_hold;
+  std::vector<std::string> done, unflushed;
+  for (auto& s : mounts_) {
+    auto r = co_await unmount_cleanly(*s);
+    done.push_back(fmt::format("{}: {}", s->config.name, r.note));
+    if (!r.flushed) unflushed.push_back(fmt::format("{}: {}", s->config.name, r.note));
+    if (r.unmounted) set_state(*s, MountState::drained, Reason::none, fmt::format("unmounted for {}", action));
+    s->wake.cancel();
+  }
+  publish();
+  // Files that may not have reached the share refuse the stop; a mount that is only busy
+  // is reported (the stop unmounts it anyway, after the flush).
+  if (!unflushed.empty())
+    co_return Error{fmt::format("{} refused: not flushed: {}", action, fmt::join(unflushed, "; "))};
+  if (done.empty()) co_return std::string("no mounts");
+  co_return fmt::format("{}", fmt::join(done, "; "));
+}
+
+Result<void> Mounts::remount(const std::string& name) {
+  for (auto& s : mounts_)
+    if (s->config.name == name) {
+      s->remount_asked = true;
+      drained_until_ = {};
+      s->wake.cancel();
+      return {};
+    }
+  return Error{fmt::format("no mount named '{}'", name)};
+}
+
+asio::awaitable<void> Mounts::run() {
+  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+  publish();
+  asio::steady_timer all_done(ex_);
+  for (auto& s : mounts_) {
+    Supervised* p = s.get();
+    asio::co_spawn(ex_, supervise(*p),
+                   asio::bind_cancellation_slot(p->cancel.slot(), [this, p, &all_done](std::exception_ptr e) {
+                     p->done = true;
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const boost::system::system_error& err) {
+                         if (err.code() != asio::error::operation_aborted) log_->error("{}: {}", p->config.name, err.what());
+                       } catch (const std::exception& err) {
+                         log_->error("{}: {}", p->config.name, err.what());
+                       }
+                     }
+                     all_done.cancel();
+                   }));
+  }
+  asio::steady_timer forever(ex_, asio::steady_timer::time_point::max());
+  boost::system::error_code ec;
+  co_await forever.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  // Stopping: the supervisors end, then every mount is flushed and unmounted.
+  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+  stopping_ = true;
+  for (auto& s : mounts_) s->cancel.emit(asio::cancellation_type::terminal);
+  for (;;) {
+    bool pending = false;
+    for (auto& s : mounts_) pending = pending || !s->done;
+    if (!pending) break;
+    all_done.expires_at(asio::steady_timer::time_point::max());
+    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (!config_.unmount_on_stop) co_return;
+  for (auto& s : mounts_) {
+    auto r = co_await unmount_cleanly(*s);
+    if (!r.flushed || !r.unmounted) log_->warn("{}: {}", s->config.name, r.note);
+  }
+  publish();
+}
+
+json::object Mounts::mount_json(const Supervised& s) const {
+  const MountConfig& m = s.config;
+  json::object o;
+  o["name"] = m.name;
+  o["type"] = std::string(EnumNames<MountType>::names[static_cast<std::size_t>(m.type)]);
+  o["mount_point"] = m.mount_point;
+  o["required"] = m.required;
+  o["state"] = std::string(to_string(s.state));
+  if (s.since != Clock::wall_time{}) o["since"] = iso8601(s.since);
+  if (s.identity) {
+    o["driver"] = s.identity->driver;
+    o["source"] = s.identity->source;
+  }
+  o["account"] = m.account;
+  if (!m.share.empty()) o["share"] = m.share;
+  if (!m.container.empty()) o["container"] = m.container;
+  if (s.reason != Reason::none) o["reason"] = std::string(to_string(s.reason));
+  if (!s.error.empty()) o["error"] = s.error;
+  json::object probe;
+  if (s.probed_at != Clock::wall_time{}) probe["at"] = iso8601(s.probed_at);
+  if (s.latency_ms) probe["latency_ms"] = std::round(*s.latency_ms * 10) / 10;
+  if (s.flight->busy()) probe["blocked_for_s"] = std::chrono::duration<double>(s.flight->busy_for()).count();
+  o["probe"] = std::move(probe);
+  o["attempts"] = s.attempts;
+  o["remounts"] = s.remounts;
+  if (!up(s.state) && s.next_attempt > api_.clock.now())
+    o["next_attempt_in_s"] = std::chrono::duration<double>(s.next_attempt - api_.clock.now()).count();
+  std::size_t blocked = s.flight->busy() ? 1 : 0;
+  for (const auto& f : s.abandoned) blocked += f->busy() ? 1 : 0;
+  o["blocked_threads"] = blocked;
+  return o;
+}
+
+json::object Mounts::status_json() const {
+  json::array list;
+  for (const auto& s : mounts_) list.push_back(mount_json(*s));
+  json::object o;
+  o["ready"] = ready_.is_open();
+  o["mounts"] = std::move(list);
+  o["probe_interval_s"] = std::chrono::duration<double>(config_.probe_interval).count();
+  return o;
+}
+
+void Mounts::publish() {
+  std::size_t required_up = 0, required = 0, problems = 0, started = 0;
+  std::vector<std::string> bad;
+  for (const auto& s : mounts_) {
+    const bool ok = up(s->state);
+    if (s->state != MountState::pending && s->state != MountState::mounting) ++started;
+    if (s->config.required) {
+      ++required;
+      if (ok) ++required_up;
+    }
+    if (!ok || s->state == MountState::degraded) {
+      ++problems;
+      bad.push_back(fmt::format("{} {}", s->config.name, to_string(s->state)));
+    }
+    Labels l{{"mount", s->config.name}};
+    auto& metrics = api_.state.metrics();
+    metrics.set_gauge("instanced_mount_up", "1 while the mount is mounted and answers its probe", l, ok ? 1 : 0);
+    metrics.set_gauge("instanced_mount_probe_seconds", "Latency of the last health probe", l,
+                      s->latency_ms ? *s->latency_ms / 1000.0 : -1);
+    metrics.set_gauge("instanced_mount_remounts", "Remounts since the agent started", l, static_cast<double>(s->remounts));
+  }
+  if (required_up == required && !stopping_) {
+    if (!ready_.is_open()) ready_.open();
+  } else if (ready_.is_open()) {
+    ready_.close();
+  }
+  Health h = Health::ok;
+  std::string summary = mounts_.empty() ? "no mounts configured" : fmt::format("{} of {} mounted", mounts_.size() - problems, mounts_.size());
+  if (!bad.empty()) summary += fmt::format(" ({})", fmt::join(bad, ", "));
+  bool required_down = required_up < required;
+  bool all_tried = started == mounts_.size();
+  bool any_drained = false;
+  for (const auto& s : mounts_) any_drained = any_drained || s->state == MountState::drained;
+  if (required_down && !any_drained)
+    h = all_tried ? Health::failed : Health::starting;
+  else if (problems > 0)
+    h = Health::degraded;
+  api_.state.publish("mounts", h, summary, status_json());
+}
+
+void Mounts::add_routes(status::Router& router) {
+  using S = status::http::status;
+  router.add(status::http::verb::get, "/v1/mounts", [this](const status::Request&) {
+    return status::json_response(S::ok, json::serialize(status_json()));
+  });
+  router.add(status::http::verb::post, "/v1/mounts/remount", [this](const status::Request& req) {
+    auto name = status::query_param(req, "name");
+    if (!name) return status::error_response(S::bad_request, "name: missing (?name=MOUNT)");
+    auto r = remount(*name);
+    if (!r) return status::error_response(S::not_found, r.error().message);
+    return status::json_response(S::accepted, R"({"remount":"started"})");
+  });
+}
+
+}  // namespace instanced::mounts

@@ -1,0 +1,88 @@
+// Storage mounts (docs/mounts.md): mounts the workspace file share (SMB 3 through
+// mount.cifs) and blob containers (FUSE: blobfuse2 or rclone), probes each one
+// periodically off the event loop, tells `stale` from `hung`, remounts with backoff, and
+// flushes and unmounts cleanly before a stop. Required mounts open the `mounts` gate that
+// start scripts and jobs wait for.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/mounts/ops.hpp"
+#include "agent/mounts/plan.hpp"
+#include "agent/status/router.hpp"
+#include "common/api.hpp"
+#include "common/gate.hpp"
+#include "common/process.hpp"
+#include "common/single_flight.hpp"
+#include "common/subsystem.hpp"
+
+namespace instanced::mounts {
+
+enum class MountState { pending, mounting, mounted, degraded, stale, hung, unmounted, failed, unmounting, drained };
+std::string_view to_string(MountState s);
+
+class Mounts final : public Subsystem {
+ public:
+  Mounts(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const Config& config);
+  ~Mounts() override;
+
+  std::string name() const override { return "mounts"; }
+  boost::asio::awaitable<void> run() override;
+  void reconfigure(const Config& config) override;
+
+  // Open while every required mount is mounted (or only slow): setup and jobs wait on it.
+  Gate& ready_gate() { return ready_; }
+  // prepare_stop / prepare_restart: flush (syncfs) and unmount every mount; no remount for
+  // storage.drain_hold. Refused (the error) when a mount could not be flushed; a mount
+  // that is busy is left mounted and named in the result.
+  boost::asio::awaitable<Result<std::string>> drain(std::string action);
+  // Unmounts (lazily if it must) and mounts again now. Error: no such mount.
+  Result<void> remount(const std::string& name);
+
+  boost::json::object status_json() const;
+  void add_routes(status::Router& router);
+
+ private:
+  struct Supervised;
+  struct Unmounted {
+    bool flushed = true;
+    bool unmounted = true;
+    std::string note;
+  };
+
+  boost::asio::awaitable<void> supervise(Supervised& s);
+  boost::asio::awaitable<void> attempt(Supervised& s);
+  boost::asio::awaitable<void> check(Supervised& s);
+  boost::asio::awaitable<void> detach(Supervised& s, bool lazy);
+  boost::asio::awaitable<Unmounted> unmount_cleanly(Supervised& s);
+  boost::asio::awaitable<Result<void>> tcp_check(const std::string& host, unsigned port);
+  boost::asio::awaitable<std::pair<ExitStatus, std::string>> run_helper(Supervised& s, const SpawnSpec& spec);
+  Result<Secrets> read_secrets(const MountConfig& m) const;
+  Tools tools() const;
+  SpawnSpec spec_for(const std::vector<std::string>& argv, const std::vector<std::string>& env) const;
+  void set_state(Supervised& s, MountState to, Reason reason, std::string error);
+  void failed_attempt(Supervised& s, Reason reason, std::string error);
+  void publish();
+  boost::json::object mount_json(const Supervised& s) const;
+
+  boost::asio::any_io_executor ex_;
+  Api& api_;
+  ProcessRunner& runner_;
+  MountOps& ops_;
+  StorageConfig config_;
+  std::string secrets_dir_;
+  Logger log_;
+  std::vector<std::unique_ptr<Supervised>> mounts_;
+  Gate ready_;
+  Clock::steady_time drained_until_{};
+  bool stopping_ = false;
+};
+
+}  // namespace instanced::mounts

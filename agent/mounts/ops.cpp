@@ -1,0 +1,113 @@
+#include "agent/mounts/ops.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fstream>
+#include <sstream>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fs.hpp"
+
+namespace instanced::mounts {
+
+Result<std::string> RealMountOps::mountinfo() {
+  std::ifstream in("/proc/self/mountinfo");
+  if (!in) return Error{"cannot read /proc/self/mountinfo"};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+ProbeOutcome RealMountOps::probe(const std::string& mp, bool write) {
+  struct stat st{};
+  if (::stat(mp.c_str(), &st) != 0) return {errno, "stat"};
+  DIR* d = ::opendir(mp.c_str());
+  if (!d) return {errno, "readdir"};
+  errno = 0;
+  for (int i = 0; i < 3 && ::readdir(d); ++i) {
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err) return {err, "readdir"};
+  if (!write) return {};
+  std::string file = mp + "/.instanced-probe-" + std::to_string(::getpid());
+  const std::string text = "instanced probe\n";
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return {errno, "write"};
+  bool ok = write_all(fd, text);
+  err = errno;
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    ::unlink(file.c_str());
+    return {err ? err : EIO, "write"};
+  }
+  fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {errno, "read back"};
+  char buf[64];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  err = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(text.size()) || std::string_view(buf, static_cast<std::size_t>(n)) != text) {
+    ::unlink(file.c_str());
+    return {n < 0 ? err : EIO, "read back"};
+  }
+  if (::unlink(file.c_str()) != 0) return {errno, "delete"};
+  return {};
+}
+
+int RealMountOps::sync(const std::string& mp) {
+  int fd = ::open(mp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int r = ::syncfs(fd);
+  int err = errno;
+  ::close(fd);
+  return r == 0 ? 0 : err;
+}
+
+int RealMountOps::unmount(const std::string& mp, bool lazy) {
+  // UMOUNT_NOFOLLOW: the mount point is the configured path itself, never a symlink's target.
+  return ::umount2(mp.c_str(), (lazy ? MNT_DETACH : 0) | UMOUNT_NOFOLLOW) == 0 ? 0 : errno;
+}
+
+int RealMountOps::make_directory(const std::string& path, unsigned mode) {
+  std::string partial;
+  std::size_t pos = 1;
+  while (pos <= path.size()) {
+    auto next = path.find('/', pos);
+    if (next == std::string::npos) next = path.size();
+    partial = path.substr(0, next);
+    if (::mkdir(partial.c_str(), mode) != 0 && errno != EEXIST) return errno;
+    pos = next + 1;
+  }
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return errno;
+  return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
+std::string RealMountOps::find_program(const std::string& name) {
+  auto executable = [](const std::string& p) {
+    struct stat st{};
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (name.find('/') != std::string::npos) return executable(name) ? name : "";
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  std::size_t pos = 0;
+  while (pos <= dirs.size()) {
+    auto colon = dirs.find(':', pos);
+    if (colon == std::string::npos) colon = dirs.size();
+    std::string dir = dirs.substr(pos, colon - pos);
+    if (!dir.empty() && dir.front() == '/' && executable(dir + "/" + name)) return dir + "/" + name;
+    pos = colon + 1;
+  }
+  return "";
+}
+
+}  // namespace instanced::mounts
