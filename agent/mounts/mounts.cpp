@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fmt/format.h>
 
+#include "agent/mounts/blob_check.hpp"
 #include "common/secret.hpp"
 #include "common/text.hpp"
 
@@ -105,6 +106,8 @@ struct Mounts::Supervised {
   }
   MountConfig config;
   MountState state = MountState::pending;
+  MountState last_outcome = MountState::pending;  // the last state told in the log and events
+  Reason last_reason = Reason::none;
   Clock::wall_time since{};
   Reason reason = Reason::none;
   std::string error;           // the last problem, for people (no secrets: helpers' output is escaped)
@@ -189,15 +192,20 @@ void Mounts::set_state(Supervised& s, MountState to, Reason reason, std::string 
   s.state = to;
   s.since = api_.clock.wall_now();
   if (to == MountState::mounting || to == MountState::unmounting) return;  // steps, not outcomes
-  std::string msg = fmt::format("{}: {} -> {}{}{}", s.config.name, to_string(from), to_string(to),
+  // Another failed attempt for the same reason is not news: the first one was told.
+  if (to == s.last_outcome && reason == s.last_reason && to == MountState::failed) return;
+  const MountState told = s.last_outcome;
+  s.last_outcome = to;
+  s.last_reason = reason;
+  std::string msg = fmt::format("{}: {} -> {}{}{}", s.config.name, to_string(told), to_string(to),
                                 s.error.empty() ? "" : ": ", s.error);
-  if (up(to) || to == MountState::drained || to == MountState::pending)
+  if (up(to) || to == MountState::drained || reason == Reason::none)
     log_->info("{}", msg);
   else
     log_->warn("{}", msg);
   api_.state.emit("mounts", "mount_state_changed", msg,
                   {{"mount", s.config.name},
-                   {"from", std::string(to_string(from))},
+                   {"from", std::string(to_string(told))},
                    {"to", std::string(to_string(to))},
                    {"reason", std::string(to_string(reason))},
                    {"error", s.error}});
@@ -308,12 +316,15 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
     }
   // The mount point and the cache: on the pool, a parent may be a hung mount.
   std::string mp = m.mount_point, cache = plan->cache_dir;
-  auto dirs = co_await api_.pool.run(fmt::format("creating {}", mp), config_.probe_timeout, [this, mp, cache]() -> Result<void> {
+  // (GCC 12: no temporaries with destructors inside a co_await expression; named locals.)
+  auto make_dirs = [this, mp, cache]() -> Result<void> {
     if (int e = ops_.make_directory(mp, 0755)) return Error{fmt::format("cannot create {}: {}", mp, std::strerror(e))};
     if (!cache.empty())
       if (int e = ops_.make_directory(cache, 0700)) return Error{fmt::format("cannot create {}: {}", cache, std::strerror(e))};
     return {};
-  });
+  };
+  const std::string creating = "creating " + mp;
+  auto dirs = co_await api_.pool.run(creating, config_.probe_timeout, make_dirs);
   if (!dirs) {
     failed_attempt(s, Reason::other, dirs.error().message);
     co_return;
@@ -351,6 +362,12 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
       co_return;
     }
   } else {
+    // Blob: the credentials and the container, checked by one request of the agent's own.
+    auto access = co_await check_blob_access(ex_, m, *secrets, config_.probe_timeout);
+    if (access.reason != Reason::none) {
+      failed_attempt(s, access.reason, fmt::format("container check: {}", access.message));
+      co_return;
+    }
     // FUSE: the helper is the file system; mounted once mountinfo shows it.
     auto spawned = runner_.spawn(spec_for(plan->argv, plan->env));
     if (!spawned) {
@@ -403,8 +420,9 @@ asio::awaitable<void> Mounts::detach(Supervised& s, bool lazy) {
   std::string mp = s.config.mount_point;
   auto info = ops_.mountinfo();
   if (info && find_mount(parse_mountinfo(*info), mp)) {
-    auto r = co_await api_.pool.run(fmt::format("unmounting {}", mp), config_.unmount_timeout,
-                                    [this, mp, lazy] { return ops_.unmount(mp, lazy); });
+    auto unmount = [this, mp, lazy] { return ops_.unmount(mp, lazy); };
+    const std::string what = "unmounting " + mp;
+    auto r = co_await api_.pool.run(what, config_.unmount_timeout, unmount);
     if (!r)
       log_->warn("{}: {}", s.config.name, r.error().message);
     else if (*r != 0 && *r != EINVAL)
@@ -468,8 +486,9 @@ asio::awaitable<void> Mounts::check(Supervised& s) {
   }
   const bool write = s.config.write_probe && !s.config.read_only;
   const auto started = std::chrono::steady_clock::now();
-  auto r = co_await s.flight->run(fmt::format("probe of {}", mp), config_.probe_timeout,
-                                  [ops = &ops_, mp, write] { return ops->probe(mp, write); });
+  auto probe = [ops = &ops_, mp, write] { return ops->probe(mp, write); };
+  const std::string what = "probe of " + mp;
+  auto r = co_await s.flight->run(what, config_.probe_timeout, probe);
   s.probed_at = api_.clock.wall_now();
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   if (!r) {
@@ -519,6 +538,8 @@ asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
   auto entry = info ? find_mount(parse_mountinfo(*info), mp) : std::nullopt;
   Unmounted out;
   if (!entry || !s.identity || !matches(*s.identity, *entry)) {  // not mounted, or not ours
+    if (s.helper && !s.helper->status) s.helper->proc->signal_group(SIGTERM);  // a mount under way
+    s.helper.reset();
     out.note = "not mounted";
     co_return out;
   }
@@ -526,14 +547,16 @@ asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
   asio::steady_timer pause(ex_);
   boost::system::error_code ec;
   // Flush first, so notebooks written to the share are persisted.
-  auto synced = co_await s.flight->run(fmt::format("syncfs of {}", mp), config_.unmount_timeout,
-                                       [ops = &ops_, mp] { return ops->sync(mp); });
+  auto sync = [ops = &ops_, mp] { return ops->sync(mp); };
+  const std::string syncing = "syncfs of " + mp;
+  auto synced = co_await s.flight->run(syncing, config_.unmount_timeout, sync);
   if (!synced || *synced) {
     out.flushed = false;
     out.note = !synced ? synced.error().message : fmt::format("syncfs of {}: {}", mp, std::strerror(*synced));
   }
-  auto r = co_await api_.pool.run(fmt::format("unmounting {}", mp), config_.unmount_timeout,
-                                  [ops = &ops_, mp] { return ops->unmount(mp, false); });
+  auto unmount = [ops = &ops_, mp] { return ops->unmount(mp, false); };
+  const std::string unmounting = "unmounting " + mp;
+  auto r = co_await api_.pool.run(unmounting, config_.unmount_timeout, unmount);
   if (!r || *r) {
     std::string why = !r ? r.error().message
                          : (*r == EBUSY ? fmt::format("{} is busy (a process has files open or its working directory inside)", mp)

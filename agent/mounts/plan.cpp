@@ -176,8 +176,9 @@ Result<MountPlan> plan_mount(const MountConfig& m, const StorageConfig& storage,
     p.env.push_back("RCLONE_AZUREBLOB_ENDPOINT=" + m.endpoint);
     if (path_style(m.endpoint)) p.env.push_back("RCLONE_AZUREBLOB_USE_EMULATOR=true");
   }
+  // --devname: mountinfo's source would otherwise carry a suffix for the overridden config.
   p.argv = {tools.rclone,        "mount",       p.source,
-            m.mount_point,       "--allow-other", "--vfs-cache-mode",
+            m.mount_point,       "--devname",   p.source, "--allow-other", "--vfs-cache-mode",
             "writes",            "--cache-dir", cache,
             "--vfs-cache-max-size", fmt::format("{}M", std::max<std::uint64_t>(1, m.cache_size.bytes >> 20)),
             "--dir-cache-time",  "30s",         "--uid",

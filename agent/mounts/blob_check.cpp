@@ -1,0 +1,161 @@
+#include "agent/mounts/blob_check.hpp"
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <ctime>
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "common/text.hpp"
+
+namespace instanced::mounts {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+namespace {
+
+constexpr const char* kVersion = "2021-08-06";
+
+std::string http_date() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+// The storage service's error code (x-ms-error-code), else the status, as a Reason.
+Reason classify_status(unsigned status, const std::string& code) {
+  if (status == 403 || status == 401) return Reason::auth_failed;
+  if (status == 404) return Reason::not_found;
+  if (!code.empty()) return classify_output(code);
+  return Reason::other;
+}
+
+template <class Stream>
+asio::awaitable<AccessCheck> get(Stream& stream, http::request<http::empty_body>& req) {
+  boost::system::error_code ec;
+  co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return AccessCheck{Reason::unreachable, fmt::format("sending the request: {}", ec.message())};
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 * 1024);
+  co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return AccessCheck{Reason::unreachable, fmt::format("reading the answer: {}", ec.message())};
+  const auto& res = parser.get();
+  unsigned status = res.result_int();
+  if (status == 200) co_return AccessCheck{};
+  std::string code(res["x-ms-error-code"]);
+  Reason r = classify_status(status, code);
+  co_return AccessCheck{r, fmt::format("the Blob service answered {} {}{}{}", status, escape_for_log(std::string(res.reason())),
+                                       code.empty() ? "" : ": ", escape_for_log(code))};
+}
+
+}  // namespace
+
+Result<BlobUrl> container_url(const MountConfig& m) {
+  std::string url = blob_endpoint(m);
+  BlobUrl u;
+  std::string_view rest;
+  if (url.starts_with("https://")) {
+    rest = std::string_view(url).substr(8);
+  } else if (url.starts_with("http://")) {
+    u.tls = false;
+    rest = std::string_view(url).substr(7);
+  } else {
+    return Error{fmt::format("'{}' is not an http(s) URL", url)};
+  }
+  auto slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  std::string path = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  auto colon = authority.rfind(':');
+  if (colon != std::string_view::npos && authority.find(']') == std::string_view::npos) {
+    u.host = std::string(authority.substr(0, colon));
+    u.port = std::string(authority.substr(colon + 1));
+  } else {
+    u.host = std::string(authority);
+    u.port = u.tls ? "443" : "80";
+  }
+  if (u.host.empty()) return Error{fmt::format("'{}' has no host", url)};
+  u.path = path + "/" + m.container;
+  // Path-style (the emulator): the account appears in the path and again in the resource.
+  u.canonical_resource = "/" + m.account + u.path;
+  return u;
+}
+
+Result<std::string> shared_key_authorization(const std::string& account, const std::string& key,
+                                             const std::string& canonical_resource, const std::string& date,
+                                             const std::string& version) {
+  // Decoded key: base64 of at most 64 bytes here (Azure's keys are 64 bytes).
+  std::string raw(key.size(), '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(raw.data()), reinterpret_cast<const unsigned char*>(key.data()),
+                          static_cast<int>(key.size()));
+  if (n < 0 || key.size() % 4 != 0) return Error{"the account key is not base64"};
+  std::size_t pad = 0;
+  for (auto it = key.rbegin(); it != key.rend() && *it == '='; ++it) ++pad;
+  raw.resize(static_cast<std::size_t>(n) - pad);
+  // VERB, 11 standard headers (all empty for this GET), canonical x-ms- headers, resource.
+  std::string to_sign = "GET\n\n\n\n\n\n\n\n\n\n\n\n";
+  to_sign += "x-ms-date:" + date + "\nx-ms-version:" + version + "\n";
+  to_sign += canonical_resource + "\nrestype:container";
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  HMAC(EVP_sha256(), raw.data(), static_cast<int>(raw.size()), reinterpret_cast<const unsigned char*>(to_sign.data()),
+       to_sign.size(), mac, &mac_len);
+  std::string sig(4 * ((mac_len + 2) / 3) + 1, '\0');
+  int m = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(sig.data()), mac, static_cast<int>(mac_len));
+  sig.resize(static_cast<std::size_t>(m));
+  return fmt::format("SharedKey {}:{}", account, sig);
+}
+
+asio::awaitable<AccessCheck> check_blob_access(asio::any_io_executor ex, const MountConfig& m, const Secrets& secrets,
+                                                Duration timeout) {
+  if (m.managed_identity) co_return AccessCheck{};
+  auto url = container_url(m);
+  if (!url) co_return AccessCheck{Reason::other, url.error().message};
+  http::request<http::empty_body> req{http::verb::get, url->path + "?restype=container", 11};
+  req.set(http::field::host, url->host);
+  req.set(http::field::user_agent, "instanced");
+  const std::string date = http_date();
+  req.set("x-ms-date", date);
+  req.set("x-ms-version", kVersion);
+  if (!m.sas_file.empty()) {
+    req.target(url->path + "?restype=container&" + secrets.sas);
+  } else {
+    auto auth = shared_key_authorization(m.account, secrets.key, url->canonical_resource, date, kVersion);
+    if (!auth) co_return AccessCheck{Reason::auth_failed, fmt::format("key_file {}: {}", m.key_file, auth.error().message)};
+    req.set(http::field::authorization, *auth);
+  }
+
+  asio::ip::tcp::resolver resolver(ex);
+  beast::tcp_stream tcp(ex);
+  tcp.expires_after(timeout);
+  boost::system::error_code ec;
+  const std::string host = url->host, port = url->port;
+  auto results = co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return AccessCheck{Reason::unreachable, fmt::format("cannot resolve {}: {}", host, ec.message())};
+  co_await tcp.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return AccessCheck{Reason::unreachable, fmt::format("cannot connect to {} port {}: {}", host, port, ec.message())};
+  if (!url->tls) co_return co_await get(tcp, req);
+
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  ctx.set_verify_mode(asio::ssl::verify_peer);
+  ctx.set_default_verify_paths();
+  beast::ssl_stream<beast::tcp_stream> tls(std::move(tcp), ctx);
+  SSL_set_tlsext_host_name(tls.native_handle(), host.c_str());
+  tls.set_verify_callback(asio::ssl::host_name_verification(host));
+  co_await tls.async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return AccessCheck{Reason::unreachable, fmt::format("TLS with {}: {}", host, ec.message())};
+  co_return co_await get(tls, req);
+}
+
+}  // namespace instanced::mounts
