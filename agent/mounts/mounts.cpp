@@ -566,14 +566,19 @@ asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
     set_state(s, MountState::failed, Reason::busy, fmt::format("left mounted: {}", out.note));
     co_return out;
   }
-  // A FUSE server ends by itself once unmounted.
-  for (int i = 0; i < 30 && s.helper && !s.helper->status; ++i) {
-    pause.expires_after(100ms);
+  if (out.note.empty()) out.note = "flushed and unmounted";
+  // A FUSE server ends by itself once unmounted, after the uploads under way: it is given
+  // unmount_timeout for them.
+  const auto until = api_.clock.now() + config_.unmount_timeout;
+  while (s.helper && !s.helper->status && api_.clock.now() < until) {
+    pause.expires_after(50ms);
     co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
-  if (s.helper && !s.helper->status) s.helper->proc->signal_group(SIGTERM);
+  if (s.helper && !s.helper->status) {
+    out.note += fmt::format("; {} had not ended after {}: stopped", s.identity->driver, format_duration(config_.unmount_timeout));
+    s.helper->proc->signal_group(SIGTERM);
+  }
   s.helper.reset();
-  if (out.note.empty()) out.note = "flushed and unmounted";
   set_state(s, MountState::unmounted, out.flushed ? Reason::none : Reason::other, out.note);
   co_return out;
 }

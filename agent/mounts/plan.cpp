@@ -176,10 +176,13 @@ Result<MountPlan> plan_mount(const MountConfig& m, const StorageConfig& storage,
     p.env.push_back("RCLONE_AZUREBLOB_ENDPOINT=" + m.endpoint);
     if (path_style(m.endpoint)) p.env.push_back("RCLONE_AZUREBLOB_USE_EMULATOR=true");
   }
+  // --vfs-write-back 0s: a file is uploaded when it is closed. rclone finishes uploads under
+  // way when it is unmounted, but drops those still waiting for their delay (they would be
+  // sent at its next start from a cache on the temp disk, which a stop may wipe).
   // --devname: mountinfo's source would otherwise carry a suffix for the overridden config.
   p.argv = {tools.rclone,        "mount",       p.source,
             m.mount_point,       "--devname",   p.source, "--allow-other", "--vfs-cache-mode",
-            "writes",            "--cache-dir", cache,
+            "writes",            "--vfs-write-back", "0s",            "--cache-dir", cache,
             "--vfs-cache-max-size", fmt::format("{}M", std::max<std::uint64_t>(1, m.cache_size.bytes >> 20)),
             "--dir-cache-time",  "30s",         "--uid",
             std::to_string(m.uid), "--gid",     std::to_string(m.gid),
