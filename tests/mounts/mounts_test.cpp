@@ -244,8 +244,9 @@ std::size_t threads_of(pid_t pid) {
 std::vector<pid_t> pids_with(const std::string& needle) {
   std::vector<pid_t> out;
   for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
     char* end = nullptr;
-    long pid = std::strtol(e.path().filename().c_str(), &end, 10);
+    long pid = std::strtol(name.c_str(), &end, 10);
     if (*end || pid <= 0 || pid == ::getpid()) continue;
     std::string cmd = slurp(e.path() / "cmdline");
     if (cmd.find(needle) != std::string::npos) out.push_back(static_cast<pid_t>(pid));
