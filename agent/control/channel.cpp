@@ -1,4 +1,5 @@
 #include "agent/control/channel.hpp"
+#include "common/url.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -27,31 +28,17 @@ namespace json = boost::json;
 using tcp = asio::ip::tcp;
 
 Result<Endpoint> parse_endpoint(std::string_view url, bool insecure_allowed) {
-  Endpoint ep;
-  std::string_view rest;
-  if (url.starts_with("wss://")) {
-    rest = url.substr(6);
-  } else if (url.starts_with("ws://")) {
-    if (!insecure_allowed) return Error{"control.endpoint: ws:// needs control.insecure: true (local development only)"};
-    ep.tls = false;
-    rest = url.substr(5);
-  } else {
+  if (url.starts_with("ws://") && !insecure_allowed)
+    return Error{"control.endpoint: ws:// needs control.insecure: true (local development only)"};
+  if (!url.starts_with("wss://") && !url.starts_with("ws://"))
     return Error{fmt::format("control.endpoint: '{}' must start with wss://", url)};
-  }
-  auto slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  ep.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  auto colon = authority.rfind(':');
-  if (colon != std::string_view::npos && authority.find(']') == std::string_view::npos) {
-    ep.host = std::string(authority.substr(0, colon));
-    ep.port = std::string(authority.substr(colon + 1));
-  } else {
-    ep.host = std::string(authority);
-    ep.port = ep.tls ? "443" : "80";
-  }
-  if (ep.host.empty()) return Error{fmt::format("control.endpoint: '{}' has no host", url)};
-  if (ep.port.empty() || ep.port.find_first_not_of("0123456789") != std::string::npos)
-    return Error{fmt::format("control.endpoint: '{}' has an invalid port", url)};
+  auto u = parse_url(url);
+  if (!u) return Error{"control.endpoint: " + u.error().message};
+  Endpoint ep;
+  ep.tls = u->tls;
+  ep.host = std::move(u->host);
+  ep.port = std::move(u->port);
+  ep.target = std::move(u->target);
   return ep;
 }
 

@@ -12,6 +12,7 @@
 #include <openssl/hmac.h>
 
 #include "common/text.hpp"
+#include "common/url.hpp"
 
 namespace instanced::mounts {
 namespace asio = boost::asio;
@@ -61,30 +62,15 @@ asio::awaitable<AccessCheck> get(Stream& stream, http::request<http::empty_body>
 }  // namespace
 
 Result<BlobUrl> container_url(const MountConfig& m) {
-  std::string url = blob_endpoint(m);
+  auto parsed = parse_url(blob_endpoint(m));
+  if (!parsed || parsed->scheme.starts_with("ws"))
+    return Error{fmt::format("'{}' is not an http(s) URL", blob_endpoint(m))};
   BlobUrl u;
-  std::string_view rest;
-  if (url.starts_with("https://")) {
-    rest = std::string_view(url).substr(8);
-  } else if (url.starts_with("http://")) {
-    u.tls = false;
-    rest = std::string_view(url).substr(7);
-  } else {
-    return Error{fmt::format("'{}' is not an http(s) URL", url)};
-  }
-  auto slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  std::string path = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
+  u.tls = parsed->tls;
+  u.host = parsed->host;
+  u.port = parsed->port;
+  std::string path = parsed->target;
   while (!path.empty() && path.back() == '/') path.pop_back();
-  auto colon = authority.rfind(':');
-  if (colon != std::string_view::npos && authority.find(']') == std::string_view::npos) {
-    u.host = std::string(authority.substr(0, colon));
-    u.port = std::string(authority.substr(colon + 1));
-  } else {
-    u.host = std::string(authority);
-    u.port = u.tls ? "443" : "80";
-  }
-  if (u.host.empty()) return Error{fmt::format("'{}' has no host", url)};
   u.path = path + "/" + m.container;
   // Path-style (the emulator): the account appears in the path and again in the resource.
   u.canonical_resource = "/" + m.account + u.path;

@@ -31,24 +31,7 @@ namespace {
 const std::string kAccount = "devstoreaccount1";
 const std::string kKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
   auto until = std::chrono::steady_clock::now() + timeout;
@@ -277,6 +260,19 @@ std::string blob_storage(const Azurite& az, const std::string& extra = "",
       options: [dir-cache-time=1s]
 )",
                      extra, kAccount, az.endpoint(), key_file);
+}
+
+// A shell script as dir/bin/mount.cifs (the kernel here has no CIFS: see the top).
+void put_mount_cifs(const TempDir& dir, const std::string& body) {
+  std::filesystem::create_directories(dir / "bin");
+  dir.write("bin/mount.cifs", "#!/bin/sh\n" + body);
+  ::chmod((dir / "bin/mount.cifs").c_str(), 0755);
+}
+
+// The agent's PATH with dir/bin first.
+std::string path_with_bin(const TempDir& dir) {
+  const char* path = std::getenv("PATH");
+  return (dir / "bin").string() + ":" + (path ? path : "/usr/bin:/bin");
 }
 
 }  // namespace
@@ -581,12 +577,10 @@ TEST_CASE("SMB: the credentials file works with smbclient against Samba, mount.c
   MountCleanup cleanup(dir);
   write_secret(dir, "key", key);
   // The recording mount.cifs: what it was given, then the error this kernel gives (no CIFS).
-  std::filesystem::create_directories(dir / "bin");
-  dir.write("bin/mount.cifs", "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + (dir / "mount.cifs.args").string() +
-                                  "\ncred=$(printf '%s' \"$4\" | sed -n 's/.*credentials=\\([^,]*\\).*/\\1/p')\n"
-                                  "stat -c %a \"$cred\" > " + (dir / "cred.mode").string() +
-                                  "\necho 'mount error(19): No such device' >&2\nexit 32\n");
-  ::chmod((dir / "bin/mount.cifs").c_str(), 0755);
+  put_mount_cifs(dir, "printf '%s\\n' \"$@\" > " + (dir / "mount.cifs.args").string() +
+                          "\ncred=$(printf '%s' \"$4\" | sed -n 's/.*credentials=\\([^,]*\\).*/\\1/p')\n"
+                          "stat -c %a \"$cred\" > " + (dir / "cred.mode").string() +
+                          "\necho 'mount error(19): No such device' >&2\nexit 32\n");
   std::string storage = fmt::format(R"(storage:
   probe_interval: 1s
   backoff_initial: 10s
@@ -603,8 +597,7 @@ TEST_CASE("SMB: the credentials file works with smbclient against Samba, mount.c
 )",
                                     account, smb.port);
   AgentProcess agent(dir, agent_config(storage));
-  const char* path = std::getenv("PATH");
-  REQUIRE(agent.start_and_wait_ready(10s, {{"PATH", (dir / "bin").string() + ":" + (path ? path : "/usr/bin:/bin")}}));
+  REQUIRE(agent.start_and_wait_ready(10s, {{"PATH", path_with_bin(dir)}}));
   auto m = wait_state(agent, "users", "failed");
   CHECK(m.at("reason") == "no_kernel_support");
   CHECK(m.at("source") == "//127.0.0.1/workspace");
@@ -632,9 +625,7 @@ TEST_CASE("SMB: a wrong password is an auth failure, a closed port is port_block
   MountCleanup cleanup(dir);
   write_secret(dir, "wrong", "NotTheKey==");
   write_secret(dir, "right", "TheRightKey==");
-  std::filesystem::create_directories(dir / "bin");
-  dir.write("bin/mount.cifs", "#!/bin/sh\ntouch " + (dir / "mount.cifs.called").string() + "\nexit 32\n");
-  ::chmod((dir / "bin/mount.cifs").c_str(), 0755);
+  put_mount_cifs(dir, "touch " + (dir / "mount.cifs.called").string() + "\nexit 32\n");
   const int closed = free_port();
   std::string storage = fmt::format(R"(storage:
   probe_interval: 1s
@@ -665,8 +656,7 @@ TEST_CASE("SMB: a wrong password is an auth failure, a closed port is port_block
 )",
                                     account, smb.port, closed);
   AgentProcess agent(dir, agent_config(storage));
-  const char* path = std::getenv("PATH");
-  REQUIRE(agent.start_and_wait_ready(10s, {{"PATH", (dir / "bin").string() + ":" + (path ? path : "/usr/bin:/bin")}}));
+  REQUIRE(agent.start_and_wait_ready(10s, {{"PATH", path_with_bin(dir)}}));
   auto m = wait_state(agent, "wrongkey", "failed");
   CHECK(m.at("reason") == "auth_failed");
   CHECK_THAT(std::string(m.at("error").as_string()), Catch::Contains("NT_STATUS_LOGON_FAILURE"));

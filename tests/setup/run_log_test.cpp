@@ -10,15 +10,10 @@
 
 using namespace instanced;
 using namespace instanced::setup;
+using instanced::testing::slurp;
 using instanced::testing::TempDir;
 
 namespace {
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Reads everything a follower would, from offset 0, in chunks of `chunk`.
 std::string follow(const RunLog& log, std::size_t chunk, std::uint64_t* skipped) {

@@ -62,12 +62,6 @@ std::string state(const json::value& setup, const std::string& name) {
   return std::string(script(setup, name).at("state").as_string());
 }
 
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Processes whose environment has INSTANCED_SCRIPT=name, read from /proc.
 std::vector<pid_t> processes_of_script(const std::string& name) {

@@ -59,6 +59,11 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log,
 // Runs a shell command line and captures its standard output.
 CommandResult run_command(const std::string& command_line);
 
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_port();
+// A whole file's content ("" if it cannot be read).
+std::string slurp(const std::filesystem::path& path);
+
 class AgentProcess {
  public:
   // Writes `config_yaml` (with {dir} replaced by the temp folder) to dir/instanced.yaml.
