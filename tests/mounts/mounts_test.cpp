@@ -157,6 +157,9 @@ class Samba {
                        20s));
   }
   ~Samba() {
+    // Its helpers first, while smbd is there to reap them (else they stay as zombies).
+    run_command(fmt::format("pkill -TERM -P {}", pid_));
+    wait_until([&] { return run_command(fmt::format("pgrep -P {}", pid_)).output.empty(); }, 2s);
     ::kill(pid_, SIGTERM);
     ::waitpid(pid_, nullptr, 0);
   }
