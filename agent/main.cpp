@@ -11,6 +11,7 @@
 #include "agent/daemon/cli.hpp"
 #include "agent/daemon/daemon.hpp"
 #include "agent/disk/guardian.hpp"
+#include "agent/gpu/gpu.hpp"
 #include "agent/mounts/mounts.hpp"
 #include "agent/setup/setup.hpp"
 #include "agent/status/server.hpp"
@@ -181,10 +182,16 @@ int main(int argc, char** argv) {
   disk.add_routes(router);
   commands.add_veto("disk", [&disk](std::string_view action) { return disk.veto(action); });
 
+  // GPUs through NVML, loaded at run time by the dynamic loader's usual search.
+  gpu::NvmlLibrary nvml(running.gpu.library);
+  gpu::Gpu gpu(ioc.get_executor(), api, nvml, running);
+  gpu.add_routes(router);
+
   daemon.add(status_server);
   daemon.add(control);
   daemon.add(disk);
   daemon.add(mounts);
+  daemon.add(gpu);
   daemon.add(setup);
   return daemon.run();
 }

@@ -1,0 +1,84 @@
+// GPU and CUDA health (docs/gpu.md): samples every GPU through NVML (loaded at run time)
+// off the event loop with a timeout, collects XID errors from NVML events and the kernel
+// log, rates each GPU healthy / degraded / unhealthy / unavailable, inventories the CUDA
+// stack, and serves /v1/gpu and instanced_gpu_* metrics. A VM without GPU is normal.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/json/object.hpp>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/gpu/cuda.hpp"
+#include "agent/gpu/health.hpp"
+#include "agent/gpu/nvml.hpp"
+#include "agent/status/router.hpp"
+#include "common/api.hpp"
+#include "common/single_flight.hpp"
+#include "common/subsystem.hpp"
+
+namespace instanced::gpu {
+
+class Gpu final : public Subsystem {
+ public:
+  Gpu(boost::asio::any_io_executor ex, Api& api, GpuSource& source, const Config& config);
+  ~Gpu() override;
+
+  std::string name() const override { return "gpu"; }
+  boost::asio::awaitable<void> run() override;
+  void reconfigure(const Config& config) override;
+
+  // The GPUs a new job may get: sampled, and not unhealthy or unavailable.
+  std::vector<unsigned> usable_gpus() const;
+
+  boost::json::object status_json() const;
+  void add_routes(status::Router& router);
+
+ private:
+  struct Tracked {
+    GpuSample sample;
+    std::optional<GpuSample> before;
+    Assessment assessment;
+    GpuHealth told = GpuHealth::healthy;  // the last health reported in an event
+    std::vector<int> xids;                // seen since the agent started
+  };
+  struct Seen {
+    XidEvent event;
+    Clock::wall_time at;
+    std::optional<unsigned> gpu;
+  };
+
+  boost::asio::awaitable<void> sample_once();
+  boost::asio::awaitable<void> events_loop();
+  std::vector<XidEvent> read_kmsg();  // on kmsg_calls_' thread
+  void record_xid(XidEvent e);
+  void publish();
+
+  boost::asio::any_io_executor ex_;
+  Api& api_;
+  GpuSource& source_;
+  GpuConfig config_;
+  Logger log_;
+  SingleFlight calls_;   // sample(): one NVML sweep at a time
+  SingleFlight events_;  // wait_xids(): the event wait, a worker of its own
+  SingleFlight kmsg_calls_;  // the kernel log's reads (kmsg_fd_, kmsg_partial_ belong to it)
+  boost::asio::cancellation_signal stop_events_;
+  std::string state_ = "starting";  // absent, unavailable, no_gpus, sampled, stuck
+  std::string state_detail_;
+  SystemSample system_;
+  std::vector<Tracked> gpus_;
+  std::deque<Seen> xids_;  // the last XIDs, newest last
+  std::optional<CudaInventory> cuda_;
+  Clock::steady_time inventory_due_{};
+  std::vector<XidEvent> pending_xids_;  // read from the kernel log, recorded after the sample
+  const std::string kmsg_path_;
+  int kmsg_fd_ = -1;
+  std::string kmsg_partial_;
+  bool told_absent_ = false;
+};
+
+}  // namespace instanced::gpu
