@@ -95,10 +95,8 @@ std::string error_name(int code) {
 
 NvmlLibrary::NvmlLibrary(std::string soname) : soname_(std::move(soname)) {}
 
-NvmlLibrary::~NvmlLibrary() {
-  // Not unloaded: a thread may still be blocked inside the library (a hung call).
-  delete api_;
-}
+// Not unloaded (no dlclose): a thread may still be blocked inside the library.
+NvmlLibrary::~NvmlLibrary() = default;
 
 bool NvmlLibrary::ensure_loaded(SystemSample& out) {
   std::lock_guard lock(g_mutex);
@@ -110,7 +108,7 @@ bool NvmlLibrary::ensure_loaded(SystemSample& out) {
       out.load_error = e ? e : "not found";
       return false;
     }
-    api_ = new Api;
+    api_ = std::make_shared<Api>();
     // The first name that exists: versioned symbols first (the _v2 entry points fixed
     // bugs of the originals), then the old names for old drivers.
     auto sym = [this, &out](auto& slot, std::initializer_list<const char*> names, bool optional) {
@@ -153,8 +151,7 @@ bool NvmlLibrary::ensure_loaded(SystemSample& out) {
       out.load_error = fmt::format("{} lacks nvmlInit, nvmlDeviceGetCount or nvmlDeviceGetHandleByIndex", soname_);
       ::dlclose(handle_);
       handle_ = nullptr;
-      delete api_;
-      api_ = nullptr;
+      api_.reset();
       return false;
     }
     missing_.assign(out.missing_symbols.begin(), out.missing_symbols.end());
@@ -175,12 +172,15 @@ bool NvmlLibrary::ensure_loaded(SystemSample& out) {
 
 SystemSample NvmlLibrary::sample() {
   SystemSample out;
-  if (!ensure_loaded(out)) {
+  std::shared_ptr<Api> api;
+  {
+    bool ok = ensure_loaded(out);
+    std::lock_guard lock(g_mutex);
     out.library = handle_ != nullptr;
-    return out;
+    if (!ok) return out;
+    api = api_;
   }
-  out.library = true;
-  const Api& a = *api_;
+  const Api& a = *api;
   char buf[96];
   if (a.system_driver_version(buf, sizeof buf) == nvml::kSuccess) out.driver_version = escape_for_log(buf);
   if (a.system_nvml_version && a.system_nvml_version(buf, sizeof buf) == nvml::kSuccess) out.nvml_version = escape_for_log(buf);
@@ -266,9 +266,11 @@ SystemSample NvmlLibrary::sample() {
 std::vector<XidEvent> NvmlLibrary::wait_xids(unsigned timeout_ms) {
   std::vector<XidEvent> out;
   EventSet set = nullptr;
+  std::shared_ptr<Api> api;
   {
     std::lock_guard lock(g_mutex);
     if (!initialised_ || !api_ || !api_->event_set_create || !api_->register_events || !api_->event_set_wait) return out;
+    api = api_;
     if (!events_tried_) {
       events_tried_ = true;
       EventSet s = nullptr;
@@ -289,13 +291,13 @@ std::vector<XidEvent> NvmlLibrary::wait_xids(unsigned timeout_ms) {
   }
   if (!set) return out;
   EventData data{};
-  if (api_->event_set_wait(set, &data, timeout_ms) != nvml::kSuccess) return out;
+  if (api->event_set_wait(set, &data, timeout_ms) != nvml::kSuccess) return out;
   if (!(data.event_type & kEventXidCriticalError)) return out;
   XidEvent e;
   e.xid = static_cast<int>(data.event_data);
   e.source = "nvml";
   PciInfo pci{};
-  if (api_->device_pci && api_->device_pci(data.device, &pci) == nvml::kSuccess)
+  if (api->device_pci && api->device_pci(data.device, &pci) == nvml::kSuccess)
     e.pci_bus_id = std::string(pci.bus_id, strnlen(pci.bus_id, sizeof pci.bus_id));
   out.push_back(std::move(e));
   return out;

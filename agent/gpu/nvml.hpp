@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -107,7 +108,9 @@ class NvmlLibrary final : public GpuSource {
   bool ensure_loaded(SystemSample& out);
   std::string soname_;
   void* handle_ = nullptr;
-  Api* api_ = nullptr;
+  // Shared with the calls in flight: a call blocked in the driver may return after this
+  // object is gone (the agent stopping) and must still find the table.
+  std::shared_ptr<Api> api_;
   bool initialised_ = false;
   std::vector<std::string> missing_;  // optional symbols the library lacks
   void* events_ = nullptr;  // nvmlEventSet_t
