@@ -96,4 +96,11 @@ std::uint64_t StateRegistry::subscribe(Listener listener) {
 
 void StateRegistry::unsubscribe(std::uint64_t id) { listeners_.erase(id); }
 
+void StateRegistry::set_heartbeat_summary(const std::string& key, std::string json_object) {
+  if (json_object.empty())
+    heartbeat_summaries_.erase(key);
+  else
+    heartbeat_summaries_[key] = std::move(json_object);
+}
+
 }  // namespace instanced

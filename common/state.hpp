@@ -86,6 +86,11 @@ class StateRegistry {
   std::uint64_t subscribe(Listener listener);
   void unsubscribe(std::uint64_t id);
 
+  // A compact JSON object a subsystem adds to every heartbeat under `key` (the GPU summary
+  // under "gpu"); keep it to a few dozen bytes. An empty text removes it.
+  void set_heartbeat_summary(const std::string& key, std::string json_object);
+  const std::map<std::string, std::string>& heartbeat_summaries() const { return heartbeat_summaries_; }
+
   Metrics& metrics() { return metrics_; }
   const Metrics& metrics() const { return metrics_; }
 
@@ -98,6 +103,7 @@ class StateRegistry {
   std::map<std::uint64_t, Listener> listeners_;
   std::uint64_t next_listener_ = 1;
   Metrics metrics_;
+  std::map<std::string, std::string> heartbeat_summaries_;
 };
 
 }  // namespace instanced

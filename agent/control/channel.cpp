@@ -11,6 +11,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 #include <fstream>
@@ -201,6 +202,12 @@ const std::string& ControlChannel::heartbeat_text(const std::string& id) {
                  std::chrono::duration_cast<std::chrono::seconds>(api_.clock.now() - info_.started).count());
   out += ",\"config\":";
   append_json_string(out, std::string_view(info_.config_hash).substr(0, 12));
+  for (const auto& [key, summary] : api_.state.heartbeat_summaries()) {
+    out.push_back(',');
+    append_json_string(out, key);
+    out.push_back(':');
+    out += summary;
+  }
   out += "}}";
   return out;
 }
@@ -214,6 +221,7 @@ json::object ControlChannel::heartbeat_body() const {
   b["subsystems"] = std::move(subs);
   b["uptime_s"] = std::chrono::duration_cast<std::chrono::seconds>(api_.clock.now() - info_.started).count();
   b["config"] = info_.config_hash.substr(0, 12);
+  for (const auto& [key, summary] : api_.state.heartbeat_summaries()) b[key] = json::parse(summary);
   return b;
 }
 

@@ -430,6 +430,21 @@ void Gpu::publish() {
     if (!t.xids.empty())
       m.set_gauge("instanced_gpu_last_xid", "The last XID error seen on the GPU", l, static_cast<double>(t.xids.back()));
   }
+  // The heartbeat's GPU summary: only where NVML answers (a CPU VM sends nothing).
+  std::string brief;
+  if (state_ == "sampled") {
+    std::vector<std::string> unhealthy, degraded;
+    for (const auto& t : gpus_) {
+      if (t.assessment.health == GpuHealth::degraded) degraded.push_back(std::to_string(t.sample.index));
+      if (t.assessment.health == GpuHealth::unhealthy || t.assessment.health == GpuHealth::unavailable)
+        unhealthy.push_back(std::to_string(t.sample.index));
+    }
+    brief = fmt::format(R"({{"count":{},"unhealthy":[{}],"degraded":[{}]}})", gpus_.size(), fmt::join(unhealthy, ","),
+                        fmt::join(degraded, ","));
+  } else if (state_ == "unavailable" || state_ == "stuck") {
+    brief = fmt::format(R"({{"state":"{}"}})", state_);
+  }
+  api_.state.set_heartbeat_summary("gpu", brief);
   api_.state.publish("gpu", h, summary, status_json());
 }
 

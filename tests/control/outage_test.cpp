@@ -125,6 +125,7 @@ TEST_CASE("the heartbeat frame written directly is the envelope of heartbeat_bod
   StateRegistry state(clock);
   state.publish("disk", Health::degraded, "/ is low");
   state.publish("we\"ird\\name", Health::ok, "escaping");
+  state.set_heartbeat_summary("gpu", R"({"count":8,"healthy":7,"unhealthy":[3]})");
   Api api{clock, fs, notifier, pool, state, logging};
   Config config;
   TempDir dir;
@@ -144,4 +145,5 @@ TEST_CASE("the heartbeat frame written directly is the envelope of heartbeat_bod
   CHECK(m->body == channel.heartbeat_body());
   CHECK(m->body.at("uptime_s") == 42);
   CHECK(m->body.at("subsystems").at("we\"ird\\name") == "ok");
+  CHECK(m->body.at("gpu").at("unhealthy").at(0) == 3);
 }

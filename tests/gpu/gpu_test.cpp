@@ -15,6 +15,7 @@
 #include "agent/gpu/cuda.hpp"
 #include "agent/gpu/health.hpp"
 #include "tests/support/agent_process.hpp"
+#include "tests/support/devcp.hpp"
 
 using namespace instanced;
 using namespace instanced::gpu;
@@ -168,8 +169,9 @@ gpu:
 
 class GpuAgent {
  public:
-  GpuAgent(const TempDir& dir, const std::string& scenario, const char* fake_dir = FAKE_NVML_DIR)
-      : dir_(dir), agent_(dir, kConfig) {
+  GpuAgent(const TempDir& dir, const std::string& scenario, const char* fake_dir = FAKE_NVML_DIR,
+           const std::string& extra_config = "")
+      : dir_(dir), agent_(dir, kConfig + extra_config) {
     write_scenario(dir, scenario);
     dir.write("kmsg", "");
     REQUIRE(agent_.start_and_wait_ready(10s, {{"LD_LIBRARY_PATH", fake_dir},
@@ -267,9 +269,14 @@ TEST_CASE("eight GPUs, each with its own identity", "[gpu][agent]") {
   CHECK(status.at("subsystems").at("gpu").at("summary") == "8 of 8 GPUs healthy");
 }
 
-TEST_CASE("an XID 79 from NVML events makes that GPU unhealthy, with an event", "[gpu][agent]") {
+TEST_CASE("an XID 79 from NVML events makes that GPU unhealthy, with an event and in the heartbeat", "[gpu][agent]") {
   TempDir dir;
-  GpuAgent a(dir, with_gpus(2));
+  DevCp cp(dir);
+  cp.start();
+  GpuAgent a(dir, with_gpus(2), FAKE_NVML_DIR,
+             fmt::format("instance:\n  name: gpu-test\ncontrol:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n"
+                         "  token_file: {{dir}}/token\n  initial_delay_max: 0s\n  heartbeat_interval: 200ms\n",
+                         cp.agent_port));
   a.wait([](const json::value& v) { return state_is(v, "sampled"); });
   write_scenario(dir, with_gpus(2, R"("xids": [{"gpu": 1, "xid": 79}], )"));
   auto v = a.wait([](const json::value& v) { return health_of(v, 1) == "unhealthy"; });
@@ -280,6 +287,16 @@ TEST_CASE("an XID 79 from NVML events makes that GPU unhealthy, with an event", 
   auto status = json::parse(a.agent().curl("http://localhost/v1/status").output);
   CHECK(status.at("subsystems").at("gpu").at("state") == "failed");
   CHECK_THAT(json::serialize(status.at("events")), Catch::Contains("XID 79 on GPU 1"));
+  // The control plane sees it in the heartbeat's GPU summary.
+  REQUIRE(cp.wait([](const json::value& v) {
+    auto* i = v.as_object().if_contains("gpu-test");
+    if (!i) return false;
+    auto* g = i->at("heartbeat").as_object().if_contains("gpu");
+    return g && g->at("unhealthy").as_array().size() == 1;
+  }));
+  auto hb = cp.instances().at("gpu-test").at("heartbeat").at("gpu");
+  CHECK(hb.at("count") == 2);
+  CHECK(hb.at("unhealthy").at(0) == 1);
 }
 
 TEST_CASE("an XID in the kernel log is mapped to its GPU by PCI address, once", "[gpu][agent]") {
