@@ -20,7 +20,9 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::size_t kMaxXids = 100;
-constexpr auto kDuplicateWindow = 10s;  // an NVML event and its kernel log line are one XID
+// An NVML event and its kernel log line are one XID: the log is read once per sample, so
+// the window spans a sampling interval and an NVML call's timeout, and 10 s more.
+constexpr auto kDuplicateSlack = 10s;
 
 template <class T>
 void put(json::object& o, std::string_view key, const std::optional<T>& v) {
@@ -89,6 +91,42 @@ json::object gpu_json(const GpuSample& g) {
 
 }  // namespace
 
+// The kernel log reader: new records since the last read. /dev/kmsg gives one record per
+// read() and EAGAIN at the end (opened non-blocking, it never waits); a plain file gives its
+// new bytes. Owned jointly with the worker thread, so a read still running when the agent
+// stops finds it.
+struct Gpu::Kmsg {
+  explicit Kmsg(std::string p) : path(std::move(p)) {}
+  ~Kmsg() {
+    if (fd >= 0) ::close(fd);
+  }
+  std::vector<XidEvent> read() {
+    std::vector<XidEvent> found;
+    if (fd < 0) {
+      fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) return found;
+    }
+    char buf[8192];
+    for (int records = 0; records < 10000; ++records) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EPIPE) continue;  // overwritten records: go on with the next
+      if (n <= 0) break;
+      partial.append(buf, static_cast<std::size_t>(n));
+      std::size_t pos = 0;
+      for (auto nl = partial.find('\n'); nl != std::string::npos; nl = partial.find('\n', pos)) {
+        if (auto e = parse_kmsg_xid(std::string_view(partial).substr(pos, nl - pos))) found.push_back(std::move(*e));
+        pos = nl + 1;
+      }
+      partial.erase(0, pos);
+      if (partial.size() > 64 * 1024) partial.clear();  // not a text log
+    }
+    return found;
+  }
+  std::string path;
+  int fd = -1;
+  std::string partial;
+};
+
 Gpu::Gpu(asio::any_io_executor ex, Api& api, GpuSource& source, const Config& config)
     : ex_(ex),
       api_(api),
@@ -98,11 +136,9 @@ Gpu::Gpu(asio::any_io_executor ex, Api& api, GpuSource& source, const Config& co
       calls_(ex),
       events_(ex),
       kmsg_calls_(ex),
-      kmsg_path_(config.gpu.kmsg) {}
+      kmsg_(std::make_shared<Kmsg>(config.gpu.kmsg)) {}
 
-Gpu::~Gpu() {
-  if (kmsg_fd_ >= 0) ::close(kmsg_fd_);
-}
+Gpu::~Gpu() = default;
 
 void Gpu::reconfigure(const Config& config) {
   const std::string kmsg = config_.kmsg;
@@ -123,12 +159,15 @@ std::vector<unsigned> Gpu::usable_gpus() const {
 void Gpu::record_xid(XidEvent e) {
   const auto now = api_.clock.wall_now();
   for (const auto& s : xids_)
-    if (s.event.xid == e.xid && same_pci_device(s.event.pci_bus_id, e.pci_bus_id) && now - s.at < kDuplicateWindow) return;
+    if (s.event.xid == e.xid && same_pci_device(s.event.pci_bus_id, e.pci_bus_id) &&
+        now - s.at < config_.interval + config_.call_timeout + kDuplicateSlack && s.event.source != e.source)
+      return;
   std::optional<unsigned> gpu;
   for (auto& t : gpus_)
     if (same_pci_device(t.sample.pci_bus_id, e.pci_bus_id)) {
       gpu = t.sample.index;
       t.xids.push_back(e.xid);
+      if (t.xids.size() > 32) t.xids.erase(t.xids.begin());  // an application that floods XID 13
     }
   auto info = classify_xid(e.xid);
   std::string where = gpu ? fmt::format("GPU {}", *gpu) : fmt::format("PCI {}", e.pci_bus_id);
@@ -145,31 +184,6 @@ void Gpu::record_xid(XidEvent e) {
   while (xids_.size() > kMaxXids) xids_.pop_front();
 }
 
-// New kernel log records since the last read: /dev/kmsg gives one record per read() and
-// EAGAIN at the end (opened non-blocking, it never waits); a plain file gives its new bytes.
-std::vector<XidEvent> Gpu::read_kmsg() {
-  std::vector<XidEvent> found;
-  if (kmsg_fd_ < 0) {
-    kmsg_fd_ = ::open(kmsg_path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (kmsg_fd_ < 0) return found;
-  }
-  char buf[8192];
-  for (int records = 0; records < 10000; ++records) {
-    ssize_t n = ::read(kmsg_fd_, buf, sizeof buf);
-    if (n < 0 && errno == EPIPE) continue;  // overwritten records: go on with the next
-    if (n <= 0) break;
-    kmsg_partial_.append(buf, static_cast<std::size_t>(n));
-    std::size_t pos = 0;
-    for (auto nl = kmsg_partial_.find('\n'); nl != std::string::npos; nl = kmsg_partial_.find('\n', pos)) {
-      if (auto e = parse_kmsg_xid(std::string_view(kmsg_partial_).substr(pos, nl - pos))) found.push_back(std::move(*e));
-      pos = nl + 1;
-    }
-    kmsg_partial_.erase(0, pos);
-    if (kmsg_partial_.size() > 64 * 1024) kmsg_partial_.clear();  // not a text log
-  }
-  return found;
-}
-
 asio::awaitable<void> Gpu::sample_once() {
   GpuSource* source = &source_;
   auto sweep = [source] { return source->sample(); };
@@ -177,7 +191,7 @@ asio::awaitable<void> Gpu::sample_once() {
   auto r = co_await calls_.run(what, config_.call_timeout, sweep);
   // The kernel log, off the loop (a read of /dev/kmsg does not block; a file may be slow).
   if (!config_.kmsg.empty()) {
-    auto read = [this] { return read_kmsg(); };
+    auto read = [kmsg = kmsg_] { return kmsg->read(); };
     const std::string reading = "reading " + config_.kmsg;
     auto lines = co_await kmsg_calls_.run(reading, config_.call_timeout, read);
     if (lines)
@@ -267,8 +281,12 @@ asio::awaitable<void> Gpu::events_loop() {
       co_await t.async_wait(asio::use_awaitable);
       continue;
     }
+    const auto started = std::chrono::steady_clock::now();
     auto r = co_await events_.run(what, config_.call_timeout + 1s, wait);
-    if (!r) {
+    // An empty answer well before the 1 s wait ended: events are not available (no device
+    // registered, a lost GPU). Waiting again at once would spin; the next sample decides.
+    const bool early = std::chrono::steady_clock::now() - started < 500ms;
+    if (!r || (r->empty() && early)) {
       asio::steady_timer t(ex_, config_.interval);
       co_await t.async_wait(asio::use_awaitable);
       continue;

@@ -54,7 +54,7 @@ class Gpu final : public Subsystem {
 
   boost::asio::awaitable<void> sample_once();
   boost::asio::awaitable<void> events_loop();
-  std::vector<XidEvent> read_kmsg();  // on kmsg_calls_' thread
+  struct Kmsg;  // the kernel log reader's state, shared with its worker thread
   void record_xid(XidEvent e);
   void publish();
 
@@ -65,7 +65,7 @@ class Gpu final : public Subsystem {
   Logger log_;
   SingleFlight calls_;   // sample(): one NVML sweep at a time
   SingleFlight events_;  // wait_xids(): the event wait, a worker of its own
-  SingleFlight kmsg_calls_;  // the kernel log's reads (kmsg_fd_, kmsg_partial_ belong to it)
+  SingleFlight kmsg_calls_;  // the kernel log's reads, one at a time
   boost::asio::cancellation_signal stop_events_;
   std::string state_ = "starting";  // absent, unavailable, no_gpus, sampled, stuck
   std::string state_detail_;
@@ -75,9 +75,7 @@ class Gpu final : public Subsystem {
   std::optional<CudaInventory> cuda_;
   Clock::steady_time inventory_due_{};
   std::vector<XidEvent> pending_xids_;  // read from the kernel log, recorded after the sample
-  const std::string kmsg_path_;
-  int kmsg_fd_ = -1;
-  std::string kmsg_partial_;
+  std::shared_ptr<Kmsg> kmsg_;
   bool told_absent_ = false;
 };
 

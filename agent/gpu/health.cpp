@@ -1,5 +1,6 @@
 #include "agent/gpu/health.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <fmt/format.h>
@@ -116,7 +117,10 @@ Assessment assess(const GpuSample& g, const GpuSample* before, const std::vector
     worse(a, GpuHealth::unavailable,
           g.error == nvml::kGpuIsLost ? "GPU is lost (fell off the bus): a reboot is needed" : g.error_text);
   }
+  std::vector<int> seen;  // one reason per XID number, however often it came
   for (int xid : xids) {
+    if (std::find(seen.begin(), seen.end(), xid) != seen.end()) continue;
+    seen.push_back(xid);
     auto info = classify_xid(xid);
     if (info.cls == XidClass::fatal)
       worse(a, GpuHealth::unhealthy, fmt::format("XID {}: {}", xid, info.meaning));

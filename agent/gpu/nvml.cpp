@@ -212,7 +212,12 @@ SystemSample NvmlLibrary::sample() {
     if (a.device_uuid && ok(a.device_uuid(d, buf, sizeof buf))) g.uuid = escape_for_log(buf);
     if (a.device_name && ok(a.device_name(d, buf, sizeof buf))) g.name = escape_for_log(buf);
     PciInfo pci{};
-    if (a.device_pci && ok(a.device_pci(d, &pci))) g.pci_bus_id = escape_for_log(std::string(pci.bus_id, strnlen(pci.bus_id, sizeof pci.bus_id)));
+    if (a.device_pci && ok(a.device_pci(d, &pci))) {
+      // The older PciInfo versions end before busId: their busIdLegacy holds the address.
+      std::string id(pci.bus_id, strnlen(pci.bus_id, sizeof pci.bus_id));
+      if (id.empty()) id.assign(pci.bus_id_legacy, strnlen(pci.bus_id_legacy, sizeof pci.bus_id_legacy));
+      g.pci_bus_id = escape_for_log(id);
+    }
     Memory mem{};
     if (a.device_memory && ok(a.device_memory(d, &mem))) {
       g.memory_total = mem.total;
@@ -241,10 +246,13 @@ SystemSample NvmlLibrary::sample() {
       if (ok(a.device_ecc_total(d, kEccUncorrected, kAggregate, &n))) g.ecc_uncorrected_aggregate = n;
     }
     if (a.device_retired_pages) {
-      unsigned n = 0;  // a zero-sized query returns the count
-      if (ok(a.device_retired_pages(d, kRetiredSbe, &n, nullptr))) g.retired_sbe = n;
-      n = 0;
-      if (ok(a.device_retired_pages(d, kRetiredDbe, &n, nullptr))) g.retired_dbe = n;
+      // A zero-sized query sets the count, and answers INSUFFICIENT_SIZE when it is above 0.
+      constexpr int kInsufficientSize = 7;
+      for (auto [cause, slot] : {std::pair{kRetiredSbe, &g.retired_sbe}, std::pair{kRetiredDbe, &g.retired_dbe}}) {
+        unsigned n = 0;
+        int r = a.device_retired_pages(d, cause, &n, nullptr);
+        if (ok(r) || r == kInsufficientSize) *slot = n;
+      }
     }
     int pend = 0;
     if (a.device_retired_pending && ok(a.device_retired_pending(d, &pend))) g.retired_pending = pend != 0;

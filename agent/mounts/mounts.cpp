@@ -54,6 +54,15 @@ std::string last_lines(std::string_view out, std::size_t n = 2) {
   return escape_for_log(joined.substr(0, 400));
 }
 
+// A helper's output with the mount's secrets blanked (an error may echo a URL with its SAS).
+std::string redact(std::string text, const Secrets& secrets) {
+  for (const std::string* secret : {&secrets.key, &secrets.sas}) {
+    if (secret->size() < 4) continue;
+    for (auto p = text.find(*secret); p != std::string::npos; p = text.find(*secret, p + 3)) text.replace(p, secret->size(), "***");
+  }
+  return text;
+}
+
 bool stale_errno(int e) {
   return e == ENOTCONN || e == EIO || e == ESTALE || e == ECONNABORTED || e == EHOSTDOWN || e == ENODEV ||
          e == ECONNRESET;
@@ -119,6 +128,9 @@ struct Mounts::Supervised {
   asio::cancellation_signal cancel;
   bool done = false;
   bool remount_asked = false;
+  bool attempt_due = true;     // nothing is mounted there: mount at next_attempt
+  bool checking = false;       // check() is under way (drain waits for it)
+  Clock::steady_time drained_until{};  // after a drain: not mounted again before this
   std::uint64_t attempts = 0;
   std::uint64_t remounts = 0;
   std::uint64_t failures = 0;  // in a row
@@ -217,6 +229,7 @@ void Mounts::failed_attempt(Supervised& s, Reason reason, std::string error) {
   for (std::uint64_t i = 1; i < s.failures && backoff < config_.backoff_max; ++i) backoff *= 2;
   backoff = std::min(backoff, config_.backoff_max);
   s.next_attempt = api_.clock.now() + backoff;
+  s.attempt_due = true;
   set_state(s, MountState::failed, reason, fmt::format("{} (attempt {}; next in {})", error, s.attempts, format_duration(backoff)));
 }
 
@@ -289,6 +302,7 @@ asio::awaitable<Result<void>> Mounts::tcp_check(const std::string& host, unsigne
 
 asio::awaitable<void> Mounts::attempt(Supervised& s) {
   s.attempts += 1;
+  s.attempt_due = false;
   set_state(s, MountState::mounting, Reason::none, "");
   publish();
   const MountConfig& m = s.config;
@@ -317,10 +331,10 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
   // The mount point and the cache: on the pool, a parent may be a hung mount.
   std::string mp = m.mount_point, cache = plan->cache_dir;
   // (GCC 12: no temporaries with destructors inside a co_await expression; named locals.)
-  auto make_dirs = [this, mp, cache]() -> Result<void> {
-    if (int e = ops_.make_directory(mp, 0755)) return Error{fmt::format("cannot create {}: {}", mp, std::strerror(e))};
+  auto make_dirs = [ops = &ops_, mp, cache]() -> Result<void> {
+    if (int e = ops->make_directory(mp, 0755)) return Error{fmt::format("cannot create {}: {}", mp, std::strerror(e))};
     if (!cache.empty())
-      if (int e = ops_.make_directory(cache, 0700)) return Error{fmt::format("cannot create {}: {}", cache, std::strerror(e))};
+      if (int e = ops->make_directory(cache, 0700)) return Error{fmt::format("cannot create {}: {}", cache, std::strerror(e))};
     return {};
   };
   const std::string creating = "creating " + mp;
@@ -340,7 +354,8 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
     }
     if (!plan->precheck_argv.empty()) {
       auto spec = spec_for(plan->precheck_argv, {});
-      auto [status, out] = co_await run_helper(s, spec);
+      auto [status, raw] = co_await run_helper(s, spec);
+      const std::string out = redact(raw, *secrets);
       if (!status.success()) {
         Reason r = classify_output(out);
         failed_attempt(s, r, fmt::format("{} check: {} ({})", r == Reason::auth_failed ? "credentials" : "share",
@@ -349,7 +364,8 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
       }
     }
     auto spec = spec_for(plan->argv, plan->env);
-    auto [status, out] = co_await run_helper(s, spec);
+    auto [status, raw] = co_await run_helper(s, spec);
+    const std::string out = redact(raw, *secrets);
     if (!status.success()) {
       failed_attempt(s, classify_output(out), fmt::format("{}: {} ({})", plan->argv[0], last_lines(out), status.describe()));
       co_return;
@@ -384,14 +400,16 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
       auto entry = info ? find_mount(parse_mountinfo(*info), mp) : std::nullopt;
       if (entry && matches(*plan, *entry)) break;
       if (h->status) {
-        failed_attempt(s, classify_output(h->tail), fmt::format("{} exited ({}): {}", plan->driver,
-                                                                 h->status->describe(), last_lines(h->tail)));
+        const std::string tail = redact(h->tail, *secrets);
+        failed_attempt(s, classify_output(tail), fmt::format("{} exited ({}): {}", plan->driver,
+                                                              h->status->describe(), last_lines(tail)));
         co_return;
       }
       if (api_.clock.now() >= deadline) {
         h->proc->signal_group(SIGKILL);
         failed_attempt(s, Reason::timed_out, fmt::format("{} did not mount {} within {}: {}", plan->driver, mp,
-                                                         format_duration(config_.mount_timeout), last_lines(h->tail)));
+                                                         format_duration(config_.mount_timeout),
+                                                         last_lines(redact(h->tail, *secrets))));
         co_return;
       }
       s.wake.expires_after(100ms);
@@ -407,20 +425,21 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
 // Stops using the mount: the FUSE server is stopped (which also ends requests blocked in
 // it), then the mount point is detached (lazily: processes with open files keep them).
 asio::awaitable<void> Mounts::detach(Supervised& s, bool lazy) {
-  if (s.helper && !s.helper->status) {
-    s.helper->proc->signal_group(SIGTERM);
-    for (int i = 0; i < 20 && !s.helper->status; ++i) {
+  // A copy: a drain may reset s.helper while this waits.
+  if (auto h = s.helper; h && !h->status) {
+    h->proc->signal_group(SIGTERM);
+    for (int i = 0; i < 20 && !h->status; ++i) {
       s.wake.expires_after(100ms);
       boost::system::error_code ec;
       co_await s.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
-    if (!s.helper->status) s.helper->proc->signal_group(SIGKILL);
+    if (!h->status) h->proc->signal_group(SIGKILL);
   }
   s.helper.reset();
   std::string mp = s.config.mount_point;
   auto info = ops_.mountinfo();
   if (info && find_mount(parse_mountinfo(*info), mp)) {
-    auto unmount = [this, mp, lazy] { return ops_.unmount(mp, lazy); };
+    auto unmount = [ops = &ops_, mp, lazy] { return ops->unmount(mp, lazy); };
     const std::string what = "unmounting " + mp;
     auto r = co_await api_.pool.run(what, config_.unmount_timeout, unmount);
     if (!r)
@@ -439,8 +458,10 @@ asio::awaitable<void> Mounts::detach(Supervised& s, bool lazy) {
 
 asio::awaitable<void> Mounts::check(Supervised& s) {
   const auto now = api_.clock.now();
-  if (now < drained_until_) {
-    set_state(s, MountState::drained, Reason::none, "unmounted for a stop or restart");
+  if (now < s.drained_until) {
+    // Mounted again by an attempt that was under way when the drain came: flush and unmount.
+    auto r = co_await unmount_cleanly(s);
+    if (r.unmounted) set_state(s, MountState::drained, Reason::none, "unmounted for a stop or restart");
     co_return;
   }
   if (s.remount_asked) {
@@ -455,6 +476,7 @@ asio::awaitable<void> Mounts::check(Supervised& s) {
   auto info = ops_.mountinfo();
   std::optional<MountEntry> entry;
   if (info) entry = find_mount(parse_mountinfo(*info), mp);
+  s.attempt_due = !entry;
   if (!entry) {
     if (up(s.state) || s.state == MountState::stale || s.state == MountState::hung || s.state == MountState::drained) {
       set_state(s, MountState::unmounted, Reason::other,
@@ -518,11 +540,20 @@ asio::awaitable<void> Mounts::check(Supervised& s) {
 
 asio::awaitable<void> Mounts::supervise(Supervised& s) {
   for (;;) {
-    co_await check(s);
+    s.checking = true;
+    try {
+      co_await check(s);
+    } catch (...) {
+      s.checking = false;
+      throw;
+    }
+    s.checking = false;
     publish();
+    // The next probe; sooner when a mount attempt is due (never a busy loop: a hung or
+    // foreign mount waits for the next probe).
     auto next = api_.clock.now() + config_.probe_interval;
-    if (!up(s.state) && s.state != MountState::drained) next = std::min(next, std::max(s.next_attempt, api_.clock.now()));
-    if (s.state == MountState::drained) next = std::min(next, drained_until_);
+    if (s.attempt_due && s.state != MountState::drained) next = std::min(next, std::max(s.next_attempt, api_.clock.now()));
+    if (s.state == MountState::drained) next = std::min(next, std::max(s.drained_until, api_.clock.now()));
     if (s.remount_asked) next = api_.clock.now();
     s.wake.expires_at(next);
     boost::system::error_code ec;
@@ -584,9 +615,18 @@ asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
 }
 
 asio::awaitable<Result<std::string>> Mounts::drain(std::string action) {
-  drained_until_ = api_.clock.now() + config_.drain_hold;
+  const auto until = api_.clock.now() + config_.drain_hold;
+  for (auto& s : mounts_) s->drained_until = until;  // no new attempt from here on
   std::vector<std::string> done, unflushed;
+  asio::steady_timer pause(ex_);
   for (auto& s : mounts_) {
+    // An attempt or probe under way ends first (each is bounded by its timeout).
+    const auto limit = api_.clock.now() + config_.mount_timeout + config_.probe_timeout;
+    while (s->checking && api_.clock.now() < limit) {
+      pause.expires_after(50ms);
+      boost::system::error_code ec;
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
     auto r = co_await unmount_cleanly(*s);
     done.push_back(fmt::format("{}: {}", s->config.name, r.note));
     if (!r.flushed) unflushed.push_back(fmt::format("{}: {}", s->config.name, r.note));
@@ -606,7 +646,7 @@ Result<void> Mounts::remount(const std::string& name) {
   for (auto& s : mounts_)
     if (s->config.name == name) {
       s->remount_asked = true;
-      drained_until_ = {};
+      s->drained_until = {};
       s->wake.cancel();
       return {};
     }

@@ -81,7 +81,6 @@ class Mounts final : public Subsystem {
   Logger log_;
   std::vector<std::unique_ptr<Supervised>> mounts_;
   Gate ready_;
-  Clock::steady_time drained_until_{};
   bool stopping_ = false;
 };
 

@@ -15,6 +15,7 @@
 #include <boost/json.hpp>
 #include <boost/json/src.hpp>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -190,17 +191,25 @@ int nvmlDeviceGetName(void* d, char* out, unsigned len) {
   GPU_OR_RETURN();
   return copy(str(*g, "name", "NVIDIA H100 80GB HBM3"), out, len);
 }
-static int pci_info(void* d, PciInfo* p) {
+static int pci_info(void* d, PciInfo* p, bool legacy_only) {
   GPU_OR_RETURN();
-  std::memset(p, 0, sizeof *p);
   std::string id = str(*g, "pci");
+  // busIdLegacy has a 4-digit domain: "0000:1B:00.0".
+  std::string legacy = id.size() == 16 ? id.substr(4) : id;
+  if (legacy_only) {  // nvmlPciInfo_v2 ends before busId: only the legacy field is written
+    std::memset(p, 0, offsetof(PciInfo, bus_id));
+    std::strncpy(p->bus_id_legacy, legacy.c_str(), sizeof p->bus_id_legacy - 1);
+    return 0;
+  }
+  std::memset(p, 0, sizeof *p);
+  std::strncpy(p->bus_id_legacy, legacy.c_str(), sizeof p->bus_id_legacy - 1);
   std::strncpy(p->bus_id, id.c_str(), sizeof p->bus_id - 1);
   return 0;
 }
 #ifndef FAKE_NVML_OLD
-int nvmlDeviceGetPciInfo_v3(void* d, PciInfo* p) { return pci_info(d, p); }
+int nvmlDeviceGetPciInfo_v3(void* d, PciInfo* p) { return pci_info(d, p, false); }
 #endif
-int nvmlDeviceGetPciInfo_v2(void* d, PciInfo* p) { return pci_info(d, p); }
+int nvmlDeviceGetPciInfo_v2(void* d, PciInfo* p) { return pci_info(d, p, true); }
 int nvmlDeviceGetMemoryInfo(void* d, Memory* m) {
   GPU_OR_RETURN();
   m->total = static_cast<unsigned long long>(num(*g, "memory_total", 85899345920LL));
@@ -262,7 +271,10 @@ int nvmlDeviceGetTotalEccErrors(void* d, int type, int counter, unsigned long lo
 int nvmlDeviceGetRetiredPages(void* d, int cause, unsigned* count, unsigned long long* addresses) {
   GPU_OR_RETURN();
   unsigned n = static_cast<unsigned>(num(*g, cause == 0 ? "retired_sbe" : "retired_dbe"));
-  if (*count < n && addresses) return 7;
+  if (*count < n) {  // as NVML: the count needed, and INSUFFICIENT_SIZE
+    *count = n;
+    return 7;
+  }
   if (addresses)
     for (unsigned i = 0; i < n; ++i) addresses[i] = 0x1000ULL * (i + 1);
   *count = n;

@@ -318,10 +318,12 @@ TEST_CASE("uncorrectable ECC is unhealthy, pending remapped rows degraded", "[gp
   a.wait([](const json::value& v) { return state_is(v, "sampled"); });
   std::string changed = with_gpus(2);
   changed.replace(changed.find("\"ecc_uv\": 0"), 11, "\"ecc_uv\": 2");  // GPU 0
+  changed.replace(changed.find("\"retired_sbe\": 0"), 16, "\"retired_sbe\": 2");
   changed.replace(changed.rfind("\"remap\": [0, 0, 0, 0]"), 21, "\"remap\": [0, 0, 1, 0]");  // GPU 1
   write_scenario(dir, changed);
   auto v = a.wait([](const json::value& v) { return health_of(v, 0) == "unhealthy" && health_of(v, 1) == "degraded"; });
   CHECK_THAT(std::string(v.at("gpus").at(0).at("reasons").at(0).as_string()), Catch::Contains("2 uncorrectable ECC errors"));
+  CHECK(v.at("gpus").at(0).at("retired_pages").at("single_bit") == 2);  // NVML's count query answers INSUFFICIENT_SIZE
   CHECK_THAT(std::string(v.at("gpus").at(1).at("reasons").at(0).as_string()), Catch::Contains("remapped rows pending"));
 }
 
@@ -341,7 +343,7 @@ TEST_CASE("an old driver without the newer symbols: the older ones are used, the
   const auto& missing = v.at("system").at("missing_symbols").as_array();
   CHECK(std::find(missing.begin(), missing.end(), json::value("nvmlDeviceGetRemappedRows")) != missing.end());
   CHECK(v.at("system").at("cuda_driver_version") == "12.4");  // nvmlSystemGetCudaDriverVersion
-  CHECK(v.at("gpus").at(0).at("pci_bus_id") == "00000000:1B:00.0");  // _v2
+  CHECK(v.at("gpus").at(0).at("pci_bus_id") == "0000:1B:00.0");  // _v2: busIdLegacy
   CHECK(v.at("gpus").at(0).at("clock_event_reasons").at(0) == "idle");  // ...ThrottleReasons
   CHECK(v.at("gpus").at(0).at("remapped_rows").as_object().empty());
   CHECK(v.at("gpus").at(0).at("health") == "healthy");

@@ -227,6 +227,19 @@ std::size_t threads_of(pid_t pid) {
   return n;
 }
 
+// User + system CPU seconds the process has used (/proc/PID/stat fields 14 and 15).
+double cpu_seconds(pid_t pid) {
+  std::string stat = slurp(fmt::format("/proc/{}/stat", pid));
+  std::istringstream in(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 std::vector<pid_t> pids_with(const std::string& needle) {
   std::vector<pid_t> out;
   for (const auto& e : std::filesystem::directory_iterator("/proc")) {
@@ -477,6 +490,10 @@ TEST_CASE("a mount the agent did not make is left alone and reported", "[mounts]
   auto m = wait_state(agent, "data", "failed");
   CHECK_THAT(std::string(m.at("error").as_string()), Catch::Contains("already has a tmpfs file system") &&
                                                          Catch::Contains("leaves it alone"));
+  // Checked once per probe interval, not in a loop.
+  const double cpu0 = cpu_seconds(agent.pid());
+  std::this_thread::sleep_for(2s);
+  CHECK(cpu_seconds(agent.pid()) - cpu0 < 0.5);
   agent.signal(SIGTERM);
   REQUIRE(agent.wait_exit(15s) == 0);
   CHECK(mounted(dir / "mnt/data"));  // not unmounted by the agent
@@ -534,6 +551,7 @@ TEST_CASE("a hung mount: reported within the timeout, the agent keeps answering,
   auto heartbeats = [&] { return cp.instances().at("hung-test").at("heartbeats").to_number<std::int64_t>(); };
   REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("hung-test"); }));
   const auto hb0 = heartbeats();
+  const double cpu0 = cpu_seconds(agent.pid());
 
   // Six more probe intervals while the first probe stays blocked.
   for (int i = 0; i < 6; ++i) {
@@ -550,6 +568,8 @@ TEST_CASE("a hung mount: reported within the timeout, the agent keeps answering,
   CHECK(m.at("blocked_threads") == 1);
   CHECK(threads_of(agent.pid()) <= threads_at_first_hang);
   CHECK(heartbeats() >= hb0 + 4);  // heartbeats every second went on
+  // Waiting for the probe is not a busy loop: the agent idles (a spin would use ~6 s).
+  CHECK(cpu_seconds(agent.pid()) - cpu0 < 1.0);
   CHECK(mounts_of(agent).at("ready") == false);
 }
 
