@@ -376,7 +376,8 @@ void Gpu::publish() {
   Health h = Health::ok;
   std::string summary;
   if (state_ == "starting") {
-    h = Health::starting;
+    // Not `starting`: the agent's health does not wait for a GPU sweep (a stuck driver would
+    // hold it for call_timeout); nothing waits for the first sample.
     summary = "first sample pending";
   } else if (state_ == "disabled") {
     summary = "disabled (gpu.enabled: false)";
