@@ -184,6 +184,28 @@ void Gpu::record_xid(XidEvent e) {
   while (xids_.size() > kMaxXids) xids_.pop_front();
 }
 
+// Rates every GPU again (after a sample or a new XID) and reports each change of health.
+void Gpu::reassess() {
+  for (auto& t : gpus_) {
+    t.assessment = assess(t.sample, t.before ? &*t.before : nullptr, t.xids, Thresholds{});
+    if (t.assessment.health != t.told) {
+      std::string msg = fmt::format("GPU {} ({}): {} -> {}{}{}", t.sample.index, t.sample.uuid, to_string(t.told),
+                                    to_string(t.assessment.health), t.assessment.reasons.empty() ? "" : ": ",
+                                    fmt::join(t.assessment.reasons, "; "));
+      if (t.assessment.health == GpuHealth::healthy)
+        log_->info("{}", msg);
+      else
+        log_->warn("{}", msg);
+      api_.state.emit("gpu", "gpu_state_changed", msg,
+                      {{"gpu", t.sample.index},
+                       {"uuid", t.sample.uuid},
+                       {"from", std::string(to_string(t.told))},
+                       {"to", std::string(to_string(t.assessment.health))}});
+      t.told = t.assessment.health;
+    }
+  }
+}
+
 asio::awaitable<void> Gpu::sample_once() {
   GpuSource* source = &source_;
   auto sweep = [source] { return source->sample(); };
@@ -235,24 +257,7 @@ asio::awaitable<void> Gpu::sample_once() {
   }
   for (auto& e : pending_xids_) record_xid(std::move(e));
   pending_xids_.clear();
-  for (auto& t : gpus_) {
-    t.assessment = assess(t.sample, t.before ? &*t.before : nullptr, t.xids, Thresholds{});
-    if (t.assessment.health != t.told) {
-      std::string msg = fmt::format("GPU {} ({}): {} -> {}{}{}", t.sample.index, t.sample.uuid, to_string(t.told),
-                                    to_string(t.assessment.health), t.assessment.reasons.empty() ? "" : ": ",
-                                    fmt::join(t.assessment.reasons, "; "));
-      if (t.assessment.health == GpuHealth::healthy)
-        log_->info("{}", msg);
-      else
-        log_->warn("{}", msg);
-      api_.state.emit("gpu", "gpu_state_changed", msg,
-                      {{"gpu", t.sample.index},
-                       {"uuid", t.sample.uuid},
-                       {"from", std::string(to_string(t.told))},
-                       {"to", std::string(to_string(t.assessment.health))}});
-      t.told = t.assessment.health;
-    }
-  }
+  reassess();
   if (state_ == "sampled" && api_.clock.now() >= inventory_due_) {
     auto roots = config_.cuda_roots;
     auto includes = config_.include_dirs;
@@ -293,7 +298,7 @@ asio::awaitable<void> Gpu::events_loop() {
     }
     if (r->empty()) continue;
     for (auto& e : *r) record_xid(std::move(e));
-    for (auto& t : gpus_) t.assessment = assess(t.sample, t.before ? &*t.before : nullptr, t.xids, Thresholds{});
+    reassess();
     publish();
   }
 }

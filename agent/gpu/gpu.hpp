@@ -56,6 +56,7 @@ class Gpu final : public Subsystem {
   boost::asio::awaitable<void> events_loop();
   struct Kmsg;  // the kernel log reader's state, shared with its worker thread
   void record_xid(XidEvent e);
+  void reassess();
   void publish();
 
   boost::asio::any_io_executor ex_;

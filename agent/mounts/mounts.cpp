@@ -68,6 +68,13 @@ bool stale_errno(int e) {
          e == ECONNRESET;
 }
 
+// A plan without its secrets: what a mount is recognised by (driver, source, type).
+MountPlan identity_of(MountPlan plan) {
+  plan.env.clear();
+  plan.files.clear();
+  return plan;
+}
+
 bool up(MountState s) { return s == MountState::mounted || s == MountState::degraded; }
 
 // A helper that keeps running while mounted (a FUSE server): its output and its end.
@@ -183,6 +190,12 @@ Result<Secrets> Mounts::read_secrets(const MountConfig& m) const {
     if (!s.sas.empty() && s.sas.front() == '?') s.sas.erase(0, 1);
   }
   return s;
+}
+
+std::optional<MountEntry> Mounts::mounted_at(const std::string& mount_point) {
+  auto info = ops_.mountinfo();
+  if (!info) return std::nullopt;
+  return find_mount(parse_mountinfo(*info), mount_point);
 }
 
 SpawnSpec Mounts::spec_for(const std::vector<std::string>& argv, const std::vector<std::string>& env) const {
@@ -316,9 +329,7 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
     failed_attempt(s, Reason::driver_missing, plan.error().message);
     co_return;
   }
-  s.identity = *plan;
-  s.identity->env.clear();
-  s.identity->files.clear();
+  s.identity = identity_of(*plan);
   if (auto r = api_.fs.create_directories(secrets_dir_, 0700); !r) {
     failed_attempt(s, Reason::other, r.error().message);
     co_return;
@@ -370,8 +381,7 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
       failed_attempt(s, classify_output(out), fmt::format("{}: {} ({})", plan->argv[0], last_lines(out), status.describe()));
       co_return;
     }
-    auto info = ops_.mountinfo();
-    auto entry = info ? find_mount(parse_mountinfo(*info), mp) : std::nullopt;
+    auto entry = mounted_at(mp);
     if (!entry || !matches(*plan, *entry)) {
       failed_attempt(s, Reason::other, fmt::format("{} succeeded but {} is not a {} mount of {}", plan->argv[0], mp,
                                                    plan->fstype, plan->source));
@@ -396,8 +406,7 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
     asio::co_spawn(ex_, watch_helper(h, s.wake), asio::detached);
     const auto deadline = api_.clock.now() + config_.mount_timeout;
     for (;;) {
-      auto info = ops_.mountinfo();
-      auto entry = info ? find_mount(parse_mountinfo(*info), mp) : std::nullopt;
+      auto entry = mounted_at(mp);
       if (entry && matches(*plan, *entry)) break;
       if (h->status) {
         const std::string tail = redact(h->tail, *secrets);
@@ -437,8 +446,7 @@ asio::awaitable<void> Mounts::detach(Supervised& s, bool lazy) {
   }
   s.helper.reset();
   std::string mp = s.config.mount_point;
-  auto info = ops_.mountinfo();
-  if (info && find_mount(parse_mountinfo(*info), mp)) {
+  if (mounted_at(mp)) {
     auto unmount = [ops = &ops_, mp, lazy] { return ops->unmount(mp, lazy); };
     const std::string what = "unmounting " + mp;
     auto r = co_await api_.pool.run(what, config_.unmount_timeout, unmount);
@@ -473,9 +481,7 @@ asio::awaitable<void> Mounts::check(Supervised& s) {
     s.next_attempt = now;
   }
   const std::string& mp = s.config.mount_point;
-  auto info = ops_.mountinfo();
-  std::optional<MountEntry> entry;
-  if (info) entry = find_mount(parse_mountinfo(*info), mp);
+  const auto entry = mounted_at(mp);
   s.attempt_due = !entry;
   if (!entry) {
     if (up(s.state) || s.state == MountState::stale || s.state == MountState::hung || s.state == MountState::drained) {
@@ -494,11 +500,7 @@ asio::awaitable<void> Mounts::check(Supervised& s) {
     // Mounted before this agent started (a restart): adopted if it is what was configured.
     auto secrets = read_secrets(s.config);
     auto plan = secrets ? plan_mount(s.config, config_, *secrets, tools(), secrets_dir_) : Result<MountPlan>(secrets.error());
-    if (plan) {
-      s.identity = *plan;
-      s.identity->env.clear();
-      s.identity->files.clear();
-    }
+    if (plan) s.identity = identity_of(std::move(*plan));
   }
   if (!s.identity || !matches(*s.identity, *entry)) {
     set_state(s, MountState::failed, Reason::other,
@@ -565,8 +567,7 @@ asio::awaitable<void> Mounts::supervise(Supervised& s) {
 
 asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
   const std::string mp = s.config.mount_point;
-  auto info = ops_.mountinfo();
-  auto entry = info ? find_mount(parse_mountinfo(*info), mp) : std::nullopt;
+  auto entry = mounted_at(mp);
   Unmounted out;
   if (!entry || !s.identity || !matches(*s.identity, *entry)) {  // not mounted, or not ours
     if (s.helper && !s.helper->status) s.helper->proc->signal_group(SIGTERM);  // a mount under way

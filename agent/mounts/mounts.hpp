@@ -65,6 +65,8 @@ class Mounts final : public Subsystem {
   boost::asio::awaitable<Result<void>> tcp_check(const std::string& host, unsigned port);
   boost::asio::awaitable<std::pair<ExitStatus, std::string>> run_helper(Supervised& s, const SpawnSpec& spec);
   Result<Secrets> read_secrets(const MountConfig& m) const;
+  // What /proc/self/mountinfo shows on top of `mount_point` now, if anything.
+  std::optional<MountEntry> mounted_at(const std::string& mount_point);
   Tools tools() const;
   SpawnSpec spec_for(const std::vector<std::string>& argv, const std::vector<std::string>& env) const;
   void set_state(Supervised& s, MountState to, Reason reason, std::string error);
