@@ -12,6 +12,7 @@
 #include "agent/daemon/daemon.hpp"
 #include "agent/disk/guardian.hpp"
 #include "agent/gpu/gpu.hpp"
+#include "agent/jobs/jobs.hpp"
 #include "agent/mounts/mounts.hpp"
 #include "agent/setup/setup.hpp"
 #include "agent/status/server.hpp"
@@ -85,6 +86,39 @@ void add_mount_commands(control::CommandRegistry& commands, mounts::Mounts& moun
     auto r = mounts.remount(std::string(name->as_string()));
     if (!r) co_return CommandResult{Status::invalid, {}, "args.name: " + r.error().message};
     co_return CommandResult{Status::ok, {{"remount", "started"}}, {}};
+  });
+}
+
+// submit_job {job}, cancel_job {id}, get_job {id}: the job queue (docs/jobs.md).
+void add_job_commands(control::CommandRegistry& commands, jobs::Jobs& queue, const Config& config) {
+  commands.add("submit_job", [&queue, &config](const json::object& args) -> boost::asio::awaitable<CommandResult> {
+    auto spec = jobs::parse_job_spec(args, config.jobs, "args.");
+    if (!spec) co_return CommandResult{Status::invalid, {}, spec.error().message};
+    auto r = queue.submit(std::move(*spec));
+    using K = jobs::Jobs::Submitted::Kind;
+    if (r.ok()) co_return CommandResult{Status::ok, std::move(r.job), {}};
+    if (r.kind == K::invalid) co_return CommandResult{Status::invalid, {}, "args." + r.error};
+    if (r.kind == K::conflict) co_return CommandResult{Status::invalid, {}, "args." + r.error};
+    co_return CommandResult{Status::refused, {}, r.error};
+  });
+  auto id_of = [](const json::object& args) -> std::optional<std::string> {
+    auto* id = args.if_contains("id");
+    if (!id || !id->is_string() || id->as_string().empty()) return std::nullopt;
+    return std::string(id->as_string());
+  };
+  commands.add("cancel_job", [&queue, id_of](const json::object& args) -> boost::asio::awaitable<CommandResult> {
+    auto id = id_of(args);
+    if (!id) co_return CommandResult{Status::invalid, {}, "args.id: missing or not a string"};
+    auto r = queue.cancel(*id);
+    if (!r) co_return CommandResult{Status::refused, {}, r.error().message};
+    co_return CommandResult{Status::ok, std::move(*r), {}};
+  });
+  commands.add("get_job", [&queue, id_of](const json::object& args) -> boost::asio::awaitable<CommandResult> {
+    auto id = id_of(args);
+    if (!id) co_return CommandResult{Status::invalid, {}, "args.id: missing or not a string"};
+    auto j = queue.job_json(*id);
+    if (!j) co_return CommandResult{Status::invalid, {}, "args.id: no job '" + *id + "'"};
+    co_return CommandResult{Status::ok, std::move(*j), {}};
   });
 }
 
@@ -173,9 +207,6 @@ int main(int argc, char** argv) {
   setup.add_routes(router);
   setup.add_prerequisite(mounts.ready_gate());
   add_setup_commands(commands, setup);
-  commands.add_drain("setup", [&setup](std::string action) { return setup.drain(std::move(action)); });
-  // After setup's drain (registration order): flush and unmount the shares.
-  commands.add_drain("mounts", [&mounts](std::string action) { return mounts.drain(std::move(action)); });
 
   // The 5 GB rule: stop, restart and reboot are refused while `/` is below it.
   disk::Guardian disk(ioc.get_executor(), api, processes, running);
@@ -187,11 +218,31 @@ int main(int argc, char** argv) {
   gpu::Gpu gpu(ioc.get_executor(), api, nvml, running);
   gpu.add_routes(router);
 
+  // The job queue: after the disk rule, the required mounts and the setup scripts.
+  jobs::Jobs job_queue(ioc.get_executor(), api, processes, running, [&gpu] {
+    jobs::GpuView v;
+    v.known = gpu.sampled();
+    v.total = gpu.count();
+    v.usable = gpu.usable_gpus();
+    return v;
+  });
+  job_queue.add_prerequisite(disk.work_gate());
+  job_queue.add_prerequisite(mounts.ready_gate());
+  job_queue.add_prerequisite(setup.done_gate());
+  job_queue.add_routes(router);
+  add_job_commands(commands, job_queue, running);
+  // Before setup's and the mounts' drains: jobs may write to the file share.
+  commands.add_drain("jobs", [&job_queue](std::string action) { return job_queue.drain(std::move(action)); });
+  commands.add_drain("setup", [&setup](std::string action) { return setup.drain(std::move(action)); });
+  // After setup's drain (registration order): flush and unmount the shares.
+  commands.add_drain("mounts", [&mounts](std::string action) { return mounts.drain(std::move(action)); });
+
   daemon.add(status_server);
   daemon.add(control);
   daemon.add(disk);
   daemon.add(mounts);
   daemon.add(gpu);
   daemon.add(setup);
+  daemon.add(job_queue);
   return daemon.run();
 }

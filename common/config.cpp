@@ -471,6 +471,13 @@ std::optional<std::string> SetupConfig::validate() const {
   return first_repeat(scripts, [](const ScriptConfig& s) { return s.name; }, "scripts");
 }
 
+std::optional<std::string> JobsConfig::validate() const {
+  if (default_timeout > max_timeout)
+    return fmt::format("default_timeout: {} is longer than max_timeout ({})", format_duration(default_timeout),
+                       format_duration(max_timeout));
+  return std::nullopt;
+}
+
 std::optional<std::string> WatchedPath::validate() const {
   if (path.empty()) return std::string("path: must be set");
   return std::nullopt;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -17,7 +18,9 @@
 #include <map>
 #include <pwd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -205,6 +208,12 @@ class RealProcess final : public Process {
     [[maybe_unused]] auto n = ::write(oom, "0", 1);
     ::close(oom);
   }
+  for (const auto& [resource, value] : spec.limits) {
+    struct rlimit rl {};
+    rl.rlim_cur = rl.rlim_max = static_cast<rlim_t>(value);
+    if (::setrlimit(resource, &rl) != 0) fail(6);
+  }
+  if (spec.nice != 0 && ::setpriority(PRIO_PROCESS, 0, spec.nice) != 0) fail(7);
   if (spec.user) {
     if (::setgroups(spec.user->groups.size(), spec.user->groups.data()) != 0) fail(1);
     if (::setgid(spec.user->gid) != 0) fail(2);
@@ -223,6 +232,8 @@ const char* step_name(int step) {
     case 2: return "setgid";
     case 3: return "setuid";
     case 4: return "working directory";
+    case 6: return "resource limits";
+    case 7: return "priority";
     default: return "exec";
   }
 }
@@ -322,5 +333,28 @@ std::vector<pid_t> RealProcessRunner::find_marked(const std::string& marker) {
 }
 
 void RealProcessRunner::signal(pid_t pid, int sig) { ::kill(pid, sig); }
+
+std::string find_program(const std::string& name, const std::string& search_path) {
+  auto executable = [](const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (name.empty()) return "";
+  if (name.find('/') != std::string::npos) return executable(name) ? name : "";
+  std::string dirs = search_path;
+  if (dirs.empty()) {
+    const char* path = std::getenv("PATH");
+    dirs = path && *path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  }
+  std::size_t pos = 0;
+  while (pos <= dirs.size()) {
+    auto colon = dirs.find(':', pos);
+    if (colon == std::string::npos) colon = dirs.size();
+    std::string dir = dirs.substr(pos, colon - pos);
+    if (!dir.empty() && dir.front() == '/' && executable(dir + "/" + name)) return dir + "/" + name;
+    pos = colon + 1;
+  }
+  return "";
+}
 
 }  // namespace instanced

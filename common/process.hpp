@@ -37,6 +37,11 @@ struct UserIdentity {
 // off the event loop.
 Result<UserIdentity> lookup_user(const std::string& name);
 
+// The executable file `name` names: itself when it holds a '/', else the first match in
+// `search_path` (colon-separated; empty: $PATH, or the usual system folders). "" when none.
+// Stats files, which may block on a hung mount: call it off the event loop.
+std::string find_program(const std::string& name, const std::string& search_path = {});
+
 struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0] is the program: an absolute path
   std::vector<std::string> env;   // the whole environment, "NAME=value"
@@ -44,6 +49,10 @@ struct SpawnSpec {
   std::optional<UserIdentity> user;  // run as this user (the agent must be root)
   bool capture_output = true;        // stdout and stderr into one pipe; else /dev/null
   int inherit_fd = -1;               // given to the child as its fd 3 (an inline script)
+  // Resource limits set in the child before it drops privileges: {RLIMIT_*, value}, soft
+  // and hard alike. A job's memory, open files and processes.
+  std::vector<std::pair<int, std::uint64_t>> limits;
+  int nice = 0;  // the child's niceness (-20..19): a job's CPU weight
 };
 
 struct ExitStatus {

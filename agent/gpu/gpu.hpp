@@ -34,6 +34,9 @@ class Gpu final : public Subsystem {
 
   // The GPUs a new job may get: sampled, and not unhealthy or unavailable.
   std::vector<unsigned> usable_gpus() const;
+  // Whether the GPUs are known (the first look at NVML is over), and how many there are.
+  bool sampled() const { return state_ != "starting"; }
+  std::size_t count() const { return gpus_.size(); }
 
   boost::json::object status_json() const;
   void add_routes(status::Router& router);

@@ -1,5 +1,7 @@
 #include "agent/mounts/ops.hpp"
 
+#include "common/process.hpp"
+
 #include <cerrno>
 #include <cstdlib>
 #include <dirent.h>
@@ -91,23 +93,6 @@ int RealMountOps::make_directory(const std::string& path, unsigned mode) {
   return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 }
 
-std::string RealMountOps::find_program(const std::string& name) {
-  auto executable = [](const std::string& p) {
-    struct stat st{};
-    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
-  };
-  if (name.find('/') != std::string::npos) return executable(name) ? name : "";
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-  std::size_t pos = 0;
-  while (pos <= dirs.size()) {
-    auto colon = dirs.find(':', pos);
-    if (colon == std::string::npos) colon = dirs.size();
-    std::string dir = dirs.substr(pos, colon - pos);
-    if (!dir.empty() && dir.front() == '/' && executable(dir + "/" + name)) return dir + "/" + name;
-    pos = colon + 1;
-  }
-  return "";
-}
+std::string RealMountOps::find_program(const std::string& name) { return instanced::find_program(name); }
 
 }  // namespace instanced::mounts

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/setup/run_log.hpp"
+#include "common/run_log.hpp"
 #include "common/config.hpp"
 #include "common/result.hpp"
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "agent/setup/records.hpp"
-#include "agent/setup/run_log.hpp"
+#include "common/run_log.hpp"
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
 #include "common/gate.hpp"

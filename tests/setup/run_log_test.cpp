@@ -4,7 +4,7 @@
 #include <sstream>
 
 #include "agent/setup/records.hpp"
-#include "agent/setup/run_log.hpp"
+#include "common/run_log.hpp"
 #include "common/text.hpp"
 #include "tests/support/agent_process.hpp"
 

@@ -20,7 +20,7 @@
 
 #include <boost/json/object.hpp>
 
-namespace instanced::setup {
+namespace instanced {
 
 // Where the parts of a finished log are: enough to map produced offsets to file offsets.
 struct LogLayout {
@@ -94,4 +94,4 @@ class RunLog {
   std::vector<std::string> last_;  // last_lines() at finish
 };
 
-}  // namespace instanced::setup
+}  // namespace instanced

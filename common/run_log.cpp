@@ -1,4 +1,4 @@
-#include "agent/setup/run_log.hpp"
+#include "common/run_log.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -9,7 +9,7 @@
 
 #include "common/text.hpp"
 
-namespace instanced::setup {
+namespace instanced {
 namespace json = boost::json;
 
 json::object LogLayout::to_json() const {
@@ -254,4 +254,4 @@ LogChunk RunLog::read(std::uint64_t from, std::size_t max) const {
   return c;
 }
 
-}  // namespace instanced::setup
+}  // namespace instanced

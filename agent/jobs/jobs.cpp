@@ -1,0 +1,1106 @@
+#include "agent/jobs/jobs.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <csignal>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace instanced::jobs {
+namespace asio = boost::asio;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using namespace asio::experimental::awaitable_operators;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto kLookupTimeout = 10s;
+constexpr auto kDrainGrace = 250ms;     // output read after the job's exit
+constexpr auto kToolTimeout = 60s;      // podman inspect, rm, kill, image exists
+constexpr auto kLoadTimeout = 10min;    // podman load of an image archive
+constexpr auto kGpuRecheck = 2s;        // while a job waits for GPUs
+constexpr auto kStoreRetry = 10s;       // while state_dir/jobs cannot be written
+constexpr std::size_t kToolOutputMax = 64 << 10;
+const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+bool is_cancelled(const boost::system::system_error& e) { return e.code() == asio::error::operation_aborted; }
+
+double seconds(Clock::wall_time::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// cgroup v2's cpu.weight (100 is the default share) as a niceness: each nice step is
+// about a 1.25 ratio of CPU time under the kernel's scheduler.
+int nice_for_weight(int weight) {
+  if (weight == 100) return 0;
+  double n = std::log(100.0 / weight) / std::log(1.25);
+  return std::clamp(static_cast<int>(std::lround(n)), -20, 19);
+}
+
+asio::awaitable<void> pump_output(Process& p, RunLog& log, Gate& done) {
+  std::vector<char> buf(64 * 1024);
+  try {
+    for (;;) {
+      std::size_t n = co_await p.read_output(std::span<char>(buf));
+      if (n == 0) break;
+      log.feed(std::string_view(buf.data(), n));
+    }
+  } catch (const boost::system::system_error&) {
+    // Closed after the drain grace, or the agent is stopping.
+  }
+  done.open();
+}
+
+// The variables the container CLI needs from the agent's own environment.
+std::vector<std::string> runtime_environment() {
+  std::vector<std::string> env;
+  for (const char* name : {"PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "CONTAINERS_CONF",
+                           "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "DOCKER_HOST", "DOCKER_CONFIG",
+                           "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"})
+    if (const char* v = std::getenv(name)) env.push_back(std::string(name) + "=" + v);
+  if (!std::getenv("PATH")) env.push_back(std::string("PATH=") + kDefaultPath);
+  return env;
+}
+
+}  // namespace
+
+struct Jobs::Live {
+  Live(asio::any_io_executor ex) : pump_done(ex, "output"), poke(ex, asio::steady_timer::time_point::max()) {}
+  std::unique_ptr<Process> proc;
+  std::unique_ptr<RunLog> log;
+  Gate pump_done;
+  asio::steady_timer poke;  // cancelled when a cancel is asked for
+  asio::cancellation_signal stop;  // the agent is stopping
+  std::optional<ContainerRuntimeCli> cli;  // container jobs
+  bool cancel = false;
+  std::string cancel_reason;
+  bool timed_out = false;
+};
+
+Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config, GpuSource gpus)
+    : ex_(ex),
+      api_(api),
+      runner_(runner),
+      config_(config.jobs),
+      state_dir_(config.state_dir),
+      status_socket_(config.status.socket),
+      gpus_(std::move(gpus)),
+      log_(api.logging.get("jobs")),
+      wake_(ex, asio::steady_timer::time_point::max()),
+      live_changed_(ex, asio::steady_timer::time_point::max()) {
+  reconfigure(config);
+  load();
+}
+
+Jobs::~Jobs() = default;
+
+void Jobs::reconfigure(const Config& config) {
+  config_ = config.jobs;
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  slots_ = config_.slots > 0 ? static_cast<std::size_t>(config_.slots) : static_cast<std::size_t>(std::max(1L, cpus) * 2);
+  runtime_error_.reset();
+  poke();
+}
+
+// ---- the store ---------------------------------------------------------------------------
+
+void Jobs::load() {
+  fs::path dir = fs::path(state_dir_) / "jobs";
+  if (auto r = api_.fs.create_directories(dir, 0700); !r) {
+    store_error_ = r.error().message;
+    return;
+  }
+  std::error_code ec;
+  std::size_t bad = 0;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& file = it->path();
+    if (file.extension() != ".json" || file.filename().string().starts_with(".")) continue;
+    auto text = api_.fs.read_file(file, 1 << 20);
+    auto rec = text ? JobRecord::parse(*text) : Result<JobRecord>(text.error());
+    if (!rec || rec->spec.id + ".json" != file.filename().string()) {
+      // Kept aside for a person, never silently dropped.
+      std::string why = rec ? "its id does not match the file name" : rec.error().message;
+      log_->error("job file {} is unreadable ({}); moved to {}.bad", file.string(), why, file.filename().string());
+      std::error_code rc;
+      fs::rename(file, fs::path(file.string() + ".bad"), rc);
+      ++bad;
+      continue;
+    }
+    auto job = std::make_unique<JobRecord>(std::move(*rec));
+    next_seq_ = std::max(next_seq_, job->seq + 1);
+    if (job->state == JobState::queued)
+      queue_[job->seq] = job.get();
+    else if (is_finished(job->state))
+      finished_[job->seq] = job->spec.id;
+    jobs_[job->spec.id] = std::move(job);
+  }
+  if (!jobs_.empty() || bad)
+    log_->info("{} jobs read from {} ({} queued){}", jobs_.size(), dir.string(), queue_.size(),
+               bad ? fmt::format(", {} unreadable", bad) : "");
+}
+
+Result<void> Jobs::persist(const JobRecord& job) {
+  fs::path file = fs::path(state_dir_) / "jobs" / (job.spec.id + ".json");
+  auto r = api_.fs.write_file_atomic(file, job.to_text(), 0600);
+  if (!r) {
+    if (!store_error_) log_->error("cannot record job {}: {}", job.spec.id, r.error().message);
+    store_error_ = r.error().message;
+    return r;
+  }
+  if (store_error_) log_->info("job state recorded again");
+  store_error_.reset();
+  return {};
+}
+
+void Jobs::prune() {
+  while (finished_.size() > static_cast<std::size_t>(config_.keep_finished)) {
+    auto it = finished_.begin();
+    std::string id = it->second;
+    finished_.erase(it);
+    auto j = jobs_.find(id);
+    if (j == jobs_.end() || live_.contains(id)) continue;
+    std::error_code ec;
+    fs::remove(fs::path(state_dir_) / "jobs" / (id + ".json"), ec);
+    if (!j->second->log.empty()) fs::remove(j->second->log, ec);
+    jobs_.erase(j);
+  }
+}
+
+// ---- the loop ----------------------------------------------------------------------------
+
+asio::awaitable<void> Jobs::run() {
+  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+  publish();
+  if (!config_.enabled) log_->info("the job queue is disabled (jobs.enabled: false)");
+  co_await recover();
+  publish();
+  try {
+    for (;;) {
+      dispatch();
+      publish();
+      auto until = asio::steady_timer::time_point::max();
+      auto now = api_.clock.now();
+      bool gpu_wait = false;
+      for (auto& [seq, j] : queue_)
+        if (j->spec.gpus.any()) {
+          gpu_wait = true;
+          break;
+        }
+      if (gpu_wait) until = now + kGpuRecheck;
+      if (store_error_) until = std::min(until, now + kStoreRetry);
+      if (now < hold_until_) until = std::min(until, hold_until_);
+      // The wake timer runs on the steady clock; the agent's clock is real in production.
+      wake_.expires_at(until == asio::steady_timer::time_point::max()
+                           ? until
+                           : asio::steady_timer::clock_type::now() + (until - now));
+      boost::system::error_code ec;
+      co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    }
+  } catch (const boost::system::system_error& e) {
+    if (!is_cancelled(e)) throw;
+  }
+  // Stopping: running jobs are left as they are (containers are re-attached after the
+  // restart, processes are found and reported lost); their coroutines end now.
+  stopping_ = true;
+  for (auto& [id, live] : live_) live->stop.emit(asio::cancellation_type::total);
+  while (!live_.empty()) {
+    boost::system::error_code ec;
+    co_await live_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+std::size_t Jobs::free_slots() const { return live_.size() >= slots_ ? 0 : slots_ - live_.size(); }
+
+std::vector<unsigned> Jobs::free_gpus(const GpuView& view) const {
+  std::vector<unsigned> free;
+  for (unsigned g : view.usable) {
+    bool held = false;
+    for (const auto& [id, live] : live_) {
+      const auto& j = *jobs_.at(id);
+      if (std::find(j.gpus.begin(), j.gpus.end(), g) != j.gpus.end()) {
+        held = true;
+        break;
+      }
+    }
+    if (!held) free.push_back(g);
+  }
+  return free;
+}
+
+void Jobs::dispatch() {
+  if (stopping_ || !config_.enabled || queue_.empty()) return;
+  for (Gate* g : prerequisites_)
+    if (!g->is_open()) return;
+  if (api_.clock.now() < hold_until_) return;
+  GpuView view = gpus_ ? gpus_() : GpuView{};
+  std::vector<unsigned> free = free_gpus(view);
+  bool gpu_blocked = false;  // a GPU job waits: later GPU jobs wait behind it (no starvation)
+  for (auto it = queue_.begin(); it != queue_.end() && free_slots() > 0;) {
+    JobRecord& job = *it->second;
+    ++it;  // start() takes the job out of the queue
+    std::vector<unsigned> give;
+    if (job.spec.gpus.any()) {
+      if (gpu_blocked) continue;
+      std::size_t want = job.spec.gpus.all ? view.usable.size() : job.spec.gpus.count;
+      bool enough = view.known && want > 0 && free.size() >= want &&
+                    (!job.spec.gpus.all || free.size() == view.usable.size());
+      if (!enough) {
+        gpu_blocked = true;
+        continue;
+      }
+      give.assign(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(want));
+      free.erase(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(want));
+    }
+    start(job, std::move(give));
+    if (store_error_) return;  // not recorded: nothing more starts until it can be
+  }
+}
+
+void Jobs::start(JobRecord& job, std::vector<unsigned> gpus) {
+  const JobRecord before = job;
+  job.state = JobState::starting;
+  job.gpus = std::move(gpus);
+  job.started = api_.clock.wall_now();
+  job.log = (fs::path(config_.log_dir) / (job.spec.id + ".log")).string();
+  if (!job.spec.image.empty()) job.container = container_name(job.spec.id);
+  // On disk before anything runs: after a crash the job is found, never run twice.
+  if (!persist(job)) {
+    job = before;
+    return;
+  }
+  queue_.erase(job.seq);
+  ++started_total_;
+  wait_seconds_total_ += seconds(job.started - job.submitted);
+  auto& live = live_[job.spec.id];
+  live = std::make_unique<Live>(ex_);
+  std::string id = job.spec.id;
+  auto done = [this, id](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log_->error("job {}: {}", id, ex.what());
+    }
+  };
+  asio::co_spawn(ex_, run_job(id), asio::bind_cancellation_slot(live->stop.slot(), done));
+}
+
+// ---- one job ------------------------------------------------------------------------------
+
+std::vector<std::string> Jobs::environment(const JobRecord& job, const UserIdentity& user) const {
+  std::map<std::string, std::string> env{
+      {"PATH", user.uid == 0 ? kDefaultPath : "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", user.home},
+      {"USER", user.name},
+      {"LOGNAME", user.name},
+      {"SHELL", user.shell},
+      {"LANG", "C.UTF-8"},
+  };
+  for (const auto& [k, v] : job.spec.env) env[k] = v;
+  env["INSTANCED_JOB_ID"] = job.spec.id;  // also the marker its processes are found by
+  env["INSTANCED_SOCKET"] = status_socket_;
+  // The GPUs it holds, and no others: NVML's indices are in PCI bus order.
+  GpuView view = gpus_ ? gpus_() : GpuView{};
+  if (!job.gpus.empty() || view.total > 0) {
+    std::string list;
+    for (unsigned g : job.gpus) list += (list.empty() ? "" : ",") + std::to_string(g);
+    env["CUDA_VISIBLE_DEVICES"] = list;
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
+  }
+  std::vector<std::string> out;
+  out.reserve(env.size());
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+asio::awaitable<Result<ContainerRuntimeCli>> Jobs::runtime() {
+  const JobsConfig c = config_;
+  if (c.runtime == ContainerRuntime::none)
+    co_return Error{"this agent runs no containers (jobs.runtime: none)"};
+  auto find = [c]() -> Result<ContainerRuntimeCli> {
+    if (c.runtime != ContainerRuntime::docker)
+      if (auto p = find_program(c.podman); !p.empty()) return ContainerRuntimeCli{RuntimeKind::podman, p};
+    if (c.runtime != ContainerRuntime::podman)
+      if (auto p = find_program(c.docker); !p.empty()) return ContainerRuntimeCli{RuntimeKind::docker, p};
+    switch (c.runtime) {
+      case ContainerRuntime::podman: return Error{fmt::format("the container runtime '{}' is not installed (jobs.podman)", c.podman)};
+      case ContainerRuntime::docker: return Error{fmt::format("the container runtime '{}' is not installed (jobs.docker)", c.docker)};
+      default: return Error{"no container runtime is installed (neither podman nor docker was found on PATH)"};
+    }
+  };
+  const std::string what = "looking for the container runtime";
+  auto found = co_await api_.pool.run(what, kLookupTimeout, find);
+  if (!found) co_return found.error();
+  co_return *found;
+}
+
+// Runs a short container CLI command to its end; its output, or an error with its last line.
+asio::awaitable<Result<std::string>> Jobs::run_tool(std::vector<std::string> argv, Duration timeout) {
+  SpawnSpec spec;
+  spec.argv = argv;
+  spec.env = runtime_environment();
+  auto spawned = runner_.spawn(spec);
+  if (!spawned) co_return spawned.error();
+  Process& p = **spawned;
+  std::string out;
+  std::vector<char> buf(16 * 1024);
+  auto read_all = [&]() -> asio::awaitable<void> {
+    try {
+      for (;;) {
+        std::size_t n = co_await p.read_output(std::span<char>(buf));
+        if (n == 0) break;
+        if (out.size() < kToolOutputMax) out.append(buf.data(), std::min(n, kToolOutputMax - out.size()));
+      }
+    } catch (const boost::system::system_error&) {
+    }
+  };
+  auto reading = read_all();
+  auto limit = api_.clock.sleep_for(timeout);
+  auto either = std::move(reading) || std::move(limit);
+  auto r = co_await std::move(either);
+  if (r.index() == 1) p.signal_group(SIGKILL);
+  auto st = co_await p.wait();
+  const std::string what = argv.size() > 1 ? fmt::format("{} {}", fs::path(argv[0]).filename().string(), argv[1]) : argv[0];
+  if (r.index() == 1) co_return Error{fmt::format("{}: no answer within {}", what, format_duration(timeout))};
+  if (!st.success()) {
+    std::string last = out;
+    while (!last.empty() && (last.back() == '\n' || last.back() == ' ')) last.pop_back();
+    if (auto nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
+    co_return Error{fmt::format("{}: {}{}", what, st.describe(), last.empty() ? "" : ": " + last)};
+  }
+  co_return out;
+}
+
+asio::awaitable<std::vector<pid_t>> Jobs::kill_marked(std::string id) {
+  const std::string marker = "INSTANCED_JOB_ID=" + id;
+  const std::string what = "finding the processes of job " + id;
+  ProcessRunner& runner = runner_;
+  auto find = [&runner, marker] { return runner.find_marked(marker); };
+  auto found = co_await api_.pool.run(what, kLookupTimeout, find);
+  if (!found) {
+    log_->warn("{}", found.error().message);
+    co_return std::vector<pid_t>{};
+  }
+  std::vector<pid_t> all = *found;
+  if (all.empty()) co_return all;
+  for (pid_t p : all) runner_.signal(p, SIGTERM);
+  auto deadline = api_.clock.now() + config_.kill_grace;
+  for (;;) {
+    co_await api_.clock.sleep_for(50ms);
+    auto left = co_await api_.pool.run(what, kLookupTimeout, find);
+    if (!left || left->empty()) break;
+    if (api_.clock.now() >= deadline) {
+      for (pid_t p : *left) runner_.signal(p, SIGKILL);
+      break;
+    }
+  }
+  co_return all;
+}
+
+asio::awaitable<std::optional<ExitStatus>> Jobs::exit_within(Process& p, Clock::steady_time::duration d) {
+  auto exit = p.wait();
+  auto limit = api_.clock.sleep_for(d);
+  auto either = std::move(exit) || std::move(limit);
+  auto r = co_await std::move(either);
+  if (r.index() == 0) co_return std::get<0>(r);
+  co_return p.exit_status();
+}
+
+// SIGTERM (for a container: `kill --signal TERM`), SIGKILL after kill_grace.
+asio::awaitable<void> Jobs::stop_job(JobRecord& job, Live& live, const char* why) {
+  Process& p = *live.proc;
+  log_->info("job {}: stopping it ({})", job.spec.id, why);
+  if (live.cli) {
+    auto argv = kill_argv(*live.cli, job.container, "TERM");
+    auto r = co_await run_tool(std::move(argv), kToolTimeout);
+    if (!r) p.signal_group(SIGTERM);  // not created yet: the CLI itself
+  } else {
+    p.signal_group(SIGTERM);
+  }
+  if (co_await exit_within(p, config_.kill_grace)) co_return;
+  log_->warn("job {}: still running {} after SIGTERM: SIGKILL", job.spec.id, format_duration(config_.kill_grace));
+  if (live.cli) {
+    auto argv = kill_argv(*live.cli, job.container, "KILL");
+    (void)co_await run_tool(std::move(argv), kToolTimeout);
+  }
+  p.signal_group(SIGKILL);
+  if (!co_await exit_within(p, config_.kill_grace))
+    log_->error("job {}: did not end even after SIGKILL (stuck in the kernel?)", job.spec.id);
+}
+
+asio::awaitable<ExitStatus> Jobs::supervise(JobRecord& job, Live& live) {
+  Process& p = *live.proc;
+  const auto deadline = api_.clock.now() + job.spec.timeout.value_or(config_.default_timeout);
+  std::optional<ExitStatus> status;
+  while (!status) {
+    if (live.cancel) {
+      co_await stop_job(job, live, "cancelled");
+      break;
+    }
+    auto exit = p.wait();
+    auto limit = api_.clock.sleep_until(deadline);
+    boost::system::error_code ec;
+    auto poked = live.poke.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto any = std::move(exit) || std::move(limit) || std::move(poked);
+    auto r = co_await std::move(any);
+    if (r.index() == 0) {
+      status = std::get<0>(r);
+    } else if (r.index() == 1) {
+      if ((status = p.exit_status())) break;  // ended right at the deadline
+      live.timed_out = true;
+      co_await stop_job(job, live, "timed out");
+      break;
+    }
+  }
+  if (!status) status = p.exit_status().value_or(ExitStatus{-1, SIGKILL});
+  // Its output ends when the last holder of the pipe closes it; a process it left behind
+  // may hold it for ever.
+  if (!live.pump_done.is_open()) {
+    auto drained = live.pump_done.wait();
+    auto grace = api_.clock.sleep_for(kDrainGrace);
+    auto either = std::move(drained) || std::move(grace);
+    co_await std::move(either);
+  }
+  p.close_output();
+  co_return *status;
+}
+
+asio::awaitable<void> Jobs::run_job(std::string id) {
+  JobRecord& job = *jobs_.at(id);
+  Live& live = *live_.at(id);
+  std::string reason;
+  JobState outcome = JobState::failed;
+  std::vector<std::string> tail;
+  fs::path env_file;
+  try {
+    const bool container = !job.spec.image.empty();
+    if (container) {
+      auto cli = co_await runtime();
+      if (!cli) throw std::runtime_error(cli.error().message);
+      live.cli = *cli;
+    }
+    // NSS and stat may block (LDAP, a hung file share): off the loop, bounded.
+    struct Prepared {
+      UserIdentity user;
+      std::string program;
+    };
+    const std::string user_name = job.spec.user.empty() ? config_.user : job.spec.user;
+    const std::string workdir = job.spec.workdir, program = job.spec.command.front();
+    std::string search = kDefaultPath;
+    if (auto it = job.spec.env.find("PATH"); it != job.spec.env.end()) search = it->second;
+    auto prepare = [user_name, workdir, program, search, container]() -> Result<Prepared> {
+      auto u = lookup_user(user_name);
+      if (!u) return u.error();
+      Prepared p{std::move(*u), program};
+      struct stat st {};
+      if (!workdir.empty() && (::stat(workdir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)))
+        return Error{fmt::format("workdir {}: {}", workdir, errno ? std::strerror(errno) : "not a directory")};
+      if (!container) {
+        p.program = find_program(program, search);
+        if (p.program.empty())
+          return Error{program.find('/') != std::string::npos
+                           ? fmt::format("command[0]: {} is not an executable file", program)
+                           : fmt::format("command[0]: '{}' was not found on PATH ({})", program, search)};
+      }
+      return p;
+    };
+    const std::string what = fmt::format("preparing job {} (user {}, workdir, program)", id, user_name);
+    auto prepared = co_await api_.pool.run(what, kLookupTimeout, prepare);
+    if (!prepared) throw std::runtime_error(prepared.error().message);
+
+    SpawnSpec spec;
+    spec.cwd = !workdir.empty() ? workdir : "/";
+    if (container) {
+      const ContainerRuntimeCli cli = *live.cli;
+      auto exists_argv = image_exists_argv(cli, job.spec.image);
+      auto exists = co_await run_tool(std::move(exists_argv), kToolTimeout);
+      if (!exists) {
+        if (job.spec.image_archive.empty())
+          throw std::runtime_error(fmt::format("image {} is not present (no registry is used: load it first or give "
+                                               "image_archive)", job.spec.image));
+        log_->info("job {}: loading image {} from {}", id, job.spec.image, job.spec.image_archive);
+        auto load_argv_ = load_argv(cli, job.spec.image_archive);
+        auto loaded = co_await run_tool(std::move(load_argv_), kLoadTimeout);
+        if (!loaded) throw std::runtime_error(fmt::format("cannot load {}: {}", job.spec.image_archive, loaded.error().message));
+      }
+      // A container of that name left by an agent that died before recording it.
+      auto rm_argv = remove_argv(cli, job.container);
+      (void)co_await run_tool(std::move(rm_argv), kToolTimeout);
+      RunOptions opt;
+      opt.name = job.container;
+      opt.gpus = job.gpus;
+      opt.extra = config_.container_options;
+      if (prepared->user.uid != 0) opt.user = std::make_pair(prepared->user.uid, prepared->user.gid);
+      // Values only in a root-only file, never on a command line.
+      JobSpec with_marker = job.spec;
+      with_marker.env["INSTANCED_JOB_ID"] = id;
+      env_file = fs::path(state_dir_) / "jobs" / (id + ".env");
+      if (auto w = api_.fs.write_file_atomic(env_file, env_file_text(with_marker), 0600); !w)
+        throw std::runtime_error(w.error().message);
+      opt.env_file = env_file.string();
+      spec.argv = run_argv(cli, job.spec, opt);
+      spec.env = runtime_environment();
+      spec.env.push_back("INSTANCED_JOB_ID=" + id);
+    } else {
+      spec.argv = job.spec.command;
+      spec.argv.front() = prepared->program;
+      spec.env = environment(job, prepared->user);
+      if (prepared->user.uid != ::geteuid()) spec.user = prepared->user;
+      if (config_.memory_limit.bytes) spec.limits.emplace_back(RLIMIT_AS, config_.memory_limit.bytes);
+      if (config_.max_open_files) spec.limits.emplace_back(RLIMIT_NOFILE, static_cast<std::uint64_t>(config_.max_open_files));
+      if (config_.max_processes) spec.limits.emplace_back(RLIMIT_NPROC, static_cast<std::uint64_t>(config_.max_processes));
+      spec.nice = nice_for_weight(job.spec.cpu_weight);
+    }
+    if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
+    const std::string who = id;
+    live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
+                                        [this, who](std::string_view line) { log_->debug("[job {}] {}", who, line); });
+    if (live.cancel) throw std::runtime_error("cancelled before it started");
+    auto spawned = runner_.spawn(spec);
+    if (!spawned) throw std::runtime_error(spawned.error().message);
+    live.proc = std::move(*spawned);
+    job.state = JobState::running;
+    (void)persist(job);
+    log_->info("job {} started (pid {}{}{})", id, live.proc->pid(), container ? ", container " + job.container : "",
+               job.gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(job.gpus, ",")));
+    api_.state.emit("jobs", "job_started", fmt::format("job {} started", id), {{"id", id}, {"job", job.to_json()}});
+    publish();
+
+    ExitStatus status;
+    {
+      auto pump = pump_output(*live.proc, *live.log, live.pump_done);
+      auto sup = supervise(job, live);
+      auto both = std::move(pump) && std::move(sup);
+      status = co_await std::move(both);
+    }
+    job.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
+    job.signal = status.signal;
+    if (!container) {
+      auto left = co_await kill_marked(id);  // what it left behind ends with it
+      if (!left.empty()) log_->info("job {}: {} processes it left behind were stopped", id, left.size());
+    }
+    if (live.cancel) {
+      outcome = JobState::cancelled;
+      reason = live.cancel_reason;
+    } else if (live.timed_out) {
+      outcome = JobState::timed_out;
+      reason = fmt::format("timed out after {}; stopped", format_duration(job.spec.timeout.value_or(config_.default_timeout)));
+    } else if (status.success()) {
+      outcome = JobState::succeeded;
+    } else {
+      reason = status.describe();
+      if (container && status.code >= 125 && status.code <= 127)
+        reason += fmt::format(" (the container runtime could not run it: see 'instancectl job logs {}')", id);
+    }
+  } catch (const boost::system::system_error& e) {
+    if (!is_cancelled(e)) {
+      reason = e.what();
+    } else {
+      // The agent is stopping: the record stays as it is (running); the next start
+      // re-attaches the container or reports the process lost.
+      if (live.log) job.layout = live.log->finish();
+      (void)persist(job);
+      live_.erase(id);
+      live_changed_.cancel();
+      co_return;
+    }
+  } catch (const std::exception& e) {
+    reason = e.what();
+    if (live.cancel) outcome = JobState::cancelled, reason = live.cancel_reason;
+  }
+  if (live.log) {
+    if (!live.proc) live.log->feed("[instanced: " + reason + "]\n");
+    job.layout = live.log->finish();
+    tail = live.log->last_lines();
+  }
+  if (!env_file.empty()) {
+    std::error_code ec;
+    fs::remove(env_file, ec);
+  }
+  const ContainerRuntimeCli* cli = live.cli ? &*live.cli : nullptr;
+  if (cli && live.proc) {
+    auto rm_argv = remove_argv(*cli, job.container);
+    (void)co_await run_tool(std::move(rm_argv), kToolTimeout);
+  }
+  finish(job, outcome, std::move(reason), std::move(tail));
+  live_.erase(id);
+  live_changed_.cancel();
+  poke();
+  publish();
+}
+
+void Jobs::finish(JobRecord& job, JobState state, std::string reason, std::vector<std::string> tail) {
+  job.state = state;
+  job.reason = std::move(reason);
+  job.ended = api_.clock.wall_now();
+  (void)persist(job);
+  finished_[job.seq] = job.spec.id;
+  const std::string id = job.spec.id;
+  const std::string result(to_string(state));
+  api_.state.metrics().add_counter("instanced_jobs_finished_total", "Jobs finished, by final state", {{"state", result}});
+  std::string msg;
+  if (state == JobState::succeeded)
+    msg = fmt::format("job {} succeeded in {:.1f}s", id, seconds(job.ended - job.started));
+  else
+    msg = fmt::format("job {} {}: {}", id, result, job.reason);
+  if (state == JobState::succeeded || state == JobState::cancelled)
+    log_->info("{}", msg);
+  else
+    log_->warn("{}{}", msg, job.log.empty() ? "" : " (log " + job.log + ")");
+  json::array tail_json;
+  for (auto& l : tail) tail_json.emplace_back(l);
+  api_.state.emit("jobs", "job_finished", msg, {{"id", id}, {"state", result}, {"job", job.to_json()}, {"tail", std::move(tail_json)}});
+  prune();
+}
+
+// ---- after a restart ------------------------------------------------------------------------
+
+asio::awaitable<void> Jobs::recover() {
+  std::vector<std::string> ids;
+  for (const auto& [id, j] : jobs_)
+    if (j->state == JobState::starting || j->state == JobState::running) ids.push_back(id);
+  for (const auto& id : ids) {
+    JobRecord* job = jobs_.at(id).get();
+    const bool was_running = job->state == JobState::running;
+    if (!job->container.empty()) {
+      auto cli = co_await runtime();
+      std::optional<InspectResult> seen;
+      if (cli) {
+        auto argv = inspect_argv(*cli, job->container);
+        auto out = co_await run_tool(std::move(argv), kToolTimeout);
+        if (out) seen = parse_inspect(*out);
+      }
+      if (seen && (seen->status == "running" || seen->status == "paused")) {
+        log_->info("job {}: container {} is still running; re-attached", id, job->container);
+        job->state = JobState::running;
+        auto& live = live_[id];
+        live = std::make_unique<Live>(ex_);
+        live->cli = *cli;
+        std::string jid = id;
+        auto done = [this, jid](std::exception_ptr e) {
+          if (!e) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            log_->error("job {}: {}", jid, ex.what());
+          }
+        };
+        asio::co_spawn(ex_, attach_container(id, *cli), asio::bind_cancellation_slot(live->stop.slot(), done));
+        continue;
+      }
+      if (seen && seen->status == "exited") {
+        // It ended while the agent was away: its output and exit code are still there.
+        auto logs = logs_argv(*cli, job->container, false);
+        auto out = co_await run_tool(std::move(logs), kToolTimeout);
+        std::vector<std::string> tail;
+        if (out) {
+          RunLog log(job->log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines), [](std::string_view) {});
+          log.feed(*out);
+          job->layout = log.finish();
+          tail = log.last_lines();
+        }
+        auto rm = remove_argv(*cli, job->container);
+        (void)co_await run_tool(std::move(rm), kToolTimeout);
+        job->exit_code = seen->exit_code;
+        log_->info("job {}: its container ended while the agent was stopped (exit status {})", id, seen->exit_code);
+        finish(*job, seen->exit_code == 0 ? JobState::succeeded : JobState::failed,
+               seen->exit_code == 0 ? "" : fmt::format("exit status {} (ended while the agent was stopped)", seen->exit_code),
+               std::move(tail));
+        continue;
+      }
+      if (seen && cli) {  // created but never started
+        auto rm = remove_argv(*cli, job->container);
+        (void)co_await run_tool(std::move(rm), kToolTimeout);
+      }
+      if (!was_running) {
+        job->state = JobState::queued;
+        job->gpus.clear();
+        job->started = {};
+        (void)persist(*job);
+        queue_[job->seq] = job;
+        log_->info("job {}: had not started when the agent stopped; queued again", id);
+        continue;
+      }
+      finish(*job, JobState::lost, cli ? "its container is gone (the agent was stopped while it ran)" : cli.error().message, {});
+      continue;
+    }
+    std::vector<pid_t> left = co_await kill_marked(id);
+    job = jobs_.at(id).get();
+    if (!was_running && left.empty()) {
+      job->state = JobState::queued;
+      job->gpus.clear();
+      job->started = {};
+      (void)persist(*job);
+      queue_[job->seq] = job;
+      log_->info("job {}: had not started when the agent stopped; queued again", id);
+      continue;
+    }
+    finish(*job, JobState::lost,
+           left.empty() ? "the agent stopped while it ran"
+                        : fmt::format("the agent stopped while it ran; {} of its processes were still running and were "
+                                      "stopped", left.size()),
+           {});
+  }
+}
+
+// A container that outlived an agent restart: its output again from the start, and its end.
+asio::awaitable<void> Jobs::attach_container(std::string id, ContainerRuntimeCli cli) {
+  JobRecord& job = *jobs_.at(id);
+  Live& live = *live_.at(id);
+  std::string reason;
+  JobState outcome = JobState::failed;
+  std::vector<std::string> tail;
+  try {
+    live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
+                                        [](std::string_view) {});
+    SpawnSpec logs;
+    logs.argv = logs_argv(cli, job.container, true);
+    logs.env = runtime_environment();
+    auto spawned = runner_.spawn(logs);
+    if (!spawned) throw std::runtime_error(spawned.error().message);
+    live.proc = std::move(*spawned);
+    if (job.cancel_requested) live.cancel = true, live.cancel_reason = "cancelled";
+    // `logs --follow` ends when the container does; its exit code comes from inspect.
+    ExitStatus ended;
+    {
+      auto pump = pump_output(*live.proc, *live.log, live.pump_done);
+      auto sup = supervise(job, live);
+      auto both = std::move(pump) && std::move(sup);
+      ended = co_await std::move(both);
+    }
+    auto argv = inspect_argv(cli, job.container);
+    auto out = co_await run_tool(std::move(argv), kToolTimeout);
+    auto seen = out ? parse_inspect(*out) : std::nullopt;
+    if (seen && seen->status != "running") job.exit_code = seen->exit_code;
+    if (live.cancel) {
+      outcome = JobState::cancelled;
+      reason = live.cancel_reason;
+    } else if (live.timed_out) {
+      outcome = JobState::timed_out;
+      reason = "timed out; stopped";
+    } else if (seen && seen->exit_code == 0 && seen->status != "running") {
+      outcome = JobState::succeeded;
+    } else {
+      reason = seen ? fmt::format("exit status {}", seen->exit_code) : "its container is gone";
+    }
+  } catch (const boost::system::system_error& e) {
+    if (is_cancelled(e)) {
+      if (live.log) live.log->finish();
+      live_.erase(id);
+      live_changed_.cancel();
+      co_return;
+    }
+    reason = e.what();
+  } catch (const std::exception& e) {
+    reason = e.what();
+  }
+  if (live.log) {
+    job.layout = live.log->finish();
+    tail = live.log->last_lines();
+  }
+  auto rm = remove_argv(cli, job.container);
+  (void)co_await run_tool(std::move(rm), kToolTimeout);
+  finish(job, outcome, std::move(reason), std::move(tail));
+  live_.erase(id);
+  live_changed_.cancel();
+  poke();
+  publish();
+}
+
+// ---- requests -----------------------------------------------------------------------------
+
+Jobs::Submitted Jobs::submit(JobSpec spec) {
+  using K = Submitted::Kind;
+  if (!config_.enabled) return {K::refused, {}, "the job queue is disabled (jobs.enabled: false)"};
+  if (auto it = jobs_.find(spec.id); it != jobs_.end()) {
+    const JobRecord& j = *it->second;
+    if (!(j.spec == spec))
+      return {K::conflict, {}, fmt::format("id: '{}' is already used by another job (submitted {})", spec.id, iso8601(j.submitted))};
+    json::object o{{"id", spec.id}, {"state", to_string(j.state)}, {"duplicate", true}};
+    if (j.state == JobState::queued) o["position"] = position(j);
+    return {K::duplicate, std::move(o), {}};
+  }
+  if (api_.clock.now() < hold_until_)
+    return {K::refused, {}, "the instance is preparing to stop (prepare_stop): no jobs are accepted for now"};
+  if (queue_.size() >= static_cast<std::size_t>(config_.max_queued))
+    return {K::refused, {}, fmt::format("the queue is full ({} jobs queued; jobs.max_queued)", queue_.size())};
+  if (!spec.image.empty() && config_.runtime == ContainerRuntime::none)
+    return {K::invalid, {}, "image: this agent runs no containers (jobs.runtime: none)"};
+  if (spec.gpus.any() && gpus_) {
+    GpuView view = gpus_();
+    if (view.known && (spec.gpus.all ? view.total == 0 : spec.gpus.count > view.total))
+      return {K::invalid, {}, fmt::format("gpus: {} wanted; this instance has {}", spec.gpus.all ? std::string("all") : std::to_string(spec.gpus.count), view.total)};
+  }
+  auto job = std::make_unique<JobRecord>();
+  job->spec = std::move(spec);
+  job->seq = next_seq_;
+  job->submitted = api_.clock.wall_now();
+  if (auto r = persist(*job); !r) return {K::refused, {}, "cannot record the job: " + r.error().message};
+  ++next_seq_;
+  JobRecord& j = *job;
+  const std::string id = j.spec.id;
+  jobs_[id] = std::move(job);
+  queue_[j.seq] = &j;
+  api_.state.metrics().add_counter("instanced_jobs_submitted_total", "Jobs accepted into the queue", {});
+  poke();
+  publish();
+  return {K::accepted, json::object{{"id", id}, {"state", "queued"}, {"position", position(j)}}, {}};
+}
+
+Result<json::object> Jobs::cancel(const std::string& id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return Error{fmt::format("no job '{}'", id)};
+  JobRecord& job = *it->second;
+  if (is_finished(job.state)) return Error{fmt::format("job {} has already ended ({})", id, to_string(job.state))};
+  if (job.state == JobState::queued) {
+    queue_.erase(job.seq);
+    finish(job, JobState::cancelled, "cancelled while queued", {});
+    poke();
+    publish();
+    return json::object{{"id", id}, {"state", "cancelled"}};
+  }
+  auto l = live_.find(id);
+  if (l == live_.end()) return Error{fmt::format("job {} is {} but not supervised", id, to_string(job.state))};
+  l->second->cancel = true;
+  l->second->cancel_reason = "cancelled while running";
+  job.cancel_requested = true;
+  (void)persist(job);
+  l->second->poke.cancel();
+  return json::object{{"id", id}, {"state", to_string(job.state)}, {"cancel", "requested"}};
+}
+
+std::size_t Jobs::position(const JobRecord& job) const {
+  std::size_t n = 1;
+  for (const auto& [seq, j] : queue_) {
+    if (seq == job.seq) return n;
+    ++n;
+  }
+  return 0;
+}
+
+std::optional<std::string> Jobs::waiting_reason(const JobRecord& job) const {
+  if (!config_.enabled) return "the job queue is disabled (jobs.enabled: false)";
+  if (store_error_) return "the job state cannot be written: " + *store_error_;
+  for (Gate* g : prerequisites_)
+    if (!g->is_open()) return "waiting for " + g->name();
+  if (api_.clock.now() < hold_until_) return std::string("held: the instance is preparing to stop");
+  if (job.spec.gpus.any()) {
+    GpuView view = gpus_ ? gpus_() : GpuView{};
+    if (!view.known) return std::string("waiting for the GPUs to be sampled");
+    auto free = free_gpus(view);
+    std::size_t want = job.spec.gpus.all ? view.usable.size() : job.spec.gpus.count;
+    if (free.size() < want || want == 0 || (job.spec.gpus.all && free.size() < view.usable.size()))
+      return fmt::format("waiting for {} GPUs ({} free of {} healthy)", job.spec.gpus.all ? std::string("all") : std::to_string(want),
+                         free.size(), view.usable.size());
+  }
+  if (free_slots() == 0) return fmt::format("waiting for a slot ({} of {} in use)", live_.size(), slots_);
+  return std::nullopt;
+}
+
+asio::awaitable<Result<std::string>> Jobs::drain(std::string action) {
+  hold_until_ = api_.clock.now() + config_.drain_hold;
+  publish();
+  if (live_.empty())
+    co_return fmt::format("no job running; {} queued jobs wait for the next start", queue_.size());
+  const std::size_t running = live_.size();
+  const auto t0 = api_.clock.now();
+  auto until_empty = [this]() -> asio::awaitable<void> {
+    while (!live_.empty()) {
+      boost::system::error_code ec;
+      co_await live_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  };
+  {
+    auto ended = until_empty();
+    auto limit = api_.clock.sleep_for(config_.stop_wait);
+    auto either = std::move(ended) || std::move(limit);
+    co_await std::move(either);
+  }
+  std::vector<std::string> cancelled;
+  for (auto& [id, live] : live_) {
+    cancelled.push_back(id);
+    live->cancel = true;
+    live->cancel_reason = fmt::format("cancelled by {}: still running after jobs.stop_wait ({})", action,
+                                      format_duration(config_.stop_wait));
+    live->poke.cancel();
+  }
+  if (!cancelled.empty()) {
+    auto ended = until_empty();
+    auto limit = api_.clock.sleep_for(config_.kill_grace * 3 + 5s);
+    auto either = std::move(ended) || std::move(limit);
+    co_await std::move(either);
+  }
+  std::string msg = fmt::format("waited {:.1f}s for {} running jobs", seconds(api_.clock.now() - t0), running);
+  if (!cancelled.empty()) msg += fmt::format("; cancelled {}", fmt::join(cancelled, ", "));
+  if (!live_.empty()) co_return Error{fmt::format("{} refused: jobs {} did not stop", action, fmt::format("{}", live_.begin()->first))};
+  co_return msg;
+}
+
+// ---- views --------------------------------------------------------------------------------
+
+std::optional<json::object> Jobs::job_json(const std::string& id) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::nullopt;
+  const JobRecord& j = *it->second;
+  json::object o = j.to_json();
+  if (j.state == JobState::queued) {
+    o["position"] = position(j);
+    if (auto w = waiting_reason(j)) o["waiting"] = *w;
+  }
+  if (auto l = live_.find(id); l != live_.end() && l->second->log) o["output_bytes"] = l->second->log->produced();
+  return o;
+}
+
+json::object Jobs::status_json(std::size_t max_queued_shown, std::size_t max_finished_shown) const {
+  json::array running, queued, finished;
+  for (const auto& [id, live] : live_) {
+    json::object o = jobs_.at(id)->to_json();
+    if (live->log) o["output_bytes"] = live->log->produced();
+    running.push_back(std::move(o));
+  }
+  std::size_t pos = 0;
+  bool gpu_blocked = false;
+  for (const auto& [seq, j] : queue_) {
+    if (++pos > max_queued_shown) break;
+    json::object o{{"id", j->spec.id}, {"position", pos}, {"submitted", iso8601(j->submitted)}};
+    if (!j->spec.image.empty()) o["image"] = j->spec.image;
+    json::array cmd;
+    for (const auto& a : j->spec.command) cmd.emplace_back(a);
+    o["command"] = std::move(cmd);
+    if (j->spec.gpus.any()) o["gpus"] = j->spec.gpus.all ? json::value("all") : json::value(j->spec.gpus.count);
+    auto w = waiting_reason(*j);
+    if (j->spec.gpus.any() && gpu_blocked && !w) w = "waiting behind an earlier GPU job";
+    if (j->spec.gpus.any() && w) gpu_blocked = true;
+    if (w) o["waiting"] = *w;
+    queued.push_back(std::move(o));
+  }
+  for (auto it = finished_.rbegin(); it != finished_.rend() && finished.size() < max_finished_shown; ++it)
+    if (auto j = jobs_.find(it->second); j != jobs_.end()) finished.push_back(j->second->to_json());
+  json::object out{{"enabled", config_.enabled},
+                   {"slots", slots_},
+                   {"running_count", live_.size()},
+                   {"queued_count", queue_.size()},
+                   {"finished_count", finished_.size()},
+                   {"accepting", config_.enabled && api_.clock.now() >= hold_until_},
+                   {"running", std::move(running)},
+                   {"queued", std::move(queued)},
+                   {"finished", std::move(finished)}};
+  if (store_error_) out["error"] = *store_error_;
+  return out;
+}
+
+void Jobs::publish() {
+  auto& m = api_.state.metrics();
+  m.set_gauge("instanced_jobs_queued", "Jobs waiting in the queue", {}, static_cast<double>(queue_.size()));
+  m.set_gauge("instanced_jobs_running", "Jobs starting or running", {}, static_cast<double>(live_.size()));
+  m.set_gauge("instanced_jobs_slots", "Jobs that may run at once", {}, static_cast<double>(slots_));
+  m.sample("instanced_jobs_started_total", "Jobs started", Metrics::Type::counter) = static_cast<double>(started_total_);
+  m.sample("instanced_jobs_wait_seconds_total", "Seconds that started jobs waited in the queue, summed",
+           Metrics::Type::counter) = wait_seconds_total_;
+  Health h = Health::ok;
+  std::string summary;
+  if (!config_.enabled) {
+    summary = "disabled";
+  } else if (store_error_) {
+    h = Health::degraded;
+    summary = "the job state cannot be written: " + *store_error_;
+  } else {
+    summary = fmt::format("{} of {} slots in use, {} queued", live_.size(), slots_, queue_.size());
+    if (!queue_.empty())
+      if (auto w = waiting_reason(*queue_.begin()->second)) summary += " (" + *w + ")";
+  }
+  api_.state.publish("jobs", h, summary,
+                     {{"slots", slots_}, {"running", live_.size()}, {"queued", queue_.size()}});
+  api_.state.set_heartbeat_summary("jobs", fmt::format("{{\"r\":{},\"q\":{}}}", live_.size(), queue_.size()));
+}
+
+void Jobs::add_routes(status::Router& router) {
+  using S = status::http::status;
+  router.add(status::http::verb::get, "/v1/jobs", [this](const status::Request&) {
+    return status::json_response(S::ok, json::serialize(status_json()));
+  });
+  router.add(status::http::verb::post, "/v1/jobs", [this](const status::Request& req) { return submit_response(req); });
+  router.add(status::http::verb::get, "/v1/jobs/job", [this](const status::Request& req) {
+    auto id = status::query_param(req, "id");
+    if (!id || id->empty()) return status::error_response(S::bad_request, "id: missing (?id=JOB)");
+    auto j = job_json(*id);
+    if (!j) return status::error_response(S::not_found, fmt::format("no job '{}'", *id));
+    return status::json_response(S::ok, json::serialize(*j));
+  });
+  router.add(status::http::verb::get, "/v1/jobs/log", [this](const status::Request& req) { return log_response(req); });
+  router.add(status::http::verb::post, "/v1/jobs/cancel", [this](const status::Request& req) {
+    auto id = status::query_param(req, "id");
+    if (!id || id->empty()) return status::error_response(S::bad_request, "id: missing (?id=JOB)");
+    auto r = cancel(*id);
+    if (!r) return status::error_response(jobs_.contains(*id) ? S::conflict : S::not_found, r.error().message);
+    return status::json_response(S::ok, json::serialize(*r));
+  });
+}
+
+status::Response Jobs::submit_response(const status::Request& req) {
+  using S = status::http::status;
+  boost::system::error_code ec;
+  json::parse_options opt;
+  opt.max_depth = 16;
+  auto v = json::parse(req.body(), ec, {}, opt);
+  if (ec || !v.is_object()) return status::error_response(S::bad_request, "the body must be a job as a JSON object (docs/jobs.md)");
+  auto spec = parse_job_spec(v.as_object(), config_);
+  if (!spec) return status::error_response(S::bad_request, spec.error().message);
+  auto r = submit(std::move(*spec));
+  switch (r.kind) {
+    case Submitted::Kind::accepted: return status::json_response(S::accepted, json::serialize(r.job));
+    case Submitted::Kind::duplicate: return status::json_response(S::ok, json::serialize(r.job));
+    case Submitted::Kind::invalid: return status::error_response(S::bad_request, r.error);
+    case Submitted::Kind::conflict: return status::error_response(S::conflict, r.error);
+    case Submitted::Kind::refused: break;
+  }
+  return status::error_response(S::service_unavailable, r.error);
+}
+
+status::Response Jobs::log_response(const status::Request& req) const {
+  using S = status::http::status;
+  auto id = status::query_param(req, "id");
+  if (!id || id->empty()) return status::error_response(S::bad_request, "id: missing (?id=JOB)");
+  std::uint64_t from = 0;
+  if (auto f = status::query_param(req, "from")) {
+    auto [p, ec] = std::from_chars(f->data(), f->data() + f->size(), from);
+    if (ec != std::errc() || p != f->data() + f->size()) return status::error_response(S::bad_request, "from: not a byte offset");
+  }
+  auto it = jobs_.find(*id);
+  if (it == jobs_.end()) return status::error_response(S::not_found, fmt::format("no job '{}'", *id));
+  const JobRecord& j = *it->second;
+  constexpr std::size_t kChunk = 1 << 20;
+  LogChunk chunk;
+  bool running = false;
+  if (auto l = live_.find(*id); l != live_.end() && l->second->log) {
+    chunk = l->second->log->read(from, kChunk);
+    running = true;
+  } else if (j.state == JobState::queued || j.state == JobState::starting || (l != live_.end())) {
+    running = !is_finished(j.state);
+  } else if (!j.log.empty()) {
+    chunk = read_finished_log(j.log, j.layout, from, kChunk);
+  }
+  if (chunk.next == 0) chunk.next = from;
+  auto res = status::text_response(S::ok, std::move(chunk.data), "application/octet-stream");
+  res.set("X-Instanced-Next", std::to_string(chunk.next));
+  res.set("X-Instanced-Skipped", std::to_string(chunk.skipped));
+  res.set("X-Instanced-Running", running ? "1" : "0");
+  res.set("X-Instanced-State", std::string(to_string(j.state)));
+  return res;
+}
+
+}  // namespace instanced::jobs

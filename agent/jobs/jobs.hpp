@@ -1,0 +1,135 @@
+// The job queue (docs/jobs.md): jobs arrive from the control plane (`submit_job`) and
+// from operators (`instancectl job submit`), wait in a FIFO queue and run at most
+// `jobs.slots` at once (two per CPU by default), each as a process in its own session and
+// process group or as a container through podman's or docker's CLI. A job that wants GPUs
+// waits until that many healthy GPUs are free and holds them alone. Nothing starts while
+// a prerequisite gate is closed (the disk's 5 GB rule, required mounts, setup scripts).
+// Every job is a file in state_dir/jobs, written before each change takes effect: queued
+// jobs survive a restart; a container still running is re-attached, a process is `lost`.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/jobs/container.hpp"
+#include "agent/jobs/spec.hpp"
+#include "agent/status/router.hpp"
+#include "common/api.hpp"
+#include "common/gate.hpp"
+#include "common/process.hpp"
+#include "common/subsystem.hpp"
+
+namespace instanced::jobs {
+
+// The GPUs as the GPU subsystem sees them now.
+struct GpuView {
+  bool known = false;            // sampled at least once
+  std::size_t total = 0;         // GPUs present
+  std::vector<unsigned> usable;  // healthy (or degraded) ones: what a job may get
+};
+using GpuSource = std::function<GpuView()>;
+
+class Jobs final : public Subsystem {
+ public:
+  Jobs(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config, GpuSource gpus);
+  ~Jobs() override;
+
+  std::string name() const override { return "jobs"; }
+  boost::asio::awaitable<void> run() override;
+  void reconfigure(const Config& config) override;
+
+  // No job starts while a prerequisite is closed; the queue shows which one it waits for.
+  void add_prerequisite(Gate& gate) { prerequisites_.push_back(&gate); }
+
+  // Queues a job. The same id again with the same spec answers with the job as it is (not
+  // queued twice); with another spec it is refused. The answer: id, state, position.
+  struct Submitted {
+    enum class Kind { accepted, duplicate, invalid, conflict, refused };
+    Kind kind = Kind::accepted;
+    boost::json::object job;  // accepted, duplicate: id, state, position
+    std::string error;
+    bool ok() const { return kind == Kind::accepted || kind == Kind::duplicate; }
+  };
+  Submitted submit(JobSpec spec);
+  // Cancels a queued job at once, a running one by stopping it (SIGTERM, then SIGKILL
+  // after jobs.kill_grace). Finished jobs: an error.
+  Result<boost::json::object> cancel(const std::string& id);
+  // A job's record as JSON, or nothing.
+  std::optional<boost::json::object> job_json(const std::string& id) const;
+
+  // Before the VM stops or restarts: no job starts for jobs.drain_hold; running jobs are
+  // given jobs.stop_wait to end, then cancelled (their results reported). Queued jobs stay
+  // queued for after the restart.
+  boost::asio::awaitable<Result<std::string>> drain(std::string action);
+
+  // Slots (the configured number, or two per online CPU).
+  std::size_t slots() const { return slots_; }
+  std::size_t queued() const { return queue_.size(); }
+  std::size_t running() const { return live_.size(); }
+
+  boost::json::object status_json(std::size_t max_queued_shown = 100, std::size_t max_finished_shown = 20) const;
+  void add_routes(status::Router& router);
+
+ private:
+  struct Live;
+
+  void load();
+  boost::asio::awaitable<void> recover();
+  void dispatch();
+  void start(JobRecord& job, std::vector<unsigned> gpus);
+  boost::asio::awaitable<void> run_job(std::string id);
+  boost::asio::awaitable<void> attach_container(std::string id, ContainerRuntimeCli cli);
+  boost::asio::awaitable<ExitStatus> supervise(JobRecord& job, Live& live);
+  boost::asio::awaitable<void> stop_job(JobRecord& job, Live& live, const char* why);
+  boost::asio::awaitable<std::optional<ExitStatus>> exit_within(Process& p, Clock::steady_time::duration d);
+  boost::asio::awaitable<Result<std::string>> run_tool(std::vector<std::string> argv, Duration timeout);
+  boost::asio::awaitable<Result<ContainerRuntimeCli>> runtime();
+  boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string id);
+  void finish(JobRecord& job, JobState state, std::string reason, std::vector<std::string> tail);
+  std::vector<std::string> environment(const JobRecord& job, const UserIdentity& user) const;
+  std::optional<std::string> waiting_reason(const JobRecord& job) const;
+  Result<void> persist(const JobRecord& job);
+  void prune();
+  void publish();
+  void poke() { wake_.cancel(); }
+  std::size_t free_slots() const;
+  std::vector<unsigned> free_gpus(const GpuView& view) const;
+  std::size_t position(const JobRecord& job) const;
+  status::Response log_response(const status::Request& req) const;
+  status::Response submit_response(const status::Request& req);
+
+  boost::asio::any_io_executor ex_;
+  Api& api_;
+  ProcessRunner& runner_;
+  JobsConfig config_;
+  std::string state_dir_;
+  std::string status_socket_;
+  GpuSource gpus_;
+  Logger log_;
+  std::size_t slots_ = 1;
+  std::vector<Gate*> prerequisites_;
+  std::unordered_map<std::string, std::unique_ptr<JobRecord>> jobs_;
+  std::map<std::uint64_t, JobRecord*> queue_;     // queued, by seq
+  std::map<std::uint64_t, std::string> finished_;  // finished, by seq: the oldest pruned first
+  std::map<std::string, std::unique_ptr<Live>> live_;  // starting or running
+  std::uint64_t next_seq_ = 1;
+  boost::asio::steady_timer wake_;          // cancelled to run dispatch() again
+  boost::asio::steady_timer live_changed_;  // cancelled when a job ends
+  Clock::steady_time hold_until_{};          // drain: nothing starts before this
+  std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
+  std::optional<std::string> runtime_error_;  // why no container runtime was found
+  bool stopping_ = false;
+  std::uint64_t started_total_ = 0;
+  double wait_seconds_total_ = 0;
+};
+
+}  // namespace instanced::jobs
