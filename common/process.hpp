@@ -46,12 +46,12 @@ struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0] is the program: an absolute path
   std::vector<std::string> env;   // the whole environment, "NAME=value"
   std::string cwd = "/";
-  std::optional<UserIdentity> user;  // run as this user (the agent must be root)
+  std::optional<UserIdentity> user{};  // run as this user (the agent must be root)
   bool capture_output = true;        // stdout and stderr into one pipe; else /dev/null
   int inherit_fd = -1;               // given to the child as its fd 3 (an inline script)
   // Resource limits set in the child before it drops privileges: {RLIMIT_*, value}, soft
   // and hard alike. A job's memory, open files and processes.
-  std::vector<std::pair<int, std::uint64_t>> limits;
+  std::vector<std::pair<int, std::uint64_t>> limits{};
   int nice = 0;  // the child's niceness (-20..19): a job's CPU weight
 };
 

@@ -254,6 +254,15 @@ void Jobs::dispatch() {
     ++it;  // start() takes the job out of the queue
     std::vector<unsigned> give;
     if (job.spec.gpus.any()) {
+      if (view.known && (job.spec.gpus.all ? view.total == 0 : job.spec.gpus.count > view.total)) {
+        // Submitted before the GPUs were known: it can never run here.
+        queue_.erase(job.seq);
+        finish(job, JobState::failed,
+               fmt::format("gpus: {} wanted; this instance has {}",
+                           job.spec.gpus.all ? std::string("all") : std::to_string(job.spec.gpus.count), view.total),
+               {});
+        continue;
+      }
       if (gpu_blocked) continue;
       std::size_t want = job.spec.gpus.all ? view.usable.size() : job.spec.gpus.count;
       bool enough = view.known && want > 0 && free.size() >= want &&

@@ -1,0 +1,371 @@
+// The job queue in the real agent, with real processes: slots, order, GPUs (the fake
+// NVML), cancel, timeouts over whole process groups, restarts, 10,000 queued jobs, bad
+// submissions, and the drain before a stop through the development control plane.
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <fmt/format.h>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+
+#include "tests/support/agent_process.hpp"
+#include "tests/support/devcp.hpp"
+#include "tests/support/nvml_scenario.hpp"
+#include "tests/support/unix_http.hpp"
+
+using namespace instanced::testing;
+namespace json = boost::json;
+
+namespace {
+
+const std::string kConfig = R"(
+state_dir: {dir}/state
+status:
+  socket: {dir}/status.sock
+  group: root
+shutdown:
+  timeout: 5s
+disk:
+  paths: []
+jobs:
+  log_dir: {dir}/logs
+  kill_grace: 500ms
+)";
+
+class JobsAgent {
+ public:
+  JobsAgent(const TempDir& dir, const std::string& extra = "", std::map<std::string, std::string> env = {},
+            const std::string& gpu = "gpu:\n  enabled: false\n")
+      : dir_(dir), agent_(dir, kConfig + extra + gpu), env_(std::move(env)) {
+    start();
+  }
+  void start() {
+    REQUIRE(agent_.start_and_wait_ready(10s, env_));
+    http_ = std::make_unique<UnixHttp>(agent_.socket());
+  }
+  AgentProcess& agent() { return agent_; }
+  UnixHttp& http() { return *http_; }
+
+  // Submits a job; the reply's JSON (the status code checked).
+  json::value submit(const std::string& job, unsigned want = 202) {
+    auto r = http_->post("/v1/jobs", job);
+    INFO(job << " -> " << r.status << " " << r.body);
+    REQUIRE(r.status == want);
+    return json::parse(r.body);
+  }
+  json::value jobs() {
+    auto r = http_->get("/v1/jobs");
+    REQUIRE(r.status == 200);
+    return json::parse(r.body);
+  }
+  json::value job(const std::string& id) {
+    auto r = http_->get("/v1/jobs/job?id=" + id);
+    REQUIRE(r.status == 200);
+    return json::parse(r.body);
+  }
+  std::string state(const std::string& id) { return std::string(job(id).at("state").as_string()); }
+  // Polls a job until its state is `want`.
+  json::value wait_state(const std::string& id, const std::string& want, std::chrono::milliseconds timeout = 20s) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    json::value v;
+    while (std::chrono::steady_clock::now() < until) {
+      v = job(id);
+      if (v.at("state").as_string() == want) return v;
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL("job " << id << " not " << want << ": " << json::serialize(v) << "\n" << agent_.log());
+    return v;
+  }
+  // Polls /v1/jobs until nothing is queued or running.
+  json::value wait_idle(std::chrono::milliseconds timeout = 60s) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    json::value v;
+    while (std::chrono::steady_clock::now() < until) {
+      v = jobs();
+      if (v.at("queued_count").as_int64() == 0 && v.at("running_count").as_int64() == 0) return v;
+      std::this_thread::sleep_for(50ms);
+    }
+    FAIL("the queue did not empty: " << json::serialize(v));
+    return v;
+  }
+
+ private:
+  const TempDir& dir_;
+  AgentProcess agent_;
+  std::map<std::string, std::string> env_;
+  std::unique_ptr<UnixHttp> http_;
+};
+
+std::string sh_job(const std::string& id, const std::string& script, json::object more = {}) {
+  more["id"] = id;
+  more["command"] = json::array{"/bin/sh", "-c", script};
+  return json::serialize(more);
+}
+
+std::vector<std::string> lines_of(const std::filesystem::path& file) {
+  std::vector<std::string> out;
+  std::ifstream in(file);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+// Running (a zombie whose parent died is not: nobody may reap it here).
+bool alive(pid_t pid) {
+  std::string stat = slurp(fmt::format("/proc/{}/stat", pid));
+  auto paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
+}
+
+}  // namespace
+
+TEST_CASE("50 short jobs never run more than two per CPU at once, start in order and all finish", "[jobs]") {
+  TempDir dir;
+  JobsAgent a(dir);
+  const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  CHECK(a.jobs().at("slots").as_int64() == 2 * cpus);
+  std::filesystem::create_directories(dir / "running");
+  // Each job counts the jobs running beside it, from the jobs themselves.
+  const std::string script = fmt::format(
+      "mkdir {0}/running/$INSTANCED_JOB_ID; echo $INSTANCED_JOB_ID >> {0}/started; ls {0}/running | wc -l >> {0}/counts; "
+      "sleep 0.2; rmdir {0}/running/$INSTANCED_JOB_ID",
+      dir.path().string());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 50; ++i) {
+    std::string id = fmt::format("j{:02}", i);
+    ids.push_back(id);
+    a.submit(sh_job(id, script));
+  }
+  auto v = a.wait_idle();
+  CHECK(v.at("finished_count").as_int64() == 50);
+  for (const auto& id : ids) CHECK(a.state(id) == "succeeded");
+  auto counts = lines_of(dir / "counts");
+  REQUIRE(counts.size() == 50);
+  int most = 0;
+  for (const auto& c : counts) most = std::max(most, std::stoi(c));
+  CHECK(most <= 2 * cpus);
+  CHECK(most >= 2);  // they did run side by side
+  // Started in submission order (the agent's record of when each started).
+  std::vector<std::pair<std::string, std::string>> started;
+  for (const auto& id : ids) started.emplace_back(std::string(a.job(id).at("started").as_string()), id);
+  for (std::size_t i = 1; i < started.size(); ++i) CHECK(started[i - 1].first <= started[i].first);
+  // Metrics agree.
+  auto m = a.agent().curl("http://localhost/metrics");
+  CHECK_THAT(m.output, Catch::Contains("instanced_jobs_finished_total{state=\"succeeded\"} 50"));
+  CHECK_THAT(m.output, Catch::Contains(fmt::format("instanced_jobs_slots {}", 2 * cpus)));
+}
+
+TEST_CASE("GPU jobs get healthy GPUs of their own and CPU jobs pass the ones that wait", "[jobs]") {
+  TempDir dir;
+  // Three GPUs; GPU 2 has uncorrectable ECC errors: unhealthy, never handed out.
+  std::string gpus = h100(0) + "," + h100(1) + ",";
+  std::string bad = h100(2);
+  bad.replace(bad.find("\"ecc_uv\": 0"), 11, "\"ecc_uv\": 2");
+  write_scenario(dir, "{\"driver\": \"550.54.15\", \"cuda\": 12040, \"gpus\": [" + gpus + bad + "]}");
+  dir.write("kmsg", "");
+  JobsAgent a(dir, "", {{"LD_LIBRARY_PATH", FAKE_NVML_DIR}, {"FAKE_NVML_SCENARIO", (dir / "scenario.json").string()}},
+              "gpu:\n  interval: 200ms\n  kmsg: {dir}/kmsg\n  cuda_roots: []\n  include_dirs: []\n");
+  const std::string d = dir.path().string();
+  auto hold = [&](const std::string& id) {
+    return fmt::format("echo \"$CUDA_VISIBLE_DEVICES\" > {0}/gpu-{1}; while [ ! -e {0}/release-{1} ]; do sleep 0.05; done", d, id);
+  };
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (json::parse(a.agent().curl("http://localhost/v1/gpu").output).at("state") != "sampled" &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  // More GPUs than the instance has: refused at once.
+  auto refused = a.http().post("/v1/jobs", sh_job("g9", "true", {{"gpus", 4}}));
+  CHECK(refused.status == 400);
+  CHECK_THAT(refused.body, Catch::Contains("gpus: 4 wanted; this instance has 3"));
+
+  a.submit(sh_job("g1", hold("g1"), {{"gpus", 1}}));
+  a.submit(sh_job("g2", hold("g2"), {{"gpus", 1}}));
+  a.submit(sh_job("g3", hold("g3"), {{"gpus", 1}}));
+  a.submit(sh_job("all", hold("all"), {{"gpus", "all"}}));
+  a.submit(sh_job("cpu", hold("cpu")));
+  a.wait_state("g1", "running");
+  a.wait_state("g2", "running");
+  a.wait_state("cpu", "running");  // not held up by the GPU jobs before it
+  until = std::chrono::steady_clock::now() + 10s;
+  while ((!std::filesystem::exists(dir / "gpu-g1") || !std::filesystem::exists(dir / "gpu-g2") ||
+          !std::filesystem::exists(dir / "gpu-cpu")) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  auto g1 = slurp(dir / "gpu-g1"), g2 = slurp(dir / "gpu-g2");
+  CHECK(std::set<std::string>{g1, g2} == std::set<std::string>{"0\n", "1\n"});
+  CHECK(slurp(dir / "gpu-cpu") == "\n");  // a CPU job sees no GPU
+  auto g3 = a.job("g3");
+  CHECK(g3.at("state") == "queued");
+  CHECK(g3.at("waiting") == "waiting for 1 GPUs (0 free of 2 healthy)");
+  CHECK(a.job("g1").at("assigned_gpus").as_array().size() == 1);
+  // g1 ends: g3 gets its GPU; "all" still waits for every healthy GPU to be free.
+  dir.write("release-g1", "");
+  a.wait_state("g3", "running");
+  std::this_thread::sleep_for(300ms);
+  CHECK(slurp(dir / "gpu-g3") == g1);
+  CHECK(a.state("all") == "queued");
+  dir.write("release-g2", "");
+  dir.write("release-g3", "");
+  a.wait_state("all", "running");
+  until = std::chrono::steady_clock::now() + 10s;
+  while (!std::filesystem::exists(dir / "gpu-all") && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  std::this_thread::sleep_for(100ms);
+  CHECK(slurp(dir / "gpu-all") == "0,1\n");
+  dir.write("release-all", "");
+  dir.write("release-cpu", "");
+  a.wait_idle();
+}
+
+TEST_CASE("cancel a queued and a running job; a timeout stops the whole process group", "[jobs]") {
+  TempDir dir;
+  JobsAgent a(dir, "  slots: 1\n");
+  const std::string d = dir.path().string();
+  // Children in the background, in the job's process group: the timeout must reach them.
+  a.submit(sh_job("slow", fmt::format("sleep 60 & echo $! > {0}/child; sleep 60 & wait", d), {{"timeout", 1.5}}));
+  a.submit(sh_job("queued", "echo never"));
+  a.wait_state("slow", "running");
+  auto c = a.http().post("/v1/jobs/cancel?id=queued");
+  CHECK(c.status == 200);
+  CHECK(a.state("queued") == "cancelled");
+  CHECK(a.job("queued").at("reason") == "cancelled while queued");
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (!std::filesystem::exists(dir / "child") && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  pid_t child = std::stoi(slurp(dir / "child"));
+  CHECK(alive(child));
+  auto t = a.wait_state("slow", "timed_out");
+  CHECK_THAT(std::string(t.at("reason").as_string()), Catch::StartsWith("timed out after 1500ms"));
+  std::this_thread::sleep_for(200ms);
+  CHECK_FALSE(alive(child));
+
+  // Running: stopped with SIGTERM; a job that ignores it gets SIGKILL after kill_grace.
+  a.submit(sh_job("stubborn", "trap '' TERM; echo ready; while true; do sleep 0.1; done"));
+  a.wait_state("stubborn", "running");
+  std::this_thread::sleep_for(200ms);
+  auto start = std::chrono::steady_clock::now();
+  c = a.http().post("/v1/jobs/cancel?id=stubborn");
+  CHECK(c.status == 200);
+  auto v = a.wait_state("stubborn", "cancelled");
+  CHECK(std::chrono::steady_clock::now() - start >= 400ms);  // kill_grace (500ms) passed first
+  CHECK(v.at("reason") == "cancelled while running");
+  CHECK(a.http().post("/v1/jobs/cancel?id=stubborn").status == 409);
+  CHECK(a.http().post("/v1/jobs/cancel?id=nope").status == 404);
+  auto log = a.http().get("/v1/jobs/log?id=stubborn");
+  CHECK(log.body == "ready\n");
+}
+
+TEST_CASE("queued jobs survive an agent restart; a running process job is reported lost", "[jobs]") {
+  TempDir dir;
+  JobsAgent a(dir, "  slots: 1\n");
+  const std::string d = dir.path().string();
+  a.submit(sh_job("long", fmt::format("echo $$ > {0}/long.pid; exec sleep 60", d)));
+  a.submit(sh_job("next1", fmt::format("echo next1 >> {0}/order", d)));
+  a.submit(sh_job("next2", fmt::format("echo next2 >> {0}/order", d)));
+  a.wait_state("long", "running");
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (slurp(dir / "long.pid").empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  pid_t pid = std::stoi(slurp(dir / "long.pid"));
+  a.agent().signal(SIGKILL);
+  a.agent().wait_exit(5s);
+  CHECK(alive(pid));  // the job outlived the agent
+  a.start();
+  auto lost = a.wait_state("long", "lost");
+  CHECK_THAT(std::string(lost.at("reason").as_string()),
+             Catch::Contains("the agent stopped while it ran") && Catch::Contains("1 of its processes"));
+  std::this_thread::sleep_for(200ms);
+  CHECK_FALSE(alive(pid));
+  a.wait_idle();
+  CHECK(lines_of(dir / "order") == std::vector<std::string>{"next1", "next2"});
+  CHECK(a.state("next2") == "succeeded");
+}
+
+TEST_CASE("10,000 queued jobs are accepted, listed in order and kept across a restart", "[jobs]") {
+  TempDir dir;
+  // A start script that waits for a file: nothing may start before setup is done.
+  JobsAgent a(dir, "  max_queued: 20000\nsetup:\n  log_dir: {dir}/setup-logs\n  scripts:\n    - name: gate\n"
+                   "      content: |\n        while [ ! -e {dir}/go ]; do sleep 0.1; done\n");
+  for (int i = 0; i < 10000; ++i)
+    a.submit(json::serialize(json::object{{"id", fmt::format("q{:05}", i)}, {"command", json::array{"true"}}}));
+  auto v = a.jobs();
+  CHECK(v.at("queued_count").as_int64() == 10000);
+  CHECK(v.at("running_count").as_int64() == 0);
+  const auto& shown = v.at("queued").as_array();
+  REQUIRE(shown.size() == 100);
+  CHECK(shown[0].at("id") == "q00000");
+  CHECK(shown[0].at("waiting") == "waiting for setup");
+  CHECK(a.job("q09999").at("position").as_int64() == 10000);
+  auto rss = [&] {
+    std::ifstream in(fmt::format("/proc/{}/status", a.agent().pid()));
+    for (std::string l; std::getline(in, l);)
+      if (l.starts_with("VmRSS:")) return std::stol(l.substr(6));
+    return 0L;
+  };
+  INFO("agent RSS with 10,000 queued jobs: " << rss() << " kB");
+  CHECK(rss() < 64 * 1024);
+  a.agent().signal(SIGKILL);
+  a.agent().wait_exit(5s);
+  a.start();
+  v = a.jobs();
+  CHECK(v.at("queued_count").as_int64() == 10000);
+  CHECK(v.at("queued").as_array()[0].at("id") == "q00000");
+  CHECK(v.at("queued").as_array()[99].at("id") == "q00099");
+  CHECK(a.job("q05000").at("position").as_int64() == 5001);
+  // Duplicates of queued jobs are not queued again.
+  auto dup = a.submit(json::serialize(json::object{{"id", "q00042"}, {"command", json::array{"true"}}}), 200);
+  CHECK(dup.at("duplicate") == true);
+  CHECK(dup.at("position").as_int64() == 43);
+}
+
+TEST_CASE("bad submissions are refused with the field named, from operators and the control plane", "[jobs]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  JobsAgent a(dir, "", {},
+              fmt::format("gpu:\n  enabled: false\ncontrol:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n"
+                          "  token_file: {{dir}}/token\n  initial_delay_max: 0s\ninstance:\n  name: vm-jobs\n",
+                          cp.agent_port));
+  auto r = a.http().post("/v1/jobs", R"({"command": "ls"})");
+  CHECK(r.status == 400);
+  CHECK_THAT(r.body, Catch::Contains("command: must be a non-empty array of strings"));
+  r = a.http().post("/v1/jobs", "{not json");
+  CHECK(r.status == 400);
+  a.submit(R"({"id": "same", "command": ["true"]})");
+  r = a.http().post("/v1/jobs", R"({"id": "same", "command": ["false"]})");
+  CHECK(r.status == 409);
+  CHECK_THAT(r.body, Catch::Contains("'same' is already used by another job"));
+  // The control plane: submit_job's errors name args.FIELD; results come back once.
+  REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("vm-jobs"); }));
+  auto out = cp.command("vm-jobs", R"({"id": "c-1", "name": "submit_job", "args": {"id": "cp1", "command": ["true"], "gpus": "many"}})");
+  auto out2 = cp.command("vm-jobs", R"({"id": "c-2", "name": "submit_job", "args": {"id": "cp2", "command": ["/bin/sh", "-c", "echo from-cp; exit 7"]}})");
+  auto out3 = cp.command("vm-jobs", R"({"id": "c-3", "name": "cancel_job", "args": {"id": "nope"}})");
+  auto result = [&](const std::string& id) -> json::value {
+    json::value found;
+    cp.wait([&](const json::value& v) {
+      auto* results = v.at("vm-jobs").as_object().if_contains("results");
+      if (!results || !results->as_object().contains(id)) return false;
+      found = results->at(id);
+      return true;
+    });
+    return found;
+  };
+  auto c1 = result("c-1");
+  INFO(json::serialize(c1));
+  CHECK(c1.at("status") == "invalid");
+  CHECK_THAT(std::string(c1.at("error").as_string()), Catch::StartsWith("args.gpus: '\"many\"' is not 0"));
+  auto c2 = result("c-2");
+  CHECK(c2.at("status") == "ok");
+  CHECK(c2.at("result").at("id") == "cp2");
+  CHECK(result("c-3").at("status") == "refused");
+  a.wait_state("cp2", "failed");
+  // The job's end reaches the control plane as an event, with its output's last lines.
+  bool seen = cp.wait([](const json::value& v) {
+    auto* events = v.at("vm-jobs").as_object().if_contains("recent_events");
+    if (!events) return false;
+    for (const auto& e : events->as_array())
+      if (e.at("type") == "job_finished" && e.at("data").at("id") == "cp2")
+        return e.at("data").at("state") == "failed" && e.at("data").at("tail").as_array().back() == "from-cp" &&
+               e.at("data").at("job").at("exit_code") == 7;
+    return false;
+  });
+  CHECK(seen);
+}
