@@ -867,7 +867,8 @@ Jobs::Submitted Jobs::submit(JobSpec spec) {
   api_.state.metrics().add_counter("instanced_jobs_submitted_total", "Jobs accepted into the queue", {});
   poke();
   publish();
-  return {K::accepted, json::object{{"id", id}, {"state", "queued"}, {"position", position(j)}}, {}};
+  // The newest job is the last one queued.
+  return {K::accepted, json::object{{"id", id}, {"state", "queued"}, {"position", queue_.size()}}, {}};
 }
 
 Result<json::object> Jobs::cancel(const std::string& id) {
