@@ -574,12 +574,14 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
       if (config_.max_processes) spec.limits.emplace_back(RLIMIT_NPROC, static_cast<std::uint64_t>(config_.max_processes));
       spec.nice = nice_for_weight(job.spec.cpu_weight);
     }
+    if (live.cancel) throw std::runtime_error("cancelled before it started");
+    auto spawned = runner_.spawn(spec);
+    // The log is made once the job runs (its output waits in the pipe meanwhile): making
+    // a file costs about a millisecond on some disks, and the job need not wait for it.
     if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
     const std::string who = id;
     live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
                                         [this, who](std::string_view line) { log_->debug("[job {}] {}", who, line); });
-    if (live.cancel) throw std::runtime_error("cancelled before it started");
-    auto spawned = runner_.spawn(spec);
     if (!spawned) throw std::runtime_error(spawned.error().message);
     live.proc = std::move(*spawned);
     job.state = JobState::running;
