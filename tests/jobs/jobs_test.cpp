@@ -369,3 +369,82 @@ TEST_CASE("bad submissions are refused with the field named, from operators and 
   });
   CHECK(seen);
 }
+
+TEST_CASE("prepare_stop waits for running jobs, cancels what is left and holds the queue", "[jobs]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  JobsAgent a(dir, "  slots: 2\n  stop_wait: 1s\n  drain_hold: 3s\n", {},
+              fmt::format("gpu:\n  enabled: false\ncontrol:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n"
+                          "  token_file: {{dir}}/token\n  initial_delay_max: 0s\ninstance:\n  name: vm-drain\n",
+                          cp.agent_port));
+  const std::string d = dir.path().string();
+  a.submit(sh_job("short", "sleep 0.5; echo done"));
+  a.submit(sh_job("long", "sleep 60"));
+  a.submit(sh_job("waiting", fmt::format("touch {}/waiting-ran", d)));
+  a.wait_state("short", "running");
+  a.wait_state("long", "running");
+  REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("vm-drain") && v.at("vm-drain").at("connected") == true; }));
+  cp.command("vm-drain", R"({"id": "stop-1", "name": "prepare_stop"})");
+  json::value r;
+  REQUIRE(cp.wait([&](const json::value& v) {
+    auto* results = v.at("vm-drain").as_object().if_contains("results");
+    if (!results || !results->as_object().contains("stop-1")) return false;
+    r = results->at("stop-1");
+    return true;
+  }, 20s));
+  INFO(json::serialize(r));
+  CHECK(r.at("status") == "ok");
+  std::string drained(r.at("result").at("drained").at("jobs").as_string());
+  CHECK_THAT(drained, Catch::StartsWith("waited") && Catch::Contains("for 2 running jobs; cancelled long"));
+  CHECK(a.state("short") == "succeeded");  // it ended within stop_wait
+  auto long_job = a.job("long");
+  CHECK(long_job.at("state") == "cancelled");
+  CHECK_THAT(std::string(long_job.at("reason").as_string()), Catch::StartsWith("cancelled by prepare_stop"));
+  // Held: nothing starts and nothing is accepted; the queued job stays for after the restart.
+  auto waiting = a.job("waiting");
+  CHECK(waiting.at("state") == "queued");
+  CHECK(waiting.at("waiting") == "held: the instance is preparing to stop");
+  auto refused = a.http().post("/v1/jobs", sh_job("late", "true"));
+  CHECK(refused.status == 503);
+  CHECK_THAT(refused.body, Catch::Contains("preparing to stop"));
+  CHECK_FALSE(std::filesystem::exists(dir / "waiting-ran"));
+  // The hold ends: the queue runs again.
+  a.wait_state("waiting", "succeeded", 10s);
+}
+
+TEST_CASE("instancectl submits, lists, shows, follows and cancels jobs", "[jobs]") {
+  TempDir dir;
+  JobsAgent a(dir, "  slots: 1\n  max_open_files: 64\n");
+  const std::string ctl = instancectl_binary() + " --socket " + a.agent().socket().string() + " ";
+  auto sub = run_command(ctl + "job submit --id first --env GREETING=hello --label team=nlp --cpu-weight 10 -- "
+                               "/bin/sh -c 'echo $GREETING; ulimit -n; cut -d\" \" -f19 /proc/self/stat; sleep 0.5; echo bye' 2>&1");
+  CHECK(sub.exit_code == 0);
+  CHECK(sub.output == "job first queued at position 1; follow it with: instancectl job logs first --follow\n");
+  run_command(ctl + "job submit --id second -- sleep 30");
+  run_command(ctl + "job submit --id third -- true");
+  auto list = run_command(ctl + "jobs");
+  CHECK(list.exit_code == 0);
+  CHECK_THAT(list.output, Catch::StartsWith("jobs: 1 of 1 slots in use, 2 queued"));
+  CHECK_THAT(list.output, Catch::Contains("waiting for a slot (1 of 1 in use)"));
+  // Follows the output to the end of the job.
+  auto logs = run_command(ctl + "job logs first --follow");
+  CHECK(logs.output == "hello\n64\n10\nbye\n");  // the variable, the open-file limit, the niceness
+  auto show = run_command(ctl + "job show first");
+  CHECK(show.exit_code == 0);
+  CHECK_THAT(show.output, Catch::Contains("state             succeeded") && Catch::Contains("env_names         [\"GREETING\"]"));
+  a.wait_state("second", "running");
+  auto cancel = run_command(ctl + "job cancel third");
+  CHECK(cancel.output == "job third cancelled\n");
+  cancel = run_command(ctl + "job cancel second");
+  CHECK(cancel.output == "job second: cancel requested; it is being stopped\n");
+  a.wait_state("second", "cancelled");
+  auto bad = run_command(ctl + "job submit --gpus lots -- true 2>&1");
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.output, Catch::Contains("--gpus wants a count or 'all', not 'lots'"));
+  bad = run_command(ctl + "job submit --timeout soon -- true 2>&1");
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.output, Catch::Contains("timeout:") && Catch::Contains("(HTTP 400)"));
+  bad = run_command(ctl + "job show nope 2>&1");
+  CHECK_THAT(bad.output, Catch::Contains("no job 'nope' (HTTP 404)"));
+}
