@@ -2,7 +2,7 @@
 // side with task-spooler (Debian's `tsp`, a queue many people use for exactly this).
 // Asserts nothing; prints figures.
 //
-// Submit-to-start: from just before the submission is sent to the moment the job's probe
+// Submit-to-start (one probe at a time, 20 ms apart): from just before the submission is sent to the moment the job's probe
 // process (bench/job_probe) has started and said so on a datagram socket: the request,
 // the write to disk, the scheduler and the spawn, all of it.
 //   - instanced, queue empty, through its status socket (keep-alive HTTP) and through
@@ -65,6 +65,9 @@ class ProbeSocket {
   std::filesystem::path path_;
   int fd_ = -1;
 };
+
+// Between probes: each is measured on its own, not behind the previous job's ending.
+constexpr auto kGap = std::chrono::milliseconds(20);
 
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -191,6 +194,7 @@ jobs:
     auto t0 = Clock::now();
     submit(probe_job(id));
     empty_http.samples.push_back(ms(probe_sock.wait(id) - t0));
+    std::this_thread::sleep_for(kGap);
   }
   const std::string socket = agent.socket().string();
   for (int i = 0; i < probes / 4; ++i) {
@@ -201,6 +205,7 @@ jobs:
                       "/dev/null");
     empty_cli.samples.push_back(ms(probe_sock.wait(id) - t0));
     ::waitpid(pid, nullptr, 0);
+    std::this_thread::sleep_for(kGap);
   }
   // The GPU held; then `queued` GPU jobs wait behind it.
   submit(json::object{{"id", "holder"}, {"command", json::array{"/bin/sleep", "3600"}}, {"gpus", 1}});
@@ -217,6 +222,7 @@ jobs:
     auto t = Clock::now();
     submit(probe_job(id));
     busy_http.samples.push_back(ms(probe_sock.wait(id) - t));
+    std::this_thread::sleep_for(kGap);
   }
   const long rss2 = rss_kib(agent.pid());
   agent.signal(SIGTERM);
@@ -243,6 +249,7 @@ jobs:
       pid_t pid = spawn({"/usr/bin/tsp", "-n", probe, probe_sock.path().string(), id}, "/dev/null", ts_env);
       tsp_cli.samples.push_back(ms(probe_sock.wait(id) - t));
       ::waitpid(pid, nullptr, 0);
+      std::this_thread::sleep_for(kGap);
     }
     // Memory per queued job: one slot, held by a long job; jobs behind it. tsp keeps a
     // waiting client process per queued job (it runs the job when its turn comes): their

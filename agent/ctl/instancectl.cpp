@@ -662,9 +662,11 @@ int cmd_job_submit(const Args& a, const std::vector<std::string>& args) {
   std::string id = str(v, "id");
   if (reply.status == 200)
     std::cout << "job " << id << " was already submitted: " << str(v, "state") << "\n";
-  else
+  else if (str(v, "state") == "queued")
     std::cout << "job " << id << " queued at position " << str(v, "position") << "; follow it with: instancectl job logs " << id
               << " --follow\n";
+  else
+    std::cout << "job " << id << " started; follow it with: instancectl job logs " << id << " --follow\n";
   return kHealthy;
 }
 

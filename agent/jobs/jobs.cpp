@@ -858,17 +858,28 @@ Jobs::Submitted Jobs::submit(JobSpec spec) {
   }
   auto job = std::make_unique<JobRecord>();
   job->spec = std::move(spec);
-  job->seq = next_seq_;
+  job->seq = next_seq_++;
   job->submitted = api_.clock.wall_now();
-  if (auto r = persist(*job); !r) return {K::refused, {}, "cannot record the job: " + r.error().message};
-  ++next_seq_;
   JobRecord& j = *job;
   const std::string id = j.spec.id;
+  const bool was_empty = queue_.empty();
   jobs_[id] = std::move(job);
   queue_[j.seq] = &j;
+  // A job that can start at once is written once, as starting (start() writes it before
+  // anything runs); one that waits is written as queued. Either way it is on disk before
+  // the answer.
+  if (was_empty) dispatch();
+  if (j.state == JobState::queued) {
+    if (auto r = persist(j); !r) {
+      queue_.erase(j.seq);
+      jobs_.erase(id);
+      return {K::refused, {}, "cannot record the job: " + r.error().message};
+    }
+  }
   api_.state.metrics().add_counter("instanced_jobs_submitted_total", "Jobs accepted into the queue", {});
   poke();
   publish();
+  if (j.state != JobState::queued) return {K::accepted, json::object{{"id", id}, {"state", to_string(j.state)}}, {}};
   // The newest job is the last one queued.
   return {K::accepted, json::object{{"id", id}, {"state", "queued"}, {"position", queue_.size()}}, {}};
 }

@@ -420,8 +420,9 @@ TEST_CASE("instancectl submits, lists, shows, follows and cancels jobs", "[jobs]
   auto sub = run_command(ctl + "job submit --id first --env GREETING=hello --label team=nlp --cpu-weight 10 -- "
                                "/bin/sh -c 'echo $GREETING; ulimit -n; cut -d\" \" -f19 /proc/self/stat; sleep 0.5; echo bye' 2>&1");
   CHECK(sub.exit_code == 0);
-  CHECK(sub.output == "job first queued at position 1; follow it with: instancectl job logs first --follow\n");
-  run_command(ctl + "job submit --id second -- sleep 30");
+  CHECK(sub.output == "job first started; follow it with: instancectl job logs first --follow\n");
+  sub = run_command(ctl + "job submit --id second -- sleep 30");
+  CHECK(sub.output == "job second queued at position 1; follow it with: instancectl job logs second --follow\n");
   run_command(ctl + "job submit --id third -- true");
   auto list = run_command(ctl + "jobs");
   CHECK(list.exit_code == 0);
