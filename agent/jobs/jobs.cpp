@@ -216,11 +216,18 @@ asio::awaitable<void> Jobs::run() {
   // Stopping: running jobs are left as they are (containers are re-attached after the
   // restart, processes are found and reported lost); their coroutines end now.
   stopping_ = true;
-  for (auto& [id, live] : live_) live->stop.emit(asio::cancellation_type::total);
-  while (!live_.empty()) {
+  // Each job's coroutine filters all but terminal cancellation (co_spawn's default).
+  for (auto& [id, live] : live_) live->stop.emit(asio::cancellation_type::terminal);
+  // They record what they must and end within a few loop turns; bounded all the same.
+  co_await asio::this_coro::reset_cancellation_state();
+  co_await asio::this_coro::throw_if_cancelled(false);
+  asio::steady_timer tick(ex_);
+  for (int i = 0; i < 50 && !live_.empty(); ++i) {
+    tick.expires_after(100ms);
     boost::system::error_code ec;
-    co_await live_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
+  if (!live_.empty()) log_->warn("{} jobs' supervisors did not end within 5s of the stop", live_.size());
 }
 
 std::size_t Jobs::free_slots() const { return live_.size() >= slots_ ? 0 : slots_ - live_.size(); }
@@ -637,6 +644,8 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
     if (!live.proc) live.log->feed("[instanced: " + reason + "]\n");
     job.layout = live.log->finish();
     tail = live.log->last_lines();
+  } else {
+    job.log.clear();  // it never ran: no output
   }
   if (!env_file.empty()) {
     std::error_code ec;

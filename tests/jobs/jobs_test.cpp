@@ -449,3 +449,22 @@ TEST_CASE("instancectl submits, lists, shows, follows and cancels jobs", "[jobs]
   bad = run_command(ctl + "job show nope 2>&1");
   CHECK_THAT(bad.output, Catch::Contains("no job 'nope' (HTTP 404)"));
 }
+
+TEST_CASE("SIGTERM with jobs running stops the agent promptly; the queue is there after the restart", "[jobs]") {
+  TempDir dir;
+  JobsAgent a(dir, "  slots: 1\n");
+  a.submit(sh_job("running", "sleep 60"));
+  a.submit(sh_job("waiting", "echo ran"));
+  a.wait_state("running", "running");
+  auto t0 = std::chrono::steady_clock::now();
+  a.agent().signal(SIGTERM);
+  auto code = a.agent().wait_exit(10s);
+  REQUIRE(code);
+  CHECK(*code == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+  CHECK_THAT(a.agent().log(), !Catch::Contains("did not end"));
+  a.start();
+  a.wait_state("running", "lost");
+  a.wait_state("waiting", "succeeded");
+  CHECK(a.http().get("/v1/jobs/log?id=waiting").body == "ran\n");
+}
