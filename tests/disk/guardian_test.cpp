@@ -94,7 +94,7 @@ void write_recorder(const TempDir& dir) {
 
 }  // namespace
 
-TEST_CASE("ok, low, recovery_required as the disk fills; back only above the margin for the hold time",
+TEST_CASE("ok, low, recovery_required as the disk fills, and back only above the margin for the hold time",
           "[disk][guardian][agent]") {
   TempDir dir;
   Tmpfs fs(dir, "disk", "size=64m");

@@ -133,7 +133,7 @@ TEST_CASE("apt archives, core dumps, blob cache, conda tarballs: their files onl
   CHECK(fs::exists(dir / "conda/pkgs/numpy-1.26/info/index.json"));
 }
 
-TEST_CASE("command rules run their tool's CLI, or say it is missing; rules are off unless enabled",
+TEST_CASE("command rules run their tool's CLI, or say it is missing, and rules are off unless enabled",
           "[disk][reclaim]") {
   TempDir dir;
   ReclaimConfig c;

@@ -217,7 +217,7 @@ TEST_CASE("GPU jobs get healthy GPUs of their own and CPU jobs pass the ones tha
   a.wait_idle();
 }
 
-TEST_CASE("cancel a queued and a running job; a timeout stops the whole process group", "[jobs]") {
+TEST_CASE("cancel a queued and a running job, and a timeout stops the whole process group", "[jobs]") {
   TempDir dir;
   JobsAgent a(dir, "  slots: 1\n");
   const std::string d = dir.path().string();
@@ -254,7 +254,7 @@ TEST_CASE("cancel a queued and a running job; a timeout stops the whole process 
   CHECK(log.body == "ready\n");
 }
 
-TEST_CASE("queued jobs survive an agent restart; a running process job is reported lost", "[jobs]") {
+TEST_CASE("queued jobs survive an agent restart and a running process job is reported lost", "[jobs]") {
   TempDir dir;
   JobsAgent a(dir, "  slots: 1\n");
   const std::string d = dir.path().string();
@@ -450,7 +450,7 @@ TEST_CASE("instancectl submits, lists, shows, follows and cancels jobs", "[jobs]
   CHECK_THAT(bad.output, Catch::Contains("no job 'nope' (HTTP 404)"));
 }
 
-TEST_CASE("SIGTERM with jobs running stops the agent promptly; the queue is there after the restart", "[jobs]") {
+TEST_CASE("SIGTERM with jobs running stops the agent promptly and the queue is there after the restart", "[jobs]") {
   TempDir dir;
   JobsAgent a(dir, "  slots: 1\n");
   a.submit(sh_job("running", "sleep 60"));
