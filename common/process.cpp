@@ -35,17 +35,12 @@ std::string ExitStatus::describe() const {
   return fmt::format("exit status {}", code);
 }
 
-Result<UserIdentity> lookup_user(const std::string& name) {
-  long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-  std::vector<char> buf(size > 0 ? static_cast<std::size_t>(size) : 16384);
-  passwd pw{};
-  passwd* found = nullptr;
-  int rc = 0;
-  while ((rc = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found)) == ERANGE && buf.size() < (1 << 20))
-    buf.resize(buf.size() * 2);
-  if (rc != 0) return Error{fmt::format("cannot look up user '{}': {}", name, std::strerror(rc))};
-  if (!found) return Error{fmt::format("user '{}' does not exist", name)};
-  UserIdentity u{pw.pw_name, pw.pw_uid, pw.pw_gid, {}, pw.pw_dir ? pw.pw_dir : "/", pw.pw_shell ? pw.pw_shell : "/bin/sh"};
+namespace {
+
+// The identity of a passwd entry, with its supplementary groups.
+Result<UserIdentity> identity_of(const passwd& pw) {
+  const std::string name = pw.pw_name;
+  UserIdentity u{name, pw.pw_uid, pw.pw_gid, {}, pw.pw_dir ? pw.pw_dir : "/", pw.pw_shell ? pw.pw_shell : "/bin/sh"};
   int n = 64;
   for (;;) {
     u.groups.resize(static_cast<std::size_t>(n));
@@ -58,6 +53,37 @@ Result<UserIdentity> lookup_user(const std::string& name) {
     n = got;
   }
   return u;
+}
+
+std::vector<char> passwd_buffer() {
+  long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  return std::vector<char>(size > 0 ? static_cast<std::size_t>(size) : 16384);
+}
+
+}  // namespace
+
+Result<UserIdentity> lookup_user(const std::string& name) {
+  std::vector<char> buf = passwd_buffer();
+  passwd pw{};
+  passwd* found = nullptr;
+  int rc = 0;
+  while ((rc = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found)) == ERANGE && buf.size() < (1 << 20))
+    buf.resize(buf.size() * 2);
+  if (rc != 0) return Error{fmt::format("cannot look up user '{}': {}", name, std::strerror(rc))};
+  if (!found) return Error{fmt::format("user '{}' does not exist", name)};
+  return identity_of(pw);
+}
+
+Result<UserIdentity> lookup_user(uid_t uid) {
+  std::vector<char> buf = passwd_buffer();
+  passwd pw{};
+  passwd* found = nullptr;
+  int rc = 0;
+  while ((rc = ::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found)) == ERANGE && buf.size() < (1 << 20))
+    buf.resize(buf.size() * 2);
+  if (rc != 0) return Error{fmt::format("cannot look up uid {}: {}", uid, std::strerror(rc))};
+  if (!found) return Error{fmt::format("uid {} has no user", uid)};
+  return identity_of(pw);
 }
 
 namespace {

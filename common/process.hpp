@@ -36,6 +36,7 @@ struct UserIdentity {
 // Looks a user up through NSS (getpwnam_r, getgrouplist). NSS may block (LDAP): call it
 // off the event loop.
 Result<UserIdentity> lookup_user(const std::string& name);
+Result<UserIdentity> lookup_user(uid_t uid);
 
 // The executable file `name` names: itself when it holds a '/', else the first match in
 // `search_path` (colon-separated; empty: $PATH, or the usual system folders). "" when none.

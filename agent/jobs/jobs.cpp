@@ -518,8 +518,9 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
     const std::string workdir = job.spec.workdir, program = job.spec.command.front();
     std::string search = kDefaultPath;
     if (auto it = job.spec.env.find("PATH"); it != job.spec.env.end()) search = it->second;
-    auto prepare = [user_name, workdir, program, search, container]() -> Result<Prepared> {
-      auto u = lookup_user(user_name);
+    const std::optional<unsigned> owner = job.owner_uid;
+    auto prepare = [user_name, owner, workdir, program, search, container]() -> Result<Prepared> {
+      auto u = owner ? lookup_user(static_cast<uid_t>(*owner)) : lookup_user(user_name);
       if (!u) return u.error();
       Prepared p{std::move(*u), program};
       struct stat st {};
@@ -534,7 +535,8 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
       }
       return p;
     };
-    const std::string what = fmt::format("preparing job {} (user {}, workdir, program)", id, user_name);
+    const std::string what = fmt::format("preparing job {} (user {}, workdir, program)", id,
+                                         owner ? "uid " + std::to_string(*owner) : user_name);
     auto prepared = co_await api_.pool.run(what, kLookupTimeout, prepare);
     if (!prepared) throw std::runtime_error(prepared.error().message);
 
@@ -561,6 +563,9 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
       opt.gpus = job.gpus;
       opt.extra = config_.container_options;
       if (prepared->user.uid != 0) opt.user = std::make_pair(prepared->user.uid, prepared->user.gid);
+      // An operator's container: no way back to root inside it (setuid files of the image,
+      // capabilities), since its working folder is a host folder.
+      if (owner) opt.extra.insert(opt.extra.begin(), {"--security-opt", "no-new-privileges", "--cap-drop", "all"});
       // Values only in a root-only file, never on a command line.
       JobSpec with_marker = job.spec;
       with_marker.env["INSTANCED_JOB_ID"] = id;
@@ -843,12 +848,12 @@ asio::awaitable<void> Jobs::attach_container(std::string id, ContainerRuntimeCli
 
 // ---- requests -----------------------------------------------------------------------------
 
-Jobs::Submitted Jobs::submit(JobSpec spec) {
+Jobs::Submitted Jobs::submit(JobSpec spec, std::optional<unsigned> owner) {
   using K = Submitted::Kind;
   if (!config_.enabled) return {K::refused, {}, "the job queue is disabled (jobs.enabled: false)"};
   if (auto it = jobs_.find(spec.id); it != jobs_.end()) {
     const JobRecord& j = *it->second;
-    if (!(j.spec == spec))
+    if (!(j.spec == spec) || j.owner_uid != owner)
       return {K::conflict, {}, fmt::format("id: '{}' is already used by another job (submitted {})", spec.id, iso8601(j.submitted))};
     json::object o{{"id", spec.id}, {"state", to_string(j.state)}, {"duplicate", true}};
     if (j.state == JobState::queued) o["position"] = position(j);
@@ -867,6 +872,7 @@ Jobs::Submitted Jobs::submit(JobSpec spec) {
   }
   auto job = std::make_unique<JobRecord>();
   job->spec = std::move(spec);
+  job->owner_uid = owner;
   job->seq = next_seq_++;
   job->submitted = api_.clock.wall_now();
   JobRecord& j = *job;
@@ -1092,7 +1098,17 @@ status::Response Jobs::submit_response(const status::Request& req) {
   if (ec || !v.is_object()) return status::error_response(S::bad_request, "the body must be a job as a JSON object (docs/jobs.md)");
   auto spec = parse_job_spec(v.as_object(), config_);
   if (!spec) return status::error_response(S::bad_request, spec.error().message);
-  auto r = submit(std::move(*spec));
+  std::optional<unsigned> owner;
+  if (auto uid = req[status::kPeerUidHeader]; !uid.empty() && uid != "0") {
+    unsigned n = 0;
+    auto [p, ec2] = std::from_chars(uid.data(), uid.data() + uid.size(), n);
+    if (ec2 != std::errc()) return status::error_response(S::forbidden, "the caller's uid is unknown");
+    if (!spec->user.empty())
+      return status::error_response(S::forbidden, "user: only root may choose the user of a job; an operator's jobs "
+                                                  "run as the operator");
+    owner = n;
+  }
+  auto r = submit(std::move(*spec), owner);
   switch (r.kind) {
     case Submitted::Kind::accepted: return status::json_response(S::accepted, json::serialize(r.job));
     case Submitted::Kind::duplicate: return status::json_response(S::ok, json::serialize(r.job));

@@ -59,7 +59,8 @@ class Jobs final : public Subsystem {
     std::string error;
     bool ok() const { return kind == Kind::accepted || kind == Kind::duplicate; }
   };
-  Submitted submit(JobSpec spec);
+  // `owner`: an operator's uid (not root's) when submitted through the status socket.
+  Submitted submit(JobSpec spec, std::optional<unsigned> owner = std::nullopt);
   // Cancels a queued job at once, a running one by stopping it (SIGTERM, then SIGKILL
   // after jobs.kill_grace). Finished jobs: an error.
   Result<boost::json::object> cancel(const std::string& id);

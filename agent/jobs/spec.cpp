@@ -255,6 +255,7 @@ std::string JobRecord::to_text() const {
     o["layout"] = layout.to_json();
   }
   if (cancel_requested) o["cancel_requested"] = true;
+  if (owner_uid) o["owner_uid"] = *owner_uid;
   return json::serialize(o);
 }
 
@@ -292,6 +293,7 @@ Result<JobRecord> JobRecord::parse(std::string_view text) {
   if (auto* e = o.if_contains("log"); e && e->is_string()) r.log = std::string(e->as_string());
   if (auto* e = o.if_contains("layout"); e && e->is_object()) r.layout = LogLayout::from_json(e->as_object());
   if (auto* e = o.if_contains("cancel_requested"); e && e->is_bool()) r.cancel_requested = e->as_bool();
+  if (auto* e = o.if_contains("owner_uid"); e && e->is_number()) r.owner_uid = e->to_number<unsigned>();
   return r;
 }
 
@@ -316,6 +318,7 @@ json::object JobRecord::to_json() const {
   }
   if (!container.empty()) o["container"] = container;
   if (!log.empty()) o["log"] = log;
+  if (owner_uid) o["owner_uid"] = *owner_uid;
   return o;
 }
 

@@ -68,6 +68,9 @@ struct JobRecord {
   std::string log;             // the output's file
   LogLayout layout;
   bool cancel_requested = false;  // on disk, so that a cancel survives a restart
+  // Submitted through the status socket by an operator other than root: the job runs as
+  // that uid (and its `user` field is refused), so the socket is no way to become root.
+  std::optional<unsigned> owner_uid;
 
   std::string to_text() const;
   static Result<JobRecord> parse(std::string_view text);

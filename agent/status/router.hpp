@@ -35,6 +35,10 @@ Response text_response(http::status status, std::string body, std::string conten
 // {"error": message} with the given status.
 Response error_response(http::status status, std::string_view message);
 
+// Set by the server on every request: the uid of the process at the other end of the
+// socket (SO_PEERCRED). A client's own header of that name is replaced.
+inline constexpr const char* kPeerUidHeader = "X-Instanced-Peer-Uid";
+
 // The value of `key` in the request's query string, %XX and '+' decoded; nothing if absent.
 std::optional<std::string> query_param(const Request& request, std::string_view key);
 

@@ -259,6 +259,10 @@ asio::awaitable<void> StatusServer::serve(std::shared_ptr<Session> session) {
       co_await send(std::move(refusal), false);
       break;
     }
+    // Who asks, for handlers that act on the caller's behalf (a job runs as its
+    // submitter unless root submitted it); never what the client claims.
+    req.erase(kPeerUidHeader);
+    req.set(kPeerUidHeader, std::to_string(session->peer.uid));
     Response res = router_.handle(req);
     bool keep = req.keep_alive();
     if (!co_await send(std::move(res), keep) || !keep) break;

@@ -468,3 +468,30 @@ TEST_CASE("SIGTERM with jobs running stops the agent promptly and the queue is t
   a.wait_state("waiting", "succeeded");
   CHECK(a.http().get("/v1/jobs/log?id=waiting").body == "ran\n");
 }
+
+TEST_CASE("an operator who is not root submits jobs that run as the operator", "[jobs]") {
+  TempDir dir;
+  JobsAgent a(dir);
+  // nobody, in the socket's group (root here): allowed on the socket, not root.
+  const std::string as_nobody = "setpriv --reuid=nobody --regid=nogroup --groups=0 " + instancectl_binary() + " --socket " +
+                                a.agent().socket().string() + " ";
+  auto r = run_command(as_nobody + "job submit --id mine -- /bin/sh -c 'id -u' 2>&1");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  auto v = a.wait_state("mine", "succeeded");
+  CHECK(v.at("owner_uid") == 65534);
+  CHECK(a.http().get("/v1/jobs/log?id=mine").body == "65534\n");
+  // Choosing the user (root, say) is root's alone.
+  r = run_command(as_nobody + "job submit --id escalate --user root -- id -u 2>&1");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("only root may choose the user of a job") && Catch::Contains("HTTP 403"));
+  // A forged header changes nothing: the server sets it from the socket's credentials.
+  auto forged = run_command("setpriv --reuid=nobody --regid=nogroup --groups=0 curl -s --unix-socket " +
+                            a.agent().socket().string() +
+                            " -H 'X-Instanced-Peer-Uid: 0' -d '{\"id\":\"forged\",\"command\":[\"/usr/bin/id\",\"-u\"]}' "
+                            "http://localhost/v1/jobs");
+  INFO(forged.output);
+  auto f = a.wait_state("forged", "succeeded");
+  CHECK(f.at("owner_uid") == 65534);
+  CHECK(a.http().get("/v1/jobs/log?id=forged").body == "65534\n");
+}
