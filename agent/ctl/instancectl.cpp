@@ -271,10 +271,11 @@ int cmd_setup_list(const Args& a, const Style& st) {
   return rc;
 }
 
-int cmd_setup_logs(const Args& a, const std::string& name) {
+// Prints a capped log from the start (route?...&from=N); with --follow until it ends.
+int follow_log(const Args& a, const std::string& route) {
   std::uint64_t from = 0;
   for (;;) {
-    auto reply = request(a.socket, http::verb::get, fmt::format("/v1/setup/log?name={}&from={}", name, from));
+    auto reply = request(a.socket, http::verb::get, fmt::format("{}&from={}", route, from));
     if (reply.status != 200) agent_refused(reply);
     if (auto sk = reply.headers["X-Instanced-Skipped"]; !sk.empty() && sk != "0")
       std::cout << fmt::format("\n[instancectl: {} bytes of output were not kept]\n", sk);
@@ -286,6 +287,8 @@ int cmd_setup_logs(const Args& a, const std::string& name) {
     from = next;
   }
 }
+
+int cmd_setup_logs(const Args& a, const std::string& name) { return follow_log(a, "/v1/setup/log?name=" + name); }
 
 int cmd_setup_rerun(const Args& a, const std::string& name) {
   auto reply = request(a.socket, http::verb::post, "/v1/setup/rerun?name=" + name);
@@ -583,21 +586,7 @@ std::string checked_job_id(const std::string& id) {
   return id;
 }
 
-int cmd_job_logs(const Args& a, const std::string& id) {
-  std::uint64_t from = 0;
-  for (;;) {
-    auto reply = request(a.socket, http::verb::get, fmt::format("/v1/jobs/log?id={}&from={}", id, from));
-    if (reply.status != 200) agent_refused(reply);
-    if (auto sk = reply.headers["X-Instanced-Skipped"]; !sk.empty() && sk != "0")
-      std::cout << fmt::format("\n[instancectl: {} bytes of output were not kept]\n", sk);
-    std::cout << reply.body << std::flush;
-    std::uint64_t next = std::stoull(reply.headers["X-Instanced-Next"].empty() ? "0" : reply.headers["X-Instanced-Next"]);
-    bool running = reply.headers["X-Instanced-Running"] == "1";
-    if (next == from && (!a.follow || !running)) return kHealthy;
-    if (next == from) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    from = next;
-  }
-}
+int cmd_job_logs(const Args& a, const std::string& id) { return follow_log(a, "/v1/jobs/log?id=" + id); }
 
 // "NAME=VALUE" into o[NAME].
 void put_pair(json::object& o, const std::string& flag, const std::string& text) {

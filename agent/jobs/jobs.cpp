@@ -1,5 +1,7 @@
 #include "agent/jobs/jobs.hpp"
 
+#include "common/child_io.hpp"
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -47,20 +49,6 @@ int nice_for_weight(int weight) {
   if (weight == 100) return 0;
   double n = std::log(100.0 / weight) / std::log(1.25);
   return std::clamp(static_cast<int>(std::lround(n)), -20, 19);
-}
-
-asio::awaitable<void> pump_output(Process& p, RunLog& log, Gate& done) {
-  std::vector<char> buf(64 * 1024);
-  try {
-    for (;;) {
-      std::size_t n = co_await p.read_output(std::span<char>(buf));
-      if (n == 0) break;
-      log.feed(std::string_view(buf.data(), n));
-    }
-  } catch (const boost::system::system_error&) {
-    // Closed after the drain grace, or the agent is stopping.
-  }
-  done.open();
 }
 
 // The variables the container CLI needs from the agent's own environment.
@@ -303,7 +291,11 @@ void Jobs::start(JobRecord& job, std::vector<unsigned> gpus) {
   wait_seconds_total_ += seconds(job.started - job.submitted);
   auto& live = live_[job.spec.id];
   live = std::make_unique<Live>(ex_);
-  std::string id = job.spec.id;
+  spawn_supervisor(job.spec.id, run_job(job.spec.id));
+}
+
+// The job's coroutine, stopped through its Live's signal when the agent stops.
+void Jobs::spawn_supervisor(const std::string& id, asio::awaitable<void> work) {
   auto done = [this, id](std::exception_ptr e) {
     if (!e) return;
     try {
@@ -312,7 +304,7 @@ void Jobs::start(JobRecord& job, std::vector<unsigned> gpus) {
       log_->error("job {}: {}", id, ex.what());
     }
   };
-  asio::co_spawn(ex_, run_job(id), asio::bind_cancellation_slot(live->stop.slot(), done));
+  asio::co_spawn(ex_, std::move(work), asio::bind_cancellation_slot(live_.at(id)->stop.slot(), done));
 }
 
 // ---- one job ------------------------------------------------------------------------------
@@ -427,15 +419,6 @@ asio::awaitable<std::vector<pid_t>> Jobs::kill_marked(std::string id) {
   co_return all;
 }
 
-asio::awaitable<std::optional<ExitStatus>> Jobs::exit_within(Process& p, Clock::steady_time::duration d) {
-  auto exit = p.wait();
-  auto limit = api_.clock.sleep_for(d);
-  auto either = std::move(exit) || std::move(limit);
-  auto r = co_await std::move(either);
-  if (r.index() == 0) co_return std::get<0>(r);
-  co_return p.exit_status();
-}
-
 // SIGTERM (for a container: `kill --signal TERM`), SIGKILL after kill_grace.
 asio::awaitable<void> Jobs::stop_job(JobRecord& job, Live& live, const char* why) {
   Process& p = *live.proc;
@@ -447,14 +430,14 @@ asio::awaitable<void> Jobs::stop_job(JobRecord& job, Live& live, const char* why
   } else {
     p.signal_group(SIGTERM);
   }
-  if (co_await exit_within(p, config_.kill_grace)) co_return;
+  if (co_await exit_within(p, api_.clock, config_.kill_grace)) co_return;
   log_->warn("job {}: still running {} after SIGTERM: SIGKILL", job.spec.id, format_duration(config_.kill_grace));
   if (live.cli) {
     auto argv = kill_argv(*live.cli, job.container, "KILL");
     (void)co_await run_tool(std::move(argv), kToolTimeout);
   }
   p.signal_group(SIGKILL);
-  if (!co_await exit_within(p, config_.kill_grace))
+  if (!co_await exit_within(p, api_.clock, config_.kill_grace))
     log_->error("job {}: did not end even after SIGKILL (stuck in the kernel?)", job.spec.id);
 }
 
@@ -485,13 +468,7 @@ asio::awaitable<ExitStatus> Jobs::supervise(JobRecord& job, Live& live) {
   if (!status) status = p.exit_status().value_or(ExitStatus{-1, SIGKILL});
   // Its output ends when the last holder of the pipe closes it; a process it left behind
   // may hold it for ever.
-  if (!live.pump_done.is_open()) {
-    auto drained = live.pump_done.wait();
-    auto grace = api_.clock.sleep_for(kDrainGrace);
-    auto either = std::move(drained) || std::move(grace);
-    co_await std::move(either);
-  }
-  p.close_output();
+  co_await finish_output(p, live.pump_done, api_.clock, kDrainGrace);
   co_return *status;
 }
 
@@ -715,16 +692,7 @@ asio::awaitable<void> Jobs::recover() {
         auto& live = live_[id];
         live = std::make_unique<Live>(ex_);
         live->cli = *cli;
-        std::string jid = id;
-        auto done = [this, jid](std::exception_ptr e) {
-          if (!e) return;
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            log_->error("job {}: {}", jid, ex.what());
-          }
-        };
-        asio::co_spawn(ex_, attach_container(id, *cli), asio::bind_cancellation_slot(live->stop.slot(), done));
+        spawn_supervisor(id, attach_container(id, *cli));
         continue;
       }
       if (seen && seen->status == "exited") {
@@ -1123,11 +1091,9 @@ status::Response Jobs::log_response(const status::Request& req) const {
   using S = status::http::status;
   auto id = status::query_param(req, "id");
   if (!id || id->empty()) return status::error_response(S::bad_request, "id: missing (?id=JOB)");
-  std::uint64_t from = 0;
-  if (auto f = status::query_param(req, "from")) {
-    auto [p, ec] = std::from_chars(f->data(), f->data() + f->size(), from);
-    if (ec != std::errc() || p != f->data() + f->size()) return status::error_response(S::bad_request, "from: not a byte offset");
-  }
+  auto offset = status::offset_param(req, "from");
+  if (!offset) return status::error_response(S::bad_request, "from: not a byte offset");
+  const std::uint64_t from = *offset;
   auto it = jobs_.find(*id);
   if (it == jobs_.end()) return status::error_response(S::not_found, fmt::format("no job '{}'", *id));
   const JobRecord& j = *it->second;
@@ -1143,10 +1109,7 @@ status::Response Jobs::log_response(const status::Request& req) const {
     chunk = read_finished_log(j.log, j.layout, from, kChunk);
   }
   if (chunk.next == 0) chunk.next = from;
-  auto res = status::text_response(S::ok, std::move(chunk.data), "application/octet-stream");
-  res.set("X-Instanced-Next", std::to_string(chunk.next));
-  res.set("X-Instanced-Skipped", std::to_string(chunk.skipped));
-  res.set("X-Instanced-Running", running ? "1" : "0");
+  auto res = status::log_chunk_response(std::move(chunk), running);
   res.set("X-Instanced-State", std::string(to_string(j.state)));
   return res;
 }

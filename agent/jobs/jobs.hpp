@@ -87,11 +87,11 @@ class Jobs final : public Subsystem {
   boost::asio::awaitable<void> recover();
   void dispatch();
   void start(JobRecord& job, std::vector<unsigned> gpus);
+  void spawn_supervisor(const std::string& id, boost::asio::awaitable<void> work);
   boost::asio::awaitable<void> run_job(std::string id);
   boost::asio::awaitable<void> attach_container(std::string id, ContainerRuntimeCli cli);
   boost::asio::awaitable<ExitStatus> supervise(JobRecord& job, Live& live);
   boost::asio::awaitable<void> stop_job(JobRecord& job, Live& live, const char* why);
-  boost::asio::awaitable<std::optional<ExitStatus>> exit_within(Process& p, Clock::steady_time::duration d);
   boost::asio::awaitable<Result<std::string>> run_tool(std::vector<std::string> argv, Duration timeout);
   boost::asio::awaitable<Result<ContainerRuntimeCli>> runtime();
   boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string id);

@@ -1,5 +1,7 @@
 #include "agent/setup/setup.hpp"
 
+#include "common/child_io.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -43,21 +45,6 @@ std::string compact_time(Clock::wall_time t) {
 }
 
 bool is_cancelled(const boost::system::system_error& e) { return e.code() == asio::error::operation_aborted; }
-
-// Reads the child's output into the log until it ends or the pipe is closed.
-asio::awaitable<void> pump_output(Process& p, RunLog& log, Gate& done) {
-  std::vector<char> buf(64 * 1024);
-  try {
-    for (;;) {
-      std::size_t n = co_await p.read_output(std::span<char>(buf));
-      if (n == 0) break;
-      log.feed(std::string_view(buf.data(), n));
-    }
-  } catch (const boost::system::system_error&) {
-    // Closed by the supervisor after the drain grace, or the agent is stopping.
-  }
-  done.open();
-}
 
 }  // namespace
 
@@ -514,18 +501,8 @@ asio::awaitable<void> Setup::signal_marked(std::string run_id, int sig) {
     for (pid_t p : *found) runner_.signal(p, sig);
 }
 
-// The exit status if the process ends within `d` (or ended meanwhile), else nothing.
-asio::awaitable<std::optional<ExitStatus>> Setup::exit_within(Process& p, Clock::steady_time::duration d) {
-  auto exit = p.wait();
-  auto limit = api_.clock.sleep_for(d);
-  auto either = std::move(exit) || std::move(limit);
-  auto r = co_await std::move(either);
-  if (r.index() == 0) co_return std::get<0>(r);
-  co_return p.exit_status();  // reaped right at the deadline: ended, not timed out
-}
-
 asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& script, bool& timed_out) {
-  std::optional<ExitStatus> status = co_await exit_within(p, script.timeout);
+  std::optional<ExitStatus> status = co_await exit_within(p, api_.clock, script.timeout);
   if (!status) {
     timed_out = true;
     const std::string run_id = live_->run_id;
@@ -533,13 +510,13 @@ asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& scr
                script.name, format_duration(script.timeout));
     p.signal_group(SIGTERM);
     co_await signal_marked(run_id, SIGTERM);
-    status = co_await exit_within(p, config_.kill_grace);
+    status = co_await exit_within(p, api_.clock, config_.kill_grace);
     if (!status) {
       log_->warn("script {} still running {} after SIGTERM: SIGKILL", script.name, format_duration(config_.kill_grace));
       p.signal_group(SIGKILL);
       co_await signal_marked(run_id, SIGKILL);
       // Bounded: a process stuck in the kernel (D state) does not die even of SIGKILL.
-      status = co_await exit_within(p, config_.kill_grace);
+      status = co_await exit_within(p, api_.clock, config_.kill_grace);
       if (!status) {
         log_->error("script {} did not end even after SIGKILL (stuck in the kernel?); given up", script.name);
         status = ExitStatus{-1, SIGKILL};
@@ -548,13 +525,7 @@ asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& scr
   }
   // The script has ended; its output ends when the last holder of the pipe closes it. A
   // daemon it started may hold it for ever: the agent stops reading after a short grace.
-  if (!live_->pump_done.is_open()) {
-    auto drained = live_->pump_done.wait();
-    auto grace = api_.clock.sleep_for(kDrainGrace);
-    auto either = std::move(drained) || std::move(grace);
-    co_await std::move(either);
-  }
-  p.close_output();
+  co_await finish_output(p, live_->pump_done, api_.clock, kDrainGrace);
   co_return *status;
 }
 
@@ -716,11 +687,9 @@ status::Response Setup::log_response(const status::Request& req) const {
   using S = status::http::status;
   auto name = status::query_param(req, "name");
   if (!name || name->empty()) return status::error_response(S::bad_request, "name: missing (?name=SCRIPT)");
-  std::uint64_t from = 0;
-  if (auto f = status::query_param(req, "from")) {
-    auto [p, ec] = std::from_chars(f->data(), f->data() + f->size(), from);
-    if (ec != std::errc() || p != f->data() + f->size()) return status::error_response(S::bad_request, "from: not a byte offset");
-  }
+  auto offset = status::offset_param(req, "from");
+  if (!offset) return status::error_response(S::bad_request, "from: not a byte offset");
+  const std::uint64_t from = *offset;
   constexpr std::size_t kChunk = 1 << 20;
   LogChunk chunk;
   bool running = false;
@@ -735,11 +704,7 @@ status::Response Setup::log_response(const status::Request& req) const {
       return status::error_response(S::not_found, fmt::format("script {}: the log of the interrupted run is {}", *name, it->second.last.log));
     chunk = read_finished_log(it->second.last.log, it->second.last.layout, from, kChunk);
   }
-  auto res = status::text_response(S::ok, std::move(chunk.data), "application/octet-stream");
-  res.set("X-Instanced-Next", std::to_string(chunk.next));
-  res.set("X-Instanced-Skipped", std::to_string(chunk.skipped));
-  res.set("X-Instanced-Running", running ? "1" : "0");
-  return res;
+  return status::log_chunk_response(std::move(chunk), running);
 }
 
 status::Response Setup::rerun_response(const status::Request& req) {

@@ -70,7 +70,6 @@ class Setup final : public Subsystem {
   boost::asio::awaitable<void> run_script(const ScriptConfig& script);
   boost::asio::awaitable<ExitStatus> supervise(Process& p, const ScriptConfig& script, bool& timed_out);
   boost::asio::awaitable<void> signal_marked(std::string run_id, int sig);
-  boost::asio::awaitable<std::optional<ExitStatus>> exit_within(Process& p, Clock::steady_time::duration d);
   boost::asio::awaitable<void> until_no_run();
   boost::asio::awaitable<void> recover_interrupted();
   boost::asio::awaitable<Result<std::vector<pid_t>>> marked(std::string run_id);

@@ -1,5 +1,7 @@
 #include "agent/status/router.hpp"
 
+#include <charconv>
+
 #include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -11,6 +13,23 @@ bool authorized(const Peer& peer, gid_t operators_gid) {
   if (peer.uid == 0) return true;
   if (peer.gid == operators_gid) return true;
   return std::find(peer.groups.begin(), peer.groups.end(), operators_gid) != peer.groups.end();
+}
+
+std::optional<std::uint64_t> offset_param(const Request& request, std::string_view key) {
+  auto v = query_param(request, key);
+  if (!v) return 0;
+  std::uint64_t n = 0;
+  auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+  if (ec != std::errc() || p != v->data() + v->size()) return std::nullopt;
+  return n;
+}
+
+Response log_chunk_response(LogChunk chunk, bool running) {
+  auto res = text_response(http::status::ok, std::move(chunk.data), "application/octet-stream");
+  res.set("X-Instanced-Next", std::to_string(chunk.next));
+  res.set("X-Instanced-Skipped", std::to_string(chunk.skipped));
+  res.set("X-Instanced-Running", running ? "1" : "0");
+  return res;
 }
 
 Response text_response(http::status status, std::string body, std::string content_type) {

@@ -5,6 +5,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/verb.hpp>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -12,6 +13,8 @@
 #include <string>
 #include <sys/types.h>
 #include <vector>
+
+#include "common/run_log.hpp"
 
 namespace instanced::status {
 
@@ -38,6 +41,13 @@ Response error_response(http::status status, std::string_view message);
 // Set by the server on every request: the uid of the process at the other end of the
 // socket (SO_PEERCRED). A client's own header of that name is replaced.
 inline constexpr const char* kPeerUidHeader = "X-Instanced-Peer-Uid";
+
+// A byte offset in the query string (`from=N`): 0 when absent, nothing when it is not a number.
+std::optional<std::uint64_t> offset_param(const Request& request, std::string_view key);
+// A chunk of a capped output log (a script's run, a job) as the answer of a log route:
+// the bytes, and headers X-Instanced-Next (ask for this next), X-Instanced-Skipped
+// (bytes cut from the log before this chunk), X-Instanced-Running (1 while it goes on).
+Response log_chunk_response(LogChunk chunk, bool running);
 
 // The value of `key` in the request's query string, %XX and '+' decoded; nothing if absent.
 std::optional<std::string> query_param(const Request& request, std::string_view key);
