@@ -443,7 +443,10 @@ asio::awaitable<void> Jobs::stop_job(JobRecord& job, Live& live, const char* why
 
 asio::awaitable<ExitStatus> Jobs::supervise(JobRecord& job, Live& live) {
   Process& p = *live.proc;
-  const auto deadline = api_.clock.now() + job.spec.timeout.value_or(config_.default_timeout);
+  // From the job's start: a container re-attached after a restart keeps its deadline.
+  auto left = job.spec.timeout.value_or(config_.default_timeout);
+  if (job.started != Clock::wall_time{}) left -= std::chrono::duration_cast<Duration>(api_.clock.wall_now() - job.started);
+  const auto deadline = api_.clock.now() + std::max(left, Duration::zero());
   std::optional<ExitStatus> status;
   while (!status) {
     if (live.cancel) {
