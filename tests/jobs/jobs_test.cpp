@@ -294,14 +294,7 @@ TEST_CASE("10,000 queued jobs are accepted, listed in order and kept across a re
   CHECK(shown[0].at("id") == "q00000");
   CHECK(shown[0].at("waiting") == "waiting for setup");
   CHECK(a.job("q09999").at("position").as_int64() == 10000);
-  auto rss = [&] {
-    std::ifstream in(fmt::format("/proc/{}/status", a.agent().pid()));
-    for (std::string l; std::getline(in, l);)
-      if (l.starts_with("VmRSS:")) return std::stol(l.substr(6));
-    return 0L;
-  };
-  INFO("agent RSS with 10,000 queued jobs: " << rss() << " kB");
-  CHECK(rss() < 64 * 1024);
+  // Memory per queued job is bench/jobs' to measure (docs/benchmarks.md), not a test's.
   a.agent().signal(SIGKILL);
   a.agent().wait_exit(5s);
   a.start();
