@@ -5,6 +5,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -153,12 +154,16 @@ Result<void> Jobs::persist(const JobRecord& job) {
 }
 
 void Jobs::prune() {
-  while (finished_.size() > static_cast<std::size_t>(config_.keep_finished)) {
-    auto it = finished_.begin();
+  auto it = finished_.begin();
+  while (finished_.size() > static_cast<std::size_t>(config_.keep_finished) && it != finished_.end()) {
     std::string id = it->second;
-    finished_.erase(it);
+    if (live_.contains(id)) {  // still being wrapped up: pruned at a later turn
+      ++it;
+      continue;
+    }
+    it = finished_.erase(it);
     auto j = jobs_.find(id);
-    if (j == jobs_.end() || live_.contains(id)) continue;
+    if (j == jobs_.end()) continue;
     std::error_code ec;
     fs::remove(fs::path(state_dir_) / "jobs" / (id + ".json"), ec);
     if (!j->second->log.empty()) fs::remove(j->second->log, ec);
@@ -172,9 +177,10 @@ asio::awaitable<void> Jobs::run() {
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   publish();
   if (!config_.enabled) log_->info("the job queue is disabled (jobs.enabled: false)");
-  co_await recover();
-  publish();
   try {
+    co_await recover();
+    recovered_ = true;
+    publish();
     for (;;) {
       dispatch();
       publish();
@@ -193,8 +199,22 @@ asio::awaitable<void> Jobs::run() {
       wake_.expires_at(until == asio::steady_timer::time_point::max()
                            ? until
                            : asio::steady_timer::clock_type::now() + (until - now));
+      Gate* closed = nullptr;
+      for (Gate* g : prerequisites_)
+        if (!g->is_open()) {
+          closed = g;
+          break;
+        }
       boost::system::error_code ec;
-      co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (closed && !queue_.empty()) {
+        // Queued jobs start when the gate opens (the disk's first look, setup done).
+        auto opened = closed->wait();
+        auto woken = wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        auto either = std::move(opened) || std::move(woken);
+        co_await std::move(either);
+      } else {
+        co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      }
       auto cs = co_await asio::this_coro::cancellation_state;
       if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
     }
@@ -237,7 +257,8 @@ std::vector<unsigned> Jobs::free_gpus(const GpuView& view) const {
 }
 
 void Jobs::dispatch() {
-  if (stopping_ || !config_.enabled || queue_.empty()) return;
+  // Not before the jobs that were running are known again (their slots and GPUs).
+  if (stopping_ || !recovered_ || !config_.enabled || queue_.empty()) return;
   for (Gate* g : prerequisites_)
     if (!g->is_open()) return;
   if (api_.clock.now() < hold_until_) return;
@@ -296,13 +317,22 @@ void Jobs::start(JobRecord& job, std::vector<unsigned> gpus) {
 
 // The job's coroutine, stopped through its Live's signal when the agent stops.
 void Jobs::spawn_supervisor(const std::string& id, asio::awaitable<void> work) {
+  // The Live (and the cancellation signal co_spawn is bound to) goes once the coroutine
+  // has completed, from a handler of its own: never from inside the coroutine.
   auto done = [this, id](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log_->error("job {}: {}", id, ex.what());
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log_->error("job {}: {}", id, ex.what());
+      }
     }
+    asio::post(ex_, [this, id] {
+      live_.erase(id);
+      live_changed_.cancel();
+      poke();
+      publish();
+    });
   };
   asio::co_spawn(ex_, std::move(work), asio::bind_cancellation_slot(live_.at(id)->stop.slot(), done));
 }
@@ -511,7 +541,7 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
         if (p.program.empty())
           return Error{program.find('/') != std::string::npos
                            ? fmt::format("command[0]: {} is not an executable file", program)
-                           : fmt::format("command[0]: '{}' was not found on PATH ({})", program, search)};
+                           : fmt::format("command[0]: '{}' was not found on the job's PATH", program)};
       }
       return p;
     };
@@ -565,6 +595,7 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
       if (config_.max_open_files) spec.limits.emplace_back(RLIMIT_NOFILE, static_cast<std::uint64_t>(config_.max_open_files));
       if (config_.max_processes) spec.limits.emplace_back(RLIMIT_NPROC, static_cast<std::uint64_t>(config_.max_processes));
       spec.nice = nice_for_weight(job.spec.cpu_weight);
+      if (job.owner_uid) spec.nice = std::max(spec.nice, 0);  // raising priority is root's
     }
     if (live.cancel) throw std::runtime_error("cancelled before it started");
     auto spawned = runner_.spawn(spec);
@@ -617,8 +648,6 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
       // re-attaches the container or reports the process lost.
       if (live.log) job.layout = live.log->finish();
       (void)persist(job);
-      live_.erase(id);
-      live_changed_.cancel();
       co_return;
     }
   } catch (const std::exception& e) {
@@ -632,20 +661,24 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
   } else {
     job.log.clear();  // it never ran: no output
   }
-  if (!env_file.empty()) {
-    std::error_code ec;
-    fs::remove(env_file, ec);
-  }
-  const ContainerRuntimeCli* cli = live.cli ? &*live.cli : nullptr;
-  if (cli && live.proc) {
-    auto rm_argv = remove_argv(*cli, job.container);
-    (void)co_await run_tool(std::move(rm_argv), kToolTimeout);
-  }
+  // Recorded first, then the container goes: a crash between the two finds the outcome.
   finish(job, outcome, std::move(reason), std::move(tail));
-  live_.erase(id);
-  live_changed_.cancel();
-  poke();
-  publish();
+  if (live.cli && live.proc) {
+    const ContainerRuntimeCli c = *live.cli;
+    const std::string name = job.container;
+    co_await remove_container(c, name);
+  }
+}
+
+// `rm --force` of a finished job's container; errors (and a stop meanwhile) only logged.
+asio::awaitable<void> Jobs::remove_container(ContainerRuntimeCli cli, std::string name) {
+  try {
+    auto argv = remove_argv(cli, name);
+    auto r = co_await run_tool(std::move(argv), kToolTimeout);
+    if (!r) log_->warn("cannot remove container {}: {}", name, r.error().message);
+  } catch (const boost::system::system_error&) {
+    // The agent is stopping; the next start finds it exited and removes it.
+  }
 }
 
 void Jobs::finish(JobRecord& job, JobState state, std::string reason, std::vector<std::string> tail) {
@@ -653,6 +686,8 @@ void Jobs::finish(JobRecord& job, JobState state, std::string reason, std::vecto
   job.reason = std::move(reason);
   job.ended = api_.clock.wall_now();
   (void)persist(job);
+  std::error_code ec;
+  fs::remove(fs::path(state_dir_) / "jobs" / (job.spec.id + ".env"), ec);  // a container job's variables
   finished_[job.seq] = job.spec.id;
   const std::string id = job.spec.id;
   const std::string result(to_string(state));
@@ -674,34 +709,75 @@ void Jobs::finish(JobRecord& job, JobState state, std::string reason, std::vecto
 
 // ---- after a restart ------------------------------------------------------------------------
 
+// What the runtime says of a container: its state, nothing when there is no such
+// container, or an error (the runtime did not answer, its storage is locked, ...).
+asio::awaitable<Result<std::optional<InspectResult>>> Jobs::inspect(ContainerRuntimeCli cli, std::string name) {
+  for (int attempt = 0;; ++attempt) {
+    auto argv = inspect_argv(cli, name);
+    auto out = co_await run_tool(std::move(argv), kToolTimeout);
+    if (out) {
+      auto seen = parse_inspect(*out);
+      if (!seen) co_return Error{fmt::format("cannot read the runtime's answer about {}: '{}'", name, *out)};
+      co_return seen;
+    }
+    std::string lower = out.error().message;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower.find("no such") != std::string::npos) co_return std::optional<InspectResult>{};
+    if (attempt == 2) co_return out.error();
+    co_await api_.clock.sleep_for(1s);
+  }
+}
+
 asio::awaitable<void> Jobs::recover() {
   std::vector<std::string> ids;
   for (const auto& [id, j] : jobs_)
     if (j->state == JobState::starting || j->state == JobState::running) ids.push_back(id);
+  auto requeue = [this](JobRecord& job) {
+    if (job.cancel_requested) {  // cancelled before the agent stopped: not run after all
+      finish(job, JobState::cancelled, "cancelled before it started", {});
+      return;
+    }
+    job.state = JobState::queued;
+    job.gpus.clear();
+    job.started = {};
+    (void)persist(job);
+    queue_[job.seq] = &job;
+    log_->info("job {}: had not started when the agent stopped; queued again", job.spec.id);
+  };
   for (const auto& id : ids) {
     JobRecord* job = jobs_.at(id).get();
     const bool was_running = job->state == JobState::running;
     if (!job->container.empty()) {
       auto cli = co_await runtime();
-      std::optional<InspectResult> seen;
-      if (cli) {
-        auto argv = inspect_argv(*cli, job->container);
-        auto out = co_await run_tool(std::move(argv), kToolTimeout);
-        if (out) seen = parse_inspect(*out);
+      if (!cli) {
+        finish(*job, JobState::lost, cli.error().message, {});
+        continue;
       }
-      if (seen && (seen->status == "running" || seen->status == "paused")) {
-        log_->info("job {}: container {} is still running; re-attached", id, job->container);
+      const ContainerRuntimeCli c = *cli;
+      const std::string name = job->container;
+      auto seen = co_await inspect(c, name);
+      job = jobs_.at(id).get();
+      if (!seen) {
+        // Not known either way: never run it again (it may be running), never free its GPUs
+        // on a guess. Reported; a person looks.
+        finish(*job, JobState::lost, "the container runtime cannot say what became of it: " + seen.error().message, {});
+        continue;
+      }
+      const std::optional<InspectResult>& st = *seen;
+      if (st && (st->status == "running" || st->status == "paused")) {
+        log_->info("job {}: container {} is still running; re-attached", id, name);
         job->state = JobState::running;
         auto& live = live_[id];
         live = std::make_unique<Live>(ex_);
-        live->cli = *cli;
-        spawn_supervisor(id, attach_container(id, *cli));
+        live->cli = c;
+        spawn_supervisor(id, attach_container(id, c));
         continue;
       }
-      if (seen && seen->status == "exited") {
+      if (st && (st->status == "exited" || st->status == "stopped")) {
         // It ended while the agent was away: its output and exit code are still there.
-        auto logs = logs_argv(*cli, job->container, false);
+        auto logs = logs_argv(c, name, false);
         auto out = co_await run_tool(std::move(logs), kToolTimeout);
+        job = jobs_.at(id).get();
         std::vector<std::string> tail;
         if (out) {
           RunLog log(job->log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines), [](std::string_view) {});
@@ -709,40 +785,26 @@ asio::awaitable<void> Jobs::recover() {
           job->layout = log.finish();
           tail = log.last_lines();
         }
-        auto rm = remove_argv(*cli, job->container);
-        (void)co_await run_tool(std::move(rm), kToolTimeout);
-        job->exit_code = seen->exit_code;
-        log_->info("job {}: its container ended while the agent was stopped (exit status {})", id, seen->exit_code);
-        finish(*job, seen->exit_code == 0 ? JobState::succeeded : JobState::failed,
-               seen->exit_code == 0 ? "" : fmt::format("exit status {} (ended while the agent was stopped)", seen->exit_code),
+        job->exit_code = st->exit_code;
+        log_->info("job {}: its container ended while the agent was stopped (exit status {})", id, st->exit_code);
+        finish(*job, st->exit_code == 0 ? JobState::succeeded : JobState::failed,
+               st->exit_code == 0 ? "" : fmt::format("exit status {} (ended while the agent was stopped)", st->exit_code),
                std::move(tail));
+        co_await remove_container(c, name);
         continue;
       }
-      if (seen && cli) {  // created but never started
-        auto rm = remove_argv(*cli, job->container);
-        (void)co_await run_tool(std::move(rm), kToolTimeout);
-      }
-      if (!was_running) {
-        job->state = JobState::queued;
-        job->gpus.clear();
-        job->started = {};
-        (void)persist(*job);
-        queue_[job->seq] = job;
-        log_->info("job {}: had not started when the agent stopped; queued again", id);
-        continue;
-      }
-      finish(*job, JobState::lost, cli ? "its container is gone (the agent was stopped while it ran)" : cli.error().message, {});
+      if (st) co_await remove_container(c, name);  // created, never started
+      job = jobs_.at(id).get();
+      if (!was_running)
+        requeue(*job);
+      else
+        finish(*job, JobState::lost, "its container is gone (the agent was stopped while it ran)", {});
       continue;
     }
     std::vector<pid_t> left = co_await kill_marked(id);
     job = jobs_.at(id).get();
     if (!was_running && left.empty()) {
-      job->state = JobState::queued;
-      job->gpus.clear();
-      job->started = {};
-      (void)persist(*job);
-      queue_[job->seq] = job;
-      log_->info("job {}: had not started when the agent stopped; queued again", id);
+      requeue(*job);
       continue;
     }
     finish(*job, JobState::lost,
@@ -778,26 +840,35 @@ asio::awaitable<void> Jobs::attach_container(std::string id, ContainerRuntimeCli
       auto both = std::move(pump) && std::move(sup);
       ended = co_await std::move(both);
     }
-    auto argv = inspect_argv(cli, job.container);
-    auto out = co_await run_tool(std::move(argv), kToolTimeout);
-    auto seen = out ? parse_inspect(*out) : std::nullopt;
-    if (seen && seen->status != "running") job.exit_code = seen->exit_code;
+    const std::string name = job.container;
+    auto asked = co_await inspect(cli, name);
+    // The log stream can end before the container does (a log driver it cannot read):
+    // then its end is waited for by asking again.
+    while (asked && *asked && ((*asked)->status == "running" || (*asked)->status == "paused")) {
+      if (live.cancel || live.timed_out) {
+        auto kill = kill_argv(cli, name, "KILL");
+        (void)co_await run_tool(std::move(kill), kToolTimeout);
+      }
+      co_await api_.clock.sleep_for(1s);
+      asked = co_await inspect(cli, name);
+    }
+    std::optional<InspectResult> seen = asked ? *asked : std::nullopt;
+    if (seen) job.exit_code = seen->exit_code;
     if (live.cancel) {
       outcome = JobState::cancelled;
       reason = live.cancel_reason;
     } else if (live.timed_out) {
       outcome = JobState::timed_out;
       reason = "timed out; stopped";
-    } else if (seen && seen->exit_code == 0 && seen->status != "running") {
+    } else if (seen && seen->exit_code == 0) {
       outcome = JobState::succeeded;
     } else {
-      reason = seen ? fmt::format("exit status {}", seen->exit_code) : "its container is gone";
+      reason = seen ? fmt::format("exit status {}", seen->exit_code)
+                    : asked ? "its container is gone" : "the container runtime cannot say how it ended: " + asked.error().message;
     }
   } catch (const boost::system::system_error& e) {
     if (is_cancelled(e)) {
       if (live.log) live.log->finish();
-      live_.erase(id);
-      live_changed_.cancel();
       co_return;
     }
     reason = e.what();
@@ -808,13 +879,9 @@ asio::awaitable<void> Jobs::attach_container(std::string id, ContainerRuntimeCli
     job.layout = live.log->finish();
     tail = live.log->last_lines();
   }
-  auto rm = remove_argv(cli, job.container);
-  (void)co_await run_tool(std::move(rm), kToolTimeout);
   finish(job, outcome, std::move(reason), std::move(tail));
-  live_.erase(id);
-  live_changed_.cancel();
-  poke();
-  publish();
+  const std::string name = job.container;
+  co_await remove_container(cli, name);
 }
 
 // ---- requests -----------------------------------------------------------------------------
@@ -1077,6 +1144,9 @@ status::Response Jobs::submit_response(const status::Request& req) {
     if (!spec->user.empty())
       return status::error_response(S::forbidden, "user: only root may choose the user of a job; an operator's jobs "
                                                   "run as the operator");
+    // Root loads the archive: it could retag an image that root's jobs run.
+    if (!spec->image_archive.empty())
+      return status::error_response(S::forbidden, "image_archive: only root may load images for jobs");
     owner = n;
   }
   auto r = submit(std::move(*spec), owner);

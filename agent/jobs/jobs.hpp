@@ -90,6 +90,8 @@ class Jobs final : public Subsystem {
   void spawn_supervisor(const std::string& id, boost::asio::awaitable<void> work);
   boost::asio::awaitable<void> run_job(std::string id);
   boost::asio::awaitable<void> attach_container(std::string id, ContainerRuntimeCli cli);
+  boost::asio::awaitable<void> remove_container(ContainerRuntimeCli cli, std::string name);
+  boost::asio::awaitable<Result<std::optional<InspectResult>>> inspect(ContainerRuntimeCli cli, std::string name);
   boost::asio::awaitable<ExitStatus> supervise(JobRecord& job, Live& live);
   boost::asio::awaitable<void> stop_job(JobRecord& job, Live& live, const char* why);
   boost::asio::awaitable<Result<std::string>> run_tool(std::vector<std::string> argv, Duration timeout);
@@ -129,6 +131,7 @@ class Jobs final : public Subsystem {
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
   std::optional<std::string> runtime_error_;  // why no container runtime was found
   bool stopping_ = false;
+  bool recovered_ = false;  // recover() is done: dispatch() may start jobs
   std::uint64_t started_total_ = 0;
   double wait_seconds_total_ = 0;
 };

@@ -260,6 +260,14 @@ std::string JobRecord::to_text() const {
 }
 
 Result<JobRecord> JobRecord::parse(std::string_view text) {
+  try {
+    return parse_record(text);
+  } catch (const std::exception& e) {  // a number out of range (to_number) and the like
+    return Error{fmt::format("not a job record: {}", e.what())};
+  }
+}
+
+Result<JobRecord> JobRecord::parse_record(std::string_view text) {
   boost::system::error_code ec;
   json::parse_options opt;
   opt.max_depth = 16;

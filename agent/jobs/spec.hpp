@@ -73,9 +73,12 @@ struct JobRecord {
   std::optional<unsigned> owner_uid;
 
   std::string to_text() const;
-  static Result<JobRecord> parse(std::string_view text);
+  static Result<JobRecord> parse(std::string_view text);  // never throws
   // For /v1/jobs and results: the spec's public part, state, times, outcome.
   boost::json::object to_json() const;
+
+ private:
+  static Result<JobRecord> parse_record(std::string_view text);
 };
 
 }  // namespace instanced::jobs

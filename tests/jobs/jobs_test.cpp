@@ -478,6 +478,8 @@ TEST_CASE("an operator who is not root submits jobs that run as the operator", "
   r = run_command(as_nobody + "job submit --id escalate --user root -- id -u 2>&1");
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.output, Catch::Contains("only root may choose the user of a job") && Catch::Contains("HTTP 403"));
+  r = run_command(as_nobody + "job submit --id archive --image localhost/x:1 --image-archive /tmp/x.tar -- true 2>&1");
+  CHECK_THAT(r.output, Catch::Contains("image_archive: only root may load images for jobs"));
   // A forged header changes nothing: the server sets it from the socket's credentials.
   auto forged = run_command("setpriv --reuid=nobody --regid=nogroup --groups=0 curl -s --unix-socket " +
                             a.agent().socket().string() +
@@ -487,4 +489,18 @@ TEST_CASE("an operator who is not root submits jobs that run as the operator", "
   auto f = a.wait_state("forged", "succeeded");
   CHECK(f.at("owner_uid") == 65534);
   CHECK(a.http().get("/v1/jobs/log?id=forged").body == "65534\n");
+}
+
+TEST_CASE("queued jobs start by themselves once the start scripts are done", "[jobs]") {
+  TempDir dir;
+  JobsAgent a(dir, "setup:\n  log_dir: {dir}/setup-logs\n  scripts:\n    - name: gate\n"
+                   "      content: |\n        while [ ! -e {dir}/go ]; do sleep 0.05; done\n");
+  a.submit(sh_job("first", "echo one"));
+  a.submit(sh_job("second", "echo two"));
+  CHECK(a.job("first").at("waiting") == "waiting for setup");
+  std::this_thread::sleep_for(300ms);
+  CHECK(a.state("first") == "queued");
+  dir.write("go", "");  // setup ends; nothing else pokes the queue
+  a.wait_state("first", "succeeded", 10s);
+  a.wait_state("second", "succeeded", 10s);
 }
