@@ -45,19 +45,6 @@ Result<Endpoint> parse_endpoint(std::string_view url, bool insecure_allowed) {
 
 namespace {
 
-// Timer coalescing (as the kernel's timer slack and systemd's AccuracySec): a heartbeat
-// is due at the next multiple of a grid of a tenth of its interval (at most 100 ms) after
-// its interval, so that work due at about the same time shares one wake-up of the loop:
-// in a process holding many sessions (bench/fleet), ~100 heartbeats a wake-up instead of
-// one. The control plane sees the same mean interval, off by less than the grid.
-Clock::steady_time coalesced(Clock::steady_time due, Clock::steady_time::duration interval) {
-  using namespace std::chrono;
-  const auto grid = std::min<Clock::steady_time::duration>(milliseconds(100), interval / 10);
-  if (grid <= Clock::steady_time::duration::zero()) return due;
-  const auto since = due.time_since_epoch();
-  const auto rem = since % grid;
-  return rem == Clock::steady_time::duration::zero() ? due : due + (grid - rem);
-}
 
 const char* env_either(const char* lower, const char* upper) {
   const char* v = std::getenv(lower);
