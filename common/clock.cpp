@@ -51,7 +51,10 @@ std::optional<Clock::wall_time> parse_iso8601(std::string_view text) {
     for (std::size_t k = digits; k < 3; ++k) ms *= 10;
   }
   if (pos + 1 != s.size() || s[pos] != 'Z') return std::nullopt;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+    return std::nullopt;
+  // wall_time counts nanoseconds in 64 bits: it ends in 2262.
+  if (y < 1970 || y > 2200) return std::nullopt;
   std::tm tm{};
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;

@@ -168,7 +168,8 @@ Result<JobSpec> parse_job_spec(const json::object& o, const JobsConfig& config, 
     if (t->is_number()) {
       double secs = t->to_number<double>();
       if (!(secs > 0)) return err("timeout", "must be more than 0 seconds");
-      d = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(std::min(secs, 1e9)));
+      // Rounded, not truncated: 2073.863 s must come back as 2073863 ms from a state file.
+      d = std::chrono::round<Duration>(std::chrono::duration<double>(std::min(secs, 1e9)));
     } else if (t->is_string()) {
       auto p = parse_duration(t->as_string());
       if (!p) return err("timeout", p.error().message);

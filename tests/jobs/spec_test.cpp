@@ -96,6 +96,15 @@ TEST_CASE("a job record survives its file", "[jobs]") {
   CHECK(back->started == r.started);
   CHECK(back->gpus == std::vector<unsigned>{3});
   CHECK(back->cancel_requested);
+  // Found by the fuzzer: a timeout with milliseconds comes back whole (seconds in the file).
+  JobRecord t;
+  t.spec = *parse(R"({"id": "t1", "command": ["x"], "timeout": "34m33863ms"})");
+  auto t_back = JobRecord::parse(t.to_text());
+  REQUIRE(t_back);
+  CHECK(t_back->spec.timeout == std::chrono::milliseconds(34 * 60000 + 33863));
+  // A date past what the clock can hold, or a negative seq, makes the record unreadable, not a crash.
+  CHECK_FALSE(parse_iso8601("2400-01-01T00:00:00Z"));
+  CHECK_FALSE(JobRecord::parse(R"({"spec": {"command": ["x"]}, "state": "queued", "seq": -17})"));
   CHECK_FALSE(JobRecord::parse("{\"spec\": {\"command\": [\"x\"]}, \"state\": \"napping\"}"));
   CHECK_THAT(JobRecord::parse("{\"state\": \"queued\"}").error().message, Catch::Contains("spec"));
   CHECK_FALSE(JobRecord::parse("{not json"));
