@@ -228,5 +228,7 @@ int main(int argc, char** argv) {
   ::kill(cp, SIGTERM);
   waitpid(cp, nullptr, 0);
   ioc.stop();
+  std::error_code ignored;
+  std::filesystem::remove_all(dir.path(), ignored);  // _Exit skips the TempDir's own cleanup
   std::_Exit(0);  // skip tearing down N sessions one by one
 }
