@@ -197,7 +197,11 @@ int main(int argc, char** argv) {
   // child subreaper the agent also reaps the daemons that scripts leave behind.
   RealProcessRunner processes(ioc.get_executor());
   // Storage mounts first: start scripts (and jobs) wait for the required ones.
-  mounts::RealMountOps mount_ops;
+  // Never freed (nor the NVML reader below): a probe or sample blocked in the kernel or the
+  // driver runs on a thread of its own that cannot be waited for, and may still call into
+  // them after main returns. Held by a static pointer, so LeakSanitizer sees them reachable.
+  static auto* const mount_ops_owner = new mounts::RealMountOps;
+  auto& mount_ops = *mount_ops_owner;
   mounts::Mounts mounts(ioc.get_executor(), api, processes, mount_ops, running);
   mounts.add_routes(router);
   add_mount_commands(commands, mounts);
@@ -214,7 +218,8 @@ int main(int argc, char** argv) {
   commands.add_veto("disk", [&disk](std::string_view action) { return disk.veto(action); });
 
   // GPUs through NVML, loaded at run time by the dynamic loader's usual search.
-  gpu::NvmlLibrary nvml(running.gpu.library);
+  static auto* const nvml_owner = new gpu::NvmlLibrary(running.gpu.library);
+  auto& nvml = *nvml_owner;
   gpu::Gpu gpu(ioc.get_executor(), api, nvml, running);
   gpu.add_routes(router);
 
