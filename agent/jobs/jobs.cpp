@@ -52,6 +52,22 @@ int nice_for_weight(int weight) {
   return std::clamp(static_cast<int>(std::lround(n)), -20, 19);
 }
 
+// Why a job can never run here: more GPUs than the instance has (once they are known).
+std::optional<std::string> never_fits(const GpuRequest& want, const GpuView& view) {
+  if (!view.known || !(want.all ? view.total == 0 : want.count > view.total)) return std::nullopt;
+  return fmt::format("gpus: {} wanted; this instance has {}", want.all ? std::string("all") : std::to_string(want.count),
+                     view.total);
+}
+
+// How many GPUs the job takes: its count, or every healthy one for "all".
+std::size_t gpus_taken(const GpuRequest& want, const GpuView& view) { return want.all ? view.usable.size() : want.count; }
+
+// Whether the job's GPUs can be given now from `free` (healthy ones no job holds).
+bool gpus_fit(const GpuRequest& want, const GpuView& view, const std::vector<unsigned>& free) {
+  const std::size_t n = gpus_taken(want, view);
+  return view.known && n > 0 && free.size() >= n && (!want.all || free.size() == view.usable.size());
+}
+
 // The variables the container CLI needs from the agent's own environment.
 std::vector<std::string> runtime_environment() {
   std::vector<std::string> env;
@@ -99,7 +115,6 @@ void Jobs::reconfigure(const Config& config) {
   config_ = config.jobs;
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   slots_ = config_.slots > 0 ? static_cast<std::size_t>(config_.slots) : static_cast<std::size_t>(std::max(1L, cpus) * 2);
-  runtime_error_.reset();
   poke();
 }
 
@@ -140,9 +155,13 @@ void Jobs::load() {
                bad ? fmt::format(", {} unreadable", bad) : "");
 }
 
+// state_dir/jobs/ID.json (the record) and ID.env (a container job's variables).
+fs::path Jobs::store_file(const std::string& id, const char* extension) const {
+  return fs::path(state_dir_) / "jobs" / (id + extension);
+}
+
 Result<void> Jobs::persist(const JobRecord& job) {
-  fs::path file = fs::path(state_dir_) / "jobs" / (job.spec.id + ".json");
-  auto r = api_.fs.write_file_atomic(file, job.to_text(), 0600);
+  auto r = api_.fs.write_file_atomic(store_file(job.spec.id, ".json"), job.to_text(), 0600);
   if (!r) {
     if (!store_error_) log_->error("cannot record job {}: {}", job.spec.id, r.error().message);
     store_error_ = r.error().message;
@@ -165,7 +184,7 @@ void Jobs::prune() {
     auto j = jobs_.find(id);
     if (j == jobs_.end()) continue;
     std::error_code ec;
-    fs::remove(fs::path(state_dir_) / "jobs" / (id + ".json"), ec);
+    fs::remove(store_file(id, ".json"), ec);
     if (!j->second->log.empty()) fs::remove(j->second->log, ec);
     jobs_.erase(j);
   }
@@ -199,12 +218,7 @@ asio::awaitable<void> Jobs::run() {
       wake_.expires_at(until == asio::steady_timer::time_point::max()
                            ? until
                            : asio::steady_timer::clock_type::now() + (until - now));
-      Gate* closed = nullptr;
-      for (Gate* g : prerequisites_)
-        if (!g->is_open()) {
-          closed = g;
-          break;
-        }
+      Gate* closed = closed_gate();
       boost::system::error_code ec;
       if (closed && !queue_.empty()) {
         // Queued jobs start when the gate opens (the disk's first look, setup done).
@@ -238,6 +252,12 @@ asio::awaitable<void> Jobs::run() {
   if (!live_.empty()) log_->warn("{} jobs' supervisors did not end within 5s of the stop", live_.size());
 }
 
+Gate* Jobs::closed_gate() const {
+  for (Gate* g : prerequisites_)
+    if (!g->is_open()) return g;
+  return nullptr;
+}
+
 std::size_t Jobs::free_slots() const { return live_.size() >= slots_ ? 0 : slots_ - live_.size(); }
 
 std::vector<unsigned> Jobs::free_gpus(const GpuView& view) const {
@@ -258,9 +278,7 @@ std::vector<unsigned> Jobs::free_gpus(const GpuView& view) const {
 
 void Jobs::dispatch() {
   // Not before the jobs that were running are known again (their slots and GPUs).
-  if (stopping_ || !recovered_ || !config_.enabled || queue_.empty()) return;
-  for (Gate* g : prerequisites_)
-    if (!g->is_open()) return;
+  if (stopping_ || !recovered_ || !config_.enabled || queue_.empty() || closed_gate()) return;
   if (api_.clock.now() < hold_until_) return;
   GpuView view = gpus_ ? gpus_() : GpuView{};
   std::vector<unsigned> free = free_gpus(view);
@@ -270,23 +288,18 @@ void Jobs::dispatch() {
     ++it;  // start() takes the job out of the queue
     std::vector<unsigned> give;
     if (job.spec.gpus.any()) {
-      if (view.known && (job.spec.gpus.all ? view.total == 0 : job.spec.gpus.count > view.total)) {
+      if (auto never = never_fits(job.spec.gpus, view)) {
         // Submitted before the GPUs were known: it can never run here.
         queue_.erase(job.seq);
-        finish(job, JobState::failed,
-               fmt::format("gpus: {} wanted; this instance has {}",
-                           job.spec.gpus.all ? std::string("all") : std::to_string(job.spec.gpus.count), view.total),
-               {});
+        finish(job, JobState::failed, std::move(*never), {});
         continue;
       }
       if (gpu_blocked) continue;
-      std::size_t want = job.spec.gpus.all ? view.usable.size() : job.spec.gpus.count;
-      bool enough = view.known && want > 0 && free.size() >= want &&
-                    (!job.spec.gpus.all || free.size() == view.usable.size());
-      if (!enough) {
+      if (!gpus_fit(job.spec.gpus, view, free)) {
         gpu_blocked = true;
         continue;
       }
+      const std::size_t want = gpus_taken(job.spec.gpus, view);
       give.assign(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(want));
       free.erase(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(want));
     }
@@ -579,7 +592,7 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
       // Values only in a root-only file, never on a command line.
       JobSpec with_marker = job.spec;
       with_marker.env["INSTANCED_JOB_ID"] = id;
-      env_file = fs::path(state_dir_) / "jobs" / (id + ".env");
+      env_file = store_file(id, ".env");
       if (auto w = api_.fs.write_file_atomic(env_file, env_file_text(with_marker), 0600); !w)
         throw std::runtime_error(w.error().message);
       opt.env_file = env_file.string();
@@ -687,7 +700,7 @@ void Jobs::finish(JobRecord& job, JobState state, std::string reason, std::vecto
   job.ended = api_.clock.wall_now();
   (void)persist(job);
   std::error_code ec;
-  fs::remove(fs::path(state_dir_) / "jobs" / (job.spec.id + ".env"), ec);  // a container job's variables
+  fs::remove(store_file(job.spec.id, ".env"), ec);  // a container job's variables
   finished_[job.seq] = job.spec.id;
   const std::string id = job.spec.id;
   const std::string result(to_string(state));
@@ -903,11 +916,8 @@ Jobs::Submitted Jobs::submit(JobSpec spec, std::optional<unsigned> owner) {
     return {K::refused, {}, fmt::format("the queue is full ({} jobs queued; jobs.max_queued)", queue_.size())};
   if (!spec.image.empty() && config_.runtime == ContainerRuntime::none)
     return {K::invalid, {}, "image: this agent runs no containers (jobs.runtime: none)"};
-  if (spec.gpus.any() && gpus_) {
-    GpuView view = gpus_();
-    if (view.known && (spec.gpus.all ? view.total == 0 : spec.gpus.count > view.total))
-      return {K::invalid, {}, fmt::format("gpus: {} wanted; this instance has {}", spec.gpus.all ? std::string("all") : std::to_string(spec.gpus.count), view.total)};
-  }
+  if (spec.gpus.any() && gpus_)
+    if (auto never = never_fits(spec.gpus, gpus_())) return {K::invalid, {}, std::move(*never)};
   auto job = std::make_unique<JobRecord>();
   job->spec = std::move(spec);
   job->owner_uid = owner;
@@ -971,16 +981,15 @@ std::size_t Jobs::position(const JobRecord& job) const {
 std::optional<std::string> Jobs::waiting_reason(const JobRecord& job) const {
   if (!config_.enabled) return "the job queue is disabled (jobs.enabled: false)";
   if (store_error_) return "the job state cannot be written: " + *store_error_;
-  for (Gate* g : prerequisites_)
-    if (!g->is_open()) return "waiting for " + g->name();
+  if (Gate* g = closed_gate()) return "waiting for " + g->name();
   if (api_.clock.now() < hold_until_) return std::string("held: the instance is preparing to stop");
   if (job.spec.gpus.any()) {
     GpuView view = gpus_ ? gpus_() : GpuView{};
     if (!view.known) return std::string("waiting for the GPUs to be sampled");
     auto free = free_gpus(view);
-    std::size_t want = job.spec.gpus.all ? view.usable.size() : job.spec.gpus.count;
-    if (free.size() < want || want == 0 || (job.spec.gpus.all && free.size() < view.usable.size()))
-      return fmt::format("waiting for {} GPUs ({} free of {} healthy)", job.spec.gpus.all ? std::string("all") : std::to_string(want),
+    if (!gpus_fit(job.spec.gpus, view, free))
+      return fmt::format("waiting for {} GPUs ({} free of {} healthy)",
+                         job.spec.gpus.all ? std::string("all") : std::to_string(gpus_taken(job.spec.gpus, view)),
                          free.size(), view.usable.size());
   }
   if (free_slots() == 0) return fmt::format("waiting for a slot ({} of {} in use)", live_.size(), slots_);

@@ -105,6 +105,8 @@ class Jobs final : public Subsystem {
   void publish();
   void poke() { wake_.cancel(); }
   std::size_t free_slots() const;
+  Gate* closed_gate() const;  // the first prerequisite still closed, or none
+  std::filesystem::path store_file(const std::string& id, const char* extension) const;
   std::vector<unsigned> free_gpus(const GpuView& view) const;
   std::size_t position(const JobRecord& job) const;
   status::Response log_response(const status::Request& req) const;
@@ -129,7 +131,6 @@ class Jobs final : public Subsystem {
   boost::asio::steady_timer live_changed_;  // cancelled when a job ends
   Clock::steady_time hold_until_{};          // drain: nothing starts before this
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
-  std::optional<std::string> runtime_error_;  // why no container runtime was found
   bool stopping_ = false;
   bool recovered_ = false;  // recover() is done: dispatch() may start jobs
   std::uint64_t started_total_ = 0;
