@@ -1,12 +1,17 @@
 #include "common/child_io.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <csignal>
 #include <span>
 #include <vector>
 
 namespace instanced {
 namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
+
+namespace {
+constexpr auto kFindTimeout = std::chrono::seconds(10);  // a /proc scan
+}  // namespace
 
 asio::awaitable<void> pump_output(Process& p, RunLog& log, Gate& done) {
   std::vector<char> buf(64 * 1024);
@@ -39,6 +44,36 @@ asio::awaitable<void> finish_output(Process& p, Gate& pump_done, Clock& clock, C
     co_await std::move(either);
   }
   p.close_output();
+}
+
+asio::awaitable<Result<std::vector<pid_t>>> find_marked(ProcessRunner& runner, BlockingPool& pool, std::string marker) {
+  // (GCC 12: no temporaries with destructors inside a co_await expression; named locals.)
+  const std::string what = "finding the processes marked " + marker;
+  auto find = [&runner, marker] { return runner.find_marked(marker); };
+  co_return co_await pool.run(what, kFindTimeout, find);
+}
+
+asio::awaitable<std::vector<pid_t>> stop_marked(ProcessRunner& runner, BlockingPool& pool, Clock& clock,
+                                                const Logger& log, std::string marker,
+                                                Clock::steady_time::duration grace) {
+  auto found = co_await find_marked(runner, pool, marker);
+  if (!found) {
+    log->warn("{}", found.error().message);
+    co_return std::vector<pid_t>{};
+  }
+  if (found->empty()) co_return *found;
+  for (pid_t p : *found) runner.signal(p, SIGTERM);
+  const auto deadline = clock.now() + grace;
+  for (;;) {
+    co_await clock.sleep_for(std::chrono::milliseconds(50));
+    auto left = co_await find_marked(runner, pool, marker);
+    if (!left || left->empty()) break;
+    if (clock.now() >= deadline) {
+      for (pid_t p : *left) runner.signal(p, SIGKILL);
+      break;
+    }
+  }
+  co_return *found;
 }
 
 }  // namespace instanced

@@ -6,8 +6,10 @@
 #include <boost/asio/awaitable.hpp>
 #include <optional>
 
+#include "common/blocking_pool.hpp"
 #include "common/clock.hpp"
 #include "common/gate.hpp"
+#include "common/log.hpp"
 #include "common/process.hpp"
 #include "common/run_log.hpp"
 
@@ -22,5 +24,17 @@ boost::asio::awaitable<std::optional<ExitStatus>> exit_within(Process& p, Clock&
 // After the child has ended: waits up to `grace` for its output to end (`pump_done`), then
 // closes the agent's end of the pipe.
 boost::asio::awaitable<void> finish_output(Process& p, Gate& pump_done, Clock& clock, Clock::steady_time::duration grace);
+
+// The processes (other than the agent) whose environment holds `marker` ("NAME=value"):
+// what a script or job started, also those that left its process group. Read from /proc
+// on the pool, bounded: /proc can block on a process stuck in the kernel.
+boost::asio::awaitable<Result<std::vector<pid_t>>> find_marked(ProcessRunner& runner, BlockingPool& pool,
+                                                               std::string marker);
+
+// Stops every process holding `marker`: SIGTERM, then SIGKILL to what is left after
+// `grace`. The processes found at first; none when /proc could not be read (logged).
+boost::asio::awaitable<std::vector<pid_t>> stop_marked(ProcessRunner& runner, BlockingPool& pool, Clock& clock,
+                                                       const Logger& log, std::string marker,
+                                                       Clock::steady_time::duration grace);
 
 }  // namespace instanced

@@ -360,6 +360,24 @@ std::vector<pid_t> RealProcessRunner::find_marked(const std::string& marker) {
 
 void RealProcessRunner::signal(pid_t pid, int sig) { ::kill(pid, sig); }
 
+std::map<std::string, std::string> login_environment(const UserIdentity& user) {
+  return {
+      {"PATH", user.uid == 0 ? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" : "/usr/local/bin:/usr/bin:/bin"},
+      {"HOME", user.home},
+      {"USER", user.name},
+      {"LOGNAME", user.name},
+      {"SHELL", user.shell},
+      {"LANG", "C.UTF-8"},
+  };
+}
+
+std::vector<std::string> environment_entries(const std::map<std::string, std::string>& env) {
+  std::vector<std::string> out;
+  out.reserve(env.size());
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
 std::string find_program(const std::string& name, const std::string& search_path) {
   auto executable = [](const std::string& p) {
     struct stat st {};

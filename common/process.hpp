@@ -14,6 +14,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -42,6 +43,12 @@ Result<UserIdentity> lookup_user(uid_t uid);
 // `search_path` (colon-separated; empty: $PATH, or the usual system folders). "" when none.
 // Stats files, which may block on a hung mount: call it off the event loop.
 std::string find_program(const std::string& name, const std::string& search_path = {});
+
+// A clean login-like environment for `user` (what scripts and jobs start from): PATH (with
+// the sbin folders for root), HOME, USER, LOGNAME, SHELL, LANG=C.UTF-8.
+std::map<std::string, std::string> login_environment(const UserIdentity& user);
+// As SpawnSpec::env wants it: "NAME=value" entries.
+std::vector<std::string> environment_entries(const std::map<std::string, std::string>& env);
 
 struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0] is the program: an absolute path

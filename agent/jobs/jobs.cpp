@@ -353,14 +353,7 @@ void Jobs::spawn_supervisor(const std::string& id, asio::awaitable<void> work) {
 // ---- one job ------------------------------------------------------------------------------
 
 std::vector<std::string> Jobs::environment(const JobRecord& job, const UserIdentity& user) const {
-  std::map<std::string, std::string> env{
-      {"PATH", user.uid == 0 ? kDefaultPath : "/usr/local/bin:/usr/bin:/bin"},
-      {"HOME", user.home},
-      {"USER", user.name},
-      {"LOGNAME", user.name},
-      {"SHELL", user.shell},
-      {"LANG", "C.UTF-8"},
-  };
+  std::map<std::string, std::string> env = login_environment(user);
   for (const auto& [k, v] : job.spec.env) env[k] = v;
   env["INSTANCED_JOB_ID"] = job.spec.id;  // also the marker its processes are found by
   env["INSTANCED_SOCKET"] = status_socket_;
@@ -372,10 +365,7 @@ std::vector<std::string> Jobs::environment(const JobRecord& job, const UserIdent
     env["CUDA_VISIBLE_DEVICES"] = list;
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
   }
-  std::vector<std::string> out;
-  out.reserve(env.size());
-  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
-  return out;
+  return environment_entries(env);
 }
 
 asio::awaitable<Result<ContainerRuntimeCli>> Jobs::runtime() {
@@ -436,30 +426,10 @@ asio::awaitable<Result<std::string>> Jobs::run_tool(std::vector<std::string> arg
   co_return out;
 }
 
+// Stops what carries the job's INSTANCED_JOB_ID (SIGTERM, SIGKILL after kill_grace).
 asio::awaitable<std::vector<pid_t>> Jobs::kill_marked(std::string id) {
   const std::string marker = "INSTANCED_JOB_ID=" + id;
-  const std::string what = "finding the processes of job " + id;
-  ProcessRunner& runner = runner_;
-  auto find = [&runner, marker] { return runner.find_marked(marker); };
-  auto found = co_await api_.pool.run(what, kLookupTimeout, find);
-  if (!found) {
-    log_->warn("{}", found.error().message);
-    co_return std::vector<pid_t>{};
-  }
-  std::vector<pid_t> all = *found;
-  if (all.empty()) co_return all;
-  for (pid_t p : all) runner_.signal(p, SIGTERM);
-  auto deadline = api_.clock.now() + config_.kill_grace;
-  for (;;) {
-    co_await api_.clock.sleep_for(50ms);
-    auto left = co_await api_.pool.run(what, kLookupTimeout, find);
-    if (!left || left->empty()) break;
-    if (api_.clock.now() >= deadline) {
-      for (pid_t p : *left) runner_.signal(p, SIGKILL);
-      break;
-    }
-  }
-  co_return all;
+  co_return co_await stop_marked(runner_, api_.pool, api_.clock, log_, marker, config_.kill_grace);
 }
 
 // SIGTERM (for a container: `kill --signal TERM`), SIGKILL after kill_grace.

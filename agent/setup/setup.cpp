@@ -220,61 +220,29 @@ Result<std::vector<std::string>> Setup::command_line(const ScriptConfig& s) {
 
 std::vector<std::string> Setup::environment(const ScriptConfig& s, const UserIdentity& user,
                                             const std::string& run_id) const {
-  std::map<std::string, std::string> env{
-      {"PATH", user.uid == 0 ? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" : "/usr/local/bin:/usr/bin:/bin"},
-      {"HOME", user.home},
-      {"USER", user.name},
-      {"LOGNAME", user.name},
-      {"SHELL", user.shell},
-      {"LANG", "C.UTF-8"},
-      {"INSTANCED_INSTANCE", env_.instance},
-      {"INSTANCED_SCRIPT", s.name},
-      {"INSTANCED_SCRIPT_WHEN", std::string(EnumNames<ScriptWhen>::names[static_cast<std::size_t>(s.when)])},
-      {"INSTANCED_RUN_ID", run_id},
-      {"INSTANCED_BOOT_ID", boot_id_},
-      {"INSTANCED_SOCKET", env_.status_socket},
-  };
+  std::map<std::string, std::string> env = login_environment(user);
+  env.insert({{"INSTANCED_INSTANCE", env_.instance},
+              {"INSTANCED_SCRIPT", s.name},
+              {"INSTANCED_SCRIPT_WHEN", std::string(EnumNames<ScriptWhen>::names[static_cast<std::size_t>(s.when)])},
+              {"INSTANCED_RUN_ID", run_id},
+              {"INSTANCED_BOOT_ID", boot_id_},
+              {"INSTANCED_SOCKET", env_.status_socket}});
   if (env_.extra)
     for (auto& [k, v] : env_.extra()) env[k] = v;
   for (const auto& [k, v] : s.environment) env[k] = v;
-  std::vector<std::string> out;
-  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
-  return out;
+  return environment_entries(env);
 }
 
-// The processes carrying the run's INSTANCED_RUN_ID marker, found on the pool (/proc reads
-// can block on a process stuck in the kernel).
+// The processes carrying the run's INSTANCED_RUN_ID marker.
 asio::awaitable<Result<std::vector<pid_t>>> Setup::marked(std::string run_id) {
-  // (GCC 12: no temporaries with destructors inside a co_await expression; named locals.)
-  const std::string marker = "INSTANCED_RUN_ID=" + run_id;
-  const std::string what = "finding the processes of run " + run_id;
-  ProcessRunner& runner = runner_;
-  auto find = [&runner, marker] { return runner.find_marked(marker); };
-  co_return co_await api_.pool.run(what, kLookupTimeout, find);
+  const std::string marker = "INSTANCED_RUN_ID=" + run_id;  // (GCC 12: a named local, not a temporary)
+  co_return co_await find_marked(runner_, api_.pool, marker);
 }
 
-asio::awaitable<std::vector<pid_t>> Setup::kill_marked(std::string run_id, bool term_first) {
-  auto found = co_await marked(run_id);
-  if (!found) {
-    log_->warn("{}", found.error().message);
-    co_return std::vector<pid_t>{};
-  }
-  std::vector<pid_t> all = *found;
-  if (all.empty()) co_return all;
-  for (pid_t p : all) runner_.signal(p, term_first ? SIGTERM : SIGKILL);
-  if (term_first) {
-    auto deadline = api_.clock.now() + config_.kill_grace;
-    for (;;) {
-      auto left = co_await marked(run_id);
-      if (!left || left->empty()) break;
-      if (api_.clock.now() >= deadline) {
-        for (pid_t p : *left) runner_.signal(p, SIGKILL);
-        break;
-      }
-      co_await api_.clock.sleep_for(100ms);
-    }
-  }
-  co_return all;
+// Stops them (SIGTERM, SIGKILL after kill_grace); the processes found.
+asio::awaitable<std::vector<pid_t>> Setup::kill_marked(std::string run_id) {
+  const std::string marker = "INSTANCED_RUN_ID=" + run_id;
+  co_return co_await stop_marked(runner_, api_.pool, api_.clock, log_, marker, config_.kill_grace);
 }
 
 asio::awaitable<void> Setup::recover_interrupted() {
@@ -282,7 +250,7 @@ asio::awaitable<void> Setup::recover_interrupted() {
   for (auto& [name, rec] : records_.scripts) {
     if (rec.state != ScriptState::running) continue;
     std::string script = name;
-    std::vector<pid_t> left = co_await kill_marked(rec.last.run_id, true);
+    std::vector<pid_t> left = co_await kill_marked(rec.last.run_id);
     ScriptRecord& r = records_.scripts[script];  // the map is not changed meanwhile
     r.last.leftovers.assign(left.begin(), left.end());
     r.last.reason = left.empty() ? "the agent stopped while it ran"
@@ -409,7 +377,7 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
       if (timed_out || script.leftover_processes == Leftovers::kill) {
         // By the marker: the group id is not signalled once its leader has been reaped,
         // since it may belong to someone else by then.
-        auto killed = co_await kill_marked(run.run_id, true);
+        auto killed = co_await kill_marked(run.run_id);
         run.leftovers.assign(killed.begin(), killed.end());
         if (!killed.empty()) log_->info("script {}: killed {} leftover processes", name, killed.size());
       } else {

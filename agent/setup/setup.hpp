@@ -73,7 +73,7 @@ class Setup final : public Subsystem {
   boost::asio::awaitable<void> until_no_run();
   boost::asio::awaitable<void> recover_interrupted();
   boost::asio::awaitable<Result<std::vector<pid_t>>> marked(std::string run_id);
-  boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string run_id, bool term_first);
+  boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string run_id);
   Decision decide(const ScriptConfig& script) const;
   static Result<std::vector<std::string>> command_line(const ScriptConfig& script);
   std::vector<std::string> environment(const ScriptConfig& script, const UserIdentity& user,
