@@ -48,6 +48,16 @@ std::string podman(const std::map<std::string, std::string>& env, const std::str
       .output;
 }
 
+// Whether the container is gone: the agent removes it right after recording the job's
+// end, so it may still be there for a moment after the state changed.
+bool container_removed(const std::map<std::string, std::string>& env, const std::string& name) {
+  for (int i = 0; i < 100; ++i) {
+    if (podman(env, "ps -a --format '{{.Names}}'").find(name) == std::string::npos) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
 const std::string kConfig = R"(
 state_dir: {dir}/state
 status:
@@ -124,7 +134,7 @@ TEST_CASE("a container job runs its image with the share as working folder, secr
   CHECK(log == "token=s3cr3t-value-42 job=c1\ndataset-line\n");
   CHECK(slurp(dir / "share/result.txt") == "written\n");  // through the bind mount of the share
   // The container is removed once its outcome is recorded; the variables' file too.
-  CHECK(podman(env, "ps -a --format '{{.Names}}'").find("instanced-job-c1") == std::string::npos);
+  CHECK(container_removed(env, "instanced-job-c1"));
   CHECK_FALSE(std::filesystem::exists(dir / "state/jobs/c1.env"));
   // Status output names the variable, never its value.
   CHECK(http.get("/v1/jobs").body.find("s3cr3t-value-42") == std::string::npos);
@@ -135,7 +145,7 @@ TEST_CASE("a container job runs its image with the share as working folder, secr
     REQUIRE(http.post("/v1/jobs", json::serialize(slow)).status == 202);
     auto t = wait_state(http, agent, "c2", "timed_out");
     CHECK_THAT(std::string(t.at("reason").as_string()), Catch::StartsWith("timed out after 2s"));
-    CHECK(podman(env, "ps -a --format '{{.Names}}'").find("instanced-job-c2") == std::string::npos);
+    CHECK(container_removed(env, "instanced-job-c2"));
   }
   SECTION("an image archive is loaded when the image is absent; without one the job fails saying so") {
     REQUIRE(podman(env, fmt::format("tag {} localhost/instanced-archived:1", kImage)).empty());
@@ -174,5 +184,5 @@ TEST_CASE("a container that outlives an agent restart is re-attached and its end
   CHECK(v.at("exit_code") == 0);
   CHECK(http->get("/v1/jobs/log?id=r1").body == "begin\nend\n");
   CHECK_THAT(agent.log(), Catch::Contains("is still running; re-attached"));
-  CHECK(podman(env, "ps -a --format '{{.Names}}'").find("instanced-job-r1") == std::string::npos);
+  CHECK(container_removed(env, "instanced-job-r1"));
 }
