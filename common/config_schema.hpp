@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "common/units.hpp"
 
@@ -86,13 +87,18 @@ inline auto identifier() {
   };
 }
 
-// Environment variable names ([A-Za-z_][A-Za-z0-9_]*); INSTANCED_* is the agent's own.
+// An environment variable name: [A-Za-z_][A-Za-z0-9_]*.
+inline bool is_environment_name(std::string_view k) {
+  bool ok = !k.empty() && !std::isdigit(static_cast<unsigned char>(k.front()));
+  for (char c : k) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
+  return ok;
+}
+
+// Environment variable names; INSTANCED_* is the agent's own.
 inline auto environment_names() {
   return [](const std::map<std::string, std::string>& env) -> std::optional<std::string> {
     for (const auto& [k, v] : env) {
-      bool ok = !k.empty() && !std::isdigit(static_cast<unsigned char>(k.front()));
-      for (char c : k) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
-      if (!ok) return fmt::format("'{}' is not a valid environment variable name", k);
+      if (!is_environment_name(k)) return fmt::format("'{}' is not a valid environment variable name", k);
       if (k.starts_with("INSTANCED_")) return fmt::format("'{}': names starting with INSTANCED_ are set by the agent", k);
     }
     return std::nullopt;

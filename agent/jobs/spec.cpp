@@ -30,11 +30,9 @@ std::optional<std::string> check_id(std::string_view v) {
 
 std::optional<std::string> check_env_name(std::string_view k) {
   if (k.empty() || k.size() > 128) return std::string("names must have 1 to 128 characters");
-  if (std::isdigit(static_cast<unsigned char>(k.front())))
-    return fmt::format("'{}' is not a variable name (it starts with a digit)", k);
-  for (char c : k)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_'))
-      return fmt::format("'{}' is not a variable name (letters, digits and '_')", k);
+  if (!check::is_environment_name(k))
+    return fmt::format("'{}' is not a variable name ({})", k,
+                       std::isdigit(static_cast<unsigned char>(k.front())) ? "it starts with a digit" : "letters, digits and '_'");
   if (k.starts_with("INSTANCED_")) return fmt::format("'{}': INSTANCED_* variables are set by the agent", k);
   return std::nullopt;
 }
