@@ -517,8 +517,10 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
       if (!u) return u.error();
       Prepared p{std::move(*u), program};
       struct stat st {};
-      if (!workdir.empty() && (::stat(workdir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)))
-        return Error{fmt::format("workdir {}: {}", workdir, errno ? std::strerror(errno) : "not a directory")};
+      if (!workdir.empty()) {
+        const int err = ::stat(workdir.c_str(), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+        if (err) return Error{fmt::format("workdir {}: {}", workdir, std::strerror(err))};
+      }
       if (!container) {
         p.program = find_program(program, search);
         if (p.program.empty())

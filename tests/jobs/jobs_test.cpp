@@ -322,6 +322,14 @@ TEST_CASE("bad submissions are refused with the field named, from operators and 
   CHECK_THAT(r.body, Catch::Contains("command: must be a non-empty array of strings"));
   r = a.http().post("/v1/jobs", "{not json");
   CHECK(r.status == 400);
+  // A working folder that is missing or not a folder fails the job, saying which.
+  dir.write("plain-file", "");
+  a.submit(sh_job("wd-file", "true", {{"workdir", (dir / "plain-file").string()}}));
+  a.submit(sh_job("wd-none", "true", {{"workdir", (dir / "none").string()}}));
+  CHECK(a.wait_state("wd-file", "failed").at("reason") ==
+        json::value("workdir " + (dir / "plain-file").string() + ": Not a directory"));
+  CHECK(a.wait_state("wd-none", "failed").at("reason") ==
+        json::value("workdir " + (dir / "none").string() + ": No such file or directory"));
   a.submit(R"({"id": "same", "command": ["true"]})");
   r = a.http().post("/v1/jobs", R"({"id": "same", "command": ["false"]})");
   CHECK(r.status == 409);
