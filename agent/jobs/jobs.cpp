@@ -205,13 +205,7 @@ asio::awaitable<void> Jobs::run() {
       publish();
       auto until = asio::steady_timer::time_point::max();
       auto now = api_.clock.now();
-      bool gpu_wait = false;
-      for (auto& [seq, j] : queue_)
-        if (j->spec.gpus.any()) {
-          gpu_wait = true;
-          break;
-        }
-      if (gpu_wait) until = now + kGpuRecheck;
+      if (gpu_blocked_) until = now + kGpuRecheck;  // GPUs may turn healthy or free up
       if (store_error_) until = std::min(until, now + kStoreRetry);
       if (now < hold_until_) until = std::min(until, hold_until_);
       // The wake timer runs on the steady clock; the agent's clock is real in production.
@@ -277,12 +271,13 @@ std::vector<unsigned> Jobs::free_gpus(const GpuView& view) const {
 }
 
 void Jobs::dispatch() {
+  gpu_blocked_ = false;
   // Not before the jobs that were running are known again (their slots and GPUs).
   if (stopping_ || !recovered_ || !config_.enabled || queue_.empty() || closed_gate()) return;
   if (api_.clock.now() < hold_until_) return;
   GpuView view = gpus_ ? gpus_() : GpuView{};
   std::vector<unsigned> free = free_gpus(view);
-  bool gpu_blocked = false;  // a GPU job waits: later GPU jobs wait behind it (no starvation)
+  bool& gpu_blocked = gpu_blocked_;  // a GPU job waits: later GPU jobs wait behind it (no starvation)
   for (auto it = queue_.begin(); it != queue_.end() && free_slots() > 0;) {
     JobRecord& job = *it->second;
     ++it;  // start() takes the job out of the queue

@@ -132,7 +132,8 @@ class Jobs final : public Subsystem {
   Clock::steady_time hold_until_{};          // drain: nothing starts before this
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
   bool stopping_ = false;
-  bool recovered_ = false;  // recover() is done: dispatch() may start jobs
+  bool recovered_ = false;
+  bool gpu_blocked_ = false;  // the last dispatch() left a job waiting for GPUs: look again soon  // recover() is done: dispatch() may start jobs
   std::uint64_t started_total_ = 0;
   double wait_seconds_total_ = 0;
 };
