@@ -2,6 +2,9 @@
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <csignal>
+#include <filesystem>
+#include <fmt/format.h>
+#include "common/units.hpp"
 #include <span>
 #include <vector>
 
@@ -74,6 +77,47 @@ asio::awaitable<std::vector<pid_t>> stop_marked(ProcessRunner& runner, BlockingP
     }
   }
   co_return *found;
+}
+
+std::string CommandOutput::last_line() const {
+  std::string last = output;
+  while (!last.empty() && (last.back() == '\n' || last.back() == ' ' || last.back() == '\r')) last.pop_back();
+  if (auto nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
+  return last;
+}
+
+std::string command_label(const std::vector<std::string>& argv) {
+  if (argv.empty()) return "(nothing)";
+  std::string name = std::filesystem::path(argv[0]).filename().string();
+  return argv.size() > 1 ? fmt::format("{} {}", name, argv[1]) : name;
+}
+
+asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock& clock, SpawnSpec spec,
+                                                   Clock::steady_time::duration timeout, std::size_t max_output) {
+  spec.capture_output = true;
+  auto spawned = runner.spawn(spec);
+  if (!spawned) co_return spawned.error();
+  Process& p = **spawned;
+  CommandOutput out;
+  std::vector<char> buf(16 * 1024);
+  auto read_all = [&]() -> asio::awaitable<void> {
+    try {
+      for (;;) {
+        std::size_t n = co_await p.read_output(std::span<char>(buf));
+        if (n == 0) break;
+        if (out.output.size() < max_output) out.output.append(buf.data(), std::min(n, max_output - out.output.size()));
+      }
+    } catch (const boost::system::system_error&) {
+    }
+  };
+  auto reading = read_all();
+  auto limit = clock.sleep_for(timeout);
+  auto either = std::move(reading) || std::move(limit);
+  auto r = co_await std::move(either);
+  if (r.index() == 1) p.signal_group(SIGKILL);
+  out.status = co_await p.wait();
+  if (r.index() == 1) co_return Error{fmt::format("{}: no answer within {}", command_label(spec.argv), format_duration(std::chrono::duration_cast<Duration>(timeout)))};
+  co_return out;
 }
 
 }  // namespace instanced

@@ -37,4 +37,22 @@ boost::asio::awaitable<std::vector<pid_t>> stop_marked(ProcessRunner& runner, Bl
                                                        const Logger& log, std::string marker,
                                                        Clock::steady_time::duration grace);
 
+// A short-lived tool (systemctl, podman inspect, wall): its exit status and the first
+// `max_output` bytes of its stdout and stderr together.
+struct CommandOutput {
+  ExitStatus status;
+  std::string output;
+  // The output's last non-empty line, trimmed: what a tool says when it fails.
+  std::string last_line() const;
+};
+
+// Runs `spec` to its end. An error only when it could not be started or did not end
+// within `timeout` (then its process group is killed): "NAME ARG1: no answer within 5s".
+boost::asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock& clock, SpawnSpec spec,
+                                                         Clock::steady_time::duration timeout,
+                                                         std::size_t max_output = 64 << 10);
+
+// "NAME ARG1" of a command line, for messages.
+std::string command_label(const std::vector<std::string>& argv);
+
 }  // namespace instanced

@@ -1,5 +1,8 @@
 #include "common/config.hpp"
 
+#include "common/cron.hpp"
+#include "common/url.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cstring>
@@ -475,6 +478,47 @@ std::optional<std::string> JobsConfig::validate() const {
   if (default_timeout > max_timeout)
     return fmt::format("default_timeout: {} is longer than max_timeout ({})", format_duration(default_timeout),
                        format_duration(max_timeout));
+  return std::nullopt;
+}
+
+std::optional<std::string> AppConfig::validate() const {
+  if (name.empty()) return std::string("name: must be set");
+  if (url.empty() && process.empty() && unit.empty())
+    return fmt::format("app '{}': set at least one of 'url', 'process' and 'unit' to look at", name);
+  // Applications are probed on this machine only: a probe is not a way to reach elsewhere.
+  auto local = [&](const std::string& key, const std::string& value, bool ws) -> std::optional<std::string> {
+    if (value.empty()) return std::nullopt;
+    auto u = parse_url(value);
+    if (!u) return fmt::format("{}: {}", key, u.error().message);
+    if (u->tls || (ws ? u->scheme != "ws" : u->scheme != "http"))
+      return fmt::format("{}: '{}' must be a {}:// URL (applications are probed on this machine)", key, value,
+                         ws ? "ws" : "http");
+    if (u->host != "127.0.0.1" && u->host != "localhost" && u->host != "[::1]" && u->host != "::1")
+      return fmt::format("{}: '{}' must name 127.0.0.1, ::1 or localhost", key, value);
+    return std::nullopt;
+  };
+  if (auto e = local("url", url, false)) return e;
+  if (auto e = local("websocket", websocket, true)) return e;
+  if (jupyter && url.empty()) return fmt::format("app '{}': jupyter needs 'url' (the server's /api/status)", name);
+  if (restart && unit.empty()) return fmt::format("app '{}': restart needs 'unit' (restarts go through systemd)", name);
+  return std::nullopt;
+}
+
+std::optional<std::string> AppsConfig::validate() const {
+  if (slow > timeout)
+    return fmt::format("slow: {} is longer than timeout ({})", format_duration(slow), format_duration(timeout));
+  return first_repeat(apps, [](const AppConfig& a) { return a.name; }, "apps");
+}
+
+std::optional<std::string> ScheduleConfig::validate() const {
+  if (auto z = cron::TimeZone::locate(time_zone); !z) return "time_zone: " + z.error().message;
+  for (const auto* list : {&stop, &start}) {
+    const char* key = list == &stop ? "stop" : "start";
+    for (std::size_t i = 0; i < list->size(); ++i)
+      if (auto s = cron::parse((*list)[i]); !s) return fmt::format("{}[{}]: {}", key, i, s.error().message);
+  }
+  if (warn_before.count() > 0 && (wall.empty() || wall.front().empty() || wall.front().front() != '/'))
+    return std::string("wall: must start with an absolute path (or set warn_before: 0)");
   return std::nullopt;
 }
 

@@ -505,6 +505,143 @@ struct JobsConfig {
   std::optional<std::string> validate() const;
 };
 
+// ---- workstation services (docs/workstation.md) ---------------------------------------
+
+// The service manager: systemctl, found on PATH unless a path is given.
+struct ServicesConfig {
+  std::string systemctl = "systemctl";
+  Duration timeout = std::chrono::seconds(30);  // one systemctl call
+
+  template <class V>
+  void visit(V& v) {
+    v("systemctl", systemctl, check::not_empty(), check::max_length(4096));
+    v("timeout", timeout, check::duration_range(std::chrono::milliseconds(100), std::chrono::minutes(10)));
+  }
+};
+
+// One of the users' applications (Jupyter, RStudio Server, VS Code's server, nginx).
+struct AppConfig {
+  std::string name;
+  std::string unit;       // its systemd unit: restarted through it when `restart` is on
+  std::string process;    // a process of this name must run (its /proc comm, 15 characters)
+  std::string url;        // http://127.0.0.1:PORT/PATH probed with GET
+  std::int64_t expect_status = 200;
+  std::string websocket;  // ws://127.0.0.1:PORT/PATH: a WebSocket handshake must succeed too
+  bool jupyter = false;   // `url`'s server is Jupyter: /api/kernels and /api/terminals give activity
+  std::string token_file; // Jupyter's token (a file, mode 0600)
+  bool restart = false;   // restart the unit when down (rate-limited)
+  bool operator==(const AppConfig&) const = default;
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, check::identifier());
+    v("unit", unit, check::max_length(256));
+    v("process", process, check::max_length(15));
+    v("url", url, check::max_length(2048));
+    v("expect_status", expect_status, check::range<std::int64_t>(100, 599));
+    v("websocket", websocket, check::max_length(2048));
+    v("jupyter", jupyter);
+    v("token_file", token_file, check::absolute_path_or_empty());
+    v("restart", restart);
+  }
+  std::optional<std::string> validate() const;
+};
+
+struct AppsConfig {
+  Duration interval = std::chrono::seconds(15);
+  Duration timeout = std::chrono::seconds(5);      // one probe
+  Duration slow = std::chrono::seconds(2);         // an answer slower than this is degraded
+  std::int64_t down_after = 2;                     // failed probes in a row before down (and a restart)
+  std::int64_t max_restarts = 3;                   // per app within restart_window
+  Duration restart_window = std::chrono::minutes(30);
+  std::vector<AppConfig> apps;
+
+  template <class V>
+  void visit(V& v) {
+    v("interval", interval, check::duration_range(std::chrono::milliseconds(100), std::chrono::hours(1)));
+    v("timeout", timeout, check::duration_range(std::chrono::milliseconds(50), std::chrono::minutes(5)));
+    v("slow", slow, check::duration_range(std::chrono::milliseconds(1), std::chrono::minutes(5)));
+    v("down_after", down_after, check::range<std::int64_t>(1, 100));
+    v("max_restarts", max_restarts, check::range<std::int64_t>(0, 100));
+    v("restart_window", restart_window, check::duration_range(std::chrono::seconds(1), std::chrono::hours(24)));
+    v("apps", apps);
+  }
+  std::optional<std::string> validate() const;
+};
+
+// When the instance is idle: nothing active for `after` (docs/workstation.md#idle).
+struct IdleConfig {
+  bool enabled = true;
+  Duration interval = std::chrono::seconds(60);  // how often activity is looked at
+  Duration after = std::chrono::minutes(30);     // quiet this long: idle
+  std::int64_t cpu_percent = 10;                 // busier than this (all CPUs) is activity
+  std::int64_t gpu_percent = 5;                  // any GPU busier than this is activity
+  std::string utmp = "/run/utmp";                // the login records (who(1) reads them)
+  Duration shutdown_after = std::chrono::seconds(0);  // the platform's idle stop, for the warning; 0: none
+
+  template <class V>
+  void visit(V& v) {
+    v("enabled", enabled);
+    v("interval", interval, check::duration_range(std::chrono::milliseconds(100), std::chrono::hours(1)));
+    v("after", after, check::duration_range(std::chrono::seconds(0), std::chrono::hours(24 * 7)));
+    v("cpu_percent", cpu_percent, check::range<std::int64_t>(0, 100));
+    v("gpu_percent", gpu_percent, check::range<std::int64_t>(0, 100));
+    v("utmp", utmp, check::absolute_path());
+    v("shutdown_after", shutdown_after, check::duration_range(std::chrono::seconds(0), std::chrono::hours(24 * 7)));
+  }
+};
+
+// The instance's start/stop schedule (the control plane's; the agent shows and warns).
+struct ScheduleConfig {
+  std::string time_zone = "UTC";      // an IANA name: Europe/Berlin
+  std::vector<std::string> stop;      // cron expressions: "MIN HOUR DAY MONTH WEEKDAY"
+  std::vector<std::string> start;
+  Duration warn_before = std::chrono::minutes(15);  // wall message to logged-in users; 0: none
+  std::vector<std::string> wall = {"/usr/bin/wall"};
+
+  template <class V>
+  void visit(V& v) {
+    v("time_zone", time_zone, check::not_empty(), check::max_length(64));
+    v("stop", stop);
+    v("start", start);
+    v("warn_before", warn_before, check::duration_range(std::chrono::seconds(0), std::chrono::hours(24)));
+    v("wall", wall);
+  }
+  std::optional<std::string> validate() const;
+};
+
+// unmanaged: the agent leaves SSH alone; enabled/disabled: it keeps the unit so.
+enum class SshPolicy { unmanaged, enabled, disabled };
+template <>
+struct EnumNames<SshPolicy> {
+  static constexpr std::array<std::string_view, 3> names{"unmanaged", "enabled", "disabled"};
+};
+
+struct SshConfig {
+  SshPolicy policy = SshPolicy::unmanaged;
+  std::string unit = "ssh.service";
+  Duration interval = std::chrono::seconds(60);  // how often drift is looked for
+
+  template <class V>
+  void visit(V& v) {
+    v("policy", policy);
+    v("unit", unit, check::not_empty(), check::max_length(256));
+    v("interval", interval, check::duration_range(std::chrono::milliseconds(100), std::chrono::hours(24)));
+  }
+};
+
+// Shutdowns from inside the VM (sudo shutdown, poweroff): reported as os_shutdown.
+struct PowerConfig {
+  bool logind = true;  // take a delay inhibitor lock and watch PrepareForShutdown on the system bus
+  Duration report_wait = std::chrono::seconds(5);  // for the control plane's ack of os_shutdown
+
+  template <class V>
+  void visit(V& v) {
+    v("logind", logind);
+    v("report_wait", report_wait, check::duration_range(std::chrono::milliseconds(0), std::chrono::minutes(1)));
+  }
+};
+
 struct DebugConfig {
   // Enables POST /v1/debug/stall (blocks the event loop) for the watchdog tests. Never in production.
   bool test_hooks = false;
@@ -527,6 +664,12 @@ struct Config {
   StorageConfig storage;
   GpuConfig gpu;
   JobsConfig jobs;
+  ServicesConfig services;
+  AppsConfig applications;
+  IdleConfig idle;
+  ScheduleConfig schedule;
+  SshConfig ssh;
+  PowerConfig power;
   DebugConfig debug;
 
   template <class V>
@@ -542,6 +685,12 @@ struct Config {
     v("storage", storage);
     v("gpu", gpu);
     v("jobs", jobs);
+    v("services", services);
+    v("applications", applications);
+    v("idle", idle);
+    v("schedule", schedule);
+    v("ssh", ssh);
+    v("power", power);
     v("debug", debug);
   }
 };

@@ -389,36 +389,13 @@ asio::awaitable<Result<std::string>> Jobs::run_tool(std::vector<std::string> arg
   SpawnSpec spec;
   spec.argv = argv;
   spec.env = runtime_environment();
-  auto spawned = runner_.spawn(spec);
-  if (!spawned) co_return spawned.error();
-  Process& p = **spawned;
-  std::string out;
-  std::vector<char> buf(16 * 1024);
-  auto read_all = [&]() -> asio::awaitable<void> {
-    try {
-      for (;;) {
-        std::size_t n = co_await p.read_output(std::span<char>(buf));
-        if (n == 0) break;
-        if (out.size() < kToolOutputMax) out.append(buf.data(), std::min(n, kToolOutputMax - out.size()));
-      }
-    } catch (const boost::system::system_error&) {
-    }
-  };
-  auto reading = read_all();
-  auto limit = api_.clock.sleep_for(timeout);
-  auto either = std::move(reading) || std::move(limit);
-  auto r = co_await std::move(either);
-  if (r.index() == 1) p.signal_group(SIGKILL);
-  auto st = co_await p.wait();
-  const std::string what = argv.size() > 1 ? fmt::format("{} {}", fs::path(argv[0]).filename().string(), argv[1]) : argv[0];
-  if (r.index() == 1) co_return Error{fmt::format("{}: no answer within {}", what, format_duration(timeout))};
-  if (!st.success()) {
-    std::string last = out;
-    while (!last.empty() && (last.back() == '\n' || last.back() == ' ')) last.pop_back();
-    if (auto nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
-    co_return Error{fmt::format("{}: {}{}", what, st.describe(), last.empty() ? "" : ": " + last)};
+  auto ran = co_await run_command(runner_, api_.clock, std::move(spec), timeout, kToolOutputMax);
+  if (!ran) co_return ran.error();
+  if (!ran->status.success()) {
+    std::string last = ran->last_line();
+    co_return Error{fmt::format("{}: {}{}", command_label(argv), ran->status.describe(), last.empty() ? "" : ": " + last)};
   }
-  co_return out;
+  co_return std::move(ran->output);
 }
 
 // Stops what carries the job's INSTANCED_JOB_ID (SIGTERM, SIGKILL after kill_grace).
