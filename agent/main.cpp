@@ -6,18 +6,23 @@
 #include <thread>
 #include <unistd.h>
 
+#include "agent/apps/apps.hpp"
 #include "agent/control/channel.hpp"
 #include "agent/control/commands.hpp"
 #include "agent/daemon/cli.hpp"
 #include "agent/daemon/daemon.hpp"
 #include "agent/disk/guardian.hpp"
 #include "agent/gpu/gpu.hpp"
+#include "agent/idle/idle.hpp"
 #include "agent/jobs/jobs.hpp"
 #include "agent/mounts/mounts.hpp"
+#include "agent/power/power.hpp"
 #include "agent/setup/setup.hpp"
+#include "agent/ssh/ssh.hpp"
 #include "agent/status/server.hpp"
 #include "agent/status/views.hpp"
 #include "common/process.hpp"
+#include "common/services.hpp"
 #include "common/systemd.hpp"
 
 using namespace instanced;
@@ -119,6 +124,27 @@ void add_job_commands(control::CommandRegistry& commands, jobs::Jobs& queue, con
     auto j = queue.job_json(*id);
     if (!j) co_return CommandResult{Status::invalid, {}, "args.id: no job '" + *id + "'"};
     co_return CommandResult{Status::ok, std::move(*j), {}};
+  });
+}
+
+// idle_shutdown, set_schedule, set_ssh_policy: the workstation services (docs/workstation.md).
+void add_workstation_commands(control::CommandRegistry& commands, idle::Idle& idle, ssh::Ssh& ssh) {
+  // Refused unless idle (the idle veto) and, as every stop, while the 5 GB rule is violated
+  // (the disk veto); then the same drain as prepare_stop.
+  commands.add("idle_shutdown", [&commands](const json::object&) -> boost::asio::awaitable<CommandResult> {
+    co_return co_await commands.prepare("idle_shutdown");
+  });
+  commands.add_veto("idle", [&idle](std::string_view action) { return idle.veto(action); });
+  commands.add("set_schedule", [&idle](const json::object& args) -> boost::asio::awaitable<CommandResult> {
+    auto r = idle.set_schedule(args);
+    if (!r) co_return CommandResult{Status::invalid, {}, "args." + r.error().message};
+    co_return CommandResult{Status::ok, std::move(*r), {}};
+  });
+  commands.add("set_ssh_policy", [&ssh](const json::object& args) -> boost::asio::awaitable<CommandResult> {
+    auto r = co_await ssh.set_policy(args);
+    if (!r) co_return CommandResult{r.error().message.starts_with("args.") ? Status::invalid : Status::failed, {},
+                                    r.error().message};
+    co_return CommandResult{Status::ok, std::move(*r), {}};
   });
 }
 
@@ -242,6 +268,29 @@ int main(int argc, char** argv) {
   // After setup's drain (registration order): flush and unmount the shares.
   commands.add_drain("mounts", [&mounts](std::string action) { return mounts.drain(std::move(action)); });
 
+  // Workstation services: the users' applications, idle detection and the schedule, the
+  // SSH policy, shutdowns from inside the VM. Services through systemctl.
+  Systemctl services(processes, clock, running.services.systemctl, running.services.timeout);
+  apps::Apps applications(ioc.get_executor(), api, services, running);
+  applications.add_routes(router);
+  idle::RealHostActivity host(running.idle.utmp);
+  idle::Idle idle_watch(ioc.get_executor(), api, host, processes, running,
+                        idle::Signals{[&job_queue] { return job_queue.queued() + job_queue.running(); },
+                                      [&setup] { return setup.running(); },
+                                      [&gpu] { return gpu.busiest_utilization(); },
+                                      [&applications]() -> std::optional<apps::JupyterActivity> {
+                                        auto a = applications.activity();
+                                        if (!a.known) return std::nullopt;
+                                        return a.jupyter;
+                                      }});
+  idle_watch.add_routes(router);
+  ssh::Ssh ssh_policy(ioc.get_executor(), api, services, running);
+  ssh_policy.add_routes(router);
+  add_workstation_commands(commands, idle_watch, ssh_policy);
+  static auto* const logind_owner = new power::SdBusLogind;  // its library stays loaded
+  power::Power power_watch(ioc.get_executor(), api, services, *logind_owner, running,
+                           [&control](Clock::steady_time::duration d) { return control.wait_delivered(d); });
+
   daemon.add(status_server);
   daemon.add(control);
   daemon.add(disk);
@@ -249,5 +298,10 @@ int main(int argc, char** argv) {
   daemon.add(gpu);
   daemon.add(setup);
   daemon.add(job_queue);
+  daemon.add(applications);
+  daemon.add(idle_watch);
+  daemon.add(ssh_policy);
+  // Last: stopped first, while the control channel can still deliver os_shutdown.
+  daemon.add(power_watch);
   return daemon.run();
 }

@@ -293,6 +293,15 @@ asio::awaitable<void> ControlChannel::run() {
   }
 }
 
+asio::awaitable<bool> ControlChannel::wait_delivered(Clock::steady_time::duration limit) {
+  const auto until = api_.clock.now() + limit;
+  for (;;) {
+    if (!outbox_ || outbox_->pending().empty()) co_return outbox_ != nullptr;
+    if (api_.clock.now() >= until) co_return false;
+    co_await api_.clock.sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
   auto token = read_token(config_.token_file);
   if (!token) throw std::runtime_error(token.error().message);

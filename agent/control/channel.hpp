@@ -52,6 +52,10 @@ class ControlChannel final : public Subsystem {
   boost::json::object heartbeat_body() const;
   // The whole heartbeat frame with this id, the same JSON as the body in the envelope.
   const std::string& heartbeat_text(const std::string& id);
+  // Until everything in the outbox (events, results) has been acknowledged by the control
+  // plane, at most `limit`: true when it was. What is not stays in the outbox for the next
+  // connection (after a reboot too).
+  boost::asio::awaitable<bool> wait_delivered(Clock::steady_time::duration limit);
   // Round trip of the last heartbeat the control plane acknowledged, if it does.
   std::optional<Clock::steady_time::duration> heartbeat_rtt() const { return heartbeat_rtt_; }
 

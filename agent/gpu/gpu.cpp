@@ -156,6 +156,13 @@ std::vector<unsigned> Gpu::usable_gpus() const {
   return out;
 }
 
+std::optional<double> Gpu::busiest_utilization() const {
+  std::optional<double> out;
+  for (const auto& t : gpus_)
+    if (t.sample.util_gpu && (!out || *t.sample.util_gpu > *out)) out = *t.sample.util_gpu;
+  return out;
+}
+
 void Gpu::record_xid(XidEvent e) {
   const auto now = api_.clock.wall_now();
   for (const auto& s : xids_)

@@ -37,6 +37,8 @@ class Gpu final : public Subsystem {
   // Whether the GPUs are known (the first look at NVML is over), and how many there are.
   bool sampled() const { return state_ != "starting"; }
   std::size_t count() const { return gpus_.size(); }
+  // The busiest GPU's utilisation (percent) at the last sample; nothing without GPUs.
+  std::optional<double> busiest_utilization() const;
 
   boost::json::object status_json() const;
   void add_routes(status::Router& router);

@@ -59,6 +59,9 @@ class Setup final : public Subsystem {
   // setup.stop_wait to end; still running then, the stop is refused with its name.
   boost::asio::awaitable<Result<std::string>> drain(std::string action);
 
+  // A script runs now (the idle detector counts it as activity).
+  bool running() const { return live_ != nullptr; }
+
   boost::json::object status_json() const;
   void add_routes(status::Router& router);
 

@@ -1,0 +1,62 @@
+// The SSH policy (docs/workstation.md#ssh): `ssh.policy` from the config, or set_ssh_policy
+// from the control plane (kept in state_dir, so it holds across reboots and wins over the
+// config until reset). enabled: the unit is enabled and running; disabled: disabled and
+// stopped (`systemctl enable|disable --now`, so it also holds after a reboot). Looked at
+// every ssh.interval: a unit changed by hand is drift, reported (ssh_drift) and undone.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+#include <optional>
+#include <string>
+
+#include "agent/status/router.hpp"
+#include "common/api.hpp"
+#include "common/services.hpp"
+#include "common/subsystem.hpp"
+
+namespace instanced::ssh {
+
+class Ssh final : public Subsystem {
+ public:
+  Ssh(boost::asio::any_io_executor ex, Api& api, ServiceManager& services, const Config& config);
+
+  std::string name() const override { return "ssh"; }
+  boost::asio::awaitable<void> run() override;
+  void reconfigure(const Config& config) override;
+
+  // set_ssh_policy {policy: enabled|disabled|unmanaged} or {reset: true} (back to the
+  // config's). Applied at once (the answer comes after the look that applies it).
+  boost::asio::awaitable<Result<boost::json::object>> set_policy(const boost::json::object& args);
+
+  SshPolicy policy() const { return policy_; }
+  boost::json::object status_json() const;
+  void add_routes(status::Router& router);
+
+ private:
+  boost::asio::awaitable<void> enforce();
+  boost::asio::awaitable<void> enforce_once();
+  void load();
+  void publish();
+  std::filesystem::path state_file() const;
+
+  boost::asio::any_io_executor ex_;
+  Api& api_;
+  ServiceManager& services_;
+  SshConfig config_;
+  std::string state_dir_;
+  Logger log_;
+  SshPolicy policy_;
+  std::string source_ = "config";
+  std::string unit_state_, active_state_;  // as last seen
+  bool compliant_seen_ = false;  // the unit was as the policy wants since it was set: a change now is drift
+  std::uint64_t drifts_ = 0;
+  std::optional<Clock::wall_time> last_drift_, applied_at_;
+  std::string error_;
+  bool looked_ = false;
+  boost::asio::steady_timer wake_;
+  bool enforcing_ = false;
+};
+
+}  // namespace instanced::ssh
