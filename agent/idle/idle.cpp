@@ -181,11 +181,12 @@ asio::awaitable<void> Idle::look() {
   if (signals_.setup_running) s.setup_running = signals_.setup_running();
   if (signals_.gpu_percent) s.gpu_percent = signals_.gpu_percent();
   if (signals_.jupyter) s.jupyter = signals_.jupyter();
-  bool was_idle = tracker_.idle(s.at);
+  const bool was_idle = idle_;
   auto before = tracker_.idle_since();
   tracker_.observe(s);
   looked_ = true;
-  bool now_idle = tracker_.idle(s.at);
+  const bool now_idle = tracker_.idle(s.at);
+  idle_ = now_idle;
   auto& m = api_.state.metrics();
   m.set_gauge("instanced_idle", "1 when the instance is idle (quiet for idle.after).", {}, now_idle ? 1 : 0);
   if (s.cpu_percent) m.set_gauge("instanced_cpu_utilization_percent", "CPU utilisation over the last idle look.", {}, *s.cpu_percent);

@@ -84,6 +84,7 @@ class Idle final : public Subsystem {
   ActiveSchedule schedule_;
   std::optional<CpuTimes> cpu_;
   bool looked_ = false;
+  bool idle_ = false;  // as of the last look
   std::string host_error_;
   std::optional<cron::TimePoint> warned_stop_;        // the scheduled stop already warned of
   std::optional<Clock::wall_time> warned_idle_;       // the idle period (its start) already warned of

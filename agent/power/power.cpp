@@ -29,7 +29,8 @@ asio::awaitable<void> Power::report(std::string source, std::string detail) {
   log_->warn("{}; telling the control plane", msg);
   api_.state.emit("power", "os_shutdown", msg, {{"source", source}, {"detail", detail}});
   publish();
-  bool delivered = deliver_ ? co_await deliver_(config_.report_wait) : false;
+  bool delivered = false;
+  if (deliver_) delivered = co_await deliver_(config_.report_wait);
   if (delivered)
     log_->info("os_shutdown delivered to the control plane");
   else

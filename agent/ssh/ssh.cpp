@@ -117,11 +117,13 @@ asio::awaitable<void> Ssh::run() {
 asio::awaitable<void> Ssh::enforce() {
   while (enforcing_) co_await api_.clock.sleep_for(std::chrono::milliseconds(20));
   enforcing_ = true;
-  struct Done {
-    bool& flag;
-    ~Done() { flag = false; }
-  } done{enforcing_};
-  co_await enforce_once();
+  try {
+    co_await enforce_once();
+  } catch (...) {
+    enforcing_ = false;
+    throw;
+  }
+  enforcing_ = false;
 }
 
 asio::awaitable<void> Ssh::enforce_once() {
@@ -166,7 +168,11 @@ asio::awaitable<void> Ssh::enforce_once() {
                     {{"unit", unit}, {"policy", policy_name(want)}, {"unit_file_state", unit_state_}, {"active_state", active_state_}});
     api_.state.metrics().add_counter("instanced_ssh_drift_total", "Times the SSH unit was found changed against the policy.", {});
   }
-  auto r = want == SshPolicy::enabled ? co_await services_.enable_now(unit) : co_await services_.disable_now(unit);
+  Result<void> r;
+  if (want == SshPolicy::enabled)
+    r = co_await services_.enable_now(unit);
+  else
+    r = co_await services_.disable_now(unit);
   if (!r) {
     error_ = r.error().message;
     log_->error("SSH policy {}: {}", policy_name(want), error_);
@@ -211,8 +217,10 @@ void Ssh::publish() {
   if (!looked_) {
     h = Health::starting;
     summary = fmt::format("policy {}: looking at {}", policy_name(policy_), config_.unit);
+  } else if (policy_ == SshPolicy::unmanaged) {
+    summary = fmt::format("policy unmanaged ({}): {} is left as it is", source_, config_.unit);
   } else if (!error_.empty()) {
-    h = policy_ == SshPolicy::unmanaged ? Health::ok : Health::degraded;
+    h = Health::degraded;
     summary = fmt::format("policy {}: {}", policy_name(policy_), error_);
   } else {
     summary = fmt::format("policy {} ({}): {} is {} and {}", policy_name(policy_), source_, config_.unit, unit_state_,

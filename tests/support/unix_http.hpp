@@ -21,6 +21,20 @@ class UnixHttp {
   explicit UnixHttp(std::filesystem::path socket) : socket_(std::move(socket)), stream_(ioc_) {}
 
   Reply request(boost::beast::http::verb method, const std::string& target, const std::string& body = {}) {
+    // A kept-alive connection the server has closed meanwhile (its idle timeout): once
+    // more on a new one.
+    if (stream_.is_open()) {
+      try {
+        return exchange(method, target, body);
+      } catch (const boost::system::system_error&) {
+        boost::system::error_code ec;
+        stream_.close(ec);
+        buffer_.clear();
+      }
+    }
+    return exchange(method, target, body);
+  }
+  Reply exchange(boost::beast::http::verb method, const std::string& target, const std::string& body) {
     namespace http = boost::beast::http;
     if (!stream_.is_open()) stream_.connect(boost::asio::local::stream_protocol::endpoint(socket_.string()));
     http::request<http::string_body> req{method, target, 11};

@@ -1,0 +1,137 @@
+// What the workstation tests share: the systemctl stand-in copied into the test's folder
+// (with units whose commands are real processes), a wall(1) stand-in that records its
+// message, and the agent's configuration around them.
+#pragma once
+
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <thread>
+
+#include "tests/support/agent_process.hpp"
+#include "tests/support/devcp.hpp"
+#include "tests/support/unix_http.hpp"
+
+namespace instanced::testing {
+
+namespace json = boost::json;
+
+class Standins {
+ public:
+  explicit Standins(const TempDir& dir) : dir_(dir) {
+    std::filesystem::create_directories(dir / "units");
+    std::filesystem::copy_file(std::string(WORKSTATION_TEST_DIR) + "/systemctl-standin", dir / "systemctl");
+    dir.write("wall", "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$(dirname \"$0\")/wall.log\"\n");
+    std::filesystem::permissions(dir / "wall", std::filesystem::perms::owner_all);
+  }
+  // A unit the stand-in knows: its command (run in the foreground), enabled or not.
+  void unit(const std::string& name, const std::string& command, bool enabled) const {
+    dir_.write("units/" + name + ".start", command);
+    if (enabled) dir_.write("units/" + name + ".enabled", "");
+  }
+  // Runs the stand-in as a person would ("systemctl start x").
+  int systemctl(const std::string& args) const {
+    return run_command((dir_ / "systemctl").string() + " " + args + " >/dev/null 2>&1; echo $?").output == "0\n" ? 0 : 1;
+  }
+  std::string calls() const { return slurp(dir_ / "calls"); }
+  std::size_t count(const std::string& call) const {
+    std::istringstream in(calls());
+    std::size_t n = 0;
+    for (std::string line; std::getline(in, line);) n += line == call;
+    return n;
+  }
+  pid_t pid(const std::string& unit) const {
+    std::ifstream in(dir_ / "units" / (unit + ".pid"));
+    pid_t p = -1;
+    in >> p;
+    return p;
+  }
+  std::string wall_log() const { return slurp(dir_ / "wall.log"); }
+
+ private:
+  const TempDir& dir_;
+};
+
+// The agent's configuration for these tests: the stand-ins, nothing else of the host.
+inline std::string workstation_config(const std::string& extra) {
+  return R"(
+state_dir: {dir}/state
+status:
+  socket: {dir}/status.sock
+  group: root
+shutdown:
+  timeout: 8s
+disk:
+  paths: []
+gpu:
+  enabled: false
+jobs:
+  log_dir: {dir}/logs
+services:
+  systemctl: {dir}/systemctl
+  timeout: 5s
+)" + extra;
+}
+
+inline std::string control_config(const DevCp& cp, const std::string& instance) {
+  return fmt::format("control:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n  token_file: {{dir}}/token\n"
+                     "  initial_delay_max: 0s\ninstance:\n  name: {}\n",
+                     cp.agent_port, instance);
+}
+
+// Polls GET `target` until `pred` holds; the last answer.
+template <class Pred>
+json::value poll(UnixHttp& http, const std::string& target, Pred pred, std::chrono::milliseconds timeout = 15s) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  json::value v;
+  while (std::chrono::steady_clock::now() < until) {
+    auto r = http.get(target);
+    if (r.status == 200) {
+      v = json::parse(r.body);
+      if (pred(v)) return v;
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  FAIL_CHECK("GET " << target << ": condition not met within the time; last answer " << json::serialize(v));
+  return v;
+}
+
+// The result of a command sent through the development control plane.
+inline json::value command_result(const DevCp& cp, const std::string& instance, const std::string& id,
+                                  std::chrono::milliseconds timeout = 15s) {
+  json::value found;
+  cp.wait(
+      [&](const json::value& v) {
+        auto* i = v.as_object().if_contains(instance);
+        auto* results = i ? i->as_object().if_contains("results") : nullptr;
+        if (!results || !results->as_object().contains(id)) return false;
+        found = results->at(id);
+        return true;
+      },
+      timeout);
+  return found;
+}
+
+// An event of `type` among what the control plane received from `instance`.
+inline json::value event_of(const DevCp& cp, const std::string& instance, const std::string& type,
+                            std::chrono::milliseconds timeout = 15s) {
+  json::value found;
+  cp.wait(
+      [&](const json::value& v) {
+        auto* i = v.as_object().if_contains(instance);
+        auto* events = i ? i->as_object().if_contains("recent_events") : nullptr;
+        if (!events) return false;
+        for (const auto& e : events->as_array())
+          if (e.at("type") == json::value(type)) {
+            found = e;
+            return true;
+          }
+        return false;
+      },
+      timeout);
+  return found;
+}
+
+}  // namespace instanced::testing
