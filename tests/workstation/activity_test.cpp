@@ -63,7 +63,7 @@ TEST_CASE("idle: quiet for 'after' since the agent started, and each source of a
   CHECK(sim.tracker.idle(sim.clock.wall_now()));
 }
 
-TEST_CASE("idle: below the thresholds is quiet; a Jupyter kernel used between looks counts when it was used") {
+TEST_CASE("idle: below the thresholds is quiet, and a Jupyter kernel used between looks counts when it was used") {
   Simulated sim;
   for (int i = 0; i < 5; ++i) sim.look(Sample{{}, {}, 0, false, 9.9, 5.0, std::nullopt});
   CHECK(sim.tracker.activity().empty());

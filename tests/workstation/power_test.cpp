@@ -33,7 +33,7 @@ bool wait_line(const std::filesystem::path& log, const std::string& what, int co
 
 }  // namespace
 
-TEST_CASE("os shutdown: SIGTERM while systemd is stopping is reported before the agent exits; a service stop is not", "[workstation]") {
+TEST_CASE("os shutdown: SIGTERM while systemd is stopping is reported before the agent exits, a service stop is not", "[workstation]") {
   TempDir dir;
   DevCp cp(dir);
   cp.start();

@@ -163,7 +163,7 @@ TEST_CASE("apps: up, degraded when slow or failing, down when dead, restarted th
   CHECK(health.at("subsystems").at("apps").at("state") == "degraded");
 }
 
-TEST_CASE("idle: logins, Jupyter kernels and jobs keep the instance busy; idle_shutdown is refused with the reasons until it is idle", "[workstation]") {
+TEST_CASE("idle: logins, Jupyter kernels and jobs keep the instance busy, and idle_shutdown is refused with the reasons until it is idle", "[workstation]") {
   TempDir dir;
   DevCp cp(dir);
   cp.start();
