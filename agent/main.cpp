@@ -273,7 +273,7 @@ int main(int argc, char** argv) {
   Systemctl services(processes, clock, running.services.systemctl, running.services.timeout);
   apps::Apps applications(ioc.get_executor(), api, services, running);
   applications.add_routes(router);
-  idle::RealHostActivity host(running.idle.utmp);
+  idle::RealHostActivity host;
   idle::Idle idle_watch(ioc.get_executor(), api, host, processes, running,
                         idle::Signals{[&job_queue] { return job_queue.queued() + job_queue.running(); },
                                       [&setup] { return setup.running(); },

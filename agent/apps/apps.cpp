@@ -45,17 +45,25 @@ Url jupyter_base(Url u) {
 Apps::Apps(asio::any_io_executor ex, Api& api, ServiceManager& services, const Config& config)
     : ex_(std::move(ex)), api_(api), services_(services), config_(config.applications),
       log_(api.logging.get("apps")) {
-  for (const auto& a : config_.apps) apps_[a.name].config = a;
+  for (const auto& a : config_.apps) {
+    auto app = std::make_shared<App>();
+    app->config = a;
+    apps_[a.name] = std::move(app);
+  }
 }
 
 void Apps::reconfigure(const Config& config) {
   config_ = config.applications;
-  std::map<std::string, App> next;
+  std::map<std::string, std::shared_ptr<App>> next;
   for (const auto& a : config_.apps) {
     auto it = apps_.find(a.name);
-    App app = it != apps_.end() && it->second.config == a ? std::move(it->second) : App{};
-    app.config = a;
-    next[a.name] = std::move(app);
+    if (it != apps_.end() && it->second->config == a) {
+      next[a.name] = it->second;  // unchanged: keeps its state
+    } else {
+      auto app = std::make_shared<App>();
+      app->config = a;
+      next[a.name] = std::move(app);
+    }
   }
   for (const auto& [name, app] : apps_)
     if (!next.count(name)) api_.state.metrics().set_gauge("instanced_app_up", "1 when the app is up or degraded.", {{"app", name}}, 0);
@@ -68,13 +76,9 @@ asio::awaitable<void> Apps::run() {
   publish();
   for (;;) {
     // A copy of the names: reconfigure() may replace the map while a probe waits.
-    std::vector<std::string> names;
-    for (const auto& [name, app] : apps_) names.push_back(name);
-    for (const auto& name : names) {
-      auto it = apps_.find(name);
-      if (it == apps_.end()) continue;
-      co_await probe(it->second);
-    }
+    std::vector<std::shared_ptr<App>> round;
+    for (const auto& [name, app] : apps_) round.push_back(app);
+    for (const auto& app : round) co_await probe(app);
     probed_ = true;
     publish();
     co_await api_.clock.sleep_for(config_.interval);
@@ -84,9 +88,11 @@ asio::awaitable<void> Apps::run() {
 asio::awaitable<Verdict> Apps::check(App& app) {
   const AppConfig& c = app.config;
   if (!c.process.empty()) {
-    std::string name = c.process;
-    auto running = co_await api_.pool.run("looking for process " + name, kProcTimeout,
-                                          [name] { return process_running(name); });
+    // Named, not temporaries: GCC 12 destroys temporaries of a co_await expression wrongly.
+    const std::string name = c.process;
+    const std::string what = "looking for process " + name;
+    auto look = [name] { return process_running(name); };
+    auto running = co_await api_.pool.run(what, kProcTimeout, look);
     if (!running) co_return Verdict{AppState::down, running.error().message};
     if (!*running) co_return Verdict{AppState::down, fmt::format("no process named '{}' runs", name)};
   }
@@ -103,10 +109,14 @@ asio::awaitable<Verdict> Apps::check(App& app) {
     if (answer) app.latency = answer->elapsed;
     v = judge(answer, static_cast<unsigned>(c.expect_status), config_.slow);
     if (v.state == AppState::down) co_return v;
-    if (c.jupyter) co_await read_jupyter(app, jupyter_base(*url), token);
+    if (c.jupyter) {
+      const Url base = jupyter_base(*url);
+      co_await read_jupyter(app, base, token);
+    }
   }
   if (!c.websocket.empty()) {
-    auto ws = co_await websocket_handshake(*parse_url(c.websocket), token, config_.timeout);
+    const auto ws_url = parse_url(c.websocket);  // checked with the config
+    auto ws = co_await websocket_handshake(*ws_url, token, config_.timeout);
     if (!ws) co_return Verdict{AppState::down, ws.error().message};
     if (*ws > config_.slow && v.state == AppState::up)
       v = {AppState::degraded, fmt::format("slow: the WebSocket handshake took {}", format_duration(*ws))};
@@ -153,11 +163,12 @@ asio::awaitable<void> Apps::read_jupyter(App& app, const Url& base, const Secret
   }
 }
 
-asio::awaitable<void> Apps::probe(App& app) {
+asio::awaitable<void> Apps::probe(std::shared_ptr<App> held) {
+  App& app = *held;
   const std::string name = app.config.name;
   Verdict v = co_await check(app);
   auto it = apps_.find(name);
-  if (it == apps_.end() || &it->second != &app) co_return;  // removed by a reload meanwhile
+  if (it == apps_.end() || it->second != held) co_return;  // replaced or removed by a reload meanwhile
   if (v.state == AppState::down) {
     ++app.failures;
     // Down only after down_after failed probes in a row: one lost probe is not an outage.
@@ -224,7 +235,8 @@ asio::awaitable<void> Apps::maybe_restart(App& app) {
 
 Apps::Activity Apps::activity() const {
   Activity out;
-  for (const auto& [name, app] : apps_) {
+  for (const auto& [name, held] : apps_) {
+    const App& app = *held;
     if (!app.jupyter) continue;
     out.known = true;
     const auto& j = *app.jupyter;
@@ -239,7 +251,8 @@ Apps::Activity Apps::activity() const {
 
 json::object Apps::status_json() const {
   json::array list;
-  for (const auto& [name, app] : apps_) {
+  for (const auto& [name, held] : apps_) {
+    const App& app = *held;
     json::object o{{"name", name}, {"state", to_string(app.state)}};
     if (!app.reason.empty()) o["reason"] = app.reason;
     if (app.since != Clock::wall_time{}) o["since"] = iso8601(app.since);
@@ -266,7 +279,8 @@ json::object Apps::status_json() const {
 void Apps::publish() {
   std::size_t up = 0, degraded = 0, down = 0;
   std::vector<std::string> bad;
-  for (const auto& [name, app] : apps_) {
+  for (const auto& [name, held] : apps_) {
+    const App& app = *held;
     if (app.state == AppState::up) ++up;
     if (app.state == AppState::degraded) ++degraded, bad.push_back(name + " degraded: " + app.reason);
     if (app.state == AppState::down) ++down, bad.push_back(name + " down: " + app.reason);

@@ -12,6 +12,7 @@
 #include <boost/json/object.hpp>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -57,7 +58,7 @@ class Apps final : public Subsystem {
     std::string jupyter_error;
   };
 
-  boost::asio::awaitable<void> probe(App& app);
+  boost::asio::awaitable<void> probe(std::shared_ptr<App> app);
   boost::asio::awaitable<Verdict> check(App& app);
   boost::asio::awaitable<void> read_jupyter(App& app, const Url& base, const Secret& token);
   boost::asio::awaitable<void> maybe_restart(App& app);
@@ -68,7 +69,9 @@ class Apps final : public Subsystem {
   ServiceManager& services_;
   AppsConfig config_;
   Logger log_;
-  std::map<std::string, App> apps_;
+  // Shared: a probe keeps its app alive across a reload that replaces or removes it (and
+  // then drops what it found).
+  std::map<std::string, std::shared_ptr<App>> apps_;
   bool probed_ = false;
 };
 

@@ -47,12 +47,12 @@ std::optional<double> cpu_percent(const CpuTimes& before, const CpuTimes& after)
   return 100.0 * static_cast<double>(after.busy - before.busy) / static_cast<double>(after.total - before.total);
 }
 
-Result<std::vector<std::string>> RealHostActivity::sessions() {
+Result<std::vector<std::string>> RealHostActivity::sessions(const std::string& utmp) {
   // Read as records, not through getutxent(): that keeps process-wide state.
-  std::ifstream in(utmp_, std::ios::binary);
+  std::ifstream in(utmp, std::ios::binary);
   if (!in) {
     if (errno == ENOENT) return std::vector<std::string>{};  // no logins recorded since boot
-    return Error{fmt::format("{}: {}", utmp_, std::strerror(errno))};
+    return Error{fmt::format("{}: {}", utmp, std::strerror(errno))};
   }
   std::vector<std::string> out;
   utmpx u{};

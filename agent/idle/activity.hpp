@@ -65,20 +65,16 @@ std::optional<double> cpu_percent(const CpuTimes& before, const CpuTimes& after)
 class HostActivity {
  public:
   virtual ~HostActivity() = default;
-  // Open login sessions (USER_PROCESS records whose process still exists). May block.
-  virtual Result<std::vector<std::string>> sessions() = 0;
+  // Open login sessions: USER_PROCESS records of the utmp file whose process still
+  // exists. May block.
+  virtual Result<std::vector<std::string>> sessions(const std::string& utmp) = 0;
   virtual Result<CpuTimes> cpu_times() = 0;
 };
 
 class RealHostActivity final : public HostActivity {
  public:
-  explicit RealHostActivity(std::string utmp) : utmp_(std::move(utmp)) {}
-  void set_utmp(std::string utmp) { utmp_ = std::move(utmp); }
-  Result<std::vector<std::string>> sessions() override;
+  Result<std::vector<std::string>> sessions(const std::string& utmp) override;
   Result<CpuTimes> cpu_times() override;
-
- private:
-  std::string utmp_;
 };
 
 }  // namespace instanced::idle

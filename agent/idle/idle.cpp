@@ -71,22 +71,19 @@ void Idle::load_schedule() {
   boost::system::error_code ec;
   auto v = json::parse(*text, ec);
   if (ec || !v.is_object()) return bad("not a JSON object");
-  auto s = set_schedule(v.as_object());
-  if (!s) bad(s.error().message);
+  auto c = schedule_from(v.as_object());
+  if (!c) return bad(c.error().message);
+  auto s = make_schedule(*c, "control plane");
+  if (!s) return bad(s.error().message);
+  schedule_ = std::move(*s);
 }
 
-Result<json::object> Idle::set_schedule(const json::object& args) {
-  if (auto* r = args.if_contains("reset"); r && r->is_bool() && r->as_bool()) {
-    auto s = make_schedule(configured_schedule_, "config");
-    if (!s) return s.error();
-    std::error_code ec;
-    std::filesystem::remove(schedule_file(), ec);
-    schedule_ = std::move(*s);
-    warned_stop_.reset();
-    publish();
-    return status_json();
-  }
+// A schedule from set_schedule's arguments (or the file they were kept in), over the
+// configured one's warn_before and wall.
+Result<ScheduleConfig> Idle::schedule_from(const json::object& args) const {
   ScheduleConfig c = configured_schedule_;
+  c.stop.clear();
+  c.start.clear();
   for (const auto& [k, v] : args) {
     if (k == "time_zone") {
       if (!v.is_string()) return Error{"time_zone: not a string"};
@@ -100,13 +97,28 @@ Result<json::object> Idle::set_schedule(const json::object& args) {
         list.emplace_back(e.as_string());
       }
       (k == "stop" ? c.stop : c.start) = std::move(list);
-    } else if (k == "set_at") {
-      // written by the agent into its own file
-    } else {
+    } else if (k != "set_at") {  // set_at: written by the agent into its own file
       return Error{fmt::format("{}: unknown field (time_zone, stop, start or reset)", std::string_view(k))};
     }
   }
   if (c.stop.size() + c.start.size() > 64) return Error{"stop, start: at most 64 expressions"};
+  return c;
+}
+
+Result<json::object> Idle::set_schedule(const json::object& args) {
+  if (auto* r = args.if_contains("reset"); r && r->is_bool() && r->as_bool()) {
+    auto s = make_schedule(configured_schedule_, "config");
+    if (!s) return s.error();
+    std::error_code ec;
+    std::filesystem::remove(schedule_file(), ec);
+    schedule_ = std::move(*s);
+    warned_stop_.reset();
+    publish();
+    return status_json();
+  }
+  auto parsed = schedule_from(args);
+  if (!parsed) return parsed.error();
+  const ScheduleConfig& c = *parsed;
   auto s = make_schedule(c, "control plane");
   if (!s) return s.error();
   json::object file{{"time_zone", c.time_zone}, {"stop", json::value_from(c.stop)}, {"start", json::value_from(c.start)},
@@ -125,7 +137,6 @@ void Idle::reconfigure(const Config& config) {
   config_ = config.idle;
   state_dir_ = config.state_dir;
   tracker_.set_thresholds(thresholds(config_));
-  if (auto* real = dynamic_cast<RealHostActivity*>(&host_)) real->set_utmp(config_.utmp);
   bool was_config = schedule_.source == "config";
   configured_schedule_ = config.schedule;
   if (was_config)
@@ -162,8 +173,13 @@ asio::awaitable<void> Idle::look() {
   Sample s;
   s.at = api_.clock.wall_now();
   HostActivity& host = host_;
-  auto sessions = co_await api_.pool.run("reading " + config_.utmp, kHostTimeout, [&host] { return host.sessions(); });
-  auto cpu = co_await api_.pool.run("reading /proc/stat", kHostTimeout, [&host] { return host.cpu_times(); });
+  const std::string utmp = config_.utmp;
+  // Named, not temporaries: GCC 12 destroys temporaries of a co_await expression wrongly.
+  const std::string reading_utmp = "reading " + utmp, reading_stat = "reading /proc/stat";
+  auto read_sessions = [&host, utmp] { return host.sessions(utmp); };
+  auto read_cpu = [&host] { return host.cpu_times(); };
+  auto sessions = co_await api_.pool.run(reading_utmp, kHostTimeout, read_sessions);
+  auto cpu = co_await api_.pool.run(reading_stat, kHostTimeout, read_cpu);
   std::string error;
   if (sessions)
     s.sessions = std::move(*sessions);
@@ -213,10 +229,11 @@ asio::awaitable<void> Idle::warn_if_due() {
     if (auto n = next_of(schedule_.stop, *schedule_.zone, now - std::chrono::seconds(1));
         n && *n - warn <= now && *n > now && warned_stop_ != n) {
       warned_stop_ = n;
-      co_await wall("schedule", *n,
-                    fmt::format("This instance will be stopped by its schedule at {}. Save your work; "
-                                "files outside the workspace share are kept, running programs end.",
-                                when(*schedule_.zone, *n, now)));
+      const std::string message = fmt::format(
+          "This instance will be stopped by its schedule at {}. Save your work; "
+          "files outside the workspace share are kept, running programs end.",
+          when(*schedule_.zone, *n, now));
+      co_await wall("schedule", *n, message);
     }
   }
   if (config_.shutdown_after.count() > 0) {
@@ -225,10 +242,11 @@ asio::awaitable<void> Idle::warn_if_due() {
       if (stop_at - warn <= now && stop_at > now) {
         warned_idle_ = since;
         const cron::TimeZone& zone = *schedule_.zone;
-        co_await wall("idle", stop_at,
-                      fmt::format("This instance has been idle since {} and will be stopped at about {}. "
-                                  "Any activity (a login, a Jupyter kernel, a job) keeps it running.",
-                                  zone.format(*since), when(zone, stop_at, now)));
+        const std::string message = fmt::format(
+            "This instance has been idle since {} and will be stopped at about {}. "
+            "Any activity (a login, a Jupyter kernel, a job) keeps it running.",
+            zone.format(*since), when(zone, stop_at, now));
+        co_await wall("idle", stop_at, message);
       }
     }
   }

@@ -68,6 +68,7 @@ class Idle final : public Subsystem {
   boost::asio::awaitable<void> warn_if_due();
   boost::asio::awaitable<void> wall(std::string kind, Clock::wall_time at, std::string message);
   void load_schedule();
+  Result<ScheduleConfig> schedule_from(const boost::json::object& args) const;
   void publish();
   std::filesystem::path schedule_file() const;
 

@@ -92,7 +92,8 @@ asio::awaitable<void> Power::run() {
   co_await asio::this_coro::reset_cancellation_state();
   auto asked = services_.system_state();
   auto limit = api_.clock.sleep_for(config_.report_wait);
-  auto either = co_await (std::move(asked) || std::move(limit));
+  auto race = std::move(asked) || std::move(limit);
+  auto either = co_await std::move(race);
   if (either.index() == 1) {
     log_->warn("stopping; systemctl is-system-running gave no answer within {}", format_duration(config_.report_wait));
     co_return;
