@@ -98,40 +98,40 @@ json::value poll(UnixHttp& http, const std::string& target, Pred pred, std::chro
   return v;
 }
 
-// The result of a command sent through the development control plane.
-inline json::value command_result(const DevCp& cp, const std::string& instance, const std::string& id,
-                                  std::chrono::milliseconds timeout = 15s) {
+// Polls what the control plane knows of `instance` until `pick` finds something in it;
+// what it found (null if nothing within `timeout`).
+template <class Pick>
+json::value from_instance(const DevCp& cp, const std::string& instance, Pick pick,
+                          std::chrono::milliseconds timeout = 15s) {
   json::value found;
   cp.wait(
       [&](const json::value& v) {
         auto* i = v.as_object().if_contains(instance);
-        auto* results = i ? i->as_object().if_contains("results") : nullptr;
-        if (!results || !results->as_object().contains(id)) return false;
-        found = results->at(id);
-        return true;
+        if (!i) return false;
+        found = pick(i->as_object());
+        return !found.is_null();
       },
       timeout);
   return found;
 }
 
+// The result of a command sent through the development control plane.
+inline json::value command_result(const DevCp& cp, const std::string& instance, const std::string& id) {
+  return from_instance(cp, instance, [&](const json::object& i) -> json::value {
+    auto* results = i.if_contains("results");
+    auto* r = results ? results->as_object().if_contains(id) : nullptr;
+    return r ? *r : json::value();
+  });
+}
+
 // An event of `type` among what the control plane received from `instance`.
-inline json::value event_of(const DevCp& cp, const std::string& instance, const std::string& type,
-                            std::chrono::milliseconds timeout = 15s) {
-  json::value found;
-  cp.wait(
-      [&](const json::value& v) {
-        auto* i = v.as_object().if_contains(instance);
-        auto* events = i ? i->as_object().if_contains("recent_events") : nullptr;
-        if (!events) return false;
-        for (const auto& e : events->as_array())
-          if (e.at("type") == json::value(type)) {
-            found = e;
-            return true;
-          }
-        return false;
-      },
-      timeout);
-  return found;
+inline json::value event_of(const DevCp& cp, const std::string& instance, const std::string& type) {
+  return from_instance(cp, instance, [&](const json::object& i) -> json::value {
+    if (auto* events = i.if_contains("recent_events"))
+      for (const auto& e : events->as_array())
+        if (e.at("type") == json::value(type)) return e;
+    return nullptr;
+  });
 }
 
 }  // namespace instanced::testing
