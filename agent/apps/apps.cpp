@@ -1,6 +1,8 @@
 #include "agent/apps/apps.hpp"
 
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <dirent.h>
@@ -43,8 +45,8 @@ Url jupyter_base(Url u) {
 }  // namespace
 
 Apps::Apps(asio::any_io_executor ex, Api& api, ServiceManager& services, const Config& config)
-    : ex_(std::move(ex)), api_(api), services_(services), config_(config.applications),
-      log_(api.logging.get("apps")) {
+    : ex_(ex), api_(api), services_(services), config_(config.applications), log_(api.logging.get("apps")),
+      wake_(ex) {
   for (const auto& a : config_.apps) {
     auto app = std::make_shared<App>();
     app->config = a;
@@ -69,6 +71,7 @@ void Apps::reconfigure(const Config& config) {
     if (!next.count(name)) api_.state.metrics().set_gauge("instanced_app_up", "1 when the app is up or degraded.", {{"app", name}}, 0);
   apps_ = std::move(next);
   publish();
+  wake_.cancel();
 }
 
 asio::awaitable<void> Apps::run() {
@@ -81,7 +84,15 @@ asio::awaitable<void> Apps::run() {
     for (const auto& app : round) co_await probe(app);
     probed_ = true;
     publish();
-    co_await api_.clock.sleep_for(config_.interval);
+    // With nothing to probe the agent does not wake at all, until a reload adds apps.
+    if (apps_.empty())
+      wake_.expires_at(asio::steady_timer::time_point::max());
+    else
+      wake_.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(config_.interval));
+    boost::system::error_code ec;
+    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
   }
 }
 

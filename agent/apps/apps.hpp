@@ -9,6 +9,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/object.hpp>
 #include <deque>
 #include <map>
@@ -73,6 +74,7 @@ class Apps final : public Subsystem {
   // then drops what it found).
   std::map<std::string, std::shared_ptr<App>> apps_;
   bool probed_ = false;
+  boost::asio::steady_timer wake_;  // the next round; cancelled by a reload
 };
 
 }  // namespace instanced::apps

@@ -1,6 +1,7 @@
 #include "agent/power/logind.hpp"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -73,6 +74,10 @@ SdBusLogind::~SdBusLogind() {
 }
 
 Result<void> SdBusLogind::open() {
+  // No bus, no library: libsystemd and what it links cost about 1 MiB resident.
+  const char* address = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
+  if ((!address || !*address) && access("/run/dbus/system_bus_socket", F_OK) != 0)
+    return Error{"there is no system bus (/run/dbus/system_bus_socket)"};
   Api& a = s_->api;
   a.handle = dlopen("libsystemd.so.0", RTLD_NOW | RTLD_LOCAL);
   if (!a.handle) return Error{fmt::format("libsystemd.so.0 is not loadable: {}", dlerror())};

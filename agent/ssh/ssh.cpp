@@ -95,6 +95,7 @@ asio::awaitable<Result<json::object>> Ssh::set_policy(const json::object& args) 
   log_->info("SSH policy set to {} by the {}", policy_name(policy_), source_);
   co_await enforce();
   publish();
+  wake_.cancel();  // the loop's next look follows the new policy's interval
   if (!error_.empty() && policy_ != SshPolicy::unmanaged) co_return Error{error_};
   co_return status_json();
 }
@@ -105,7 +106,11 @@ asio::awaitable<void> Ssh::run() {
   for (;;) {
     co_await enforce();
     publish();
-    wake_.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(config_.interval));
+    // Unmanaged: nothing to look at until a reload or set_ssh_policy changes that.
+    if (policy_ == SshPolicy::unmanaged)
+      wake_.expires_at(asio::steady_timer::time_point::max());
+    else
+      wake_.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(config_.interval));
     boost::system::error_code ec;
     co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     auto cs = co_await asio::this_coro::cancellation_state;
