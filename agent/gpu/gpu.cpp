@@ -136,6 +136,7 @@ Gpu::Gpu(asio::any_io_executor ex, Api& api, GpuSource& source, const Config& co
       calls_(ex),
       events_(ex),
       kmsg_calls_(ex),
+      sampled_(ex),
       kmsg_(std::make_shared<Kmsg>(config.gpu.kmsg)) {}
 
 Gpu::~Gpu() = default;
@@ -246,6 +247,7 @@ asio::awaitable<void> Gpu::sample_once() {
         state_detail_ = fmt::format("{}: {}", error_name(system_.init), system_.init_error);
     } else {
       state_ = system_.gpus.empty() ? "no_gpus" : "sampled";
+      if (state_ == "sampled") sampled_.cancel();  // the event loop waits for this
       state_detail_.clear();
       std::vector<Tracked> next;
       for (auto& g : system_.gpus) {
@@ -289,8 +291,13 @@ asio::awaitable<void> Gpu::events_loop() {
   const std::string what = "NVML event wait";
   for (;;) {
     if (state_ != "sampled") {
-      asio::steady_timer t(ex_, 1s);
-      co_await t.async_wait(asio::use_awaitable);
+      // No GPUs to wait on (no driver, none present, NVML failing): sleep until a sample
+      // finds some; a VM without GPUs does not wake for this at all.
+      sampled_.expires_at(asio::steady_timer::time_point::max());
+      boost::system::error_code ec;
+      co_await sampled_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
       continue;
     }
     const auto started = std::chrono::steady_clock::now();
@@ -322,7 +329,10 @@ asio::awaitable<void> Gpu::run() {
   try {
     for (;;) {
       co_await sample_once();
-      co_await api_.clock.sleep_for(config_.interval);
+      // No NVIDIA library (a VM without GPUs, the common case): looked for again with the
+      // CUDA inventory, not every interval (each look is a dlopen through the loader's path).
+      co_await api_.clock.sleep_for(state_ == "absent" ? std::max(config_.interval, config_.inventory_interval)
+                                                        : config_.interval);
     }
   } catch (...) {
     stop_events_.emit(asio::cancellation_type::terminal);

@@ -6,6 +6,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/object.hpp>
 #include <deque>
 #include <memory>
@@ -73,6 +74,7 @@ class Gpu final : public Subsystem {
   SingleFlight events_;  // wait_xids(): the event wait, a worker of its own
   SingleFlight kmsg_calls_;  // the kernel log's reads, one at a time
   boost::asio::cancellation_signal stop_events_;
+  boost::asio::steady_timer sampled_;  // cancelled when a sample finds GPUs
   std::string state_ = "starting";  // absent, unavailable, no_gpus, sampled, stuck
   std::string state_detail_;
   SystemSample system_;
