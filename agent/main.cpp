@@ -132,11 +132,13 @@ void add_workstation_commands(control::CommandRegistry& commands, idle::Idle& id
   // Refused unless idle (the idle veto) and, as every stop, while the 5 GB rule is violated
   // (the disk veto); then the same drain as prepare_stop.
   commands.add("idle_shutdown", [&commands](const json::object&) -> boost::asio::awaitable<CommandResult> {
-    co_return co_await commands.prepare("idle_shutdown");
+    const std::string action = "idle_shutdown";  // named: no temporaries in a co_await (GCC 12)
+    co_return co_await commands.prepare(action);
   });
   commands.add_veto("idle", [&idle](std::string_view action) { return idle.veto(action); });
   commands.add("set_schedule", [&idle](const json::object& args) -> boost::asio::awaitable<CommandResult> {
     auto r = idle.set_schedule(args);
+    if (!r && r.error().message.starts_with(idle::kNotKept)) co_return CommandResult{Status::failed, {}, r.error().message};
     if (!r) co_return CommandResult{Status::invalid, {}, "args." + r.error().message};
     co_return CommandResult{Status::ok, std::move(*r), {}};
   });

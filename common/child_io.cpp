@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include "common/units.hpp"
 #include <span>
+#include <variant>
 #include <vector>
 
 namespace instanced {
@@ -107,14 +108,23 @@ asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock&
         if (n == 0) break;
         if (out.output.size() < max_output) out.output.append(buf.data(), std::min(n, max_output - out.output.size()));
       }
-    } catch (const boost::system::system_error&) {
+    } catch (const boost::system::system_error& e) {
+      if (e.code() == asio::error::operation_aborted) throw;  // cancelled: not the end of the output
     }
   };
   auto reading = read_all();
   auto limit = clock.sleep_for(timeout);
   auto either = std::move(reading) || std::move(limit);
-  auto r = co_await std::move(either);
-  if (r.index() == 1) p.signal_group(SIGKILL);
+  std::variant<std::monostate, std::monostate> r;
+  std::exception_ptr cancelled;
+  try {
+    r = co_await std::move(either);
+  } catch (...) {
+    cancelled = std::current_exception();
+  }
+  // Cancelled (the agent is stopping) or out of time: the tool does not outlive the call.
+  if (cancelled || r.index() == 1) p.signal_group(SIGKILL);
+  if (cancelled) std::rethrow_exception(cancelled);
   out.status = co_await p.wait();
   if (r.index() == 1) co_return Error{fmt::format("{}: no answer within {}", command_label(spec.argv), format_duration(std::chrono::duration_cast<Duration>(timeout)))};
   co_return out;

@@ -495,6 +495,9 @@ std::optional<std::string> AppConfig::validate() const {
                          ws ? "ws" : "http");
     if (u->host != "127.0.0.1" && u->host != "localhost" && u->host != "[::1]" && u->host != "::1")
       return fmt::format("{}: '{}' must name 127.0.0.1, ::1 or localhost", key, value);
+    // URLs are shown in /v1/apps and in messages: a secret has no place in them.
+    if (auto q = u->target.find('?'); q != std::string::npos && u->target.find("token=", q) != std::string::npos)
+      return fmt::format("{}: a token in the URL would be shown in status and logs; use token_file", key);
     return std::nullopt;
   };
   if (auto e = local("url", url, false)) return e;

@@ -180,6 +180,9 @@ asio::awaitable<void> Apps::probe(std::shared_ptr<App> held) {
   Verdict v = co_await check(app);
   auto it = apps_.find(name);
   if (it == apps_.end() || it->second != held) co_return;  // replaced or removed by a reload meanwhile
+  // A server that does not answer says nothing about its users: what it said last (a busy
+  // kernel) must not keep the instance from being idle for ever.
+  if (v.state == AppState::down) app.jupyter.reset();
   if (v.state == AppState::down) {
     ++app.failures;
     // Down only after down_after failed probes in a row: one lost probe is not an outage.

@@ -1,6 +1,8 @@
 #include "agent/idle/idle.hpp"
 
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
@@ -51,7 +53,7 @@ Idle::Idle(asio::any_io_executor ex, Api& api, HostActivity& host, ProcessRunner
            Signals signals)
     : ex_(std::move(ex)), api_(api), host_(host), runner_(runner), config_(config.idle),
       configured_schedule_(config.schedule), state_dir_(config.state_dir), signals_(std::move(signals)),
-      log_(api.logging.get("idle")), tracker_(thresholds(config.idle), api.clock.wall_now()) {
+      log_(api.logging.get("idle")), tracker_(thresholds(config.idle), api.clock.wall_now()), wake_(ex_) {
   auto s = make_schedule(configured_schedule_, "config");
   if (s) schedule_ = std::move(*s);  // checked with the config: cannot fail here
   load_schedule();
@@ -97,7 +99,7 @@ Result<ScheduleConfig> Idle::schedule_from(const json::object& args) const {
         list.emplace_back(e.as_string());
       }
       (k == "stop" ? c.stop : c.start) = std::move(list);
-    } else if (k != "set_at") {  // set_at: written by the agent into its own file
+    } else if (k != "set_at" && k != "reset") {  // set_at: written by the agent into its own file
       return Error{fmt::format("{}: unknown field (time_zone, stop, start or reset)", std::string_view(k))};
     }
   }
@@ -113,6 +115,7 @@ Result<json::object> Idle::set_schedule(const json::object& args) {
     std::filesystem::remove(schedule_file(), ec);
     schedule_ = std::move(*s);
     warned_stop_.reset();
+    wake_.cancel();
     publish();
     return status_json();
   }
@@ -124,9 +127,10 @@ Result<json::object> Idle::set_schedule(const json::object& args) {
   json::object file{{"time_zone", c.time_zone}, {"stop", json::value_from(c.stop)}, {"start", json::value_from(c.start)},
                     {"set_at", iso8601(api_.clock.wall_now())}};
   if (auto w = api_.fs.write_file_atomic(schedule_file(), json::serialize(file), 0600); !w)
-    return Error{fmt::format("could not keep the schedule: {}", w.error().message)};
+    return Error{fmt::format("{}: {}", kNotKept, w.error().message)};
   schedule_ = std::move(*s);
   warned_stop_.reset();
+  wake_.cancel();
   log_->info("schedule set by the control plane: stop [{}], start [{}] ({})", fmt::join(c.stop, "; "),
              fmt::join(c.start, "; "), c.time_zone);
   publish();
@@ -142,17 +146,15 @@ void Idle::reconfigure(const Config& config) {
   if (was_config)
     if (auto s = make_schedule(configured_schedule_, "config")) schedule_ = std::move(*s);
   publish();
+  wake_.cancel();
 }
 
 asio::awaitable<void> Idle::run() {
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
-  if (!config_.enabled) {
-    publish();
-    co_return;
-  }
   publish();
   for (;;) {
-    co_await look();
+    // Idle detection may be off; the schedule's warnings are not.
+    if (config_.enabled) co_await look();
     co_await warn_if_due();
     publish();
     // Wake for a warning that falls before the next look.
@@ -161,11 +163,15 @@ asio::awaitable<void> Idle::run() {
     auto consider = [&](std::optional<Clock::wall_time> at) {
       if (at && *at > now) wake = std::min(wake, api_.clock.now() + (*at - now));
     };
-    if (schedule_.zone && config_.enabled && configured_schedule_.warn_before.count() > 0) {
+    if (schedule_.zone && configured_schedule_.warn_before.count() > 0) {
       if (auto n = next_of(schedule_.stop, *schedule_.zone, now); n && warned_stop_ != n)
-        consider(*n - schedule_.config.warn_before);
+        consider(*n - configured_schedule_.warn_before);
     }
-    co_await api_.clock.sleep_until(wake);
+    wake_.expires_at(wake);
+    boost::system::error_code ec;
+    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
   }
 }
 
@@ -233,10 +239,11 @@ asio::awaitable<void> Idle::warn_if_due() {
           "This instance will be stopped by its schedule at {}. Save your work; "
           "files outside the workspace share are kept, running programs end.",
           when(*schedule_.zone, *n, now));
-      co_await wall("schedule", *n, message);
+      const std::string kind = "schedule";
+      co_await wall(kind, *n, message);
     }
   }
-  if (config_.shutdown_after.count() > 0) {
+  if (config_.enabled && config_.shutdown_after.count() > 0 && schedule_.zone) {
     if (auto since = tracker_.idle_since(); since && warned_idle_ != since) {
       auto stop_at = *since + config_.shutdown_after;
       if (stop_at - warn <= now && stop_at > now) {
@@ -246,7 +253,8 @@ asio::awaitable<void> Idle::warn_if_due() {
             "This instance has been idle since {} and will be stopped at about {}. "
             "Any activity (a login, a Jupyter kernel, a job) keeps it running.",
             zone.format(*since), when(zone, stop_at, now));
-        co_await wall("idle", stop_at, message);
+        const std::string kind = "idle";
+        co_await wall(kind, stop_at, message);
       }
     }
   }

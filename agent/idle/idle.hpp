@@ -8,6 +8,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/object.hpp>
 #include <functional>
 #include <optional>
@@ -22,6 +23,9 @@
 #include "common/subsystem.hpp"
 
 namespace instanced::idle {
+
+// How set_schedule's error starts when the schedule was good but could not be kept.
+inline constexpr std::string_view kNotKept = "could not keep the schedule";
 
 // The other subsystems' share of activity, read at each look.
 struct Signals {
@@ -86,6 +90,7 @@ class Idle final : public Subsystem {
   std::optional<CpuTimes> cpu_;
   bool looked_ = false;
   bool idle_ = false;  // as of the last look
+  boost::asio::steady_timer wake_;  // the next look; cancelled by a reload or set_schedule
   std::string host_error_;
   std::optional<cron::TimePoint> warned_stop_;        // the scheduled stop already warned of
   std::optional<Clock::wall_time> warned_idle_;       // the idle period (its start) already warned of

@@ -12,6 +12,10 @@ namespace instanced::power {
 namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
 
+namespace {
+constexpr auto kBusTimeout = std::chrono::seconds(10);  // sd-bus's own call timeout is 25 s
+}  // namespace
+
 Power::Power(asio::any_io_executor ex, Api& api, ServiceManager& services, Logind& logind, const Config& config,
              Deliver deliver)
     : ex_(std::move(ex)), api_(api), services_(services), logind_(logind), config_(config.power),
@@ -50,16 +54,25 @@ asio::awaitable<void> Power::watch_logind() {
     }
     for (bool going_down : *got) {
       if (going_down) {
-        co_await report("logind", "logind's PrepareForShutdown");
+        const std::string source = "logind", detail = "logind's PrepareForShutdown";
+        co_await report(source, detail);
         logind_.release();  // let the shutdown go on
       } else {
         log_->info("logind: the shutdown was cancelled");
         reported_ = false;
-        if (auto r = logind_.inhibit(); !r) log_->warn("{}", r.error().message);
+        // A D-Bus call waits for its answer: off the loop, bounded.
+        Logind* l = &logind_;
+        auto take = [l] { return l->inhibit(); };
+        const std::string what = "taking logind's delay lock again";
+        auto r = co_await api_.pool.run(what, kBusTimeout, take);
+        if (!r) log_->warn("{}", r.error().message);
         api_.state.emit("power", "os_shutdown_cancelled", "the shutdown from inside the VM was cancelled");
       }
       publish();
     }
+    // What a call above read along with its answer is queued inside sd-bus, not on the
+    // socket: process it before waiting for the socket.
+    if (!got->empty()) continue;
     co_await bus.async_wait(asio::posix::stream_descriptor::wait_read, asio::use_awaitable);
   }
 }
@@ -69,7 +82,11 @@ asio::awaitable<void> Power::run() {
   watching_ = "SIGTERM while systemd is stopping";
   bool logind = false;
   if (config_.logind) {
-    if (auto r = logind_.open(); r) {
+    // Connecting and the Inhibit call wait for answers: off the loop, bounded.
+    Logind* l = &logind_;
+    auto connect = [l] { return l->open(); };
+    const std::string what = "connecting to logind";
+    if (auto r = co_await api_.pool.run(what, kBusTimeout, connect); r) {
       logind = true;
       watching_ = "logind's PrepareForShutdown (delay lock held), and SIGTERM while systemd is stopping";
     } else {
@@ -103,7 +120,10 @@ asio::awaitable<void> Power::run() {
     log_->info("stopping; whether the system goes down is not known: {}", state.error().message);
     co_return;
   }
-  if (*state == "stopping") co_await report("sigterm", "SIGTERM while systemd is stopping the system");
+  if (*state == "stopping") {
+    const std::string source = "sigterm", detail = "SIGTERM while systemd is stopping the system";
+    co_await report(source, detail);
+  }
 }
 
 }  // namespace instanced::power

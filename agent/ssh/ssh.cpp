@@ -23,7 +23,10 @@ std::optional<SshPolicy> policy_from(std::string_view s) {
 
 // What `is-enabled` and `is-active` say when the unit is as the policy wants.
 bool compliant(SshPolicy p, const std::string& file_state, const std::string& active) {
-  bool enabled = file_state == "enabled" || file_state == "enabled-runtime" || file_state == "alias";
+  // static, indirect, generated: the unit cannot be enabled further (it is started by
+  // another unit, ssh.socket for one); running is what counts then.
+  bool enabled = file_state == "enabled" || file_state == "enabled-runtime" || file_state == "alias" ||
+                 file_state == "static" || file_state == "indirect" || file_state == "generated";
   bool running = active == "active" || active == "activating" || active == "reloading";
   if (p == SshPolicy::enabled) return enabled && running;
   if (p == SshPolicy::disabled) return !enabled && !running;
@@ -58,11 +61,16 @@ void Ssh::load() {
 }
 
 void Ssh::reconfigure(const Config& config) {
+  if (config.ssh.unit != config_.unit) {
+    compliant_seen_ = false;  // another unit: its first look is not drift
+    ++generation_;
+  }
   config_ = config.ssh;
   state_dir_ = config.state_dir;
   if (source_ == "config" && policy_ != config_.policy) {
     policy_ = config_.policy;
     compliant_seen_ = false;
+    ++generation_;
   }
   wake_.cancel();
 }
@@ -89,7 +97,10 @@ asio::awaitable<Result<json::object>> Ssh::set_policy(const json::object& args) 
     if (auto w = api_.fs.write_file_atomic(state_file(), json::serialize(file), 0600); !w)
       co_return Error{fmt::format("could not keep the policy: {}", w.error().message)};
   }
-  if (*next != policy_) compliant_seen_ = false;
+  if (*next != policy_) {
+    compliant_seen_ = false;
+    ++generation_;
+  }
   policy_ = *next;
   source_ = source;
   log_->info("SSH policy set to {} by the {}", policy_name(policy_), source_);
@@ -134,6 +145,9 @@ asio::awaitable<void> Ssh::enforce() {
 asio::awaitable<void> Ssh::enforce_once() {
   const std::string unit = config_.unit;
   const SshPolicy want = policy_;
+  const std::uint64_t generation = generation_;
+  // The policy or unit changed while systemctl answered: this look is void.
+  auto stale = [&] { return generation != generation_; };
   if (want == SshPolicy::unmanaged) {
     // Left alone: not even looked at (a machine without systemd has nothing to say).
     looked_ = true;
@@ -144,6 +158,7 @@ asio::awaitable<void> Ssh::enforce_once() {
   }
   auto file_state = co_await services_.unit_file_state(unit);
   auto active = co_await services_.active_state(unit);
+  if (stale()) co_return;
   looked_ = true;
   if (!file_state || !active) {
     std::string e = !file_state ? file_state.error().message : active.error().message;
@@ -154,7 +169,7 @@ asio::awaitable<void> Ssh::enforce_once() {
   unit_state_ = *file_state;
   active_state_ = *active;
   error_.clear();
-  if (want == SshPolicy::unmanaged || policy_ != want) co_return;
+  if (want == SshPolicy::unmanaged) co_return;
   if (compliant(want, unit_state_, active_state_)) {
     if (!compliant_seen_) {
       compliant_seen_ = true;
@@ -172,12 +187,14 @@ asio::awaitable<void> Ssh::enforce_once() {
     api_.state.emit("ssh", "ssh_drift", msg,
                     {{"unit", unit}, {"policy", policy_name(want)}, {"unit_file_state", unit_state_}, {"active_state", active_state_}});
     api_.state.metrics().add_counter("instanced_ssh_drift_total", "Times the SSH unit was found changed against the policy.", {});
+    compliant_seen_ = false;  // one report per change, also when applying it again fails
   }
   Result<void> r;
   if (want == SshPolicy::enabled)
     r = co_await services_.enable_now(unit);
   else
     r = co_await services_.disable_now(unit);
+  if (stale()) co_return;
   if (!r) {
     error_ = r.error().message;
     log_->error("SSH policy {}: {}", policy_name(want), error_);
@@ -188,6 +205,7 @@ asio::awaitable<void> Ssh::enforce_once() {
   // Look again: the answer is what the unit is now, not what was asked for.
   auto after_file = co_await services_.unit_file_state(unit);
   auto after_active = co_await services_.active_state(unit);
+  if (stale()) co_return;
   if (after_file) unit_state_ = *after_file;
   if (after_active) active_state_ = *after_active;
   if (!compliant(want, unit_state_, active_state_)) {

@@ -57,6 +57,7 @@ class Ssh final : public Subsystem {
   bool looked_ = false;
   boost::asio::steady_timer wake_;
   bool enforcing_ = false;
+  std::uint64_t generation_ = 0;  // bumped when the policy or the unit changes
 };
 
 }  // namespace instanced::ssh
