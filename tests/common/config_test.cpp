@@ -237,3 +237,22 @@ TEST_CASE("setup scripts: each mistake named with its place", "[config][setup]")
   CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      content: \"bad\\u0001\"\n"),
              Catch::Contains("setup.scripts[0].content: contains control character 0x01"));
 }
+
+TEST_CASE("workstation services: each mistake named with its place", "[config][workstation]") {
+  CHECK_THAT(error_of("applications:\n  apps:\n    - name: j\n      url: http://10.0.0.5:8888/api/status\n"),
+             Catch::Contains("applications.apps[0]: url: 'http://10.0.0.5:8888/api/status' must name 127.0.0.1, ::1 or localhost"));
+  // The token itself is not repeated in the message.
+  auto token = error_of("applications:\n  apps:\n    - name: j\n      url: http://127.0.0.1:8888/api/status?token=s3cret\n");
+  CHECK_THAT(token, Catch::Contains("applications.apps[0]: url: a token in the URL would be shown in status and logs; use token_file"));
+  CHECK_THAT(token, !Catch::Contains("s3cret"));
+  CHECK_THAT(error_of("applications:\n  apps:\n    - name: j\n      process: jupyter\n      restart: true\n"),
+             Catch::Contains("app 'j': restart needs 'unit' (restarts go through systemd)"));
+  CHECK_THAT(error_of("applications:\n  apps:\n    - name: j\n      process: jupyter\n      websocket: wss://127.0.0.1:1/x\n"),
+             Catch::Contains("websocket: 'wss://127.0.0.1:1/x' must be a ws:// URL"));
+  CHECK_THAT(error_of("schedule:\n  stop: [\"0 19 * * 1-5\", \"0 25 * * *\"]\n"),
+             Catch::Contains("schedule: stop[1]: field 2 (hour): '25' is out of range 0-23"));
+  CHECK_THAT(error_of("schedule:\n  time_zone: Europe/Atlantis\n"),
+             Catch::Contains("schedule: time_zone: time zone 'Europe/Atlantis': /usr/share/zoneinfo/Europe/Atlantis: No such file or directory"));
+  CHECK_THAT(error_of("ssh:\n  policy: sometimes\n"),
+             Catch::Contains("ssh.policy: 'sometimes' is not one of: unmanaged, enabled, disabled"));
+}
