@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <fstream>
 
+#include "common/wake.hpp"
+
 namespace instanced::apps {
 namespace asio = boost::asio;
 namespace json = boost::json;
@@ -89,10 +91,7 @@ asio::awaitable<void> Apps::run() {
       wake_.expires_at(asio::steady_timer::time_point::max());
     else
       wake_.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(config_.interval));
-    boost::system::error_code ec;
-    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    co_await wait_for_wake(wake_);
   }
 }
 

@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "common/wake.hpp"
+
 namespace instanced::gpu {
 namespace asio = boost::asio;
 namespace json = boost::json;
@@ -294,10 +296,7 @@ asio::awaitable<void> Gpu::events_loop() {
       // No GPUs to wait on (no driver, none present, NVML failing): sleep until a sample
       // finds some; a VM without GPUs does not wake for this at all.
       sampled_.expires_at(asio::steady_timer::time_point::max());
-      boost::system::error_code ec;
-      co_await sampled_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+      co_await wait_for_wake(sampled_);
       continue;
     }
     const auto started = std::chrono::steady_clock::now();

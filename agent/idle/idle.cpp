@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "common/child_io.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::idle {
 namespace asio = boost::asio;
@@ -168,10 +169,7 @@ asio::awaitable<void> Idle::run() {
         consider(*n - configured_schedule_.warn_before);
     }
     wake_.expires_at(wake);
-    boost::system::error_code ec;
-    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    co_await wait_for_wake(wake_);
   }
 }
 
