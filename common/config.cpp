@@ -514,12 +514,7 @@ std::optional<std::string> AppsConfig::validate() const {
 }
 
 std::optional<std::string> ScheduleConfig::validate() const {
-  if (auto z = cron::TimeZone::locate(time_zone); !z) return "time_zone: " + z.error().message;
-  for (const auto* list : {&stop, &start}) {
-    const char* key = list == &stop ? "stop" : "start";
-    for (std::size_t i = 0; i < list->size(); ++i)
-      if (auto s = cron::parse((*list)[i]); !s) return fmt::format("{}[{}]: {}", key, i, s.error().message);
-  }
+  if (auto parsed = cron::parse_schedules(time_zone, stop, start); !parsed) return parsed.error().message;
   if (warn_before.count() > 0 && (wall.empty() || wall.front().empty() || wall.front().front() != '/'))
     return std::string("wall: must start with an absolute path (or set warn_before: 0)");
   return std::nullopt;

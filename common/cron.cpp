@@ -375,6 +375,24 @@ Result<Schedule> parse(std::string_view expression) {
   return s;
 }
 
+Result<ZonedSchedules> parse_schedules(const std::string& time_zone, const std::vector<std::string>& stop,
+                                       const std::vector<std::string>& start) {
+  ZonedSchedules out;
+  auto zone = TimeZone::locate(time_zone);
+  if (!zone) return Error{"time_zone: " + zone.error().message};
+  out.zone = std::move(*zone);
+  for (const auto* list : {&stop, &start}) {
+    const char* key = list == &stop ? "stop" : "start";
+    auto& parsed = list == &stop ? out.stop : out.start;
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      auto s = parse((*list)[i]);
+      if (!s) return Error{fmt::format("{}[{}]: {}", key, i, s.error().message)};
+      parsed.push_back(std::move(*s));
+    }
+  }
+  return out;
+}
+
 std::optional<TimePoint> next_after(const Schedule& s, const TimeZone& zone, TimePoint after) {
   using namespace std::chrono;
   const auto after_s = duration_cast<seconds>(after.time_since_epoch()).count();

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "common/result.hpp"
 
@@ -72,6 +73,15 @@ struct Schedule {
 
 // The error names the field: "field 2 (hour): '25' is out of range 0-23".
 Result<Schedule> parse(std::string_view expression);
+
+// A time zone and the stop and start expressions to read in it, parsed. The error names
+// what was wrong: "time_zone: time zone 'X': …", "stop[1]: field 2 (hour): …".
+struct ZonedSchedules {
+  TimeZone zone;  // default: UTC
+  std::vector<Schedule> stop, start;
+};
+Result<ZonedSchedules> parse_schedules(const std::string& time_zone, const std::vector<std::string>& stop,
+                                       const std::vector<std::string>& start);
 
 // The first time strictly after `after` that the schedule names, in `zone`; nothing when
 // it names none within the next five years ("0 0 31 2 *").

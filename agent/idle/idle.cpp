@@ -32,14 +32,9 @@ std::string when(const cron::TimeZone& zone, cron::TimePoint at, Clock::wall_tim
 }  // namespace
 
 Result<ActiveSchedule> make_schedule(const ScheduleConfig& c, std::string source) {
-  if (auto e = c.validate()) return Error{*e};
-  ActiveSchedule s;
-  s.config = c;
-  s.source = std::move(source);
-  s.zone = *cron::TimeZone::locate(c.time_zone);
-  for (const auto& e : c.stop) s.stop.push_back(*cron::parse(e));
-  for (const auto& e : c.start) s.start.push_back(*cron::parse(e));
-  return s;
+  auto parsed = cron::parse_schedules(c.time_zone, c.stop, c.start);
+  if (!parsed) return parsed.error();
+  return ActiveSchedule{c, std::move(source), std::move(*parsed)};
 }
 
 std::optional<cron::TimePoint> next_of(const std::vector<cron::Schedule>& list, const cron::TimeZone& zone,
@@ -58,6 +53,10 @@ Idle::Idle(asio::any_io_executor ex, Api& api, HostActivity& host, ProcessRunner
   auto s = make_schedule(configured_schedule_, "config");
   if (s) schedule_ = std::move(*s);  // checked with the config: cannot fail here
   load_schedule();
+}
+
+std::optional<cron::TimePoint> Idle::next_stop(cron::TimePoint after) const {
+  return next_of(schedule_.parsed.stop, schedule_.parsed.zone, after);
 }
 
 std::filesystem::path Idle::schedule_file() const { return std::filesystem::path(state_dir_) / "schedule.json"; }
@@ -114,10 +113,7 @@ Result<json::object> Idle::set_schedule(const json::object& args) {
     if (!s) return s.error();
     std::error_code ec;
     std::filesystem::remove(schedule_file(), ec);
-    schedule_ = std::move(*s);
-    warned_stop_.reset();
-    wake_.cancel();
-    publish();
+    install(std::move(*s));
     return status_json();
   }
   auto parsed = schedule_from(args);
@@ -129,13 +125,17 @@ Result<json::object> Idle::set_schedule(const json::object& args) {
                     {"set_at", iso8601(api_.clock.wall_now())}};
   if (auto w = api_.fs.write_file_atomic(schedule_file(), json::serialize(file), 0600); !w)
     return Error{fmt::format("{}: {}", kNotKept, w.error().message)};
-  schedule_ = std::move(*s);
-  warned_stop_.reset();
-  wake_.cancel();
   log_->info("schedule set by the control plane: stop [{}], start [{}] ({})", fmt::join(c.stop, "; "),
              fmt::join(c.start, "; "), c.time_zone);
-  publish();
+  install(std::move(*s));
   return status_json();
+}
+
+void Idle::install(ActiveSchedule s) {
+  schedule_ = std::move(s);
+  warned_stop_.reset();
+  wake_.cancel();
+  publish();
 }
 
 void Idle::reconfigure(const Config& config) {
@@ -164,8 +164,8 @@ asio::awaitable<void> Idle::run() {
     auto consider = [&](std::optional<Clock::wall_time> at) {
       if (at && *at > now) wake = std::min(wake, api_.clock.now() + (*at - now));
     };
-    if (schedule_.zone && configured_schedule_.warn_before.count() > 0) {
-      if (auto n = next_of(schedule_.stop, *schedule_.zone, now); n && warned_stop_ != n)
+    if (configured_schedule_.warn_before.count() > 0) {
+      if (auto n = next_stop(now); n && warned_stop_ != n)
         consider(*n - configured_schedule_.warn_before);
     }
     wake_.expires_at(wake);
@@ -227,26 +227,23 @@ asio::awaitable<void> Idle::warn_if_due() {
   const auto warn = configured_schedule_.warn_before;
   if (warn.count() <= 0) co_return;
   const auto now = api_.clock.wall_now();
-  if (schedule_.zone) {
-    // The stop due within warn_before (looked for from a little back: a warning due while
-    // we slept is late, not lost).
-    if (auto n = next_of(schedule_.stop, *schedule_.zone, now - std::chrono::seconds(1));
-        n && *n - warn <= now && *n > now && warned_stop_ != n) {
-      warned_stop_ = n;
-      const std::string message = fmt::format(
-          "This instance will be stopped by its schedule at {}. Save your work; "
-          "files outside the workspace share are kept, running programs end.",
-          when(*schedule_.zone, *n, now));
-      const std::string kind = "schedule";
-      co_await wall(kind, *n, message);
-    }
+  const cron::TimeZone& zone = schedule_.parsed.zone;
+  // The stop due within warn_before (looked for from a little back: a warning due while
+  // we slept is late, not lost).
+  if (auto n = next_stop(now - std::chrono::seconds(1)); n && *n - warn <= now && *n > now && warned_stop_ != n) {
+    warned_stop_ = n;
+    const std::string message = fmt::format(
+        "This instance will be stopped by its schedule at {}. Save your work; "
+        "files outside the workspace share are kept, running programs end.",
+        when(zone, *n, now));
+    const std::string kind = "schedule";
+    co_await wall(kind, *n, message);
   }
-  if (config_.enabled && config_.shutdown_after.count() > 0 && schedule_.zone) {
+  if (config_.enabled && config_.shutdown_after.count() > 0) {
     if (auto since = tracker_.idle_since(); since && warned_idle_ != since) {
       auto stop_at = *since + config_.shutdown_after;
       if (stop_at - warn <= now && stop_at > now) {
         warned_idle_ = since;
-        const cron::TimeZone& zone = *schedule_.zone;
         const std::string message = fmt::format(
             "This instance has been idle since {} and will be stopped at about {}. "
             "Any activity (a login, a Jupyter kernel, a job) keeps it running.",
@@ -293,15 +290,14 @@ json::object Idle::status_json() const {
                      {"stop", json::value_from(schedule_.config.stop)},
                      {"start", json::value_from(schedule_.config.start)},
                      {"warn_before_s", std::chrono::duration_cast<std::chrono::seconds>(configured_schedule_.warn_before).count()}};
-  if (schedule_.zone) {
-    if (auto n = next_of(schedule_.stop, *schedule_.zone, now)) {
-      sched["next_stop"] = iso8601(*n);
-      sched["next_stop_local"] = schedule_.zone->format(*n);
-    }
-    if (auto n = next_of(schedule_.start, *schedule_.zone, now)) {
-      sched["next_start"] = iso8601(*n);
-      sched["next_start_local"] = schedule_.zone->format(*n);
-    }
+  const cron::TimeZone& zone = schedule_.parsed.zone;
+  if (auto n = next_stop(now)) {
+    sched["next_stop"] = iso8601(*n);
+    sched["next_stop_local"] = zone.format(*n);
+  }
+  if (auto n = next_of(schedule_.parsed.start, zone, now)) {
+    sched["next_start"] = iso8601(*n);
+    sched["next_start_local"] = zone.format(*n);
   }
   o["schedule"] = std::move(sched);
   if (!host_error_.empty()) o["error"] = host_error_;
@@ -325,8 +321,7 @@ void Idle::publish() {
   } else {
     summary = fmt::format("active: {}", fmt::join(tracker_.activity(), "; "));
   }
-  if (schedule_.zone)
-    if (auto n = next_of(schedule_.stop, *schedule_.zone, now)) summary += "; next scheduled stop " + when(*schedule_.zone, *n, now);
+  if (auto n = next_stop(now)) summary += "; next scheduled stop " + when(schedule_.parsed.zone, *n, now);
   api_.state.publish("idle", h, summary, status_json());
   std::string hb;
   if (config_.enabled && looked_) {

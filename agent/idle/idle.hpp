@@ -39,10 +39,10 @@ struct Signals {
 struct ActiveSchedule {
   ScheduleConfig config;
   std::string source = "config";  // or "control plane"
-  std::optional<cron::TimeZone> zone;
-  std::vector<cron::Schedule> stop, start;
+  cron::ZonedSchedules parsed;    // config's time zone and expressions (UTC and none by default)
 };
-// Checks and parses a schedule; the error names the field ("stop[1]: field 2 (hour): …").
+// Parses a schedule; the error names the field ("stop[1]: field 2 (hour): …"). warn_before
+// and wall are the configuration's, checked when it was loaded.
 Result<ActiveSchedule> make_schedule(const ScheduleConfig& c, std::string source);
 // The earliest time after `after` of any of `list`.
 std::optional<cron::TimePoint> next_of(const std::vector<cron::Schedule>& list, const cron::TimeZone& zone,
@@ -72,9 +72,12 @@ class Idle final : public Subsystem {
   boost::asio::awaitable<void> warn_if_due();
   boost::asio::awaitable<void> wall(std::string kind, Clock::wall_time at, std::string message);
   void load_schedule();
+  // Puts `s` in force: a new stop gets its own warning, and the loop looks again.
+  void install(ActiveSchedule s);
   Result<ScheduleConfig> schedule_from(const boost::json::object& args) const;
   void publish();
   std::filesystem::path schedule_file() const;
+  std::optional<cron::TimePoint> next_stop(cron::TimePoint after) const;
 
   boost::asio::any_io_executor ex_;
   Api& api_;
