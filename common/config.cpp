@@ -201,12 +201,10 @@ Result<Threshold> decode<Threshold>(const YAML::Node& n) {
 
 template <IsEnum E>
 Result<E> decode_enum(const YAML::Node& n) {
-  const auto& names = EnumNames<E>::names;
   auto s = scalar(n, "one of the listed words");
   if (!s) return s.error();
-  for (std::size_t i = 0; i < names.size(); ++i)
-    if (*s == names[i]) return static_cast<E>(i);
-  return Error{fmt::format("'{}' is not one of: {}", *s, fmt::join(names, ", "))};
+  if (auto e = enum_from_name<E>(*s)) return *e;
+  return Error{fmt::format("'{}' is not one of: {}", *s, fmt::join(EnumNames<E>::names, ", "))};
 }
 
 // ---- the reading visitor ---------------------------------------------------------------

@@ -43,6 +43,19 @@ struct Threshold {
 template <class E>
 struct EnumNames;
 
+// An enum value's name, and the value a name stands for (nothing for an unknown name).
+template <class E>
+std::string_view enum_name(E e) {
+  return EnumNames<E>::names[static_cast<std::size_t>(e)];
+}
+template <class E>
+std::optional<E> enum_from_name(std::string_view name) {
+  const auto& names = EnumNames<E>::names;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) return static_cast<E>(i);
+  return std::nullopt;
+}
+
 namespace check {
 
 // A check returns an error message for a bad value, nothing for a good one.

@@ -42,10 +42,8 @@ Result<Options> parse_command_line(const std::vector<std::string>& args) {
     } else if (arg == "--log-level") {
       auto v = value();
       if (!v) return v.error();
-      bool found = false;
-      for (std::size_t k = 0; k < EnumNames<LogLevel>::names.size(); ++k)
-        if (*v == EnumNames<LogLevel>::names[k]) o.log_level = static_cast<LogLevel>(k), found = true;
-      if (!found)
+      o.log_level = enum_from_name<LogLevel>(*v);
+      if (!o.log_level)
         return Error{fmt::format("--log-level: '{}' is not one of: {}", *v, fmt::join(EnumNames<LogLevel>::names, ", "))};
     } else if (arg == "--check-config") {
       if (auto r = no_value(); !r) return r.error();

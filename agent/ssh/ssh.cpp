@@ -15,13 +15,7 @@ namespace json = boost::json;
 
 namespace {
 
-std::string_view policy_name(SshPolicy p) { return EnumNames<SshPolicy>::names[static_cast<std::size_t>(p)]; }
-
-std::optional<SshPolicy> policy_from(std::string_view s) {
-  for (std::size_t i = 0; i < EnumNames<SshPolicy>::names.size(); ++i)
-    if (EnumNames<SshPolicy>::names[i] == s) return static_cast<SshPolicy>(i);
-  return std::nullopt;
-}
+std::string_view policy_name(SshPolicy p) { return enum_name(p); }
 
 // What `is-enabled` and `is-active` say when the unit is as the policy wants.
 bool compliant(SshPolicy p, const std::string& file_state, const std::string& active) {
@@ -51,7 +45,7 @@ void Ssh::load() {
   boost::system::error_code ec;
   auto v = json::parse(*text, ec);
   const json::value* p = !ec && v.is_object() ? v.as_object().if_contains("policy") : nullptr;
-  auto policy = p && p->is_string() ? policy_from(p->as_string()) : std::nullopt;
+  auto policy = p && p->is_string() ? enum_from_name<SshPolicy>(p->as_string()) : std::nullopt;
   if (!policy) {
     log_->error("{}: not a policy the agent wrote; using ssh.policy from the config", state_file().string());
     std::error_code rec;
@@ -86,7 +80,7 @@ asio::awaitable<Result<json::object>> Ssh::set_policy(const json::object& args) 
   } else {
     auto* p = args.if_contains("policy");
     if (!p || !p->is_string()) co_return Error{"args.policy: missing or not a string (enabled, disabled or unmanaged)"};
-    next = policy_from(p->as_string());
+    next = enum_from_name<SshPolicy>(p->as_string());
     if (!next)
       co_return Error{fmt::format("args.policy: '{}' is not one of enabled, disabled, unmanaged",
                                   std::string_view(p->as_string()).substr(0, 40))};
