@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "agent/apps/apps.hpp"
+#include "common/build_info.hpp"
 #include "agent/control/channel.hpp"
 #include "agent/control/commands.hpp"
 #include "agent/daemon/cli.hpp"
@@ -163,7 +164,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (options->version) {
-    std::cout << "instanced " << INSTANCED_VERSION << "\n";
+    std::cout << "instanced " << INSTANCED_VERSION << "\n" << build_description();
     return 0;
   }
 

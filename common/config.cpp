@@ -182,17 +182,34 @@ Result<MultilineText> decode<MultilineText>(const YAML::Node& n) {
   return MultilineText{std::move(*s)};
 }
 
+// A plain decimal number ("12", "7.5", ".5"): digits and at most one point, nothing else
+// (no sign, exponent, "inf" or "nan"); the same in every locale and C++ library.
+std::optional<double> parse_decimal(std::string_view s) {
+  double whole = 0, scale = 1;
+  bool point = false, digits = false;
+  for (char c : s) {
+    if (c == '.' && !point) {
+      point = true;
+    } else if (c >= '0' && c <= '9') {
+      digits = true;
+      if (point) scale /= 10;
+      whole = whole * 10 + (c - '0');
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (!digits) return std::nullopt;
+  return whole * scale;
+}
+
 template <>
 Result<Threshold> decode<Threshold>(const YAML::Node& n) {
   auto s = scalar(n, "a size such as 5GiB or a percentage such as 10%");
   if (!s) return s.error();
   if (!s->empty() && s->back() == '%') {
-    double pct = -1;
-    std::string num = s->substr(0, s->size() - 1);
-    auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), pct);
-    if (num.empty() || ec != std::errc() || ptr != num.data() + num.size() || pct < 0 || pct > 100)
-      return Error{fmt::format("expected a percentage from 0% to 100%, got '{}'", *s)};
-    return Threshold{0, pct};
+    auto pct = parse_decimal(std::string_view(*s).substr(0, s->size() - 1));
+    if (!pct || *pct > 100) return Error{fmt::format("expected a percentage from 0% to 100%, got '{}'", *s)};
+    return Threshold{0, *pct};
   }
   auto size = parse_size(*s);
   if (!size) return Error{fmt::format("expected a size such as 5GiB or a percentage such as 10%, got '{}'", *s)};

@@ -1,5 +1,7 @@
 #include "common/process.hpp"
 
+#include "common/syscalls.hpp"
+
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -19,7 +21,6 @@
 #include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +30,7 @@ namespace asio = boost::asio;
 
 std::string ExitStatus::describe() const {
   if (signal != 0) {
-    const char* name = sigabbrev_np(signal);
+    const char* name = sys::signal_abbrev(signal);
     return name ? fmt::format("killed by signal {} (SIG{})", signal, name) : fmt::format("killed by signal {}", signal);
   }
   return fmt::format("exit status {}", code);
@@ -225,9 +226,8 @@ class RealProcess final : public Process {
   }
   // Everything else the agent holds stays behind (sockets, the journal, state files):
   // close all but the error pipe, which closes itself at exec.
-  if (err_fd > first_closed)
-    ::syscall(SYS_close_range, static_cast<unsigned>(first_closed), static_cast<unsigned>(err_fd - 1), 0u);
-  ::syscall(SYS_close_range, static_cast<unsigned>(std::max(err_fd + 1, first_closed)), ~0u, 0u);
+  if (err_fd > first_closed) sys::close_range(static_cast<unsigned>(first_closed), static_cast<unsigned>(err_fd - 1));
+  sys::close_range(static_cast<unsigned>(std::max(err_fd + 1, first_closed)), ~0u);
   // The agent protects itself from the OOM killer (OOMScoreAdjust=-500 in its unit);
   // its children must not inherit that. Raising the value needs no privilege.
   if (int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); oom >= 0) {

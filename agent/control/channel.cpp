@@ -1,4 +1,5 @@
 #include "agent/control/channel.hpp"
+#include "common/tls.hpp"
 #include "common/url.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -376,7 +377,7 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
   ctx.set_verify_mode(asio::ssl::verify_peer);
   if (config_.ca_file.empty())
-    ctx.set_default_verify_paths();
+    tls::use_system_ca_store(ctx);
   else
     ctx.load_verify_file(config_.ca_file);
   websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(ex_, ctx);

@@ -1,5 +1,7 @@
 #include "agent/disk/reclaim.hpp"
 
+#include "common/syscalls.hpp"
+
 #include <cerrno>
 #include <cstring>
 #include <dirent.h>
@@ -45,12 +47,9 @@ void note_deletion(RuleReport& r, std::string path, std::uint64_t bytes) {
   if (r.deleted.size() < kMaxListed) r.deleted.push_back({std::move(path), bytes});
 }
 
-// A mount's root, also a bind mount from the same file system (same st_dev).
-bool is_mount_root(int dirfd, const std::string& name) {
-  struct statx sx {};
-  if (::statx(dirfd, name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &sx) != 0) return true;  // unsure: skip
-  return (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
-}
+// A mount's root, also a bind mount from the same file system (same st_dev); when the
+// kernel cannot tell, it is taken for one and skipped.
+bool is_mount_root(int dirfd, const std::string& name) { return sys::is_mount_root(dirfd, name.c_str()).value_or(true); }
 
 // Returns true if the directory ended up empty (everything in it was selected and deleted).
 bool walk(int dirfd, const std::string& path, dev_t dev, const Select& select, bool dry_run, bool remove_empty,

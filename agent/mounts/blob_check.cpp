@@ -12,6 +12,7 @@
 #include <openssl/hmac.h>
 
 #include "common/text.hpp"
+#include "common/tls.hpp"
 #include "common/url.hpp"
 
 namespace instanced::mounts {
@@ -135,7 +136,7 @@ asio::awaitable<AccessCheck> check_blob_access(asio::any_io_executor ex, const M
   asio::ssl::context ctx(asio::ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
   ctx.set_verify_mode(asio::ssl::verify_peer);
-  ctx.set_default_verify_paths();
+  tls::use_system_ca_store(ctx);
   beast::ssl_stream<beast::tcp_stream> tls(std::move(tcp), ctx);
   SSL_set_tlsext_host_name(tls.native_handle(), host.c_str());
   tls.set_verify_callback(asio::ssl::host_name_verification(host));

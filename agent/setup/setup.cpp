@@ -1,6 +1,7 @@
 #include "agent/setup/setup.hpp"
 
 #include "common/child_io.hpp"
+#include "common/syscalls.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -14,7 +15,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <random>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -341,13 +341,13 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
       spec->cwd = !script.working_directory.empty() ? script.working_directory : home_exists ? user->home : "/";
       if (user->uid != ::geteuid()) spec->user = *user;
       if (!script.content.empty()) {
-        memfd = ::memfd_create(("instanced-setup-" + name).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        memfd = sys::memfd_create(("instanced-setup-" + name).c_str(), true);
         const std::string& text = script.content.value;
         if (memfd < 0 || ::write(memfd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
           run.reason = fmt::format("cannot hold the inline script: {}", std::strerror(errno));
           spec.reset();
         } else {
-          ::fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+          sys::seal_memfd(memfd);
           ::lseek(memfd, 0, SEEK_SET);
           spec->inherit_fd = memfd;
         }

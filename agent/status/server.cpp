@@ -19,6 +19,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59  // Linux 4.13; the portable build's 3.10 kernel headers lack it
+#endif
+
 namespace instanced::status {
 
 namespace asio = boost::asio;

@@ -113,6 +113,19 @@ TEST_CASE("error classes", "[config]") {
                Catch::Contains("test.yaml:2:20: status.max_connections: 0 is out of range [1, 10000]"));
     CHECK_THAT(error_of("status:\n  max_header_bytes: 2MiB\n"), Catch::Contains("2MiB is out of range [512B, 1MiB]"));
   }
+  SECTION("percentages: a plain decimal from 0 to 100, the same under every C++ library") {
+    auto pct = [](const std::string& v) {
+      return parse_config_text("disk:\n  paths:\n    - path: /\n      inodes_low: " + v + "\n", "t.yaml");
+    };
+    auto ok = pct("7.5%");
+    REQUIRE(ok.ok());
+    CHECK(ok->disk.paths.at(0).inodes_low.percent == Catch::Approx(7.5));
+    CHECK(pct(".5%").ok());
+    CHECK(pct("100%").ok());
+    for (const char* bad : {"nan%", "inf%", "1e1%", "-0%", "100.5%", "%", ".%", "1.2.3%", "5 %"})
+      CHECK_THAT(error_of(std::string("disk:\n  paths:\n    - path: /\n      inodes_low: ") + bad + "\n"),
+                 Catch::Contains("expected a percentage from 0% to 100%"));
+  }
   SECTION("enum") {
     CHECK_THAT(error_of("log:\n  level: loud\n"),
                Catch::Contains("test.yaml:2:10: log.level: 'loud' is not one of: trace, debug, info, warn, error"));

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -20,8 +21,20 @@
 
 namespace instanced::testing {
 
-std::string agent_binary() { return INSTANCED_BIN; }
-std::string instancectl_binary() { return INSTANCECTL_BIN; }
+namespace {
+std::string from_environment(const char* name, const char* otherwise) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : otherwise;
+}
+}  // namespace
+
+std::string agent_binary() { return from_environment("INSTANCED_TEST_AGENT", INSTANCED_BIN); }
+std::string instancectl_binary() { return from_environment("INSTANCED_TEST_INSTANCECTL", INSTANCECTL_BIN); }
+std::vector<std::string> agent_wrapper_from_environment() {
+  std::string w = from_environment("INSTANCED_TEST_AGENT_WRAPPER", "");
+  if (w.empty()) return {};
+  return {w};
+}
 
 TempDir::TempDir() {
   std::string tmpl = "/tmp/instanced-test-XXXXXX";
@@ -149,6 +162,7 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log, const 
 
 void AgentProcess::start(const std::map<std::string, std::string>& env, const std::vector<std::string>& extra_args) {
   std::vector<std::string> args = wrapper;
+  for (auto& w : agent_wrapper_from_environment()) args.push_back(std::move(w));
   for (const auto& a : std::vector<std::string>{agent_binary(), "--config", config_file().string()}) args.push_back(a);
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   // Not under systemd's journal, whatever the test runner's environment says.

@@ -100,7 +100,12 @@ class AgentProcess {
 };
 
 std::string expand(std::string text, const TempDir& dir);
+// The binaries under test: this build's, or those named by INSTANCED_TEST_AGENT and
+// INSTANCED_TEST_INSTANCECTL (scripts/test runs the suite again against the portable build).
 std::string agent_binary();
 std::string instancectl_binary();
+// INSTANCED_TEST_AGENT_WRAPPER, if set: a program every AgentProcess starts the agent
+// through (after its own `wrapper`), such as the old-kernel seccomp launcher.
+std::vector<std::string> agent_wrapper_from_environment();
 
 }  // namespace instanced::testing

@@ -64,7 +64,7 @@ ssh:
   CHECK(v.at("source") == "config");
   CHECK(units.count("disable --now -- ssh.service") == 1);
   CHECK(wait_banner(sshd.port, false));
-  auto ctl = run_command(std::string(INSTANCECTL_BIN) + " --socket " + agent.socket().string() + " ssh");
+  auto ctl = run_command(instancectl_binary() + " --socket " + agent.socket().string() + " ssh");
   CHECK_THAT(ctl.output, Catch::StartsWith("policy:  disabled (from the config)\nunit:    ssh.service: disabled, inactive\n"));
 
   // The control plane enables it.

@@ -110,7 +110,7 @@ TEST_CASE("apps: up, degraded when slow or failing, down when dead, restarted th
   UnixHttp http(agent.socket());
   auto a = app(http, "up");
   CHECK(a.at("jupyter").at("kernels") == 1);
-  auto ctl = run_command(std::string(INSTANCECTL_BIN) + " --socket " + agent.socket().string() + " apps; echo rc=$?");
+  auto ctl = run_command(instancectl_binary() + " --socket " + agent.socket().string() + " apps; echo rc=$?");
   CHECK_THAT(ctl.output, Catch::Contains("NAME          STATE      PROBE     RESTARTS  ACTIVITY"));
   CHECK_THAT(ctl.output, Catch::Contains("1 kernels (0 busy), 0 terminals, last "));
   CHECK_THAT(ctl.output, Catch::EndsWith("rc=0\n"));
@@ -164,7 +164,7 @@ TEST_CASE("apps: up, degraded when slow or failing, down when dead, restarted th
   CHECK(units.count("restart -- jupyter.service") == 2);
   a = app(http, "down");
   CHECK(a.at("restarts") == 2);
-  ctl = run_command(std::string(INSTANCECTL_BIN) + " --socket " + agent.socket().string() + " apps; echo rc=$?");
+  ctl = run_command(instancectl_binary() + " --socket " + agent.socket().string() + " apps; echo rc=$?");
   CHECK_THAT(ctl.output, Catch::Contains("    GET /api/status: Connection refused"));
   CHECK_THAT(ctl.output, Catch::EndsWith("rc=1\n"));
   auto health = json::parse(http.get("/v1/status").body);
@@ -284,9 +284,9 @@ schedule:
   REQUIRE(expect);
   CHECK(v.at("schedule").at("next_stop_local") == json::value(zone->format(*expect)));
   CHECK(v.at("schedule").at("source") == "config");
-  auto ctl = run_command(std::string(INSTANCECTL_BIN) + " --socket " + agent.socket().string() + " status");
+  auto ctl = run_command(instancectl_binary() + " --socket " + agent.socket().string() + " status");
   CHECK_THAT(ctl.output, Catch::Contains("next scheduled stop " + zone->format(*expect)));
-  ctl = run_command(std::string(INSTANCECTL_BIN) + " --socket " + agent.socket().string() + " idle");
+  ctl = run_command(instancectl_binary() + " --socket " + agent.socket().string() + " idle");
   CHECK_THAT(ctl.output, Catch::Contains("schedule (config, Europe/Berlin):\n  stop  0 19 * * 1-5\nnext stop:  " +
                                          zone->format(*expect) + "\n"));
 
