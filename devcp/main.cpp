@@ -50,7 +50,7 @@ struct Options {
   std::string token_file;
   std::string tls_cert, tls_key;
   std::string ports_file;
-  std::string tls_max;  // "1.1": a deliberately outdated server, for the agent's TLS tests
+  std::string tls_max;  // "1.1": a deliberately outdated server; "1.2": no TLS 1.3 (the agent's TLS tests)
   bool ack = true;
   bool heartbeat_ack = true;  // --no-heartbeat-ack: heartbeats go unanswered
   bool quiet = false;
@@ -64,6 +64,7 @@ struct Instance {
   std::uint64_t events = 0;
   std::deque<json::object> recent_events;  // the last 50 event bodies
   std::uint64_t heartbeats = 0;
+  std::string tls;  // the protocol of the connection that said hello: "TLSv1.3", or "none"
   std::uint64_t connects = 0;
   std::uint64_t last_seq = 0;
   std::uint64_t duplicates = 0;  // resent messages whose seq was already seen
@@ -84,6 +85,8 @@ class Server {
         SSL_CTX_set_security_level(ssl_->native_handle(), 0);
         SSL_CTX_set_min_proto_version(ssl_->native_handle(), TLS1_1_VERSION);
         SSL_CTX_set_max_proto_version(ssl_->native_handle(), TLS1_1_VERSION);
+      } else if (o_.tls_max == "1.2") {
+        SSL_CTX_set_max_proto_version(ssl_->native_handle(), TLS1_2_VERSION);
       }
     }
   }
@@ -110,7 +113,7 @@ class Server {
   }
 
   template <class Stream>
-  asio::awaitable<void> upgrade_and_serve(Stream& stream) {
+  asio::awaitable<void> upgrade_and_serve(Stream& stream, std::string tls) {
     beast::flat_buffer buffer;
     http::request<http::string_body> req;
     co_await http::async_read(stream, buffer, req, asio::use_awaitable);
@@ -139,11 +142,11 @@ class Server {
     ws.read_message_max(1 << 20);
     co_await ws.async_accept(req, asio::use_awaitable);
     ws.text(true);
-    co_await serve(ws);
+    co_await serve(ws, std::move(tls));
   }
 
   template <class WS>
-  asio::awaitable<void> serve(WS& ws) {
+  asio::awaitable<void> serve(WS& ws, std::string tls) {
     std::string name;
     std::deque<std::string> outq;
     bool writing = false;
@@ -182,6 +185,7 @@ class Server {
           name = inst && inst->is_string() ? std::string(inst->as_string()) : "unknown";
           auto& i = instances_[name];
           i.hello = m->body;
+          i.tls = tls;
           i.connected = true;
           ++i.connects;
           i.send = send;
@@ -253,10 +257,10 @@ class Server {
         beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
         co_await stream.async_handshake(asio::ssl::stream_base::server, asio::use_awaitable);
         beast::get_lowest_layer(stream).expires_never();
-        co_await upgrade_and_serve(stream);
+        co_await upgrade_and_serve(stream, SSL_get_version(stream.native_handle()));
       } else {
         beast::tcp_stream stream(std::move(sock));
-        co_await upgrade_and_serve(stream);
+        co_await upgrade_and_serve(stream, "none");
       }
     } catch (const std::exception& e) {
       std::cerr << "devcp: agent connection: " << e.what() << "\n";
@@ -272,6 +276,7 @@ class Server {
       o["hello"] = i.hello;
       o["heartbeat"] = i.heartbeat;
       o["heartbeats"] = i.heartbeats;
+      o["tls"] = i.tls;
       o["events"] = i.events;
       json::array recent;
       for (const auto& e : i.recent_events) recent.push_back(e);
@@ -364,7 +369,7 @@ int main(int argc, char** argv) {
     else if (a == "--quiet") o.quiet = true;
     else {
       std::cerr << "usage: instanced-devcp --token-file FILE [--listen HOST:PORT] [--api HOST:PORT]\n"
-                   "                      [--tls-cert PEM --tls-key PEM [--tls-max-version 1.1]] [--ports-file FILE]\n"
+                   "                      [--tls-cert PEM --tls-key PEM [--tls-max-version 1.1|1.2]] [--ports-file FILE]\n"
                    "                      [--no-ack] [--no-heartbeat-ack] [--freeze-after-hello] [--quiet]\n";
       return 2;
     }
