@@ -42,7 +42,9 @@ const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 bool is_cancelled(const boost::system::system_error& e) { return e.code() == asio::error::operation_aborted; }
 
-double seconds(Clock::wall_time::duration d) { return std::chrono::duration<double>(d).count(); }
+// Of a steady or a wall clock: their durations differ in libc++ (microseconds for the wall).
+template <class Rep, class Period>
+double seconds(std::chrono::duration<Rep, Period> d) { return std::chrono::duration<double>(d).count(); }
 
 // cgroup v2's cpu.weight (100 is the default share) as a niceness: each nice step is
 // about a 1.25 ratio of CPU time under the kernel's scheduler.

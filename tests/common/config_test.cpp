@@ -119,10 +119,10 @@ TEST_CASE("error classes", "[config]") {
     };
     auto ok = pct("7.5%");
     REQUIRE(ok.ok());
-    CHECK(ok->disk.paths.at(0).inodes_low.percent == Catch::Approx(7.5));
+    CHECK(ok->disk.paths.at(0).inodes_low.percent == Approx(7.5));
     CHECK(pct(".5%").ok());
     CHECK(pct("100%").ok());
-    for (const char* bad : {"nan%", "inf%", "1e1%", "-0%", "100.5%", "%", ".%", "1.2.3%", "5 %"})
+    for (const char* bad : {"nan%", "inf%", "1e1%", "-0%", "100.5%", ".%", "1.2.3%", "5 %", "\"%\""})
       CHECK_THAT(error_of(std::string("disk:\n  paths:\n    - path: /\n      inodes_low: ") + bad + "\n"),
                  Catch::Contains("expected a percentage from 0% to 100%"));
   }
