@@ -131,7 +131,11 @@ std::optional<bool> is_mount_root(int dirfd, const char* name) noexcept {
   if (::syscall(SYS_statx, dirfd, name, AT_SYMLINK_NOFOLLOW, kStatxBasicStats, &sx) == 0 &&
       (sx.attributes_mask & kStatxAttrMountRoot))
     return (sx.attributes & kStatxAttrMountRoot) != 0;
-  // An older kernel: a mount's root has another mount id than the folder it is in.
+  return is_mount_root_by_mount_id(dirfd, name);
+}
+
+// An older kernel: a mount's root has another mount id than the folder it is in.
+std::optional<bool> is_mount_root_by_mount_id(int dirfd, const char* name) noexcept {
   int fd = ::openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return std::nullopt;
   auto inner = mount_id(fd);

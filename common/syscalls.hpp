@@ -23,6 +23,8 @@ bool seal_memfd(int fd) noexcept;
 // mount id against the folder's, from /proc/self/fdinfo (Linux 3.15). Nothing when neither
 // can tell.
 std::optional<bool> is_mount_root(int dirfd, const char* name) noexcept;
+// is_mount_root's fallback alone (tests reach it on kernels that have the statx attribute).
+std::optional<bool> is_mount_root_by_mount_id(int dirfd, const char* name) noexcept;
 
 // "TERM" for SIGTERM (sigabbrev_np is glibc 2.32); nullptr for a number without a name.
 const char* signal_abbrev(int signal) noexcept;
