@@ -7,7 +7,7 @@
 #include <charconv>
 #include <cstring>
 #include <fmt/format.h>
-#include <fstream>
+#include <sys/stat.h>
 #include <map>
 #include <openssl/sha.h>
 #include <sstream>
@@ -16,12 +16,16 @@
 #include <type_traits>
 #include <yaml-cpp/yaml.h>
 
+#include "common/fs.hpp"
 #include "common/secret.hpp"
 
 namespace instanced {
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr std::size_t kMaxConfigFileBytes = 1 << 20;  // the annotated default file is ~20 KiB
+constexpr std::size_t kMaxDropins = 1000;
 
 // Collects every problem found while loading, each with its place.
 struct Problems {
@@ -419,35 +423,62 @@ class Writer {
   YAML::Emitter& out_;
 };
 
-// Applies one document on top of `config`; problems are added to `problems`.
-void apply_text(std::string_view text, Config& config, Problems& problems) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(text));
-  } catch (const YAML::ParserException& e) {
-    problems.add(e.mark, "(syntax)", e.msg);
-    return;
-  } catch (const YAML::Exception& e) {
-    problems.add(e.mark, "(syntax)", e.msg);
+constexpr int kMaxDepth = 64;  // deeper than any key of the configuration
+
+// yaml-cpp keeps every pair of a mapping and answers lookups with the first: a second
+// `level:` would be ignored without a word. Each one is named with where the first was.
+void find_duplicate_keys(const YAML::Node& node, const std::string& where, Problems& problems, int depth) {
+  if (depth > kMaxDepth) return;
+  if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i)
+      find_duplicate_keys(node[i], fmt::format("{}[{}]", where, i), problems, depth + 1);
     return;
   }
+  if (!node.IsMap()) return;
+  std::map<std::string, YAML::Mark> seen;
+  for (const auto& pair : node) {
+    std::string key = pair.first.IsScalar() ? pair.first.Scalar() : "?";
+    std::string path = where.empty() ? key : where + "." + key;
+    if (pair.first.IsScalar()) {
+      auto [first, fresh] = seen.emplace(key, pair.first.Mark());
+      if (!fresh) problems.add(pair.first.Mark(), path, fmt::format("duplicate key (first at line {})", first->second.line + 1));
+    }
+    find_duplicate_keys(pair.second, path, problems, depth + 1);
+  }
+}
+
+// The one document of a file: a second one ("---") is an error, not silently ignored.
+std::optional<YAML::Node> parse_document(std::string_view text, Problems& problems) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(std::string(text));
+  } catch (const YAML::Exception& e) {
+    problems.add(e.mark, "(syntax)", e.msg);
+    return std::nullopt;
+  }
+  if (docs.size() > 1) {
+    problems.add(docs[1].Mark(), "(document 2)", "a second YAML document; a configuration file holds one");
+    return std::nullopt;
+  }
+  return docs.empty() ? YAML::Node() : docs.front();
+}
+
+// Applies one document on top of `config`; problems are added to `problems`.
+void apply_text(std::string_view text, Config& config, Problems& problems) {
+  auto parsed = parse_document(text, problems);
+  if (!parsed) return;
+  const YAML::Node& root = *parsed;
   if (root.IsNull()) return;  // an empty file changes nothing
   if (!root.IsMap()) {
     problems.add(root.Mark(), "(top level)", fmt::format("expected a mapping, got {}", type_name(root)));
     return;
   }
+  std::size_t before = problems.lines.size();
+  find_duplicate_keys(root, "", problems, 0);
+  if (problems.lines.size() > before) return;
   Reader reader(root, "", problems);
   config.visit(reader);
   reader.finish();
-}
-
-Result<std::string> read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Error{fmt::format("{}: cannot read: {}", path.string(), std::strerror(errno))};
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return Error{fmt::format("{}: read error", path.string())};
-  return ss.str();
 }
 
 // OpenSSL's direct SHA-256 rather than EVP: EVP's first use initialises the provider
@@ -656,6 +687,31 @@ Result<Config> parse_config_text(std::string_view text, std::string_view name) {
   return config;
 }
 
+namespace {
+
+// The *.yaml names in a drop-in folder, in name order, whatever kind of file each is (the
+// reader refuses what is not a regular file, by name). No folder: none. A folder that is
+// not one (a file, a symbolic link loop) is an error, never silently nothing.
+Result<std::vector<fs::path>> list_dropins(const fs::path& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::vector<fs::path>{};
+    return Error{fmt::format("{}: cannot open: {}", dir.string(), std::strerror(errno))};
+  }
+  if (!S_ISDIR(st.st_mode)) return Error{fmt::format("{}: not a directory ({})", dir.string(), file_kind(st.st_mode))};
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".yaml") files.push_back(it->path());
+  if (ec) return Error{fmt::format("{}: cannot list: {}", dir.string(), ec.message())};
+  if (files.size() > kMaxDropins)
+    return Error{fmt::format("{}: {} drop-in files; at most {} are read", dir.string(), files.size(), kMaxDropins)};
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace
+
 Result<LoadedConfig> load_config(const fs::path& file) {
   LoadedConfig loaded;
   loaded.file = file;
@@ -663,7 +719,7 @@ Result<LoadedConfig> load_config(const fs::path& file) {
   std::string hash_input;
 
   auto apply_file = [&](const fs::path& path) -> bool {
-    auto text = read_file(path);
+    auto text = read_regular_file(path, kMaxConfigFileBytes);
     if (!text) {
       all_problems.push_back(text.error().message);
       return false;
@@ -682,16 +738,10 @@ Result<LoadedConfig> load_config(const fs::path& file) {
 
   fs::path dropin_dir = file;
   dropin_dir += ".d";
-  std::error_code ec;
-  if (fs::is_directory(dropin_dir, ec)) {
-    std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(dropin_dir, ec))
-      if (entry.path().extension() == ".yaml" && !entry.is_directory()) files.push_back(entry.path());
-    if (ec) all_problems.push_back(fmt::format("{}: cannot list: {}", dropin_dir.string(), ec.message()));
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files)
-      if (apply_file(f)) loaded.dropins.push_back(f);
-  }
+  auto dropins = list_dropins(dropin_dir);
+  if (!dropins) all_problems.push_back(dropins.error().message);
+  for (const auto& f : dropins ? *dropins : std::vector<fs::path>{})
+    if (apply_file(f)) loaded.dropins.push_back(f);
   if (!all_problems.empty()) return Error{fmt::format("{}", fmt::join(all_problems, "\n"))};
   loaded.hash = sha256_hex(hash_input);
   return loaded;

@@ -1,5 +1,7 @@
 #include "common/cron.hpp"
 
+#include "common/fs.hpp"
+
 #include <array>
 #include <charconv>
 #include <cerrno>
@@ -198,16 +200,7 @@ int year_of(std::int64_t seconds) {
   return static_cast<int>(ymd.year());
 }
 
-std::string read_zone_file(const std::string& path, std::string& error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    error = std::strerror(errno);
-    return {};
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+constexpr std::size_t kMaxZoneFileBytes = 1 << 20;  // the largest in tzdata is ~3 KiB
 
 }  // namespace
 
@@ -262,10 +255,10 @@ Result<TimeZone> TimeZone::locate(const std::string& name) {
   if (!ok) return Error{fmt::format("time zone '{}': not an IANA zone name (like Europe/Berlin)", name)};
   const char* dir = std::getenv("TZDIR");
   std::string path = fmt::format("{}/{}", dir && *dir ? dir : "/usr/share/zoneinfo", name);
-  std::string error;
-  std::string data = read_zone_file(path, error);
-  if (data.empty())
-    return Error{fmt::format("time zone '{}': {}: {}", name, path, error.empty() ? "empty" : error)};
+  auto read = read_regular_file(path, kMaxZoneFileBytes);
+  if (!read) return Error{fmt::format("time zone '{}': {}", name, read.error().message)};
+  const std::string& data = *read;
+  if (data.empty()) return Error{fmt::format("time zone '{}': {}: empty", name, path)};
   if (data.size() < 44 || data.compare(0, 4, "TZif") != 0)
     return Error{fmt::format("time zone '{}': {} is not a zone file (tzfile(5))", name, path)};
   if (data[4] < '2' || data.back() != '\n')

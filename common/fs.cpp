@@ -45,6 +45,42 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
+std::string_view file_kind(unsigned mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return "a regular file";
+    case S_IFDIR: return "a directory";
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFSOCK: return "a socket";
+    case S_IFLNK: return "a symbolic link";
+    default: return "of an unknown kind";
+  }
+}
+
+Result<std::string> read_regular_file(const std::filesystem::path& path, std::size_t max_bytes, struct stat* st) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (fd.get() < 0) return Error{fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno))};
+  struct stat own {};
+  struct stat& s = st ? *st : own;
+  if (::fstat(fd.get(), &s) != 0) return Error{fmt::format("{}: cannot stat: {}", path.string(), std::strerror(errno))};
+  if (!S_ISREG(s.st_mode)) return Error{fmt::format("{}: not a regular file ({})", path.string(), file_kind(s.st_mode))};
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error{fmt::format("{}: cannot read: {}", path.string(), std::strerror(errno))};
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > max_bytes)
+      return Error{fmt::format("{}: larger than {} bytes", path.string(), max_bytes)};
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
 Result<FsUsage> RealFilesystem::usage(const std::filesystem::path& path) {
   struct statvfs st{};
   if (::statvfs(path.c_str(), &st) != 0) return errno_error("statvfs", path, errno);
@@ -59,22 +95,7 @@ Result<FsUsage> RealFilesystem::usage(const std::filesystem::path& path) {
 }
 
 Result<std::string> RealFilesystem::read_file(const std::filesystem::path& path, std::size_t max_bytes) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return errno_error("open", path, errno);
-  std::string out;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error("read", path, errno);
-    }
-    if (n == 0) break;
-    if (out.size() + static_cast<std::size_t>(n) > max_bytes)
-      return Error{fmt::format("read {}: larger than {} bytes", path.string(), max_bytes)};
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
+  return read_regular_file(path, max_bytes);
 }
 
 Result<void> RealFilesystem::write_file_atomic(const std::filesystem::path& path, std::string_view data,

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <sys/stat.h>
 
 #include "common/result.hpp"
 
@@ -22,6 +24,17 @@ struct FsUsage {
 
 // write(2) until all of `data` is written (EINTR and short writes handled); false on error.
 bool write_all(int fd, std::string_view data);
+
+// Reads a file that must be a regular file, through one descriptor: opened without
+// blocking (a FIFO cannot stall the reader), checked with fstat once the kernel has
+// followed its bounded chain of symbolic links (a loop is ELOOP), and read up to
+// `max_bytes` (more is an error, so /dev/zero or a file that keeps growing cannot exhaust
+// memory). Errors read "PATH: why". `st`, if given, receives the descriptor's fstat.
+Result<std::string> read_regular_file(const std::filesystem::path& path, std::size_t max_bytes,
+                                      struct stat* st = nullptr);
+
+// "a directory", "a FIFO", ...: what a file of mode `mode` is, for error messages.
+std::string_view file_kind(unsigned mode);
 
 class Filesystem {
  public:

@@ -16,6 +16,11 @@
 namespace instanced {
 
 namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+constexpr auto kReloadTimeout = 10s;  // reading a few small files; longer means a hung file system
+}  // namespace
 
 std::string instance_name(const Config& config) {
   if (!config.instance.name.empty()) return config.instance.name;
@@ -126,7 +131,12 @@ asio::awaitable<void> Daemon::reload() {
   api_.notifier.notify(fmt::format("RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading configuration",
                                    static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000));
   info_.phase = "reloading";
-  auto loaded = load_config(config_.file);
+  // Off the loop and bounded: the files are hostile until read (a slow or hung file system
+  // under /etc must not stall the agent or its watchdog).
+  // Named, not temporaries inside the co_await expression (GCC 12 freed such captures twice).
+  const std::string what = "reading the configuration";
+  auto read = [file = config_.file] { return load_config(file); };
+  auto loaded = co_await api_.pool.run(what, kReloadTimeout, read);
   status::ReloadOutcome outcome{loaded.ok(), api_.clock.wall_now(), {}};
   if (!loaded) {
     outcome.error = loaded.error().message;

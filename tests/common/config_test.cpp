@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
+#include <sys/stat.h>
 
 #include "common/config.hpp"
 #include "tests/support/agent_process.hpp"
@@ -149,8 +151,67 @@ TEST_CASE("error classes", "[config]") {
   SECTION("a missing file names the file") {
     auto r = load_config("/nonexistent/instanced.yaml");
     REQUIRE_FALSE(r.ok());
-    CHECK_THAT(r.error().message, Catch::Contains("/nonexistent/instanced.yaml: cannot read"));
+    CHECK_THAT(r.error().message, Catch::Contains("/nonexistent/instanced.yaml: cannot open: No such file or directory"));
   }
+}
+
+TEST_CASE("files that are not regular files are refused by name, never read without bound or waited on", "[config][hostile]") {
+  TempDir dir;
+  dir.write("instanced.yaml", "log:\n  level: warn\n");
+  const auto d = dir / "instanced.yaml.d";
+  std::filesystem::create_directories(d);
+  auto refused = [&](const std::string& what) {
+    auto r = load_config(dir / "instanced.yaml");
+    REQUIRE_FALSE(r.ok());
+    CHECK_THAT(r.error().message, Catch::Contains(what));
+  };
+  SECTION("a symbolic link loop") {
+    std::filesystem::create_symlink(d / "loop.yaml", d / "loop.yaml");
+    refused((d / "loop.yaml").string() + ": cannot open: Too many levels of symbolic links");
+  }
+  SECTION("a link to /dev/zero") {
+    std::filesystem::create_symlink("/dev/zero", d / "zero.yaml");
+    refused((d / "zero.yaml").string() + ": not a regular file (a character device)");
+  }
+  SECTION("a FIFO, with no writer") {
+    REQUIRE(::mkfifo((d / "fifo.yaml").c_str(), 0644) == 0);
+    refused((d / "fifo.yaml").string() + ": not a regular file (a FIFO)");
+  }
+  SECTION("a directory named like a drop-in") {
+    std::filesystem::create_directories(d / "x.yaml");
+    refused((d / "x.yaml").string() + ": not a regular file (a directory)");
+  }
+  SECTION("a file larger than 1 MiB") {
+    dir.write("instanced.yaml.d/big.yaml", "# " + std::string(1 << 20, 'x') + "\n");
+    refused((d / "big.yaml").string() + ": larger than 1048576 bytes");
+  }
+  SECTION("a drop-in folder that is a symbolic link loop") {
+    std::filesystem::remove_all(d);
+    std::filesystem::create_symlink(d, d);
+    refused(d.string() + ": cannot open: Too many levels of symbolic links");
+  }
+  SECTION("a drop-in folder that is a file") {
+    std::filesystem::remove_all(d);
+    dir.write("instanced.yaml.d", "log:\n  level: debug\n");
+    refused(d.string() + ": not a directory (a regular file)");
+  }
+  SECTION("the main file itself") {
+    std::filesystem::remove(dir / "instanced.yaml");
+    REQUIRE(::mkfifo((dir / "instanced.yaml").c_str(), 0644) == 0);
+    refused((dir / "instanced.yaml").string() + ": not a regular file (a FIFO)");
+  }
+}
+
+TEST_CASE("a duplicate key and a second document are errors with their place", "[config][hostile]") {
+  CHECK_THAT(error_of("log:\n  level: warn\n  level: debug\n"),
+             Catch::Contains("test.yaml:3:3: log.level: duplicate key (first at line 2)"));
+  CHECK_THAT(error_of("state_dir: /a\nlog:\n  level: warn\nstate_dir: /b\n"),
+             Catch::Contains("test.yaml:4:1: state_dir: duplicate key (first at line 1)"));
+  CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /bin/true\n      name: b\n"),
+             Catch::Contains("test.yaml:5:7: setup.scripts[0].name: duplicate key (first at line 3)"));
+  CHECK_THAT(error_of("log:\n  level: warn\n---\nlog:\n  level: debug\n"),
+             Catch::Contains("test.yaml:4:1: (document 2): a second YAML document; a configuration file holds one"));
+  CHECK(parse_config_text("---\nlog:\n  level: warn\n", "t.yaml").ok());  // one document, marked
 }
 
 TEST_CASE("drop-in files override in name order", "[config]") {
@@ -265,7 +326,7 @@ TEST_CASE("workstation services: each mistake named with its place", "[config][w
   CHECK_THAT(error_of("schedule:\n  stop: [\"0 19 * * 1-5\", \"0 25 * * *\"]\n"),
              Catch::Contains("schedule: stop[1]: field 2 (hour): '25' is out of range 0-23"));
   CHECK_THAT(error_of("schedule:\n  time_zone: Europe/Atlantis\n"),
-             Catch::Contains("schedule: time_zone: time zone 'Europe/Atlantis': /usr/share/zoneinfo/Europe/Atlantis: No such file or directory"));
+             Catch::Contains("schedule: time_zone: time zone 'Europe/Atlantis': /usr/share/zoneinfo/Europe/Atlantis: cannot open: No such file or directory"));
   CHECK_THAT(error_of("ssh:\n  policy: sometimes\n"),
              Catch::Contains("ssh.policy: 'sometimes' is not one of: unmanaged, enabled, disabled"));
 }

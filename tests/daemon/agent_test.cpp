@@ -2,6 +2,8 @@
 #include <boost/json/parse.hpp>
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <filesystem>
+#include <functional>
 #include <future>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -127,6 +129,41 @@ TEST_CASE("SIGHUP reloads a valid configuration and keeps the old one on an inva
   agent.signal(SIGHUP);
   REQUIRE(agent.notify().wait_for("READY=1", 5s));
   CHECK(status_of(agent).at("subsystems").at("config").at("state") == "ok");
+}
+
+TEST_CASE("SIGHUP with hostile drop-ins: refused by name, the agent keeps running and answering", "[daemon][agent][reload][hostile]") {
+  TempDir dir;
+  AgentProcess agent(dir, kConfig);
+  REQUIRE(agent.start_and_wait_ready());
+  const auto d = dir / "instanced.yaml.d";
+  std::filesystem::create_directories(d);
+  struct Case {
+    std::string name;
+    std::function<void()> make;
+    std::string why;
+  };
+  std::vector<Case> cases{
+      {"loop.yaml", [&] { std::filesystem::create_symlink(d / "loop.yaml", d / "loop.yaml"); },
+       "cannot open: Too many levels of symbolic links"},
+      {"fifo.yaml", [&] { REQUIRE(::mkfifo((d / "fifo.yaml").c_str(), 0644) == 0); }, "not a regular file (a FIFO)"},
+      {"zero.yaml", [&] { std::filesystem::create_symlink("/dev/zero", d / "zero.yaml"); },
+       "not a regular file (a character device)"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    c.make();
+    agent.signal(SIGHUP);
+    std::vector<std::string> seen;
+    // Each reload ends (READY=1 again), however hostile the file.
+    REQUIRE(agent.notify().wait_for("READY=1", 10s, &seen));
+    CHECK(seen.back() == "READY=1\nSTATUS=running (last reload failed, see journal)");
+    auto s = status_of(agent);
+    CHECK_THAT(std::string(s.at("config").at("last_reload").at("error").as_string()),
+               Catch::Contains((d / c.name).string() + ": " + c.why));
+    CHECK(agent.curl("-o /dev/null -w '%{http_code}' http://localhost/v1/health").output == "503");
+    CHECK(agent.running());
+    std::filesystem::remove(d / c.name);
+  }
 }
 
 TEST_CASE("SIGTERM: STOPPING=1, a prompt clean exit, the socket removed", "[daemon][agent][shutdown]") {

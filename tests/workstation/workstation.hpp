@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <csignal>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fmt/format.h>
@@ -26,6 +27,22 @@ class Standins {
     dir.write("wall", "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$(dirname \"$0\")/wall.log\"\n");
     std::filesystem::permissions(dir / "wall", std::filesystem::perms::owner_all);
   }
+  // Every unit still running is stopped with the test, also when it failed: each runs in a
+  // session of its own (setsid), so its whole process group goes.
+  ~Standins() {
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(dir_ / "units", ec), end; !ec && it != end; it.increment(ec)) {
+      if (it->path().extension() != ".pid") continue;
+      std::ifstream in(it->path());
+      pid_t p = -1;
+      if (in >> p && p > 1) {
+        ::kill(-p, SIGKILL);
+        ::kill(p, SIGKILL);
+      }
+    }
+  }
+  Standins(const Standins&) = delete;
+  Standins& operator=(const Standins&) = delete;
   // A unit the stand-in knows: its command (run in the foreground), enabled or not.
   void unit(const std::string& name, const std::string& command, bool enabled) const {
     dir_.write("units/" + name + ".start", command);
