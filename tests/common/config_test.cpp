@@ -210,8 +210,11 @@ TEST_CASE("a duplicate key and a second document are errors with their place", "
   CHECK_THAT(error_of("setup:\n  scripts:\n    - name: a\n      path: /bin/true\n      name: b\n"),
              Catch::Contains("test.yaml:5:7: setup.scripts[0].name: duplicate key (first at line 3)"));
   CHECK_THAT(error_of("log:\n  level: warn\n---\nlog:\n  level: debug\n"),
-             Catch::Contains("test.yaml:4:1: (document 2): a second YAML document; a configuration file holds one"));
+             Catch::Contains("test.yaml:3:1: (document 2): a second YAML document; a configuration file holds one"));
   CHECK(parse_config_text("---\nlog:\n  level: warn\n", "t.yaml").ok());  // one document, marked
+  CHECK(parse_config_text("%YAML 1.2\n---\nlog:\n  level: warn\n...\n# the end\n", "t.yaml").ok());
+  CHECK_THAT(error_of("log:\n  level: warn\n...\nstate_dir: /x\n"),
+             Catch::Contains("test.yaml:4:1: (document 2): a second YAML document"));
 }
 
 TEST_CASE("drop-in files override in name order", "[config]") {
