@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 #include <map>
 #include <openssl/sha.h>
-#include <sstream>
 #include <system_error>
 #include <optional>
 #include <type_traits>

@@ -4,11 +4,7 @@
 
 #include <array>
 #include <charconv>
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 #include <fmt/format.h>
 #include <vector>
 

@@ -2,8 +2,6 @@
 
 #include "common/fs.hpp"
 
-#include <cerrno>
-#include <cstring>
 #include <sys/stat.h>
 
 namespace instanced {
