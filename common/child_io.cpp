@@ -4,6 +4,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fmt/format.h>
+#include "common/coro.hpp"
 #include "common/units.hpp"
 #include <span>
 #include <variant>
@@ -35,7 +36,7 @@ asio::awaitable<std::optional<ExitStatus>> exit_within(Process& p, Clock& clock,
   auto exit = p.wait();
   auto limit = clock.sleep_for(d);
   auto either = std::move(exit) || std::move(limit);
-  auto r = co_await std::move(either);
+  auto r = co_await first_error(std::move(either));
   if (r.index() == 0) co_return std::get<0>(r);
   co_return p.exit_status();  // reaped right at the deadline: ended, not timed out
 }
@@ -45,7 +46,7 @@ asio::awaitable<void> finish_output(Process& p, Gate& pump_done, Clock& clock, C
     auto drained = pump_done.wait();
     auto limit = clock.sleep_for(grace);
     auto either = std::move(drained) || std::move(limit);
-    co_await std::move(either);
+    co_await first_error(std::move(either));
   }
   p.close_output();
 }
@@ -118,7 +119,7 @@ asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock&
   std::variant<std::monostate, std::monostate> r;
   std::exception_ptr cancelled;
   try {
-    r = co_await std::move(either);
+    r = co_await first_error(std::move(either));
   } catch (...) {
     cancelled = std::current_exception();
   }

@@ -14,12 +14,11 @@ class Subsystem {
  public:
   virtual ~Subsystem() = default;
   virtual std::string name() const = 0;
-  // Runs until cancelled. On cancellation (terminal or total) it finishes what must not
-  // be lost (flush state, report results) and returns. Exceptions are logged by the daemon
-  // and mark the subsystem failed; they do not stop the agent. The daemon cancels with
-  // `total` first, then `terminal`: run() must enable total cancellation
-  // (this_coro::reset_cancellation_state(enable_total_cancellation())), or it is only
-  // stopped after half of shutdown.timeout.
+  // Runs until cancelled. On cancellation it finishes what must not be lost (flush state,
+  // report results) and returns. Exceptions are logged by the daemon and restart the
+  // subsystem with backoff; they do not stop the agent. The daemon stops a subsystem with
+  // one `terminal` cancellation (the only type co_spawn's children and the children of a
+  // parallel group `a || b` see), and waits for it until shutdown.timeout is spent.
   virtual boost::asio::awaitable<void> run() = 0;
   // A reloaded, fully validated configuration. Called on the event loop.
   virtual void reconfigure(const Config&) {}

@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@ using namespace std::chrono_literals;
 
 namespace {
 constexpr auto kReloadTimeout = 10s;  // reading a few small files; longer means a hung file system
+constexpr auto kGraceAfterDeadline = 200ms;  // per subsystem, once shutdown.timeout is spent
 }  // namespace
 
 std::string instance_name(const Config& config) {
@@ -170,27 +172,29 @@ asio::awaitable<void> Daemon::shutdown() {
   api_.notifier.notify("STOPPING=1\nSTATUS=stopping");
   info_.phase = "stopping";
   const auto deadline = api_.clock.now() + config_.config.shutdown.timeout;
-  // Two steps per subsystem, in reverse start order: ask (total), then insist (terminal).
+  // One terminal cancellation per subsystem, in reverse start order, each waited for before
+  // the next (scripts end before the mounts they use are flushed). Only terminal: a
+  // parallel group (a || b) forwards only the first cancellation it is given to its
+  // children, and those see terminal only (co_spawn's default filter), so an earlier
+  // `total` would leave them waiting for ever. Past the deadline each still gets a moment:
+  // one that stops at once must not be reported as not stopping.
+  std::vector<std::string> stuck;
   for (auto it = tasks_.rbegin(); it != tasks_.rend(); ++it) {
     Task& t = **it;
-    for (auto type : {asio::cancellation_type::total, asio::cancellation_type::terminal}) {
-      if (t.done) break;
-      t.signal.emit(type);
-      auto remaining = deadline - api_.clock.now();
-      auto wait = type == asio::cancellation_type::total ? remaining / 2 : remaining;
-      if (wait > decltype(wait)::zero()) {
-        t.done_timer->expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait));
-        boost::system::error_code ec;
-        if (!t.done) co_await t.done_timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      }
-    }
-    if (!t.done) log_->error("subsystem {} did not stop within shutdown.timeout", t.subsystem->name());
+    if (t.done) continue;
+    t.signal.emit(asio::cancellation_type::terminal);
+    auto wait = std::max<std::chrono::steady_clock::duration>(deadline - api_.clock.now(), kGraceAfterDeadline);
+    t.done_timer->expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait));
+    boost::system::error_code ec;
+    if (!t.done) co_await t.done_timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!t.done) stuck.push_back(t.subsystem->name());
   }
+  if (!stuck.empty())
+    log_->error("did not stop within shutdown.timeout ({}): {}", format_duration(config_.config.shutdown.timeout),
+                fmt::join(stuck, ", "));
   watchdog_signal_.emit(asio::cancellation_type::terminal);
-  bool all_done = true;
-  for (auto& t : tasks_) all_done = all_done && t->done;
   log_->info("stopped");
-  if (!all_done) log_->warn("exiting with subsystems still running");
+  if (!stuck.empty()) log_->warn("exiting with subsystems still running");
   // Every subsystem has returned (or ignored cancellation past the deadline). What is left
   // on the loop is meant to wait for ever, such as the SIGCHLD reaper: stop it.
   ioc_.stop();

@@ -1,6 +1,7 @@
 #include "agent/jobs/jobs.hpp"
 
 #include "common/child_io.hpp"
+#include "common/coro.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -221,7 +222,7 @@ asio::awaitable<void> Jobs::run() {
         auto opened = closed->wait();
         auto woken = wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         auto either = std::move(opened) || std::move(woken);
-        co_await std::move(either);
+        co_await first_error(std::move(either));
       } else {
         co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       }
@@ -237,8 +238,7 @@ asio::awaitable<void> Jobs::run() {
   // Each job's coroutine filters all but terminal cancellation (co_spawn's default).
   for (auto& [id, live] : live_) live->stop.emit(asio::cancellation_type::terminal);
   // They record what they must and end within a few loop turns; bounded all the same.
-  co_await asio::this_coro::reset_cancellation_state();
-  co_await asio::this_coro::throw_if_cancelled(false);
+  co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);
   asio::steady_timer tick(ex_);
   for (int i = 0; i < 50 && !live_.empty(); ++i) {
     tick.expires_after(100ms);
@@ -445,7 +445,7 @@ asio::awaitable<ExitStatus> Jobs::supervise(JobRecord& job, Live& live) {
     boost::system::error_code ec;
     auto poked = live.poke.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     auto any = std::move(exit) || std::move(limit) || std::move(poked);
-    auto r = co_await std::move(any);
+    auto r = co_await first_error(std::move(any));
     if (r.index() == 0) {
       status = std::get<0>(r);
     } else if (r.index() == 1) {
@@ -578,7 +578,7 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
       auto pump = pump_output(*live.proc, *live.log, live.pump_done);
       auto sup = supervise(job, live);
       auto both = std::move(pump) && std::move(sup);
-      status = co_await std::move(both);
+      status = co_await first_error(std::move(both));
     }
     job.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
     job.signal = status.signal;
@@ -797,7 +797,7 @@ asio::awaitable<void> Jobs::attach_container(std::string id, ContainerRuntimeCli
       auto pump = pump_output(*live.proc, *live.log, live.pump_done);
       auto sup = supervise(job, live);
       auto both = std::move(pump) && std::move(sup);
-      ended = co_await std::move(both);
+      ended = co_await first_error(std::move(both));
     }
     const std::string name = job.container;
     auto asked = co_await inspect(cli, name);
@@ -959,7 +959,7 @@ asio::awaitable<Result<std::string>> Jobs::drain(std::string action) {
     auto ended = until_empty();
     auto limit = api_.clock.sleep_for(config_.stop_wait);
     auto either = std::move(ended) || std::move(limit);
-    co_await std::move(either);
+    co_await first_error(std::move(either));
   }
   std::vector<std::string> cancelled;
   for (auto& [id, live] : live_) {
@@ -973,7 +973,7 @@ asio::awaitable<Result<std::string>> Jobs::drain(std::string action) {
     auto ended = until_empty();
     auto limit = api_.clock.sleep_for(config_.kill_grace * 3 + 5s);
     auto either = std::move(ended) || std::move(limit);
-    co_await std::move(either);
+    co_await first_error(std::move(either));
   }
   std::string msg = fmt::format("waited {:.1f}s for {} running jobs", seconds(api_.clock.now() - t0), running);
   if (!cancelled.empty()) msg += fmt::format("; cancelled {}", fmt::join(cancelled, ", "));

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "agent/mounts/blob_check.hpp"
+#include "common/coro.hpp"
 #include "common/secret.hpp"
 #include "common/text.hpp"
 
@@ -679,8 +680,9 @@ asio::awaitable<void> Mounts::run() {
   asio::steady_timer forever(ex_, asio::steady_timer::time_point::max());
   boost::system::error_code ec;
   co_await forever.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  // Stopping: the supervisors end, then every mount is flushed and unmounted.
-  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+  // Stopping: the supervisors end, then every mount is flushed and unmounted (each step
+  // bounded by its own timeout), whatever else the daemon asks meanwhile.
+  co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);
   stopping_ = true;
   for (auto& s : mounts_) s->cancel.emit(asio::cancellation_type::terminal);
   for (;;) {

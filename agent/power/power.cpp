@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "common/coro.hpp"
+
 namespace instanced::power {
 namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
@@ -110,7 +112,7 @@ asio::awaitable<void> Power::run() {
   auto asked = services_.system_state();
   auto limit = api_.clock.sleep_for(config_.report_wait);
   auto race = std::move(asked) || std::move(limit);
-  auto either = co_await std::move(race);
+  auto either = co_await first_error(std::move(race));
   if (either.index() == 1) {
     log_->warn("stopping; systemctl is-system-running gave no answer within {}", format_duration(config_.report_wait));
     co_return;

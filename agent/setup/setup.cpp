@@ -1,6 +1,7 @@
 #include "agent/setup/setup.hpp"
 
 #include "common/child_io.hpp"
+#include "common/coro.hpp"
 #include "common/syscalls.hpp"
 
 #include <algorithm>
@@ -101,7 +102,6 @@ void Setup::reconfigure(const Config& config) {
 // ---- the loop ----------------------------------------------------------------------------
 
 asio::awaitable<void> Setup::run() {
-  // The daemon asks with total cancellation first (co_spawn filters it out by default).
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   if (state_error_) log_->error("{}", *state_error_);
   publish();
@@ -310,6 +310,7 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
 
   ScriptState outcome = ScriptState::failed;
   std::unique_ptr<Process> proc;
+  bool agent_stopping = false;
   try {
     const std::string user_name = script.user;
     const std::string what = fmt::format("looking up user {} and the script's folders", user_name);
@@ -369,7 +370,7 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
         auto pump = pump_output(*proc, live_->log, live_->pump_done);
         auto sup = supervise(*proc, script, timed_out);
         auto both = std::move(pump) && std::move(sup);
-        status = co_await std::move(both);
+        status = co_await first_error(std::move(both));
       }
       run.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
       run.signal = status.signal;
@@ -398,25 +399,12 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
     }
   } catch (const boost::system::system_error& e) {
     if (!is_cancelled(e)) throw;
-    // The agent is stopping. A script that has already ended keeps its outcome; one still
-    // running is told to stop and its record stays "running", so the next start applies
-    // the `interrupted` policy and kills what is left of it.
-    if (proc && !proc->exit_status()) proc->signal_group(SIGTERM);
-    run.layout = live_->log.finish();
-    live_.reset();
-    if (proc && proc->exit_status()) {
-      auto st = *proc->exit_status();
-      run.exit_code = st.signal ? std::nullopt : std::optional<int>(st.code);
-      run.signal = st.signal;
-      run.ended = iso8601(api_.clock.wall_now());
-      run.duration_seconds = std::chrono::duration<double>(api_.clock.now() - started).count();
-      if (!st.success()) run.reason = st.describe();
-      ScriptRecord& rec = records_.scripts[name];
-      rec.state = st.success() ? ScriptState::succeeded : ScriptState::failed;
-      rec.last = run;
-      persist();
-    }
-    throw;
+    agent_stopping = true;  // no co_await inside a handler: handled below
+  }
+  if (agent_stopping) {
+    co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);
+    co_await end_for_agent_stop(proc.get(), run, started);
+    throw boost::system::system_error(asio::error::operation_aborted);
   }
 
   if (!proc) live_->log.feed("[instanced: " + run.reason + "]\n");
@@ -467,6 +455,38 @@ asio::awaitable<void> Setup::signal_marked(std::string run_id, int sig) {
   auto found = co_await marked(run_id);
   if (found)
     for (pid_t p : *found) runner_.signal(p, sig);
+}
+
+// The agent is stopping (its run() was cancelled). A script that has already ended keeps
+// its outcome. One still running gets SIGTERM and setup.kill_grace to end, so that the
+// mounts it uses are flushed and unmounted after it (the subsystems stop in turn); its
+// record stays "running", and the next start applies the `interrupted` policy and kills
+// what is left of it.
+asio::awaitable<void> Setup::end_for_agent_stop(Process* proc, RunRecord& run, Clock::steady_time started) {
+  const std::string name = live_->name;
+  if (proc && !proc->exit_status()) {
+    log_->info("script {} is running: SIGTERM to its process group before the agent stops", name);
+    proc->signal_group(SIGTERM);
+    if (!co_await exit_within(*proc, api_.clock, config_.kill_grace))
+      log_->warn("script {} still running {} after SIGTERM; the next start ends it", name,
+                 format_duration(config_.kill_grace));
+    run.layout = live_->log.finish();
+    live_.reset();
+    co_return;
+  }
+  run.layout = live_->log.finish();
+  live_.reset();
+  if (!proc || !proc->exit_status()) co_return;
+  auto st = *proc->exit_status();
+  run.exit_code = st.signal ? std::nullopt : std::optional<int>(st.code);
+  run.signal = st.signal;
+  run.ended = iso8601(api_.clock.wall_now());
+  run.duration_seconds = std::chrono::duration<double>(api_.clock.now() - started).count();
+  if (!st.success()) run.reason = st.describe();
+  ScriptRecord& rec = records_.scripts[name];
+  rec.state = st.success() ? ScriptState::succeeded : ScriptState::failed;
+  rec.last = run;
+  persist();
 }
 
 asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& script, bool& timed_out) {
@@ -568,7 +588,7 @@ asio::awaitable<Result<std::string>> Setup::drain(std::string action) {
   auto ended = until_no_run();
   auto limit = api_.clock.sleep_for(config_.stop_wait);
   auto either = std::move(ended) || std::move(limit);
-  auto r = co_await std::move(either);
+  auto r = co_await first_error(std::move(either));
   if (r.index() == 0)
     co_return fmt::format("waited {:.1f}s for setup script {} to end",
                           std::chrono::duration<double>(api_.clock.now() - t0).count(), name);

@@ -71,6 +71,7 @@ class Setup final : public Subsystem {
 
   boost::asio::awaitable<void> sequence();
   boost::asio::awaitable<void> run_script(const ScriptConfig& script);
+  boost::asio::awaitable<void> end_for_agent_stop(Process* proc, RunRecord& run, Clock::steady_time started);
   boost::asio::awaitable<ExitStatus> supervise(Process& p, const ScriptConfig& script, bool& timed_out);
   boost::asio::awaitable<void> signal_marked(std::string run_id, int sig);
   boost::asio::awaitable<void> until_no_run();

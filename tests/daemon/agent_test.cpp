@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <future>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -271,4 +272,60 @@ TEST_CASE("socket activation: the agent serves on the socket systemd passes", "[
   auto s = json::parse(r.output);
   CHECK(s.at("subsystems").at("status").at("details").at("socket") == "(socket activation)");
   CHECK_FALSE(std::filesystem::exists(agent.socket()));
+}
+
+TEST_CASE("SIGTERM while a job waits at the closed disk gate and a start script runs: a prompt stop, in order",
+          "[daemon][agent][shutdown]") {
+  TempDir dir;
+  // A file system smaller than its recovery rule: the disk gate stays closed, the job waits.
+  std::filesystem::create_directories(dir / "small");
+  REQUIRE(::mount("tmpfs", (dir / "small").c_str(), "tmpfs", 0, "size=4m") == 0);
+  struct Unmount {
+    std::filesystem::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{dir / "small"};
+  AgentProcess agent(dir, R"(
+state_dir: {dir}/state
+status:
+  socket: {dir}/status.sock
+  group: root
+shutdown:
+  timeout: 30s
+disk:
+  scan_root: {dir}/small
+  paths:
+    - path: {dir}/small
+      recovery: 16MiB
+setup:
+  log_dir: {dir}/setup-logs
+  kill_grace: 5s
+  scripts:
+    - name: long
+      when: start
+      content: "echo $$ > {dir}/script-pid; exec sleep 600"
+jobs:
+  log_dir: {dir}/job-logs
+gpu:
+  enabled: false
+)");
+  REQUIRE(agent.start_and_wait_ready());
+  auto submitted = agent.curl(R"(-s -X POST -d '{"id":"j1","command":["/bin/true"]}' http://localhost/v1/jobs)");
+  REQUIRE(submitted.output.find("queued") != std::string::npos);
+  for (int i = 0; i < 200 && slurp(dir / "script-pid").empty(); ++i) std::this_thread::sleep_for(50ms);
+  const pid_t script = std::atoi(slurp(dir / "script-pid").c_str());
+  REQUIRE(script > 0);
+  auto jobs = json::parse(agent.curl("http://localhost/v1/jobs").output);
+  REQUIRE(jobs.at("queued_count") == 1);
+
+  agent.signal(SIGTERM);
+  // Nothing to flush: far less than the 30 s of shutdown.timeout (before the fix the job
+  // queue, waiting at the gate, took all of it).
+  auto code = agent.wait_exit(15s);
+  REQUIRE(code);
+  CHECK(*code == 0);
+  const std::string log = agent.log();
+  CHECK_THAT(log, !Catch::Contains("did not stop") && !Catch::Contains("still running"));
+  // The script was told to stop, and ended, before the agent went on to the next subsystem.
+  CHECK_THAT(log, Catch::Contains("script long is running: SIGTERM to its process group before the agent stops"));
+  CHECK(::kill(script, 0) == -1);  // ended and reaped by the agent, not left to init
 }

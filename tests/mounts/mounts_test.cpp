@@ -339,6 +339,40 @@ TEST_CASE("a blob container through rclone: files cross between the mount and th
   CHECK(wait_until([&] { return pids_with((dir / "mnt/data").string()).empty(); }, 5s));
 }
 
+TEST_CASE("SIGTERM with a start script working inside the mount: the script ends first, then the flush and unmount",
+          "[mounts][blob][agent]") {
+  TempDir dir;
+  Azurite az(dir);
+  az.start();
+  REQUIRE(az.rclone("mkdir :azureblob:data").exit_code == 0);
+  MountCleanup cleanup(dir);
+  write_secret(dir, "key", kKey);
+  // The script's working folder is in the mount: while it runs, the mount is busy.
+  AgentProcess agent(dir, agent_config(blob_storage(az) + R"(setup:
+  log_dir: {dir}/logs
+  kill_grace: 5s
+  scripts:
+    - name: in-mount
+      when: start
+      working_directory: {dir}/mnt/data
+      content: "echo $$ > {dir}/script-pid; exec sleep 600"
+)"));
+  REQUIRE(agent.start_and_wait_ready());
+  wait_state(agent, "data", "mounted");
+  REQUIRE(wait_until([&] { return !slurp(dir / "script-pid").empty(); }, 20s));
+  const pid_t script = std::atoi(slurp(dir / "script-pid").c_str());
+  // In rclone's write-back cache (5 s) when the agent is stopped: only the flush saves it.
+  dir.write("mnt/data/notebook.ipynb", "{\"cells\":[1]}\n");
+
+  agent.signal(SIGTERM);
+  REQUIRE(agent.wait_exit(15s) == 0);
+  CHECK(::kill(script, 0) == -1);
+  CHECK_FALSE(mounted(dir / "mnt/data"));
+  CHECK(wait_until([&] { return pids_with((dir / "mnt/data").string()).empty(); }, 5s));
+  CHECK(az.rclone("cat :azureblob:data/notebook.ipynb").output == "{\"cells\":[1]}\n");
+  CHECK_THAT(agent.log(), !Catch::Contains("left mounted") && !Catch::Contains("did not stop"));
+}
+
 TEST_CASE("rclone killed: the mount is reported stale and remounted within two probe intervals", "[mounts][blob][agent]") {
   TempDir dir;
   Azurite az(dir);
