@@ -46,6 +46,10 @@ Result<Endpoint> parse_endpoint(std::string_view url, bool insecure_allowed) {
 
 namespace {
 
+// What the outbox holds in memory while its log cannot be written, and how often the
+// write is tried again.
+constexpr std::uint64_t kMaxHeldBytes = 4 << 20;
+constexpr auto kHeldRetry = std::chrono::seconds(5);
 
 const char* env_either(const char* lower, const char* upper) {
   const char* v = std::getenv(lower);
@@ -121,6 +125,8 @@ void ControlChannel::reconfigure(const Config& config) {
 }
 
 void ControlChannel::publish(Health h, std::string summary) {
+  health_ = h;
+  summary_ = summary;
   json::object d;
   d["state"] = state_;
   d["endpoint"] = config_.endpoint;
@@ -132,6 +138,9 @@ void ControlChannel::publish(Health h, std::string summary) {
     d["outbox_bytes"] = outbox_->pending_bytes();
     d["outbox_acked_seq"] = outbox_->acked();
     d["outbox_dropped"] = outbox_->dropped();
+    d["outbox_held"] = outbox_->held();
+    d["outbox_held_bytes"] = outbox_->held_bytes();
+    d["outbox_held_dropped"] = outbox_->held_dropped();
   }
   api_.state.publish("control", h, std::move(summary), std::move(d));
 }
@@ -148,13 +157,35 @@ void ControlChannel::enqueue(Outbox::Kind kind, const std::string& type, json::o
   if (!outbox_) return;
   Message m = make(type, std::move(body));
   m.seq = outbox_->next_seq();
-  if (auto r = outbox_->append(kind, encode(m)); !r) {
-    log_->error("{}", r.error().message);
-    return;
-  }
-  api_.state.metrics().set_gauge("instanced_control_outbox_pending", "Events and results not yet acknowledged.", {},
-                                 static_cast<double>(outbox_->pending().size()));
+  note_outbox(outbox_->append(kind, encode(m)));
   wake();
+}
+
+// What the outbox's writes did. A failure (the state folder full, read-only, failing) is
+// logged once per episode, with the recovery; meanwhile messages are held in memory and
+// still sent. The figures go to metrics and /v1/status.
+void ControlChannel::note_outbox(const Result<void>& r) {
+  auto& metrics = api_.state.metrics();
+  if (!r) {
+    metrics.add_counter("instanced_control_outbox_write_failures_total",
+                        "Outbox writes that failed (the message was held in memory).", {});
+    if (!outbox_failing_)
+      log_->error("{}; events and results are held in memory (up to {}, oldest events dropped beyond) and sent, "
+                  "and written once it can be (retried every {})",
+                  r.error().message, human_size(kMaxHeldBytes), format_duration(kHeldRetry));
+    outbox_failing_ = true;
+  } else if (outbox_failing_ && outbox_->held() == 0) {
+    log_->info("outbox: written again, nothing is held in memory ({} held events were dropped meanwhile)",
+               outbox_->held_dropped());
+    outbox_failing_ = false;
+  }
+  metrics.set_gauge("instanced_control_outbox_pending", "Events and results not yet acknowledged.", {},
+                    static_cast<double>(outbox_->pending().size()));
+  metrics.set_gauge("instanced_control_outbox_held", "Events and results held in memory only (not yet on disk).", {},
+                    static_cast<double>(outbox_->held()));
+  metrics.set_gauge("instanced_control_outbox_held_dropped", "Held events dropped over the memory bound since start.",
+                    {}, static_cast<double>(outbox_->held_dropped()));
+  publish(health_, summary_);  // the outbox figures in /v1/status
 }
 
 namespace {
@@ -243,10 +274,10 @@ asio::awaitable<void> ControlChannel::run() {
     co_return;
   }
   outbox_ = std::make_unique<Outbox>(std::filesystem::path(state_dir_) / "control" / "outbox",
-                                     config_.outbox_max_bytes.bytes);
+                                     config_.outbox_max_bytes.bytes, kMaxHeldBytes);
   if (auto r = outbox_->open(); !r) {
     last_error_ = r.error().message;
-    log_->error("{}", r.error().message);
+    note_outbox(r);
   }
   if (auto r = commands_.load(); !r) log_->warn("{}", r.error().message);
   // Every event of every subsystem goes to the control plane, through the outbox.
@@ -269,6 +300,7 @@ asio::awaitable<void> ControlChannel::run() {
   if (config_.initial_delay_max.count() > 0) co_await api_.clock.sleep_for(backoff.draw(config_.initial_delay_max));
   for (;;) {
     auto started = api_.clock.now();
+    if (outbox_failing_) note_outbox(outbox_->retry());
     try {
       co_await connect_once(*ep);
     } catch (const boost::system::system_error& e) {
@@ -411,7 +443,10 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   for (const auto& n : commands_.names()) caps.emplace_back(n);
   hello["capabilities"] = std::move(caps);
   hello["config_hash"] = info_.config_hash;
-  hello["outbox"] = json::object{{"acked", outbox_->acked()}, {"next", outbox_->next_seq()}};
+  hello["outbox"] = json::object{{"acked", outbox_->acked()},
+                                 {"next", outbox_->next_seq()},
+                                 {"held", outbox_->held()},
+                                 {"dropped", outbox_->dropped() + outbox_->held_dropped()}};
   std::string text = encode(make("hello", std::move(hello)));
   co_await ws.async_write(asio::buffer(text), asio::use_awaitable);
 
@@ -449,8 +484,7 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
         auto* seq = m->body.if_contains("seq");
         if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
           auto s = seq->is_uint64() ? seq->as_uint64() : static_cast<std::uint64_t>(seq->as_int64());
-          if (auto r = outbox_->ack(s); !r) log_->error("{}", r.error().message);
-          publish(Health::ok, "connected to " + config_.endpoint);
+          note_outbox(outbox_->ack(s));  // and the figures in /v1/status
         }
       } else if (m->type == "command") {
         asio::co_spawn(ex_, handle_command(std::move(*m)), asio::detached);
@@ -478,6 +512,7 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   std::string failure;
   try {
     while (!reader_done) {
+      if (outbox_failing_) note_outbox(outbox_->retry());
       // Replay and new messages from the outbox, paced to replay_per_second.
       const auto rate = static_cast<std::size_t>(config_.replay_per_second);
       std::size_t sent = 0;
@@ -504,6 +539,7 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
       if (sent > 0) publish(Health::ok, "connected to " + config_.endpoint);
       auto until = next_heartbeat;
       if (sent >= rate) until = std::min(until, api_.clock.now() + std::chrono::seconds(1));
+      if (outbox_failing_) until = std::min(until, api_.clock.now() + kHeldRetry);
       wake.expires_at(until);
       boost::system::error_code ec;
       co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));

@@ -65,6 +65,7 @@ class ControlChannel final : public Subsystem {
   boost::asio::awaitable<void> converse(WebSocket& ws);
   boost::asio::awaitable<void> handle_command(Message m);
   void enqueue(Outbox::Kind kind, const std::string& type, boost::json::object body);
+  void note_outbox(const Result<void>& r);
   Message make(std::string type, boost::json::object body) const;
   void publish(Health h, std::string summary);
   void wake();
@@ -77,10 +78,13 @@ class ControlChannel final : public Subsystem {
   const status::AgentInfo& info_;
   Logger log_;
   std::unique_ptr<Outbox> outbox_;
+  bool outbox_failing_ = false;  // an episode of outbox write errors (logged once) is under way
   std::uint64_t subscription_ = 0;
   boost::asio::steady_timer* wake_ = nullptr;  // the live connection's writer, if any
   std::uint64_t sent_up_to_ = 0;                // highest outbox seq written on this connection
   std::string state_ = "starting";
+  Health health_ = Health::starting;  // what publish() said last
+  std::string summary_;
   std::string last_error_;
   std::uint64_t connects_ = 0;
   Clock::wall_time connected_at_{};

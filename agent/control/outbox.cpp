@@ -5,6 +5,7 @@
 #include <boost/json/serialize.hpp>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -50,7 +51,8 @@ Error errno_error(std::string_view what, const std::filesystem::path& p) {
 }
 }  // namespace
 
-Outbox::Outbox(std::filesystem::path dir, std::uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
+Outbox::Outbox(std::filesystem::path dir, std::uint64_t max_bytes, std::uint64_t max_held_bytes)
+    : dir_(std::move(dir)), max_bytes_(max_bytes), max_held_bytes_(max_held_bytes) {}
 
 Outbox::~Outbox() = default;
 
@@ -90,6 +92,7 @@ Result<void> Outbox::open() {
     }
     if (good < data->size()) torn_ = 1;
   }
+  log_bytes_ = good;  // what a failed write truncates back to
   int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return errno_error("open", log);
   // Cut a torn tail so the next append starts on a record boundary.
@@ -105,29 +108,75 @@ Result<void> Outbox::save_meta() {
   boost::json::object o;
   o["acked"] = acked_;
   o["next"] = next_seq_;
-  return fs.write_file_atomic(dir_ / "meta.json", boost::json::serialize(o), 0600);
+  auto r = fs.write_file_atomic(dir_ / "meta.json", boost::json::serialize(o), 0600);
+  meta_dirty_ = !r;
+  return r;
 }
 
-Result<void> Outbox::append(Kind kind, std::string payload) {
-  Entry e{next_seq_, kind, std::move(payload)};
-  std::string r = record(e);
-  // Opened per append: events and results are rare, and an idle agent holds no descriptor.
+std::size_t Outbox::held() const {
+  std::size_t n = 0;
+  for (auto it = pending_.rbegin(); it != pending_.rend() && !it->durable; ++it) ++n;
+  return n;
+}
+
+std::uint64_t Outbox::held_bytes() const {
+  std::uint64_t n = 0;
+  for (auto it = pending_.rbegin(); it != pending_.rend() && !it->durable; ++it) n += it->payload.size();
+  return n;
+}
+
+// The held messages are always the newest: once one is held, every later one is held too,
+// so that the log stays in sequence order.
+Result<void> Outbox::write_held() {
+  auto first = pending_.end();
+  while (first != pending_.begin() && !std::prev(first)->durable) --first;
+  if (first == pending_.end()) return {};
+  std::string records;
+  for (auto it = first; it != pending_.end(); ++it) records += record(*it);
+  // Opened per write: events and results are rare, and an idle agent holds no descriptor.
   auto log = dir_ / "outbox.log";
-  int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return errno_error("open", log);
-  if (!write_all(fd, r) || ::fdatasync(fd) != 0) {
+  if (!write_all(fd, records) || ::fdatasync(fd) != 0) {
     int err = errno;
-    // Leave no partial record behind for the next append.
+    // Leave no partial record behind for the next write.
     (void)::ftruncate(fd, static_cast<off_t>(log_bytes_));
     ::close(fd);
     errno = err;
     return errno_error("append to", log);
   }
   ::close(fd);
-  log_bytes_ += r.size();
-  ++next_seq_;
-  pending_bytes_ += e.payload.size();
-  pending_.push_back(std::move(e));
+  log_bytes_ += records.size();
+  for (auto it = first; it != pending_.end(); ++it) it->durable = true;
+  return {};
+}
+
+void Outbox::bound_held() {
+  std::uint64_t held = held_bytes();
+  if (held <= max_held_bytes_) return;
+  auto it = pending_.end();
+  while (it != pending_.begin() && !std::prev(it)->durable) --it;
+  while (held > max_held_bytes_ && it != pending_.end()) {
+    if (it->kind == Kind::event) {
+      held -= it->payload.size();
+      pending_bytes_ -= it->payload.size();
+      it = pending_.erase(it);
+      ++held_dropped_;
+    } else {
+      ++it;
+    }
+  }
+}
+
+Result<void> Outbox::append(Kind kind, std::string payload) {
+  pending_bytes_ += payload.size();
+  pending_.push_back(Entry{next_seq_++, kind, std::move(payload), false});
+  auto written = write_held();
+  if (!written) {
+    bound_held();
+    return written;
+  }
+  if (meta_dirty_) (void)save_meta();
   // Over the bound: drop the oldest events (never results), then compact the log so a
   // restart does not bring them back.
   bool dropped_any = false;
@@ -145,6 +194,12 @@ Result<void> Outbox::append(Kind kind, std::string payload) {
   return {};
 }
 
+Result<void> Outbox::retry() {
+  if (auto r = write_held(); !r) return r;
+  if (meta_dirty_) return save_meta();
+  return {};
+}
+
 Result<void> Outbox::ack(std::uint64_t seq) {
   if (seq <= acked_) return {};
   acked_ = std::min(seq, next_seq_ - 1);
@@ -154,7 +209,7 @@ Result<void> Outbox::ack(std::uint64_t seq) {
   }
   if (auto r = save_meta(); !r) return r;
   // Compact once the acknowledged part dominates the log.
-  if (log_bytes_ > (1 << 20) && log_bytes_ > 4 * (pending_bytes_ + 1)) return rewrite();
+  if (held() == 0 && log_bytes_ > (1 << 20) && log_bytes_ > 4 * (pending_bytes_ + 1)) return rewrite();
   return {};
 }
 
@@ -165,6 +220,7 @@ Result<void> Outbox::rewrite() {
   if (auto r = save_meta(); !r) return r;
   if (auto r = fs.write_file_atomic(dir_ / "outbox.log", all, 0600); !r) return r;
   log_bytes_ = all.size();
+  for (auto& e : pending_) e.durable = true;
   return {};
 }
 

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <fstream>
 #include <sstream>
@@ -116,6 +117,71 @@ TEST_CASE("events during an outage arrive after the reconnect, in order, once", 
   CHECK(i.at("duplicates") == 0);
   REQUIRE(cp.wait([&](const json::value&) { return control_status(agent).at("details").at("outbox_pending") == 0; }));
   CHECK(control_status(agent).at("state") == "ok");
+}
+
+namespace {
+
+// Events of `type` from `subsystem` among devcp's recent events of ws-test.
+int recent(const DevCp& cp, const char* subsystem, const char* type) {
+  auto v = cp.instances();
+  if (!has(v, "ws-test")) return 0;
+  int n = 0;
+  for (const auto& e : v.at("ws-test").at("recent_events").as_array())
+    n += e.at("subsystem") == subsystem && e.at("type") == type;
+  return n;
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("a full state folder: events still reach the control plane, and are written once there is room",
+          "[control][channel][enospc]") {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "state");
+  REQUIRE(::mount("tmpfs", (dir / "state").c_str(), "tmpfs", 0, "size=512k") == 0);
+  struct Unmount {
+    std::filesystem::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{dir / "state"};
+  // Full before the agent starts: its outbox log has no page with room left in it.
+  REQUIRE(run_command("dd if=/dev/zero of=" + (dir / "state/fill").string() + " bs=4k 2>/dev/null").exit_code != 0);
+  DevCp cp(dir);
+  cp.start();
+  const int port = cp.agent_port, api = cp.api_port;
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent"));
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
+  auto reload = [&] {
+    agent.signal(SIGHUP);
+    REQUIRE(agent.notify().wait_for("READY=1", 5s));
+  };
+  int reloads = 0;
+  for (int i = 0; i < 4; ++i) reload(), ++reloads;
+  REQUIRE(agent.log().find("No space left on device") != std::string::npos);
+  // Delivered while the disk is full: held in memory, sent, acknowledged.
+  CHECK(cp.wait([&](const json::value&) { return recent(cp, "config", "reloaded") == reloads; }));
+
+  // Cut off and full: held, then written when space returns, then sent on reconnect.
+  cp.stop();
+  for (int i = 0; i < 3; ++i) reload(), ++reloads;
+  auto held = control_status(agent).at("details");
+  CHECK(held.at("outbox_held").as_int64() >= 3);
+  std::filesystem::remove(dir / "state/fill");
+  REQUIRE(cp.wait([&](const json::value&) { return control_status(agent).at("details").at("outbox_held") == 0; }, 15s));
+  CHECK_THAT(agent.log(), Catch::Contains("outbox: written again"));
+  cp.start("127.0.0.1:" + std::to_string(port), "127.0.0.1:" + std::to_string(api));
+  REQUIRE(cp.wait([&](const json::value&) { return recent(cp, "config", "reloaded") == 3; }, 15s));
+  CHECK(cp.instances().at("ws-test").at("duplicates") == 0);
+  CHECK(cp.instances().at("ws-test").at("hello").at("outbox").at("held") == 0);
+  // One episode, logged once (and its end once), however many writes failed.
+  CHECK(count_of(agent.log(), "No space left on device") == 1);
+  CHECK(count_of(agent.log(), "outbox: written again") == 1);
+  CHECK_THAT(agent.curl("http://localhost/metrics").output, Catch::Contains("instanced_control_outbox_write_failures_total"));
 }
 
 TEST_CASE("kill -9 between a result and its ack: resent after restart, not executed again", "[control][channel][crash]") {

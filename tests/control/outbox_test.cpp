@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <algorithm>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include "agent/control/outbox.hpp"
@@ -91,4 +93,59 @@ TEST_CASE("over its bound the outbox drops the oldest events, never results", "[
   Outbox again(dir / "outbox", 1000);
   REQUIRE(again.open().ok());
   CHECK(again.pending().size() == pending);
+}
+
+TEST_CASE("a full state folder: messages are held in memory, in order, and written when space returns",
+          "[control][outbox][enospc]") {
+  TempDir dir;
+  const auto fs_dir = dir / "small";
+  std::filesystem::create_directories(fs_dir);
+  REQUIRE(::mount("tmpfs", fs_dir.c_str(), "tmpfs", 0, "size=256k") == 0);
+  struct Unmount {
+    std::filesystem::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{fs_dir};
+  Outbox o(fs_dir / "outbox", 1 << 20, 4000);
+  REQUIRE(o.open().ok());
+  // Fill the file system (the log is empty: its first record needs a page of its own).
+  {
+    std::ofstream fill(fs_dir / "fill", std::ios::binary);
+    std::string block(4096, 'x');
+    while (fill.write(block.data(), block.size())) {
+    }
+  }
+  auto failed = o.append(Outbox::Kind::event, msg(o.next_seq()));
+  REQUIRE_FALSE(failed.ok());
+  CHECK_THAT(failed.error().message, Catch::Contains("No space left on device") && Catch::Contains("outbox.log"));
+  REQUIRE_FALSE(o.append(Outbox::Kind::result, msg(o.next_seq(), 300)).ok());
+  CHECK(o.held() == 2);
+  CHECK(o.pending().size() == 2);  // held messages are pending like the others: they are sent
+  // Over the memory bound the oldest held events go, never a result.
+  for (int i = 0; i < 20; ++i) (void)o.append(Outbox::Kind::event, msg(o.next_seq(), 300));
+  CHECK(o.held_bytes() <= 4000);
+  CHECK(o.held_dropped() > 0);
+  std::size_t results = 0;
+  for (const auto& e : o.pending()) results += e.kind == Outbox::Kind::result;
+  CHECK(results == 1);
+  CHECK_FALSE(o.retry().ok());
+  // An acknowledgement that cannot be recorded is kept in memory (and the message it
+  // covers needs no writing any more).
+  CHECK_FALSE(o.ack(1).ok());
+  CHECK(o.acked() == 1);
+  CHECK(o.pending().front().seq == 2);
+
+  std::filesystem::remove(fs_dir / "fill");
+  REQUIRE(o.retry().ok());
+  CHECK(o.held() == 0);
+  std::vector<std::uint64_t> seqs;
+  for (const auto& e : o.pending()) seqs.push_back(e.seq);
+  REQUIRE(std::is_sorted(seqs.begin(), seqs.end()));
+  // On disk, in order, with the acknowledgement: a restart sends the same messages.
+  Outbox again(fs_dir / "outbox", 1 << 20);
+  REQUIRE(again.open().ok());
+  CHECK(again.acked() == 1);
+  std::vector<std::uint64_t> reread;
+  for (const auto& e : again.pending()) reread.push_back(e.seq);
+  CHECK(reread == seqs);
+  CHECK(again.next_seq() == o.next_seq());
 }
