@@ -225,6 +225,14 @@ class Server {
               r["received"] = slot.is_object() && slot.as_object().contains("received")
                                   ? slot.as_object().at("received").as_int64() + 1
                                   : 1;
+              // Every answer's status and error, in order (a resent command's answers differ?).
+              json::array statuses;
+              if (slot.is_object() && slot.as_object().contains("statuses"))
+                statuses = slot.as_object().at("statuses").as_array();
+              json::object st{{"status", m->body.contains("status") ? m->body.at("status") : json::value()}};
+              if (m->body.contains("error")) st["error"] = m->body.at("error");
+              statuses.push_back(std::move(st));
+              r["statuses"] = std::move(statuses);
               slot = std::move(r);
             }
           }

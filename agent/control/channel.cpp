@@ -1,8 +1,11 @@
 #include "agent/control/channel.hpp"
+#include "common/coro.hpp"
 #include "common/tls.hpp"
 #include "common/url.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -50,6 +53,7 @@ namespace {
 // write is tried again.
 constexpr std::uint64_t kMaxHeldBytes = 4 << 20;
 constexpr auto kHeldRetry = std::chrono::seconds(5);
+constexpr auto kCommandsStop = std::chrono::seconds(2);  // for running commands to end at a stop
 
 const char* env_either(const char* lower, const char* upper) {
   const char* v = std::getenv(lower);
@@ -110,7 +114,8 @@ ControlChannel::ControlChannel(asio::any_io_executor ex, Api& api, const Config&
       state_dir_(config.state_dir),
       commands_(commands),
       info_(info),
-      log_(api.logging.get("control")) {}
+      log_(api.logging.get("control")),
+      commands_ended_(ex) {}
 
 ControlChannel::~ControlChannel() {
   if (subscription_) api_.state.unsubscribe(subscription_);
@@ -279,7 +284,11 @@ asio::awaitable<void> ControlChannel::run() {
     last_error_ = r.error().message;
     note_outbox(r);
   }
-  if (auto r = commands_.load(); !r) log_->warn("{}", r.error().message);
+  if (auto interrupted = commands_.load(); !interrupted) {
+    log_->warn("{}", interrupted.error().message);
+  } else {
+    for (const auto& id : *interrupted) report_interrupted(id);
+  }
   // Every event of every subsystem goes to the control plane, through the outbox.
   subscription_ = api_.state.subscribe([this](const Event& e) {
     if (e.subsystem == "control" && e.type == "state_changed") return;  // our own connection flaps stay local
@@ -291,7 +300,19 @@ asio::awaitable<void> ControlChannel::run() {
     if (!e.data.empty()) body["data"] = e.data;
     enqueue(Outbox::Kind::event, "event", std::move(body));
   });
+  try {
+    co_await connect_loop(*ep);
+  } catch (const boost::system::system_error& e) {
+    if (e.code() != asio::error::operation_aborted) throw;
+  }
+  // Stopping: what is not acknowledged waits in the outbox; running commands end.
+  co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);
+  co_await stop_commands();
+}
 
+// Connects, converses until the connection ends, and reconnects with backoff, until
+// cancelled.
+asio::awaitable<void> ControlChannel::connect_loop(const Endpoint& ep) {
   std::random_device rd;
   Backoff backoff(config_.backoff_initial, config_.backoff_max, (std::uint64_t{rd()} << 32) | rd());
   state_ = "connecting";
@@ -302,7 +323,7 @@ asio::awaitable<void> ControlChannel::run() {
     auto started = api_.clock.now();
     if (outbox_failing_) note_outbox(outbox_->retry());
     try {
-      co_await connect_once(*ep);
+      co_await connect_once(ep);
     } catch (const boost::system::system_error& e) {
       last_error_ = e.code().message();
     } catch (const std::exception& e) {
@@ -487,7 +508,7 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
           note_outbox(outbox_->ack(s));  // and the figures in /v1/status
         }
       } else if (m->type == "command") {
-        asio::co_spawn(ex_, handle_command(std::move(*m)), asio::detached);
+        spawn_command(std::move(*m));
       } else {
         log_->warn("control plane sent a message of unknown type '{}'", m->type);
       }
@@ -565,22 +586,70 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
 }
 
 asio::awaitable<void> ControlChannel::handle_command(Message m) {
-  json::object body;
   auto command = command_of(m);
-  CommandResult r;
-  std::string name;
   if (!command) {
-    r = {Status::invalid, {}, command.error().message};
-  } else {
-    name = command->name;
-    r = co_await commands_.execute(*command);
+    answer(m.id, "", {Status::invalid, {}, command.error().message});
+    co_return;
   }
-  body["command_id"] = m.id;
+  auto r = co_await commands_.execute(*command);
+  answer(m.id, command->name, std::move(r));
+}
+
+void ControlChannel::answer(const std::string& id, const std::string& name, CommandResult r) {
+  json::object body;
+  body["command_id"] = id;
   body["name"] = name;
   body["status"] = std::string(to_string(r.status));
   if (!r.result.empty()) body["result"] = std::move(r.result);
   if (!r.error.empty()) body["error"] = r.error;
   enqueue(Outbox::Kind::result, "result", std::move(body));
+}
+
+// A command that had started when the agent last stopped: its end is reported once, now.
+void ControlChannel::report_interrupted(const std::string& id) {
+  auto stored = commands_.stored(id);
+  if (!stored) return;
+  log_->warn("command {} ({}) was running when the agent stopped: answered interrupted", id, stored->first);
+  answer(id, stored->first, stored->second);
+}
+
+// Commands run beside the connection (a reconnect does not end them), inside the channel's
+// cancellation tree: the agent's stop cancels them, and they stay recorded as started.
+void ControlChannel::spawn_command(Message m) {
+  const std::uint64_t key = ++command_keys_;
+  auto& signal = running_commands_[key];
+  signal = std::make_unique<asio::cancellation_signal>();
+  asio::co_spawn(ex_, handle_command(std::move(m)),
+                 asio::bind_cancellation_slot(signal->slot(), [this, key](std::exception_ptr e) {
+                   if (e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const boost::system::system_error& ex) {
+                       if (ex.code() != asio::error::operation_aborted) log_->error("command: {}", ex.what());
+                     } catch (const std::exception& ex) {
+                       log_->error("command: {}", ex.what());
+                     }
+                   }
+                   // Not from inside the handler that the signal belongs to.
+                   asio::post(ex_, [this, key] {
+                     running_commands_.erase(key);
+                     commands_ended_.cancel();
+                   });
+                 }));
+}
+
+// The agent is stopping: running commands are cancelled and waited for (each ends at its
+// next await), bounded.
+asio::awaitable<void> ControlChannel::stop_commands() {
+  for (auto& [key, signal] : running_commands_) signal->emit(asio::cancellation_type::terminal);
+  const auto until = api_.clock.now() + kCommandsStop;
+  while (!running_commands_.empty() && api_.clock.now() < until) {
+    commands_ended_.expires_after(std::chrono::milliseconds(100));
+    boost::system::error_code ec;
+    co_await commands_ended_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (!running_commands_.empty())
+    log_->warn("{} commands did not end within {} of the stop", running_commands_.size(), format_duration(kCommandsStop));
 }
 
 }  // namespace instanced::control

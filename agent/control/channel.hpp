@@ -5,7 +5,9 @@
 // then backoff with full jitter and again. Events and results pass through the outbox.
 #pragma once
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -64,6 +66,11 @@ class ControlChannel final : public Subsystem {
   template <class WebSocket>
   boost::asio::awaitable<void> converse(WebSocket& ws);
   boost::asio::awaitable<void> handle_command(Message m);
+  void answer(const std::string& id, const std::string& name, CommandResult r);
+  void report_interrupted(const std::string& id);
+  void spawn_command(Message m);
+  boost::asio::awaitable<void> stop_commands();
+  boost::asio::awaitable<void> connect_loop(const Endpoint& ep);
   void enqueue(Outbox::Kind kind, const std::string& type, boost::json::object body);
   void note_outbox(const Result<void>& r);
   Message make(std::string type, boost::json::object body) const;
@@ -78,6 +85,9 @@ class ControlChannel final : public Subsystem {
   const status::AgentInfo& info_;
   Logger log_;
   std::unique_ptr<Outbox> outbox_;
+  std::map<std::uint64_t, std::unique_ptr<boost::asio::cancellation_signal>> running_commands_;
+  std::uint64_t command_keys_ = 0;
+  boost::asio::steady_timer commands_ended_;
   bool outbox_failing_ = false;  // an episode of outbox write errors (logged once) is under way
   std::uint64_t subscription_ = 0;
   boost::asio::steady_timer* wake_ = nullptr;  // the live connection's writer, if any

@@ -1,14 +1,20 @@
 #include "agent/control/commands.hpp"
 
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
 namespace instanced::control {
+namespace asio = boost::asio;
 namespace json = boost::json;
 
 namespace {
 constexpr auto kRemember = std::chrono::hours(24);
+constexpr const char* kStarted = "started";  // in the file: the handler ran, no result yet
 
 std::optional<Status> status_of(std::string_view s) {
   for (auto st : {Status::ok, Status::failed, Status::refused, Status::invalid, Status::unsupported, Status::expired})
@@ -30,9 +36,17 @@ std::vector<std::string> CommandRegistry::names() const {
   return out;
 }
 
-Result<void> CommandRegistry::load() {
+// The command that runs under an id; duplicates wait on `done` for its result.
+struct CommandRegistry::Running {
+  explicit Running(asio::any_io_executor ex) : done(ex, asio::steady_timer::time_point::max()) {}
+  asio::steady_timer done;
+  std::optional<CommandResult> result;  // none when it was cancelled
+};
+
+Result<std::vector<std::string>> CommandRegistry::load() {
+  std::vector<std::string> interrupted;
   auto text = fs_.read_file(state_file_, 64 << 20);
-  if (!text) return {};  // first start
+  if (!text) return interrupted;  // first start
   boost::system::error_code ec;
   auto v = json::parse(*text, ec);
   if (ec || !v.is_object()) return Error{fmt::format("{}: not valid JSON, ignoring remembered commands", state_file_.string())};
@@ -47,57 +61,102 @@ Result<void> CommandRegistry::load() {
     Clock::wall_time t{std::chrono::milliseconds(at->as_int64())};
     if (now - t > kRemember) continue;
     CommandResult r;
-    r.status = status_of(status->as_string()).value_or(Status::failed);
-    if (auto* res = o.if_contains("result"); res && res->is_object()) r.result = res->as_object();
-    if (auto* err = o.if_contains("error"); err && err->is_string()) r.error = std::string(err->as_string());
+    if (status->as_string() == kStarted) {
+      r = {Status::interrupted, {}, "the agent stopped while it ran (a restart or a crash); it was not run again"};
+      interrupted.emplace_back(id);
+    } else {
+      r.status = status_of(status->as_string()).value_or(Status::failed);
+      if (auto* res = o.if_contains("result"); res && res->is_object()) r.result = res->as_object();
+      if (auto* err = o.if_contains("error"); err && err->is_string()) r.error = std::string(err->as_string());
+    }
     done_[std::string(id)] = {t, std::string(name->as_string()), std::move(r)};
   }
-  return {};
+  if (!interrupted.empty()) (void)save();
+  return interrupted;
 }
 
-void CommandRegistry::remember(const Command& c, const CommandResult& r) {
-  const auto now = clock_.wall_now();
-  std::erase_if(done_, [&](const auto& kv) { return now - kv.second.at > kRemember; });
-  done_[c.id] = {now, c.name, r};
+std::optional<std::pair<std::string, CommandResult>> CommandRegistry::stored(const std::string& id) const {
+  auto it = done_.find(id);
+  if (it == done_.end() || !it->second.result) return std::nullopt;
+  return std::make_pair(it->second.name, *it->second.result);
+}
+
+Result<void> CommandRegistry::save() {
   json::object all;
   for (const auto& [id, d] : done_) {
     json::object o;
     o["at"] = std::chrono::duration_cast<std::chrono::milliseconds>(d.at.time_since_epoch()).count();
     o["name"] = d.name;
-    o["status"] = std::string(to_string(d.result.status));
-    if (!d.result.result.empty()) o["result"] = d.result.result;
-    if (!d.result.error.empty()) o["error"] = d.result.error;
+    if (!d.result) {
+      o["status"] = kStarted;
+    } else {
+      o["status"] = std::string(to_string(d.result->status));
+      if (!d.result->result.empty()) o["result"] = d.result->result;
+      if (!d.result->error.empty()) o["error"] = d.result->error;
+    }
     all[id] = std::move(o);
   }
-  // Failing to remember is not fatal: the command ran; a duplicate could run it again.
-  (void)fs_.write_file_atomic(state_file_, json::serialize(all), 0600);
+  return fs_.write_file_atomic(state_file_, json::serialize(all), 0600);
 }
 
-boost::asio::awaitable<CommandResult> CommandRegistry::execute(const Command& command) {
-  if (auto it = done_.find(command.id); it != done_.end()) co_return it->second.result;
-  CommandResult r;
-  if (command.deadline) {
-    auto deadline = parse_iso8601(*command.deadline);
-    if (!deadline) {
-      r = {Status::invalid, {}, "deadline: not an RFC 3339 UTC time such as 2026-11-27T12:00:00Z"};
-    } else if (clock_.wall_now() > *deadline) {
-      r = {Status::expired, {}, fmt::format("deadline {} passed before the command could start", *command.deadline)};
-    }
+// `r` none: the command starts. Failing to write is not fatal: the command is known in
+// this process; only a crash before the next successful write could forget it.
+void CommandRegistry::remember(const Command& c, std::optional<CommandResult> r) {
+  const auto now = clock_.wall_now();
+  std::erase_if(done_, [&](const auto& kv) { return now - kv.second.at > kRemember; });
+  done_[c.id] = {now, c.name, std::move(r)};
+  (void)save();
+}
+
+asio::awaitable<CommandResult> CommandRegistry::execute(const Command& command) {
+  if (auto it = done_.find(command.id); it != done_.end() && it->second.result) co_return *it->second.result;
+  if (auto it = running_.find(command.id); it != running_.end()) {
+    // A duplicate while the first runs: its result, when it is ready.
+    auto running = it->second;
+    boost::system::error_code ec;
+    co_await running->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!running->result) throw boost::system::system_error(asio::error::operation_aborted);
+    co_return *running->result;
   }
-  if (r.status == Status::ok) {
-    auto h = handlers_.find(command.name);
-    if (h == handlers_.end()) {
-      r = {Status::unsupported, {}, fmt::format("unknown command '{}'", command.name)};
-    } else {
-      try {
-        r = co_await h->second(command.args);
-      } catch (const std::exception& e) {
-        r = {Status::failed, {}, e.what()};
-      }
+  CommandResult r = refusal_before_start(command);
+  if (r.status != Status::ok) {
+    remember(command, r);
+    co_return r;
+  }
+  auto running = std::make_shared<Running>(co_await asio::this_coro::executor);
+  running_[command.id] = running;
+  remember(command, std::nullopt);  // on disk as started before the handler runs
+  auto ended = [&] {
+    running_.erase(command.id);
+    running->done.cancel();
+  };
+  try {
+    r = co_await handlers_.at(command.name)(command.args);
+  } catch (const boost::system::system_error& e) {
+    if (e.code() == asio::error::operation_aborted) {
+      ended();  // stays "started": the next start answers it interrupted
+      throw;
     }
+    r = {Status::failed, {}, e.what()};
+  } catch (const std::exception& e) {
+    r = {Status::failed, {}, e.what()};
   }
   remember(command, r);
+  running->result = r;
+  ended();
   co_return r;
+}
+
+// What is answered without running the handler: a bad or passed deadline, an unknown name.
+CommandResult CommandRegistry::refusal_before_start(const Command& command) const {
+  if (command.deadline) {
+    auto deadline = parse_iso8601(*command.deadline);
+    if (!deadline) return {Status::invalid, {}, "deadline: not an RFC 3339 UTC time such as 2026-11-27T12:00:00Z"};
+    if (clock_.wall_now() > *deadline)
+      return {Status::expired, {}, fmt::format("deadline {} passed before the command could start", *command.deadline)};
+  }
+  if (!handlers_.contains(command.name)) return {Status::unsupported, {}, fmt::format("unknown command '{}'", command.name)};
+  return {};
 }
 
 void CommandRegistry::add_drain(std::string subsystem, Drain drain) {

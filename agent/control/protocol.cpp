@@ -17,6 +17,7 @@ std::string_view to_string(Status s) {
     case Status::invalid: return "invalid";
     case Status::unsupported: return "unsupported";
     case Status::expired: return "expired";
+    case Status::interrupted: return "interrupted";
   }
   return "failed";
 }

@@ -44,7 +44,7 @@ struct Command {
 Result<Command> command_of(const Message& m);
 
 // Result statuses, as sent in result bodies.
-enum class Status { ok, failed, refused, invalid, unsupported, expired };
+enum class Status { ok, failed, refused, invalid, unsupported, expired, interrupted };
 std::string_view to_string(Status s);
 
 struct CommandResult {

@@ -14,6 +14,9 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <grp.h>
+#include <map>
+#include <sstream>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -34,9 +37,16 @@ struct StatusServer::Session {
   explicit Session(local::socket s) : stream(std::move(s)) {}
   Stream stream;
   Peer peer;
+  bool waiting = true;  // for a request: idle, its slot may be given to a newcomer
+  std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
+  bool evicted = false;
 };
 
 namespace {
+
+// How long a connection must have waited for a request before its slot may be given to a
+// new client when all are taken (instancectl sends its request right after connecting).
+constexpr auto kMinIdle = std::chrono::seconds(1);
 
 Peer peer_of(int fd) {
   Peer p;
@@ -173,22 +183,14 @@ void StatusServer::reconfigure(const Config& config) {
 }
 
 asio::awaitable<void> StatusServer::run() {
-  // Stopping the status server loses nothing, so it also honours the daemon's first, polite request.
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   try {
     for (;;) {
-      while (sessions_.size() >= static_cast<std::size_t>(config_.max_connections)) {
-        // Wait for a slot; clients queue in the kernel's listen backlog meanwhile.
-        slot_freed_.expires_at(asio::steady_timer::time_point::max());
-        boost::system::error_code ec;
-        co_await slot_freed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-        if (ec && ec != asio::error::operation_aborted) break;
-        auto cs = co_await asio::this_coro::cancellation_state;
-        if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
-      }
+      co_await until_admissible();
       local::socket sock = co_await acceptor_.async_accept(asio::use_awaitable);
       auto session = std::make_shared<Session>(std::move(sock));
       session->peer = peer_of(session->stream.socket().native_handle());
+      if (!admit(*session)) continue;  // answered 503 and closed
       sessions_.insert(session.get());
       count_connections();
       asio::co_spawn(ex_, serve(session), asio::detached);
@@ -201,6 +203,80 @@ asio::awaitable<void> StatusServer::run() {
   acceptor_.close(ignored);
   for (auto* s : sessions_) s->stream.socket().close(ignored);
   co_return;
+}
+
+// While every slot is taken by a connection that is not idle, clients wait in the
+// kernel's listen backlog: until a slot frees (within request_timeout) or a connection has
+// been idle for kMinIdle (looked at again every quarter of it, only while all are taken).
+asio::awaitable<void> StatusServer::until_admissible() {
+  while (sessions_.size() >= static_cast<std::size_t>(config_.max_connections) && !idle_to_evict()) {
+    slot_freed_.expires_after(kMinIdle / 4);
+    boost::system::error_code ec;
+    co_await slot_freed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+  }
+}
+
+// The idle connection whose slot a newcomer gets: of the user holding the most
+// connections, the one idle longest. Idle: waiting for a request for kMinIdle at least,
+// with nothing sent to it that is not read yet (a request on its way is never cut).
+StatusServer::Session* StatusServer::idle_to_evict() const {
+  const auto now = std::chrono::steady_clock::now();
+  auto idle = [&](Session& s) {
+    if (!s.waiting || s.evicted || now - s.idle_since < kMinIdle) return false;
+    int unread = 0;
+    return ::ioctl(s.stream.socket().native_handle(), FIONREAD, &unread) == 0 && unread == 0;
+  };
+  std::map<uid_t, std::size_t> per_user;
+  for (const auto* s : sessions_) ++per_user[s->peer.uid];
+  Session* best = nullptr;
+  for (auto* s : sessions_) {
+    if (!idle(*s)) continue;
+    if (!best || per_user[s->peer.uid] > per_user[best->peer.uid] ||
+        (per_user[s->peer.uid] == per_user[best->peer.uid] && s->idle_since < best->idle_since))
+      best = s;
+  }
+  return best;
+}
+
+// Whether the new connection is served; if not, it has been answered 503 and closed.
+bool StatusServer::admit(Session& session) {
+  std::size_t same_process = 0;
+  for (const auto* s : sessions_) same_process += s->peer.pid == session.peer.pid;
+  if (same_process >= static_cast<std::size_t>(config_.max_connections_per_process)) {
+    refuse(session, "per_process",
+           fmt::format("too many connections from process {} (status.max_connections_per_process is {})",
+                       session.peer.pid, config_.max_connections_per_process));
+    return false;
+  }
+  if (sessions_.size() < static_cast<std::size_t>(config_.max_connections)) return true;
+  if (Session* idle = idle_to_evict()) {
+    idle->evicted = true;
+    boost::system::error_code ignored;
+    idle->stream.socket().cancel(ignored);  // its read ends; serve() closes it and frees the slot
+    api_.state.metrics().add_counter("instanced_status_evicted_total",
+                                     "Idle connections closed to give their slot to a new client.", {});
+    return true;  // served at once; the count drops back when the idle one has ended
+  }
+  refuse(session, "busy", fmt::format("all {} connection slots are busy with requests; try again", config_.max_connections));
+  return false;
+}
+
+// A 503 written without waiting (a few hundred bytes fit any socket buffer), then closed.
+void StatusServer::refuse(Session& session, const std::string& reason, const std::string& why) {
+  auto res = error_response(beast::http::status::service_unavailable, why);
+  res.keep_alive(false);
+  res.prepare_payload();
+  std::ostringstream text;
+  text << res;
+  const std::string out = text.str();
+  int fd = session.stream.socket().native_handle();
+  (void)::send(fd, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  boost::system::error_code ignored;
+  session.stream.socket().close(ignored);
+  api_.state.metrics().add_counter("instanced_status_refused_total",
+                                   "Connections refused on the status socket, by reason.", {{"reason", reason}});
 }
 
 asio::awaitable<void> StatusServer::serve(std::shared_ptr<Session> session) {
@@ -229,8 +305,12 @@ asio::awaitable<void> StatusServer::serve(std::shared_ptr<Session> session) {
     parser.header_limit(static_cast<std::uint32_t>(config_.max_header_bytes.bytes));
     parser.body_limit(config_.max_body_bytes.bytes);
     stream.expires_after(timeout);
+    session->waiting = true;
+    session->idle_since = std::chrono::steady_clock::now();
     boost::system::error_code ec;
     co_await beast::http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    session->waiting = false;
+    if (session->evicted) break;  // its slot went to a newcomer
     if (ec) {
       // What to answer a request that could not be read, if anything.
       std::optional<Response> reply;

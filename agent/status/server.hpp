@@ -1,8 +1,12 @@
 // The status socket: HTTP/1.1 over a Unix stream socket, for operators and instancectl.
 // Each connection is one coroutine: peer credentials are checked first (root and the
 // operators' group only), then requests are read with header/body/time limits and handed
-// to the Router. At most max_connections are served at once; further clients wait in the
-// listen backlog, so a flood cannot starve the loop or exhaust descriptors.
+// to the Router. At most max_connections are served at once, and at most
+// max_connections_per_process from one process (more are answered 503 at once). When all
+// slots are taken, a new client gets the slot of an idle connection (one waiting for a
+// request), taken from the user holding the most; only when none is idle do clients wait
+// in the listen backlog. So one runaway client cannot lock the operators out, and a flood
+// cannot starve the loop or exhaust descriptors.
 #pragma once
 
 #include <boost/asio/local/stream_protocol.hpp>
@@ -33,6 +37,10 @@ class StatusServer final : public Subsystem {
  private:
   struct Session;
   boost::asio::awaitable<void> serve(std::shared_ptr<Session> session);
+  boost::asio::awaitable<void> until_admissible();
+  bool admit(Session& session);
+  Session* idle_to_evict() const;
+  void refuse(Session& session, const std::string& reason, const std::string& why);
   void resolve_group();
   void publish();
   void count_connections();

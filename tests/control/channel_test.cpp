@@ -509,6 +509,85 @@ TEST_CASE("rerun_setup from the control plane: the result carries the run's outc
   CHECK(r.at("rr-3").at("result").at("run").at("exit_code") == 0);
 }
 
+TEST_CASE("a command resent while it runs is executed once and both get its result", "[control][channel][commands]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent",
+                                       "setup:\n  log_dir: {dir}/logs\n  scripts:\n"
+                                       "    - name: s1\n      content: |\n"
+                                       "        echo x >> {dir}/runs\n        sleep 1\n        exit 3\n"));
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([&](const json::value& v) { return has(v, "ws-test") && slurp(dir / "runs") == "x\n"; }));
+  // Wait for the first run (at start) to end, then rerun it twice with the same id.
+  REQUIRE(cp.wait([](const json::value& v) {
+    for (const auto& e : v.at("ws-test").at("recent_events").as_array())
+      if (e.at("type") == "script_finished") return true;
+    return false;
+  }));
+  cp.command("ws-test", R"({"id":"rr-dup","name":"rerun_setup","args":{"name":"s1"}})");
+  std::this_thread::sleep_for(200ms);  // the resend comes while the run is under way
+  cp.command("ws-test", R"({"id":"rr-dup","name":"rerun_setup","args":{"name":"s1"}})");
+  REQUIRE(cp.wait([](const json::value& v) {
+    auto& r = v.at("ws-test").at("results").as_object();
+    return r.contains("rr-dup") && r.at("rr-dup").at("received") == 2;
+  }, 20s));
+  auto r = cp.instances().at("ws-test").at("results").at("rr-dup");
+  INFO(json::serialize(r));
+  // Both answers are the run's outcome (not a refusal of the second as "running").
+  const auto& statuses = r.at("statuses").as_array();
+  REQUIRE(statuses.size() == 2);
+  for (const auto& st : statuses) {
+    CHECK(st.at("status") == "failed");
+    CHECK(st.at("error") == "exit status 3");
+  }
+  CHECK(r.at("result").at("state") == "failed");
+  CHECK(r.at("result").at("run").at("exit_code") == 3);
+  CHECK(slurp(dir / "runs") == "x\nx\n");  // at start, and once for the command
+}
+
+TEST_CASE("kill -9 while a command runs: after the restart it is answered interrupted, never run again",
+          "[control][channel][commands][crash]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  auto config = agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent",
+                             "setup:\n  log_dir: {dir}/logs\n  interrupted: fail\n  scripts:\n"
+                             "    - name: s1\n      content: |\n"
+                             "        echo x >> {dir}/runs\n        test -e {dir}/long || exit 4\n        sleep 60\n");
+  {
+    AgentProcess agent(dir, config);
+    REQUIRE(agent.start_and_wait_ready());
+    REQUIRE(cp.wait([&](const json::value& v) { return has(v, "ws-test") && slurp(dir / "runs") == "x\n"; }));
+    REQUIRE(cp.wait([](const json::value& v) {
+      for (const auto& e : v.at("ws-test").at("recent_events").as_array())
+        if (e.at("type") == "script_finished") return true;
+      return false;
+    }));
+    std::ofstream(dir / "long").put('\n');
+    cp.command("ws-test", R"({"id":"rr-long","name":"rerun_setup","args":{"name":"s1"}})");
+    REQUIRE(cp.wait([&](const json::value&) { return slurp(dir / "runs") == "x\nx\n"; }));
+    agent.signal(SIGKILL);
+    REQUIRE(agent.wait_exit(5s));
+  }
+  AgentProcess again(dir, config);
+  REQUIRE(again.start_and_wait_ready());
+  // Reported without being asked again...
+  REQUIRE(cp.wait([](const json::value& v) {
+    auto& r = v.at("ws-test").at("results").as_object();
+    return r.contains("rr-long");
+  }, 15s));
+  auto r = cp.instances().at("ws-test").at("results").at("rr-long");
+  CHECK(r.at("status") == "interrupted");
+  CHECK(r.at("name") == "rerun_setup");
+  // ...and a resend gets the same answer; nothing runs again.
+  cp.command("ws-test", R"({"id":"rr-long","name":"rerun_setup","args":{"name":"s1"}})");
+  REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("results").at("rr-long").at("received") == 2; }));
+  CHECK(cp.instances().at("ws-test").at("results").at("rr-long").at("status") == "interrupted");
+  CHECK(slurp(dir / "runs") == "x\nx\n");
+  CHECK_THAT(again.log(), Catch::Contains("command rr-long (rerun_setup) was running when the agent stopped"));
+}
+
 TEST_CASE("prepare_stop drains: a running setup script is waited for, and refuses the stop while it runs on",
           "[control][channel][setup]") {
   TempDir dir;

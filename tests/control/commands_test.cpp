@@ -1,6 +1,11 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <catch2/catch.hpp>
 
 #include "agent/control/commands.hpp"
@@ -56,6 +61,85 @@ TEST_CASE("a command id runs at most once, also across a restart", "[control][co
     REQUIRE(later.load().ok());
     CHECK(later.remembered() == 0);
   }
+}
+
+TEST_CASE("a duplicate sent while the command runs waits for its result; it does not run again",
+          "[control][commands]") {
+  asio::io_context ioc;
+  testing::FakeClock clock;
+  RealFilesystem fs;
+  testing::TempDir dir;
+  int runs = 0;
+  asio::steady_timer release(ioc, asio::steady_timer::time_point::max());
+  CommandRegistry reg(clock, fs, dir / "commands.json");
+  reg.add("slow", [&](const boost::json::object&) -> asio::awaitable<CommandResult> {
+    int mine = ++runs;
+    boost::system::error_code ec;
+    co_await release.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_return CommandResult{Status::ok, {{"run", mine}}, {}};
+  });
+  REQUIRE(reg.load().ok());
+  std::vector<CommandResult> got;
+  // Named, not a temporary inside co_await (docs/architecture.md: GCC 12).
+  const Command dup{"dup", "slow", {}, {}};
+  auto send = [&]() -> asio::awaitable<void> { got.push_back(co_await reg.execute(dup)); };
+  asio::co_spawn(ioc, send(), asio::detached);
+  asio::co_spawn(ioc, send(), asio::detached);
+  ioc.run_for(std::chrono::milliseconds(50));
+  CHECK(runs == 1);
+  CHECK(got.empty());
+  // Recorded as started before the handler ran.
+  CHECK_THAT(testing::slurp(dir / "commands.json"), Catch::Contains(R"("dup":{)") && Catch::Contains(R"("status":"started")"));
+  release.cancel();
+  ioc.run();
+  REQUIRE(got.size() == 2);
+  CHECK(got[0].result == got[1].result);
+  CHECK(runs == 1);
+}
+
+TEST_CASE("a command that had started when the agent stopped is answered interrupted, not run again",
+          "[control][commands]") {
+  asio::io_context ioc;
+  testing::FakeClock clock;
+  RealFilesystem fs;
+  testing::TempDir dir;
+  int runs = 0;
+  auto make = [&](CommandRegistry& reg) {
+    reg.add("forever", [&](const boost::json::object&) -> asio::awaitable<CommandResult> {
+      ++runs;
+      asio::steady_timer never(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
+      co_await never.async_wait(asio::use_awaitable);  // throws when cancelled
+      co_return CommandResult{};
+    });
+  };
+  {
+    CommandRegistry reg(clock, fs, dir / "commands.json");
+    make(reg);
+    REQUIRE(reg.load().ok());
+    asio::cancellation_signal stop;
+    bool aborted = false;
+    const Command long_one{"long-1", "forever", {}, {}};
+    auto task = [&]() -> asio::awaitable<void> { (void)co_await reg.execute(long_one); };
+    asio::co_spawn(ioc, task(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e) { aborted = e != nullptr; }));
+    ioc.run_for(std::chrono::milliseconds(20));
+    stop.emit(asio::cancellation_type::terminal);  // the agent stops (a crash leaves the same file)
+    ioc.run();
+    ioc.restart();
+    CHECK(aborted);
+  }
+  CommandRegistry again(clock, fs, dir / "commands.json");
+  make(again);
+  auto interrupted = again.load();
+  REQUIRE(interrupted.ok());
+  CHECK(*interrupted == std::vector<std::string>{"long-1"});
+  auto r = run(ioc, again, {"long-1", "forever", {}, {}});
+  CHECK(r.status == Status::interrupted);
+  CHECK_THAT(r.error, Catch::Contains("it was not run again"));
+  CHECK(runs == 1);
+  // Reported once: the next start has nothing new to report.
+  CommandRegistry third(clock, fs, dir / "commands.json");
+  make(third);
+  CHECK(third.load()->empty());
 }
 
 TEST_CASE("unknown, late and malformed commands get their status", "[control][commands]") {

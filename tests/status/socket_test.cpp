@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -234,7 +235,8 @@ TEST_CASE("bad clients are cut off without affecting others", "[status][socket][
 
 TEST_CASE("500 parallel connections are all answered", "[status][socket][load]") {
   TempDir dir;
-  AgentProcess agent(dir, config("0660", 64));  // fewer slots than clients: the rest queue
+  // Fewer slots than clients: the rest queue (one process here, so its own cap is lifted).
+  AgentProcess agent(dir, config("0660", 64) + "  max_connections_per_process: 1000\n");
   REQUIRE(agent.start_and_wait_ready());
   // Healthy first: right after READY a subsystem may still be on its first check (the
   // disk guardian's first statvfs), and /v1/health says 503 "starting" until then.
@@ -245,8 +247,8 @@ TEST_CASE("500 parallel connections are all answered", "[status][socket][load]")
     int fd = connect_to(agent.socket());
     REQUIRE(fd >= 0);
     fds.push_back(fd);
+    send_all(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   }
-  for (int fd : fds) send_all(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   int ok = 0;
   for (int fd : fds) {
     auto reply = read_until_close(fd, 10s);
@@ -257,4 +259,66 @@ TEST_CASE("500 parallel connections are all answered", "[status][socket][load]")
   CHECK(agent.running());
   auto metrics = agent.curl("http://localhost/metrics").output;
   CHECK_THAT(metrics, Catch::Contains("instanced_status_connections 1\n"));  // only this curl
+}
+
+TEST_CASE("a client holding 1,000 idle connections does not lock the operators out", "[status][socket][crowd]") {
+  TempDir dir;
+  // Idle connections are not cut for 30 s: the slots are only freed by the limits.
+  AgentProcess agent(dir, "state_dir: {dir}/state\nstatus:\n  socket: {dir}/status.sock\n  group: daemon\n"
+                          "  request_timeout: 30s\n");
+  REQUIRE(agent.start_and_wait_ready());
+  const std::string health = "timeout 10 " + instancectl_binary() + " --socket " + agent.socket().string() + " health";
+
+  SECTION("one process: beyond its 16 connections it is answered 503 at once") {
+    std::vector<int> fds;
+    for (int i = 0; i < 1000; ++i) {
+      int fd = connect_to(agent.socket());
+      if (fd >= 0) fds.push_back(fd);
+    }
+    CHECK(fds.size() == 1000);
+    // The 17th is refused with the reason.
+    auto reply = read_until_close(fds[16], 5s);
+    CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 503") && Catch::Contains("too many connections from process") &&
+                          Catch::Contains("max_connections_per_process is 16"));
+    auto r = run_command(health);
+    INFO(r.output);
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(agent.curl("http://localhost/metrics").output,
+               Catch::Contains("instanced_status_refused_total{reason=\"per_process\"} 984"));
+    for (int fd : fds) ::close(fd);
+  }
+  SECTION("300 processes, one idle connection each: a newcomer gets the slot of an idle one") {
+    std::vector<pid_t> holders;
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    for (int i = 0; i < 300; ++i) {
+      pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        ::close(ready[0]);
+        int fd = connect_to(agent.socket());
+        char ok = fd >= 0 ? 'y' : 'n';
+        (void)::write(ready[1], &ok, 1);
+        ::pause();  // holds the connection until killed
+        ::_exit(0);
+      }
+      holders.push_back(pid);
+    }
+    ::close(ready[1]);
+    int connected = 0;
+    for (int i = 0; i < 300; ++i) {
+      char c;
+      if (::read(ready[0], &c, 1) == 1 && c == 'y') ++connected;
+    }
+    ::close(ready[0]);
+    CHECK(connected == 300);  // 256 served, the rest in the listen backlog
+    // All slots idle for a second: instancectl takes the slot of one of them.
+    auto r = run_command(health);
+    INFO(r.output);
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(agent.curl("http://localhost/metrics").output, Catch::Contains("instanced_status_evicted_total"));
+    for (pid_t pid : holders) ::kill(pid, SIGKILL);
+    for (pid_t pid : holders) ::waitpid(pid, nullptr, 0);
+  }
+  CHECK(agent.running());
 }
