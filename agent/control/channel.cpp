@@ -17,6 +17,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <cmath>
 #include <fmt/format.h>
 #include <fstream>
 #include <random>
@@ -291,7 +292,6 @@ asio::awaitable<void> ControlChannel::run() {
   }
   // Every event of every subsystem goes to the control plane, through the outbox.
   subscription_ = api_.state.subscribe([this](const Event& e) {
-    if (e.subsystem == "control" && e.type == "state_changed") return;  // our own connection flaps stay local
     json::object body;
     body["subsystem"] = e.subsystem;
     body["type"] = e.type;
@@ -339,6 +339,7 @@ asio::awaitable<void> ControlChannel::connect_loop(const Endpoint& ep) {
     // pile up at the moment it returns.
     if (connects_ > 0 && config_.reconnect_spread.count() > 0)
       delay = backoff.draw(std::max(config_.reconnect_spread, delay));
+    if (state_ == "connected" || !down_since_) down_since_ = api_.clock.now();  // the outage starts
     state_ = "disconnected";
     log_->warn("control channel to {}: {}; retrying in {} ms", config_.endpoint, last_error_, delay.count());
     publish(Health::degraded, fmt::format("disconnected: {}; retry in {}", last_error_, format_duration(delay)));
@@ -445,6 +446,14 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
 template <class WebSocket>
 asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   ++connects_;
+  if (down_since_ && connects_ > 1) {
+    // Told after the fact (the event goes out on this connection): how long, and why.
+    const double down = std::chrono::duration<double>(api_.clock.now() - *down_since_).count();
+    api_.state.emit("control", "reconnected",
+                    fmt::format("reconnected after {:.1f}s cut off from the control plane: {}", down, last_error_),
+                    {{"down_seconds", std::round(down * 10) / 10}, {"reason", last_error_}});
+  }
+  down_since_.reset();
   connected_at_ = api_.clock.wall_now();
   state_ = "connected";
   last_error_.clear();

@@ -96,6 +96,7 @@ class ControlChannel final : public Subsystem {
   Health health_ = Health::starting;  // what publish() said last
   std::string summary_;
   std::string last_error_;
+  std::optional<Clock::steady_time> down_since_;  // no connection since then (after one existed, or from the start)
   std::uint64_t connects_ = 0;
   Clock::wall_time connected_at_{};
   std::string heartbeat_id_;  // the heartbeat awaiting its ack

@@ -37,6 +37,26 @@ bool has(const json::value& v, const char* instance) { return v.is_object() && v
 
 }  // namespace
 
+namespace {
+
+// Events of `type` from `subsystem` among devcp's recent events of ws-test.
+int recent(const DevCp& cp, const char* subsystem, const char* type) {
+  auto v = cp.instances();
+  if (!has(v, "ws-test")) return 0;
+  int n = 0;
+  for (const auto& e : v.at("ws-test").at("recent_events").as_array())
+    n += e.at("subsystem") == subsystem && e.at("type") == type;
+  return n;
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
 TEST_CASE("hello and heartbeats reach the development control plane", "[control][channel]") {
   TempDir dir;
   DevCp cp(dir);
@@ -117,27 +137,17 @@ TEST_CASE("events during an outage arrive after the reconnect, in order, once", 
   CHECK(i.at("duplicates") == 0);
   REQUIRE(cp.wait([&](const json::value&) { return control_status(agent).at("details").at("outbox_pending") == 0; }));
   CHECK(control_status(agent).at("state") == "ok");
+  // The channel's own events arrive too: the drop, the return, and how long and why.
+  REQUIRE(cp.wait([&](const json::value&) { return recent(cp, "control", "reconnected") == 1; }));
+  CHECK(recent(cp, "control", "state_changed") >= 2);  // ok -> degraded, degraded -> ok
+  auto seen = cp.instances();
+  for (const auto& e : seen.at("ws-test").at("recent_events").as_array())
+    if (e.at("subsystem") == "control" && e.at("type") == "reconnected") {
+      CHECK(e.at("data").at("down_seconds").to_number<double>() > 0);
+      CHECK_FALSE(e.at("data").at("reason").as_string().empty());
+    }
 }
 
-namespace {
-
-// Events of `type` from `subsystem` among devcp's recent events of ws-test.
-int recent(const DevCp& cp, const char* subsystem, const char* type) {
-  auto v = cp.instances();
-  if (!has(v, "ws-test")) return 0;
-  int n = 0;
-  for (const auto& e : v.at("ws-test").at("recent_events").as_array())
-    n += e.at("subsystem") == subsystem && e.at("type") == type;
-  return n;
-}
-
-std::size_t count_of(const std::string& text, const std::string& what) {
-  std::size_t n = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
-
-}  // namespace
 
 TEST_CASE("a full state folder: events still reach the control plane, and are written once there is room",
           "[control][channel][enospc]") {
