@@ -1,7 +1,11 @@
 #include "common/tls.hpp"
 
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <string>
+#include <vector>
 
 namespace instanced::tls {
 
@@ -12,5 +16,34 @@ void use_system_ca_store(boost::asio::ssl::context& ctx) {
 }
 
 std::string library_version() { return OpenSSL_version(OPENSSL_VERSION); }
+
+std::string certificate_names(X509* cert) {
+  if (!cert) return "no certificate";
+  std::vector<std::string> names;
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
+    if (n->type == GEN_DNS) {
+      const auto* s = n->d.dNSName;
+      names.push_back("DNS:" + std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                           static_cast<std::size_t>(ASN1_STRING_length(s))));
+    } else if (n->type == GEN_IPADD) {
+      const auto* s = n->d.iPAddress;
+      char text[INET6_ADDRSTRLEN] = {};
+      const int family = ASN1_STRING_length(s) == 4 ? AF_INET : AF_INET6;
+      if (inet_ntop(family, ASN1_STRING_get0_data(s), text, sizeof text)) names.push_back(std::string("IP:") + text);
+    }
+  }
+  GENERAL_NAMES_free(sans);
+  if (names.empty()) {
+    char cn[256] = {};
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0)
+      names.push_back(std::string("CN=") + cn);
+  }
+  if (names.empty()) return "no name";
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
 
 }  // namespace instanced::tls

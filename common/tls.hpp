@@ -15,6 +15,10 @@ inline constexpr const char* kSystemCaDirectory = "/etc/ssl/certs";
 // store is found whatever OPENSSLDIR the library was built with.
 void use_system_ca_store(boost::asio::ssl::context& ctx);
 
+// The names a certificate is for: "DNS:cp.example.net, IP:10.0.0.4" (its subjectAltName),
+// or "CN=cp.example.net" when it has none. For messages that say why a name did not match.
+std::string certificate_names(X509* cert);
+
 // "OpenSSL 3.5.7 30 Sep 2025": the library in use, not the headers built against.
 std::string library_version();
 

@@ -69,6 +69,7 @@ struct Instance {
   std::uint64_t last_seq = 0;
   std::uint64_t duplicates = 0;  // resent messages whose seq was already seen
   bool connected = false;
+  json::object last_close;  // how the last connection ended: {"code","reason"} or {"error"}
   std::function<void(std::string)> send;  // to the live connection
 };
 
@@ -243,6 +244,17 @@ class Server {
           }
         }
       }
+    } catch (const boost::system::system_error& e) {
+      if (!name.empty()) {
+        json::object how;
+        if (e.code() == websocket::error::closed) {
+          how["code"] = static_cast<int>(ws.reason().code);
+          how["reason"] = std::string(ws.reason().reason.c_str());
+        } else {
+          how["error"] = e.code().message();
+        }
+        instances_[name].last_close = std::move(how);
+      }
     } catch (const std::exception&) {
     }
     open = false;
@@ -281,6 +293,7 @@ class Server {
       json::object o;
       o["connected"] = i.connected;
       o["connects"] = i.connects;
+      o["last_close"] = i.last_close;
       o["hello"] = i.hello;
       o["heartbeat"] = i.heartbeat;
       o["heartbeats"] = i.heartbeats;

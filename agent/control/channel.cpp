@@ -5,6 +5,7 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -55,6 +56,7 @@ namespace {
 constexpr std::uint64_t kMaxHeldBytes = 4 << 20;
 constexpr auto kHeldRetry = std::chrono::seconds(5);
 constexpr auto kCommandsStop = std::chrono::seconds(2);  // for running commands to end at a stop
+constexpr auto kCloseWait = std::chrono::seconds(1);     // for the control plane to answer our close frame
 
 const char* env_either(const char* lower, const char* upper) {
   const char* v = std::getenv(lower);
@@ -434,12 +436,27 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
     tls::use_system_ca_store(ctx);
   else
     ctx.load_verify_file(config_.ca_file);
+  // A trusted certificate for another name fails as "certificate verify failed": the names
+  // it is for are kept, to say so.
+  std::string other_names;
   websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(ex_, ctx);
   if (!SSL_set_tlsext_host_name(ws.next_layer().native_handle(), ep.host.c_str()))
     throw std::runtime_error("cannot set SNI host name");
-  ws.next_layer().set_verify_callback(asio::ssl::host_name_verification(ep.host));
+  ws.next_layer().set_verify_callback(
+      [&other_names, check = asio::ssl::host_name_verification(ep.host)](bool preverified, asio::ssl::verify_context& vc) {
+        const bool ok = check(preverified, vc);
+        if (preverified && !ok && X509_STORE_CTX_get_error_depth(vc.native_handle()) == 0)
+          other_names = tls::certificate_names(X509_STORE_CTX_get_current_cert(vc.native_handle()));
+        return ok;
+      });
   co_await dial(beast::get_lowest_layer(ws));
-  co_await ws.next_layer().async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+  boost::system::error_code ec;
+  co_await ws.next_layer().async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec && !other_names.empty())
+    throw std::runtime_error(fmt::format("the control plane's certificate is not for {} (it is for {}): "
+                                         "certificate verify failed",
+                                         ep.host, other_names));
+  if (ec) throw boost::system::system_error(ec);
   co_await upgrade(ws);
 }
 
@@ -493,11 +510,18 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
       buffer.clear();
       co_await ws.async_read(buffer, asio::use_awaitable);
       std::string frame = beast::buffers_to_string(buffer.data());
-      auto m = decode(frame, limits);
+      Message partial;
+      auto m = decode(frame, limits, &partial);
       if (!m) {
-        log_->warn("control plane sent an invalid message: {}", m.error().message);
+        // A command whose id could be read is answered (a control plane waits for it);
+        // anything else is only counted and logged.
+        const bool answerable = partial.type == "command" && !partial.id.empty();
+        log_->warn("control plane sent an invalid message{}: {}",
+                   answerable ? fmt::format(" (command {}, answered invalid)", partial.id) : "", m.error().message);
         api_.state.metrics().add_counter("instanced_control_invalid_messages_total",
-                                         "Messages from the control plane that were refused.", {});
+                                         "Messages from the control plane that were refused.",
+                                         {{"answered", answerable ? "yes" : "no"}});
+        if (answerable) answer(partial.id, "", {Status::invalid, {}, m.error().message});
         continue;
       }
       if (m->type == "ack") {
@@ -585,6 +609,21 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   // End the connection and wait for the reader to notice: it refers to `ws`, so it must
   // be finished before this frame goes, even when we are being cancelled.
   co_await asio::this_coro::throw_if_cancelled(false);
+  auto cs = co_await asio::this_coro::cancellation_state;
+  const bool stopping = cs.cancelled() != asio::cancellation_type::none;
+  if (stopping && !reader_done) {
+    // The agent stops: say so (1001, going away), and wait a moment for the answer.
+    auto closing = ws.async_close(websocket::close_reason(websocket::close_code::going_away, "agent stopping"),
+                                  asio::use_awaitable);
+    auto limit = api_.clock.sleep_for(kCloseWait);
+    try {
+      using namespace asio::experimental::awaitable_operators;
+      auto either = std::move(closing) || std::move(limit);
+      co_await first_error(std::move(either));
+    } catch (const std::exception&) {
+      // Closed already, or the peer is gone: the socket is closed below anyway.
+    }
+  }
   boost::system::error_code ignored;
   beast::get_lowest_layer(ws).socket().close(ignored);
   while (!reader_done) {

@@ -58,7 +58,7 @@ std::optional<std::string> non_finite_at(const json::value& v, const std::string
 }
 }  // namespace
 
-Result<Message> decode(std::string_view text, const Limits& limits) {
+Result<Message> decode(std::string_view text, const Limits& limits, Message* partial) {
   if (text.size() > limits.max_bytes)
     return Error{fmt::format("message of {} bytes exceeds the limit of {}", text.size(), limits.max_bytes)};
   json::parse_options opt;
@@ -81,15 +81,22 @@ Result<Message> decode(std::string_view text, const Limits& limits) {
     return std::nullopt;
   };
   if (auto e = str_field("type", m.type)) return Error{*e};
-  if (auto e = str_field("id", m.id)) return Error{*e};
+  if (auto e = str_field("id", m.id)) {
+    if (partial) partial->type = m.type;
+    return Error{*e};
+  }
+  auto failed = [&](std::string message) {
+    if (partial) partial->type = m.type, partial->id = m.id;
+    return Error{std::move(message)};
+  };
   if (auto* seq = o.if_contains("seq")) {
     if (seq->is_uint64()) m.seq = seq->as_uint64();
     else if (seq->is_int64() && seq->as_int64() >= 0) m.seq = static_cast<std::uint64_t>(seq->as_int64());
-    else return Error{"seq: must be a non-negative integer"};
+    else return failed("seq: must be a non-negative integer");
   }
   if (auto* ts = o.if_contains("ts"); ts && ts->is_string()) m.ts = std::string(ts->as_string());
   auto* body = o.if_contains("body");
-  if (!body || !body->is_object()) return Error{"body: missing or not an object"};
+  if (!body || !body->is_object()) return failed("body: missing or not an object");
   m.body = std::move(body->as_object());
   return m;
 }

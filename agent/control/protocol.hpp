@@ -32,7 +32,9 @@ struct Message {
 
 std::string encode(const Message& m);
 // An error names what is wrong ("body.name: missing", "message of 2000000 bytes exceeds 1048576").
-Result<Message> decode(std::string_view text, const Limits& limits);
+// On an error, `partial` (if given) gets the type and the id where they were valid (1 to
+// 256 characters), so that a broken command can still be answered by its id.
+Result<Message> decode(std::string_view text, const Limits& limits, Message* partial = nullptr);
 
 // Commands as the control plane sends them: body {name, args, deadline?}.
 struct Command {

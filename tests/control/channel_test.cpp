@@ -101,12 +101,17 @@ TEST_CASE("hello and heartbeats reach the development control plane", "[control]
     CHECK(r.at("cmd-4").at("result").at("phase") == "running");
     CHECK(cp.instances().at("ws-test").at("duplicates") == 0);
   }
-  SECTION("SIGTERM while connected is prompt") {
+  SECTION("SIGTERM while connected is prompt, and says goodbye with a close frame (1001)") {
     agent.signal(SIGTERM);
     auto code = agent.wait_exit(5s);
     INFO(agent.log());
     REQUIRE(code);
     CHECK(*code == 0);
+    REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("connected") == false; }));
+    auto how = cp.instances().at("ws-test").at("last_close");
+    INFO(json::serialize(how));
+    CHECK(how.at("code") == 1001);
+    CHECK(how.at("reason") == "agent stopping");
   }
 }
 
@@ -338,10 +343,14 @@ TEST_CASE("wss: verified against the configured CA, refused otherwise", "[contro
     cp.start();
     AgentProcess agent(dir, config("localhost", cp.agent_port, (other / "ca.pem").string()));
     REQUIRE(agent.start_and_wait_ready());
-    std::this_thread::sleep_for(500ms);
-    CHECK_FALSE(has(cp.instances(), "ws-test"));
+    // Says which name it wanted and which the certificate has.
+    REQUIRE(cp.wait([&](const json::value&) {
+      auto d = control_status(agent).at("details");
+      return d.as_object().contains("last_error") && !d.at("last_error").as_string().empty();
+    }));
     CHECK_THAT(std::string(control_status(agent).at("details").at("last_error").as_string()),
-               Catch::Contains("certificate verify failed"));
+               Catch::Contains("the control plane's certificate is not for localhost (it is for DNS:elsewhere.example)"));
+    CHECK_FALSE(has(cp.instances(), "ws-test"));
   }
   SECTION("a TLS 1.1-only server: refused") {
     DevCp cp(dir, tls({"--tls-max-version", "1.1"}));
@@ -468,6 +477,10 @@ TEST_CASE("a misbehaving peer: malformed JSON, unknown type, oversized frame, cl
   CHECK(report.at("errors").as_array().empty());
   // Garbage did not stop command handling on the same connection...
   CHECK(report.at("results").at("abuse-ping").at("status") == "ok");
+  // A broken command with an id that can be echoed is answered; one without is only counted.
+  CHECK(report.at("results").at("bad-body-1").at("status") == "invalid");
+  CHECK(report.at("results").at("bad-body-1").at("error") == "body: missing or not an object");
+  CHECK(report.at("results").as_object().size() == 2);
   // ...the oversized frame and the half frame each cost a connection, and it came back.
   CHECK(report.at("connections").to_number<int>() >= 3);
   CHECK(agent.running());
@@ -475,7 +488,9 @@ TEST_CASE("a misbehaving peer: malformed JSON, unknown type, oversized frame, cl
   CHECK_THAT(log, Catch::Contains("control plane sent an invalid message: not valid JSON"));
   CHECK_THAT(log, Catch::Contains("control plane sent a message of unknown type 'surprise'"));
   CHECK_THAT(log, Catch::Contains("The WebSocket message exceeded the locally configured limit; retrying"));
-  CHECK_THAT(agent.curl("http://localhost/metrics").output, Catch::Contains("instanced_control_invalid_messages_total 1"));
+  auto metrics = agent.curl("http://localhost/metrics").output;
+  CHECK_THAT(metrics, Catch::Contains(R"(instanced_control_invalid_messages_total{answered="no"} 2)"));
+  CHECK_THAT(metrics, Catch::Contains(R"(instanced_control_invalid_messages_total{answered="yes"} 1)"));
 }
 
 TEST_CASE("rerun_setup from the control plane: the result carries the run's outcome, events its lines",

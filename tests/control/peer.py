@@ -81,6 +81,11 @@ async def abuse(ws, connection):
         await ws.send("{not json")
         await ws.send(json.dumps({"v": 1, "type": "surprise", "id": "odd-1", "ts": "2026-01-01T00:00:00Z", "body": {}}))
         await ws.send(envelope("command", {"name": "ping"}, "abuse-ping"))
+        # Broken commands: one whose id can be echoed (answered invalid), one whose id
+        # cannot (over 256 characters: only counted).
+        await ws.send(json.dumps({"v": 1, "type": "command", "id": "bad-body-1", "ts": "2026-01-01T00:00:00Z", "body": []}))
+        await ws.send(json.dumps({"v": 1, "type": "command", "id": "L" * 300, "ts": "2026-01-01T00:00:00Z",
+                                  "body": {"name": "ping"}}))
         await asyncio.sleep(0.3)
         await ws.send("x" * (2 * 1024 * 1024))
     elif connection == 2:
