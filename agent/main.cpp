@@ -12,6 +12,7 @@
 #include "agent/control/commands.hpp"
 #include "agent/daemon/cli.hpp"
 #include "agent/daemon/daemon.hpp"
+#include "agent/daemon/run_record.hpp"
 #include "agent/disk/guardian.hpp"
 #include "agent/gpu/gpu.hpp"
 #include "agent/idle/idle.hpp"
@@ -169,6 +170,12 @@ int main(int argc, char** argv) {
   }
 
   auto loaded = load_config(options->config_file);
+  if (options->record_exit) {
+    // Even when the configuration is broken (the likely reason the run ended): the default
+    // state folder then.
+    RealFilesystem fs;
+    return record_exit(fs, run_record_path(loaded ? loaded->config.state_dir : Config{}.state_dir));
+  }
   if (!loaded) {
     std::cerr << "instanced: invalid configuration:\n" << loaded.error().message << "\n";
     return 1;

@@ -6,10 +6,12 @@ namespace instanced {
 
 std::string usage_text() {
   return fmt::format(
-      "usage: instanced [--config FILE] [--check-config] [--log-level LEVEL] [--version] [--help]\n"
+      "usage: instanced [--config FILE] [--check-config] [--record-exit] [--log-level LEVEL] [--version] [--help]\n"
       "\n"
       "  --config FILE      configuration file (default {}); FILE.d/*.yaml are merged in name order\n"
       "  --check-config     validate the configuration, print it with secrets redacted, and exit\n"
+      "  --record-exit      for the unit's ExecStopPost: add how the run ended ($SERVICE_RESULT,\n"
+      "                     $EXIT_CODE, $EXIT_STATUS) to its run record, if it did not stop cleanly\n"
       "  --log-level LEVEL  trace, debug, info, warn or error; overrides log.level\n"
       "  --version          print the version and exit\n"
       "  --help             print this help and exit\n",
@@ -45,6 +47,9 @@ Result<Options> parse_command_line(const std::vector<std::string>& args) {
       o.log_level = enum_from_name<LogLevel>(*v);
       if (!o.log_level)
         return Error{fmt::format("--log-level: '{}' is not one of: {}", *v, fmt::join(EnumNames<LogLevel>::names, ", "))};
+    } else if (arg == "--record-exit") {
+      if (auto r = no_value(); !r) return r.error();
+      o.record_exit = true;
     } else if (arg == "--check-config") {
       if (auto r = no_value(); !r) return r.error();
       o.check_config = true;

@@ -13,6 +13,7 @@ namespace instanced {
 struct Options {
   std::string config_file = kDefaultConfigPath;
   bool check_config = false;
+  bool record_exit = false;  // ExecStopPost: how the run ended, from systemd's environment
   bool version = false;
   bool help = false;
   std::optional<LogLevel> log_level;  // overrides log.level, also across reloads

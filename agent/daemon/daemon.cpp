@@ -3,15 +3,18 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
 #include <csignal>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/daemon/run_record.hpp"
 #include "agent/daemon/watchdog.hpp"
 
 namespace instanced {
@@ -22,7 +25,17 @@ using namespace std::chrono_literals;
 namespace {
 constexpr auto kReloadTimeout = 10s;  // reading a few small files; longer means a hung file system
 constexpr auto kGraceAfterDeadline = 200ms;  // per subsystem, once shutdown.timeout is spent
+constexpr Duration kFirstRestartPause = 1s;  // before a failed subsystem runs again; doubles
+constexpr Duration kMaxRestartPause = 5min;
+constexpr Duration kRestartResetAfter = 10min;  // a run this long starts the pauses over
 }  // namespace
+
+std::string Daemon::read_boot_id() {
+  auto read = api_.fs.read_file("/proc/sys/kernel/random/boot_id", 128);
+  std::string id = read ? *read : std::string();
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  return id;
+}
 
 std::string instance_name(const Config& config) {
   if (!config.instance.name.empty()) return config.instance.name;
@@ -74,23 +87,48 @@ int Daemon::run() {
 
 void Daemon::start(Task& task) {
   auto* t = &task;
-  const std::string name = t->subsystem->name();
-  asio::co_spawn(ioc_, t->subsystem->run(),
-                 asio::bind_cancellation_slot(t->signal.slot(), [this, t, name](std::exception_ptr e) {
+  asio::co_spawn(ioc_, supervise(*t), asio::bind_cancellation_slot(t->signal.slot(), [t](std::exception_ptr) {
                    t->done = true;
                    t->done_timer->cancel();
-                   if (!e) return;
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const boost::system::system_error& ex) {
-                     if (ex.code() == asio::error::operation_aborted) return;  // cancelled: a normal stop
-                     log_->error("subsystem {} failed: {}", name, ex.what());
-                     api_.state.publish(name, Health::failed, ex.what());
-                   } catch (const std::exception& ex) {
-                     log_->error("subsystem {} failed: {}", name, ex.what());
-                     api_.state.publish(name, Health::failed, ex.what());
-                   }
                  }));
+}
+
+// A subsystem that fails (throws) is started again after a pause that doubles from 1 s
+// to 5 min (back to 1 s once a run has lasted 10 min): a node agent does not give up on
+// a part of itself. Its failure and each restart are logged, published, counted and sent.
+asio::awaitable<void> Daemon::supervise(Task& t) {
+  const std::string name = t.subsystem->name();
+  Duration pause = kFirstRestartPause;
+  for (;;) {
+    const auto started = api_.clock.now();
+    auto failure = co_await run_once(*t.subsystem);
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (!failure || cs.cancelled() != asio::cancellation_type::none) co_return;
+    if (api_.clock.now() - started >= kRestartResetAfter) pause = kFirstRestartPause;
+    const std::uint64_t n = ++info_.restarts[name];
+    log_->error("subsystem {} failed: {}; restarting it in {} (restart {})", name, *failure, format_duration(pause), n);
+    api_.state.publish(name, Health::failed,
+                       fmt::format("failed: {}; restarting in {} (restart {})", *failure, format_duration(pause), n));
+    api_.state.metrics().add_counter("instanced_subsystem_restarts_total", "Subsystems started again after a failure.",
+                                     {{"subsystem", name}});
+    api_.state.emit(name, "subsystem_restarting", fmt::format("{} failed: {}", name, *failure),
+                    {{"error", *failure}, {"restart", n}, {"in_seconds", std::chrono::duration<double>(pause).count()}});
+    co_await api_.clock.sleep_for(pause);  // throws when the agent stops meanwhile
+    pause = std::min<Duration>(pause * 2, kMaxRestartPause);
+  }
+}
+
+// One run of a subsystem: its failure, or nothing when it returned or was cancelled.
+asio::awaitable<std::optional<std::string>> Daemon::run_once(Subsystem& subsystem) {
+  try {
+    co_await subsystem.run();
+  } catch (const boost::system::system_error& ex) {
+    if (ex.code() == asio::error::operation_aborted) co_return std::nullopt;  // a normal stop
+    co_return std::string(ex.what());
+  } catch (const std::exception& ex) {
+    co_return std::string(ex.what());
+  }
+  co_return std::nullopt;
 }
 
 asio::awaitable<void> Daemon::main_flow() {
@@ -102,7 +140,21 @@ asio::awaitable<void> Daemon::main_flow() {
     co_return;
   }
   publish_config_state();
+  const std::string boot_id = read_boot_id();
+  const auto record = run_record_path(config_.config.state_dir);
+  (void)api_.fs.create_directories(record.parent_path(), 0755);
+  auto previous = previous_unclean_run(api_.fs, record, boot_id);
+  run_record_ = run_record(info_.version, iso8601(info_.started_wall), boot_id);
+  if (auto r = api_.fs.write_file_atomic(record, boost::json::serialize(run_record_), 0644); !r)
+    log_->warn("run record: {}", r.error().message);
   for (auto& t : tasks_) start(*t);
+  if (previous) {
+    // After the subsystems have started (the control channel listens for events by then):
+    // the control plane learns of it after the next connect.
+    co_await asio::post(ioc_, asio::use_awaitable);
+    log_->warn("{}", previous->message);
+    api_.state.emit("daemon", "previous_run_ended", previous->message, std::move(previous->data));
+  }
 
   if (auto wd = api_.notifier.watchdog_timeout()) {
     log_->info("systemd watchdog enabled: pinging every {} ms", wd->count() / 2000);
@@ -195,6 +247,9 @@ asio::awaitable<void> Daemon::shutdown() {
   watchdog_signal_.emit(asio::cancellation_type::terminal);
   log_->info("stopped");
   if (!stuck.empty()) log_->warn("exiting with subsystems still running");
+  // A clean stop: the next start finds nothing to report.
+  const auto clean = clean_stop_record(run_record_, iso8601(api_.clock.wall_now()));
+  (void)api_.fs.write_file_atomic(run_record_path(config_.config.state_dir), boost::json::serialize(clean), 0644);
   // Every subsystem has returned (or ignored cancellation past the deadline). What is left
   // on the loop is meant to wait for ever, such as the SIGCHLD reaper: stop it.
   ioc_.stop();

@@ -6,6 +6,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
 #include <memory>
 #include <vector>
 
@@ -44,10 +45,13 @@ class Daemon {
   };
 
   boost::asio::awaitable<void> main_flow();
+  boost::asio::awaitable<void> supervise(Task& task);
+  boost::asio::awaitable<std::optional<std::string>> run_once(Subsystem& subsystem);
   boost::asio::awaitable<void> shutdown();
   void start(Task& task);
   void set_status(const std::string& line);
   void publish_config_state();
+  std::string read_boot_id();
 
   boost::asio::io_context& ioc_;
   Api& api_;
@@ -58,6 +62,7 @@ class Daemon {
   std::vector<std::unique_ptr<Task>> tasks_;
   boost::asio::cancellation_signal watchdog_signal_;
   int exit_code_ = 0;
+  boost::json::object run_record_;  // what this run wrote to state_dir/agent/run.json
 };
 
 }  // namespace instanced

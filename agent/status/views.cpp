@@ -139,6 +139,7 @@ boost::json::object status_json(const AgentInfo& info, const StateRegistry& stat
     sub["summary"] = s.summary;
     sub["since"] = iso8601(s.since);
     if (!s.details.empty()) sub["details"] = s.details;
+    if (auto r = info.restarts.find(name); r != info.restarts.end()) sub["restarts"] = r->second;
     subsystems[name] = std::move(sub);
   }
   o["subsystems"] = std::move(subsystems);

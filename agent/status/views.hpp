@@ -4,6 +4,7 @@
 
 #include <boost/json/object.hpp>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@ struct AgentInfo {
   std::string config_hash;
   Clock::wall_time config_loaded_at{};
   std::optional<ReloadOutcome> last_reload;
+  std::map<std::string, std::uint64_t> restarts;  // subsystems restarted after a failure, by name
 };
 
 boost::json::object status_json(const AgentInfo& info, const StateRegistry& state, const Clock& clock,

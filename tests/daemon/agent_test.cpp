@@ -329,3 +329,50 @@ gpu:
   CHECK_THAT(log, Catch::Contains("script long is running: SIGTERM to its process group before the agent stops"));
   CHECK(::kill(script, 0) == -1);  // ended and reaped by the agent, not left to init
 }
+
+TEST_CASE("the previous run's end is reported at the next start when it did not stop cleanly",
+          "[daemon][agent][run_record]") {
+  TempDir dir;
+  auto previous_run_events = [](const AgentProcess& agent) {
+    std::vector<json::value> found;
+    auto status = status_of(agent);
+    for (const auto& e : status.at("events").as_array())
+      if (e.at("type") == "previous_run_ended") found.push_back(e);
+    return found;
+  };
+  {
+    AgentProcess agent(dir, kConfig);
+    REQUIRE(agent.start_and_wait_ready());
+    CHECK(previous_run_events(agent).empty());  // the first start
+    agent.signal(SIGKILL);
+    REQUIRE(agent.wait_exit(5s));
+  }
+  SECTION("kill -9 outside systemd: reported, with no account of how") {
+    AgentProcess agent(dir, kConfig);
+    REQUIRE(agent.start_and_wait_ready());  // the event is raised before READY=1
+    auto found = previous_run_events(agent);
+    REQUIRE(found.size() == 1);
+    CHECK(found[0].at("subsystem") == "daemon");
+    CHECK_THAT(std::string(found[0].at("message").as_string()),
+               Catch::Contains("did not stop cleanly: no account of its end"));
+    CHECK(found[0].at("data").at("rebooted") == false);
+    // A clean stop: the start after it reports nothing.
+    agent.signal(SIGTERM);
+    REQUIRE(agent.wait_exit(10s) == 0);
+    AgentProcess again(dir, kConfig);
+    REQUIRE(again.start_and_wait_ready());
+    CHECK(previous_run_events(again).empty());
+  }
+  SECTION("under systemd, ExecStopPost's --record-exit says how it ended") {
+    auto r = run_command("SERVICE_RESULT=signal EXIT_CODE=killed EXIT_STATUS=KILL " + agent_binary() +
+                         " --config " + (dir / "instanced.yaml").string() + " --record-exit");
+    REQUIRE(r.exit_code == 0);
+    AgentProcess agent(dir, kConfig);
+    REQUIRE(agent.start_and_wait_ready());
+    auto found = previous_run_events(agent);
+    REQUIRE(found.size() == 1);
+    CHECK_THAT(std::string(found[0].at("message").as_string()),
+               Catch::Contains("did not stop cleanly: killed by signal KILL (systemd: signal)"));
+    CHECK(found[0].at("data").at("exit").at("exit_status") == "KILL");
+  }
+}
