@@ -3,21 +3,20 @@
 #include <algorithm>
 #include <filesystem>
 #include <fmt/format.h>
-#include <fstream>
 #include <regex>
 #include <sstream>
+
+#include "common/fs.hpp"
 
 namespace instanced::gpu {
 namespace fs = std::filesystem;
 namespace {
 
+// A version file or header: a regular file of at most 1 MiB (not a FIFO or a device put in
+// its place), or nothing.
 std::string read_small(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return {};
-  std::string s(64 * 1024, '\0');
-  in.read(s.data(), static_cast<std::streamsize>(s.size()));
-  s.resize(static_cast<std::size_t>(in.gcount()));
-  return s;
+  auto text = read_regular_file(p, 1 << 20);
+  return text ? *text : std::string();
 }
 
 // "#define NAME 8" in a header.

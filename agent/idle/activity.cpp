@@ -6,9 +6,16 @@
 #include <fstream>
 #include <signal.h>
 #include <sstream>
+#include <sys/stat.h>
 #include <utmpx.h>
 
+#include "common/fs.hpp"
+
 namespace instanced::idle {
+
+namespace {
+constexpr std::size_t kMaxUtmpBytes = 16 << 20;  // about 40,000 login records
+}  // namespace
 
 void IdleTracker::observe(const Sample& s) {
   reasons_.clear();
@@ -48,15 +55,17 @@ std::optional<double> cpu_percent(const CpuTimes& before, const CpuTimes& after)
 }
 
 Result<std::vector<std::string>> RealHostActivity::sessions(const std::string& utmp) {
-  // Read as records, not through getutxent(): that keeps process-wide state.
-  std::ifstream in(utmp, std::ios::binary);
-  if (!in) {
-    if (errno == ENOENT) return std::vector<std::string>{};  // no logins recorded since boot
-    return Error{fmt::format("{}: {}", utmp, std::strerror(errno))};
-  }
+  // Read as records, not through getutxent(): that keeps process-wide state. Through one
+  // descriptor that must be a regular file of sane size (a FIFO or /dev/zero put in its
+  // place cannot stall or swell the agent).
+  struct stat st {};
+  if (::lstat(utmp.c_str(), &st) != 0 && errno == ENOENT) return std::vector<std::string>{};  // no logins since boot
+  auto data = read_regular_file(utmp, kMaxUtmpBytes);
+  if (!data) return data.error();
   std::vector<std::string> out;
   utmpx u{};
-  while (in.read(reinterpret_cast<char*>(&u), sizeof u)) {
+  for (std::size_t at = 0; at + sizeof u <= data->size(); at += sizeof u) {
+    std::memcpy(&u, data->data() + at, sizeof u);
     if (u.ut_type != USER_PROCESS) continue;
     // A record left behind by a session that ended without logging out.
     if (u.ut_pid > 0 && kill(u.ut_pid, 0) != 0 && errno == ESRCH) continue;
