@@ -86,7 +86,9 @@ TEST_CASE("a ten-minute outage under a simulated clock: buffered events arrive a
       if (e.at("subsystem") == "test") got.emplace_back(e.at("message").as_string());
     return got;
   };
-  REQUIRE(until([&] { return test_events().size() == 1; }, std::chrono::milliseconds(0)));
+  bool first_arrived = until([&] { return !test_events().empty(); }, std::chrono::milliseconds(0));
+  INFO(json::serialize(cp.instances()) << "\n" << control_state(state));
+  REQUIRE(first_arrived);
 
   // The control plane goes away.
   cp.stop();
