@@ -240,11 +240,13 @@ TEST_CASE("instancectl disk reclaim: a dry run reports, a run deletes and writes
   Tmpfs fs(dir, "disk", "size=64m");
   fs.fill("old-tmp/junk", 8 * MiB);
   // "Old" is by every clock, ctime included, which cannot be set back: wait past older_than.
-  std::this_thread::sleep_for(1100ms);
+  // The rest of the test must run within older_than of "fresh" being written (under ASan on
+  // a loaded machine the start and the dry run took over a second: 1 s was too short).
+  std::this_thread::sleep_for(4100ms);
   fs.fill("old-tmp/fresh", 1 * MiB);
   fs.fill("keep", 1 * MiB);
   AgentProcess agent(dir, config(fs.path().string(), fmt::format("  reclaim:\n    tmp:\n      enabled: true\n"
-                                                                 "      paths: [{}/old-tmp]\n      older_than: 1s\n",
+                                                                 "      paths: [{}/old-tmp]\n      older_than: 4s\n",
                                                                  fs.path().string())));
   REQUIRE(agent.start_and_wait_ready());
   auto dry = ctl(agent, "disk reclaim --dry-run tmp");
