@@ -25,22 +25,10 @@ using namespace std::chrono;
 
 namespace {
 
-int connect_to(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // One health request on a fresh connection: milliseconds to the whole answer, or -1.
 double probe(const std::string& socket) {
   auto t0 = steady_clock::now();
-  int fd = connect_to(socket);
+  int fd = connect_unix(socket);
   if (fd < 0) return -1;
   timeval limit{60, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
@@ -67,7 +55,7 @@ std::vector<pid_t> crowd(const std::string& socket, int children, int per_child)
     if (pid == 0) {
       ::close(ready[0]);
       std::vector<int> fds;
-      for (int c = 0; c < per_child; ++c) fds.push_back(connect_to(socket));
+      for (int c = 0; c < per_child; ++c) fds.push_back(connect_unix(socket));
       char ok = 'y';
       (void)::write(ready[1], &ok, 1);
       ::pause();

@@ -6,7 +6,6 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <fstream>
 #include <sstream>
@@ -16,6 +15,7 @@
 
 #include "tests/support/agent_process.hpp"
 #include "tests/support/devcp.hpp"
+#include "tests/support/tmpfs.hpp"
 
 using namespace instanced::testing;
 namespace json = boost::json;
@@ -157,12 +157,7 @@ TEST_CASE("events during an outage arrive after the reconnect, in order, once", 
 TEST_CASE("a full state folder: events still reach the control plane, and are written once there is room",
           "[control][channel][enospc]") {
   TempDir dir;
-  std::filesystem::create_directories(dir / "state");
-  REQUIRE(::mount("tmpfs", (dir / "state").c_str(), "tmpfs", 0, "size=512k") == 0);
-  struct Unmount {
-    std::filesystem::path p;
-    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
-  } unmount{dir / "state"};
+  Tmpfs state(dir, "state", "size=512k");
   // Full before the agent starts: its outbox log has no page with room left in it.
   REQUIRE(run_command("dd if=/dev/zero of=" + (dir / "state/fill").string() + " bs=4k 2>/dev/null").exit_code != 0);
   DevCp cp(dir);
@@ -506,11 +501,7 @@ TEST_CASE("rerun_setup from the control plane: the result carries the run's outc
   REQUIRE(agent.start_and_wait_ready());
   REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
   // The failure of the first run arrives as an event with the script's last lines.
-  REQUIRE(cp.wait([](const json::value& v) {
-    for (const auto& e : v.at("ws-test").at("recent_events").as_array())
-      if (e.at("type") == "script_finished") return true;
-    return false;
-  }));
+  REQUIRE(cp.wait([&](const json::value&) { return recent(cp, "setup", "script_finished") > 0; }));
   auto seen = cp.instances();  // a named value: a range-for over a temporary's member dangles
   for (const auto& e : seen.at("ws-test").at("recent_events").as_array())
     if (e.at("type") == "script_finished") {
@@ -546,11 +537,7 @@ TEST_CASE("a command resent while it runs is executed once and both get its resu
   REQUIRE(agent.start_and_wait_ready());
   REQUIRE(cp.wait([&](const json::value& v) { return has(v, "ws-test") && slurp(dir / "runs") == "x\n"; }));
   // Wait for the first run (at start) to end, then rerun it twice with the same id.
-  REQUIRE(cp.wait([](const json::value& v) {
-    for (const auto& e : v.at("ws-test").at("recent_events").as_array())
-      if (e.at("type") == "script_finished") return true;
-    return false;
-  }));
+  REQUIRE(cp.wait([&](const json::value&) { return recent(cp, "setup", "script_finished") > 0; }));
   cp.command("ws-test", R"({"id":"rr-dup","name":"rerun_setup","args":{"name":"s1"}})");
   std::this_thread::sleep_for(200ms);  // the resend comes while the run is under way
   cp.command("ws-test", R"({"id":"rr-dup","name":"rerun_setup","args":{"name":"s1"}})");
@@ -585,11 +572,7 @@ TEST_CASE("kill -9 while a command runs: after the restart it is answered interr
     AgentProcess agent(dir, config);
     REQUIRE(agent.start_and_wait_ready());
     REQUIRE(cp.wait([&](const json::value& v) { return has(v, "ws-test") && slurp(dir / "runs") == "x\n"; }));
-    REQUIRE(cp.wait([](const json::value& v) {
-      for (const auto& e : v.at("ws-test").at("recent_events").as_array())
-        if (e.at("type") == "script_finished") return true;
-      return false;
-    }));
+    REQUIRE(cp.wait([&](const json::value&) { return recent(cp, "setup", "script_finished") > 0; }));
     std::ofstream(dir / "long").put('\n');
     cp.command("ws-test", R"({"id":"rr-long","name":"rerun_setup","args":{"name":"s1"}})");
     REQUIRE(cp.wait([&](const json::value&) { return slurp(dir / "runs") == "x\nx\n"; }));

@@ -1,11 +1,11 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <algorithm>
-#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include "agent/control/outbox.hpp"
 #include "tests/support/agent_process.hpp"
+#include "tests/support/tmpfs.hpp"
 
 using namespace instanced::control;
 using instanced::testing::TempDir;
@@ -98,13 +98,8 @@ TEST_CASE("over its bound the outbox drops the oldest events, never results", "[
 TEST_CASE("a full state folder: messages are held in memory, in order, and written when space returns",
           "[control][outbox][enospc]") {
   TempDir dir;
-  const auto fs_dir = dir / "small";
-  std::filesystem::create_directories(fs_dir);
-  REQUIRE(::mount("tmpfs", fs_dir.c_str(), "tmpfs", 0, "size=256k") == 0);
-  struct Unmount {
-    std::filesystem::path p;
-    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
-  } unmount{fs_dir};
+  instanced::testing::Tmpfs small(dir, "small", "size=256k");
+  const auto& fs_dir = small.path();
   Outbox o(fs_dir / "outbox", 1 << 20, 4000);
   REQUIRE(o.open().ok());
   // Fill the file system (the log is empty: its first record needs a page of its own).

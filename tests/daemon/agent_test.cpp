@@ -5,13 +5,13 @@
 #include <filesystem>
 #include <functional>
 #include <future>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <thread>
 
 #include "tests/support/agent_process.hpp"
+#include "tests/support/tmpfs.hpp"
 
 using namespace instanced::testing;
 namespace json = boost::json;
@@ -278,12 +278,7 @@ TEST_CASE("SIGTERM while a job waits at the closed disk gate and a start script 
           "[daemon][agent][shutdown]") {
   TempDir dir;
   // A file system smaller than its recovery rule: the disk gate stays closed, the job waits.
-  std::filesystem::create_directories(dir / "small");
-  REQUIRE(::mount("tmpfs", (dir / "small").c_str(), "tmpfs", 0, "size=4m") == 0);
-  struct Unmount {
-    std::filesystem::path p;
-    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
-  } unmount{dir / "small"};
+  Tmpfs small(dir, "small", "size=4m");
   AgentProcess agent(dir, R"(
 state_dir: {dir}/state
 status:

@@ -5,12 +5,11 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <fstream>
-#include <sys/mount.h>
-#include <sys/statvfs.h>
 #include <thread>
 
 #include "tests/support/agent_process.hpp"
 #include "tests/support/devcp.hpp"
+#include "tests/support/tmpfs.hpp"
 
 using namespace instanced::testing;
 namespace json = boost::json;
@@ -18,29 +17,6 @@ namespace json = boost::json;
 namespace {
 
 constexpr std::uint64_t MiB = 1 << 20;
-
-// A tmpfs of `size` mounted on dir/name for the test's lifetime.
-class Tmpfs {
- public:
-  Tmpfs(const TempDir& dir, const std::string& name, const std::string& options) : path_(dir / name) {
-    std::filesystem::create_directories(path_);
-    REQUIRE(::mount("tmpfs", path_.c_str(), "tmpfs", 0, options.c_str()) == 0);
-  }
-  ~Tmpfs() { ::umount2(path_.c_str(), MNT_DETACH); }
-  const std::filesystem::path& path() const { return path_; }
-  std::uint64_t avail() const {
-    struct statvfs s {};
-    ::statvfs(path_.c_str(), &s);
-    return static_cast<std::uint64_t>(s.f_bavail) * s.f_frsize;
-  }
-  void fill(const std::string& file, std::uint64_t bytes) const {
-    std::filesystem::create_directories((path_ / file).parent_path());
-    REQUIRE(run_command(fmt::format("fallocate -l {} {}", bytes, (path_ / file).string())).exit_code == 0);
-  }
-
- private:
-  std::filesystem::path path_;
-};
 
 std::string config(const std::string& disk_path, const std::string& extra = "") {
   return fmt::format(R"(

@@ -21,18 +21,6 @@ std::string config(const std::string& mode = "0660", int max_connections = 64) {
          "\"\n  max_connections: " + std::to_string(max_connections) + "\n  request_timeout: 2s\n";
 }
 
-int connect_to(const std::filesystem::path& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 void send_all(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
@@ -171,7 +159,7 @@ TEST_CASE("bad clients are cut off without affecting others", "[status][socket][
   REQUIRE(agent.start_and_wait_ready());
 
   SECTION("garbage gets 400 and a closed connection") {
-    int fd = connect_to(agent.socket());
+    int fd = connect_unix(agent.socket());
     REQUIRE(fd >= 0);
     send_all(fd, std::string("\x00\xff\x13 garbage garbage\r\n\r\n", 22));
     auto reply = read_until_close(fd, 5s);
@@ -179,14 +167,14 @@ TEST_CASE("bad clients are cut off without affecting others", "[status][socket][
     CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 400 Bad Request"));
   }
   SECTION("an oversized header gets 431") {
-    int fd = connect_to(agent.socket());
+    int fd = connect_unix(agent.socket());
     send_all(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n");
     auto reply = read_until_close(fd, 5s);
     ::close(fd);
     CHECK_THAT(reply, Catch::StartsWith("HTTP/1.1 431"));
   }
   SECTION("an oversized body gets 413") {
-    int fd = connect_to(agent.socket());
+    int fd = connect_unix(agent.socket());
     send_all(fd, "POST /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
     auto reply = read_until_close(fd, 5s);
     ::close(fd);
@@ -195,7 +183,7 @@ TEST_CASE("bad clients are cut off without affecting others", "[status][socket][
   SECTION("slowloris clients are cut at request_timeout while others are served") {
     std::vector<int> slow;
     for (int i = 0; i < 10; ++i) {
-      int fd = connect_to(agent.socket());
+      int fd = connect_unix(agent.socket());
       REQUIRE(fd >= 0);
       send_all(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\n");
       slow.push_back(fd);
@@ -224,7 +212,7 @@ TEST_CASE("bad clients are cut off without affecting others", "[status][socket][
     CHECK_THAT(agent.curl("http://localhost/metrics").output, Catch::Contains("instanced_status_timeouts_total 10"));
   }
   SECTION("a client that connects and says nothing is closed too") {
-    int fd = connect_to(agent.socket());
+    int fd = connect_unix(agent.socket());
     auto reply = read_until_close(fd, 6s);
     ::close(fd);
     CHECK(reply.empty());
@@ -244,7 +232,7 @@ TEST_CASE("500 parallel connections are all answered", "[status][socket][load]")
     std::this_thread::sleep_for(20ms);
   std::vector<int> fds;
   for (int i = 0; i < 500; ++i) {
-    int fd = connect_to(agent.socket());
+    int fd = connect_unix(agent.socket());
     REQUIRE(fd >= 0);
     fds.push_back(fd);
     send_all(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -272,7 +260,7 @@ TEST_CASE("a client holding 1,000 idle connections does not lock the operators o
   SECTION("one process: beyond its 16 connections it is answered 503 at once") {
     std::vector<int> fds;
     for (int i = 0; i < 1000; ++i) {
-      int fd = connect_to(agent.socket());
+      int fd = connect_unix(agent.socket());
       if (fd >= 0) fds.push_back(fd);
     }
     CHECK(fds.size() == 1000);
@@ -296,7 +284,7 @@ TEST_CASE("a client holding 1,000 idle connections does not lock the operators o
       REQUIRE(pid >= 0);
       if (pid == 0) {
         ::close(ready[0]);
-        int fd = connect_to(agent.socket());
+        int fd = connect_unix(agent.socket());
         char ok = fd >= 0 ? 'y' : 'n';
         (void)::write(ready[1], &ok, 1);
         ::pause();  // holds the connection until killed

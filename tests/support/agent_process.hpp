@@ -61,6 +61,8 @@ CommandResult run_command(const std::string& command_line);
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int free_port();
+// A stream connection to the Unix socket at `path` (close-on-exec), or -1.
+int connect_unix(const std::filesystem::path& path);
 // A whole file's content ("" if it cannot be read).
 std::string slurp(const std::filesystem::path& path);
 
