@@ -85,8 +85,11 @@ ssh:
   REQUIRE(units.systemctl("disable --now ssh.service") == 0);
   v = poll(http, "/v1/ssh", [](const json::value& v) { return v.at("drifts") == 1 && v.at("active_state") == "active"; });
   CHECK(v.at("unit_file_state") == "enabled");
+  // The agent's look (is-enabled, then is-active) may fall between the hand's two steps
+  // (disable, then stop): the event reports what it saw, which is off the policy either way.
   auto drift = event_of(cp, "vm-ssh", "ssh_drift");
-  CHECK(drift.at("data").at("unit_file_state") == "disabled");
+  INFO(json::serialize(drift));
+  CHECK((drift.at("data").at("unit_file_state") == "disabled" || drift.at("data").at("active_state") != "active"));
   CHECK(drift.at("data").at("policy") == "enabled");
   CHECK(wait_banner(sshd.port, true));
   CHECK_THAT(http.get("/metrics").body, Catch::Contains("instanced_ssh_drift_total 1"));
