@@ -572,7 +572,7 @@ std::optional<std::string> AppConfig::validate() const {
     if (u->tls || (ws ? u->scheme != "ws" : u->scheme != "http"))
       return fmt::format("{}: '{}' must be a {}:// URL (applications are probed on this machine)", key, value,
                          ws ? "ws" : "http");
-    if (u->host != "127.0.0.1" && u->host != "localhost" && u->host != "[::1]" && u->host != "::1")
+    if (u->host != "127.0.0.1" && u->host != "localhost" && u->host != "::1")
       return fmt::format("{}: '{}' must name 127.0.0.1, ::1 or localhost", key, value);
     // URLs are shown in /v1/apps and in messages: a secret has no place in them.
     if (auto q = u->target.find('?'); q != std::string::npos && u->target.find("token=", q) != std::string::npos)

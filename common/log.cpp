@@ -98,9 +98,4 @@ void Logging::set_level(LogLevel level) {
   for (auto& l : loggers_) l->set_level(to_spdlog(level));
 }
 
-void Logging::add_sink(spdlog::sink_ptr sink) {
-  sinks_.push_back(sink);
-  for (auto& l : loggers_) l->sinks().push_back(sink);
-}
-
 }  // namespace instanced

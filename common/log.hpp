@@ -27,8 +27,6 @@ class Logging {
   void set_level(LogLevel level);
   LogLevel level() const { return level_; }
   bool journald() const { return journald_; }
-  // Adds a sink to every logger, present and future (tests capture records with it).
-  void add_sink(spdlog::sink_ptr sink);
 
   static bool under_systemd();
 

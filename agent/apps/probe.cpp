@@ -18,14 +18,10 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-std::string host_header(const Url& url) { return url.port.empty() ? url.host : url.host + ":" + url.port; }
-
 asio::awaitable<void> connect(beast::tcp_stream& stream, const Url& url) {
   auto ex = co_await asio::this_coro::executor;
   tcp::resolver resolver(ex);
-  std::string host = url.host;
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  auto endpoints = co_await resolver.async_resolve(host, url.port, asio::use_awaitable);
+  auto endpoints = co_await resolver.async_resolve(url.host, url.port, asio::use_awaitable);
   co_await stream.async_connect(endpoints, asio::use_awaitable);
 }
 
@@ -54,7 +50,7 @@ asio::awaitable<Result<HttpAnswer>> http_get(const Url& url, const Secret& token
     stream.expires_after(timeout);
     co_await connect(stream, url);
     http::request<http::empty_body> req{http::verb::get, url.target, 11};
-    req.set(http::field::host, host_header(url));
+    req.set(http::field::host, url.authority());
     req.set(http::field::user_agent, "instanced-probe");
     if (!token.empty()) req.set(http::field::authorization, "token " + token.reveal());
     co_await http::async_write(stream, req, asio::use_awaitable);
@@ -86,7 +82,7 @@ asio::awaitable<Result<Duration>> websocket_handshake(const Url& url, const Secr
       if (!token.empty()) req.set(http::field::authorization, "token " + token.reveal());
     }));
     beast::websocket::response_type res;
-    co_await ws.async_handshake(res, host_header(url), url.target, asio::use_awaitable);
+    co_await ws.async_handshake(res, url.authority(), url.target, asio::use_awaitable);
     auto elapsed = std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - started);
     boost::system::error_code ec;
     beast::get_lowest_layer(ws).expires_after(timeout);

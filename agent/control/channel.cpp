@@ -92,18 +92,15 @@ Result<std::optional<Proxy>> proxy_for(const Endpoint& ep, const std::string& co
     if (!env) return std::optional<Proxy>{};
     url = env;
   }
-  std::string_view rest(url);
-  if (rest.starts_with("http://")) rest.remove_prefix(7);
-  else if (rest.find("://") != std::string_view::npos)
-    return Error{fmt::format("control.proxy: '{}': only http:// proxies (HTTP CONNECT) are supported", url)};
-  if (auto slash = rest.find('/'); slash != std::string_view::npos) rest = rest.substr(0, slash);
-  if (rest.find('@') != std::string_view::npos)
-    return Error{fmt::format("control.proxy: credentials in the proxy URL are not supported")};
-  auto colon = rest.rfind(':');
-  Proxy p{std::string(rest.substr(0, colon)), colon == std::string_view::npos ? "80" : std::string(rest.substr(colon + 1))};
-  if (p.host.empty() || p.port.empty() || p.port.find_first_not_of("0123456789") != std::string::npos)
-    return Error{fmt::format("control.proxy: '{}' is not http://host:port", url)};
-  return std::optional<Proxy>{p};
+  // "proxy.corp:3128" (no scheme) is how many environments write it.
+  if (auto sep = url.find("://"); sep == std::string::npos)
+    url = "http://" + url;
+  else if (url.substr(0, sep) != "http")
+    return Error{fmt::format("control.proxy: '{}://…': only http:// proxies (HTTP CONNECT) are supported", url.substr(0, sep))};
+  auto u = parse_url(url, true);
+  if (!u) return Error{"control.proxy: " + u.error().message};
+  if (u->user) return Error{"control.proxy: credentials in the proxy URL are not supported"};
+  return std::optional<Proxy>{Proxy{u->host, u->port}};
 }
 
 Result<Secret> read_token(const std::string& path) { return read_secret_file(path, "control.token_file"); }
@@ -370,8 +367,8 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
   // Through an HTTP CONNECT proxy, the tunnel is opened first; TLS and WebSocket run inside it.
   auto open_tunnel = [&](beast::tcp_stream& stream) -> asio::awaitable<void> {
     if (!*proxy) co_return;
-    http::request<http::empty_body> req{http::verb::connect, ep.host + ":" + ep.port, 11};
-    req.set(http::field::host, ep.host + ":" + ep.port);
+    http::request<http::empty_body> req{http::verb::connect, host_port(ep.host, ep.port), 11};
+    req.set(http::field::host, host_port(ep.host, ep.port));
     req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
     co_await http::async_write(stream, req, asio::use_awaitable);
     beast::flat_buffer buffer;
@@ -380,8 +377,8 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
     co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
     auto code = parser.get().result_int();
     if (code != 200)
-      throw std::runtime_error(fmt::format("proxy {}:{} refused CONNECT {}:{}: HTTP {}", (*proxy)->host, (*proxy)->port,
-                                           ep.host, ep.port, code));
+      throw std::runtime_error(fmt::format("proxy {} refused CONNECT {}: HTTP {}", host_port((*proxy)->host, (*proxy)->port),
+                                           host_port(ep.host, ep.port), code));
   };
 
   auto configure = [&](auto& ws) {
@@ -405,7 +402,7 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
     if (res[http::field::sec_websocket_protocol] != kSubprotocol)
       throw std::runtime_error("the control plane did not accept subprotocol instanced.v1");
   };
-  std::string host_header = ep.host + ":" + ep.port;
+  std::string host_header = host_port(ep.host, ep.port);
   // TCP (and the proxy tunnel), under the connect timeout.
   auto dial = [&](beast::tcp_stream& stream) -> asio::awaitable<void> {
     stream.expires_after(config_.connect_timeout);

@@ -1,9 +1,10 @@
 #include "agent/gpu/cuda.hpp"
 
 #include <algorithm>
+#include <boost/json/parse.hpp>
+#include <cctype>
 #include <filesystem>
 #include <fmt/format.h>
-#include <regex>
 #include <sstream>
 
 #include "common/fs.hpp"
@@ -19,25 +20,56 @@ std::string read_small(const fs::path& p) {
   return text ? *text : std::string();
 }
 
-// "#define NAME 8" in a header.
-std::optional<int> define_of(const std::string& text, const std::string& name) {
-  std::regex re("#define[ \\t]+" + name + "[ \\t]+([0-9]+)");
-  std::smatch m;
-  if (!std::regex_search(text, m, re)) return std::nullopt;
-  return std::stoi(m[1].str());
+bool is_blank(char c) { return c == ' ' || c == '\t'; }
+
+// The digits (and dots, with `dots`) at the start of `s`.
+std::string_view leading_number(std::string_view s, bool dots) {
+  std::size_t n = 0;
+  while (n < s.size() && (std::isdigit(static_cast<unsigned char>(s[n])) || (dots && s[n] == '.'))) ++n;
+  return s.substr(0, n);
+}
+
+// "#define NAME 8" in a header, line by line (std::regex recursed once per character: a
+// large hostile header could exhaust the stack).
+std::optional<int> define_of(std::string_view text, std::string_view name) {
+  for (std::size_t at = 0; at < text.size();) {
+    std::size_t end = std::min(text.find('\n', at), text.size());
+    std::string_view line = text.substr(at, end - at);
+    at = end + 1;
+    if (!line.starts_with("#define") || line.size() < 8 || !is_blank(line[7])) continue;
+    line.remove_prefix(7);
+    while (!line.empty() && is_blank(line.front())) line.remove_prefix(1);
+    if (!line.starts_with(name) || line.size() == name.size() || !is_blank(line[name.size()])) continue;
+    line.remove_prefix(name.size());
+    while (!line.empty() && is_blank(line.front())) line.remove_prefix(1);
+    auto digits = leading_number(line, false);
+    if (digits.empty() || digits.size() > 6) continue;
+    return std::stoi(std::string(digits));
+  }
+  return std::nullopt;
+}
+
+// version.json: {"cuda": {"version": "12.2.140"}, ...}.
+std::string version_in_json(const std::string& text) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text, ec);
+  if (ec || !v.is_object()) return {};
+  auto* cuda = v.as_object().if_contains("cuda");
+  auto* version = cuda && cuda->is_object() ? cuda->as_object().if_contains("version") : nullptr;
+  if (!version || !version->is_string()) return {};
+  std::string_view s = version->as_string();
+  return leading_number(s, true).size() == s.size() ? std::string(s) : std::string();
 }
 
 // CUDA 11.1+: version.json {"cuda": {"version": "12.2.140"}}; older: version.txt
 // "CUDA Version 10.2.89".
 std::string toolkit_version(const fs::path& dir) {
-  std::smatch m;
-  std::string json = read_small(dir / "version.json");
-  static const std::regex in_json("\"cuda\"[^{]*\\{[^}]*\"version\"[ \\t]*:[ \\t]*\"([0-9.]+)\"");
-  if (std::regex_search(json, m, in_json)) return m[1].str();
+  if (auto v = version_in_json(read_small(dir / "version.json")); !v.empty()) return v;
   std::string txt = read_small(dir / "version.txt");
-  static const std::regex in_txt("CUDA Version ([0-9.]+)");
-  if (std::regex_search(txt, m, in_txt)) return m[1].str();
-  return {};
+  constexpr std::string_view kLabel = "CUDA Version ";
+  auto at = txt.find(kLabel);
+  if (at == std::string::npos) return {};
+  return std::string(leading_number(std::string_view(txt).substr(at + kLabel.size()), true));
 }
 
 // major * 1000 + minor * 10, as NVML reports the driver's CUDA version.

@@ -64,8 +64,8 @@ asio::awaitable<AccessCheck> get(Stream& stream, http::request<http::empty_body>
 
 Result<BlobUrl> container_url(const MountConfig& m) {
   auto parsed = parse_url(blob_endpoint(m));
-  if (!parsed || parsed->scheme.starts_with("ws"))
-    return Error{fmt::format("'{}' is not an http(s) URL", blob_endpoint(m))};
+  if (!parsed) return Error{parsed.error().message};
+  if (parsed->scheme.starts_with("ws")) return Error{fmt::format("'{}' is not an http(s) URL", blob_endpoint(m))};
   BlobUrl u;
   u.tls = parsed->tls;
   u.host = parsed->host;

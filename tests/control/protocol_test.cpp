@@ -122,6 +122,13 @@ TEST_CASE("endpoints and proxies are parsed, no_proxy honoured", "[control][prox
   CHECK_FALSE(*proxy_for(*internal, ""));  // no_proxy suffix
   CHECK((*proxy_for(*internal, "http://explicit:8080"))->host == "explicit");  // config wins
   CHECK_THAT(proxy_for(*ep, "socks5://x:1").error().message, Catch::Contains("only http:// proxies"));
+  CHECK((*proxy_for(*ep, "proxy.corp:3128"))->port == "3128");  // no scheme: http://
+  CHECK((*proxy_for(*ep, "http://[fd00::1]:3128"))->host == "fd00::1");
+  CHECK((*proxy_for(*ep, "http://[fd00::1]:3128"))->port == "3128");
+  CHECK(proxy_for(*ep, "http://u:secret@p:1").error().message == "control.proxy: credentials in the proxy URL are not supported");
+  CHECK(parse_endpoint("wss://[::1]:8443/v1", false)->port == "8443");
+  CHECK(parse_endpoint("wss://u:p@cp/v1", false).error().message ==
+        "control.endpoint: a user or password in the URL is not supported");
   ::unsetenv("https_proxy");
   ::unsetenv("no_proxy");
   CHECK_FALSE(*proxy_for(*ep, ""));

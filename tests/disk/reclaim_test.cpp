@@ -152,7 +152,7 @@ TEST_CASE("command rules run their tool's CLI, or say it is missing, and rules a
   auto j = run_rule("journal", c, true, ctx);
   CHECK(j->commands == std::vector<std::string>{"/usr/bin/journalctl --vacuum-size=268435456"});
   CHECK(ran.empty());  // a dry run runs nothing
-  run_rule("journal", c, false, ctx);
+  REQUIRE(run_rule("journal", c, false, ctx));
   REQUIRE(ran.size() == 1);
   CHECK(ran[0] == std::vector<std::string>{"/usr/bin/journalctl", "--vacuum-size=268435456"});
   c.containers.enabled = true;
