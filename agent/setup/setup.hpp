@@ -108,7 +108,6 @@ class Setup final : public Subsystem {
   boost::asio::steady_timer runs_changed_;  // cancelled when a run ends
   std::string phase_ = "starting";
   std::unique_ptr<Live> live_;  // the run in progress
-  bool stopping_ = false;
 };
 
 }  // namespace instanced::setup
