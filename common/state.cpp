@@ -30,6 +30,34 @@ void Metrics::add_counter(const std::string& name, const std::string& help, cons
   family(name, help, Type::counter).samples[labels] += delta;
 }
 
+void Metrics::set_counter(const std::string& name, const std::string& help, const Labels& labels, double total) {
+  family(name, help, Type::counter).samples[labels] = total;
+}
+
+void Metrics::observe(const std::string& name, const std::string& help, const Labels& labels, double value,
+                      const std::vector<double>& bounds) {
+  auto& h = family(name, help, Type::histogram).histograms[labels];
+  if (h.bounds.empty()) {
+    h.bounds = bounds;
+    h.counts.assign(bounds.size() + 1, 0);
+  }
+  auto bucket = std::lower_bound(h.bounds.begin(), h.bounds.end(), value) - h.bounds.begin();
+  ++h.counts[static_cast<std::size_t>(bucket)];
+  h.sum += value;
+  ++h.count;
+}
+
+void Metrics::forget(std::string_view prefix, std::string_view label, std::string_view value) {
+  auto has = [&](const Labels& ls) {
+    return std::any_of(ls.begin(), ls.end(), [&](const auto& l) { return l.first == label && l.second == value; });
+  };
+  for (auto& [name, f] : families_) {
+    if (!std::string_view(name).starts_with(prefix)) continue;
+    std::erase_if(f.samples, [&](const auto& s) { return has(s.first); });
+    std::erase_if(f.histograms, [&](const auto& s) { return has(s.first); });
+  }
+}
+
 double& Metrics::sample(const std::string& name, const std::string& help, Type type, const Labels& labels) {
   return family(name, help, type).samples[labels];  // std::map: nodes never move
 }

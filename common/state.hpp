@@ -41,17 +41,36 @@ struct Event {
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
 // Prometheus-style metrics that subsystems set; rendered by the status server.
+// Bucket bounds (seconds) for probe and command durations: 5 ms to 30 s.
+inline const std::vector<double> kLatencyBuckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+
 class Metrics {
  public:
-  enum class Type { gauge, counter };
+  enum class Type { gauge, counter, histogram };
+  struct Histogram {
+    std::vector<double> bounds;          // upper bounds of the buckets, ascending (+Inf implied)
+    std::vector<std::uint64_t> counts;   // per bucket, not cumulative; one more for +Inf
+    double sum = 0;
+    std::uint64_t count = 0;
+  };
   struct Family {
     std::string help;
     Type type = Type::gauge;
     std::map<Labels, double> samples;
+    std::map<Labels, Histogram> histograms;
   };
 
   void set_gauge(const std::string& name, const std::string& help, const Labels& labels, double value);
   void add_counter(const std::string& name, const std::string& help, const Labels& labels, double delta = 1);
+  // A total kept by the source itself (NVML's ECC and PCIe replay counters): a counter,
+  // which may start again from zero (a driver reload), as Prometheus' rate() allows.
+  void set_counter(const std::string& name, const std::string& help, const Labels& labels, double total);
+  // One observation of a duration (seconds) into a histogram with these bucket bounds.
+  void observe(const std::string& name, const std::string& help, const Labels& labels, double value,
+               const std::vector<double>& bounds);
+  // Every series of the families named `prefix...` that has label `label` = `value` is
+  // dropped: what a reload removed (an app, a setup script) stops being reported.
+  void forget(std::string_view prefix, std::string_view label, std::string_view value);
   const std::map<std::string, Family>& families() const { return families_; }
   double value(const std::string& name, const Labels& labels = {}) const;
   // The stored value of one sample, for code on a hot path that updates it often (a

@@ -70,7 +70,7 @@ void Apps::reconfigure(const Config& config) {
     }
   }
   for (const auto& [name, app] : apps_)
-    if (!next.count(name)) api_.state.metrics().set_gauge("instanced_app_up", "1 when the app is up or degraded.", {{"app", name}}, 0);
+    if (!next.count(name)) api_.state.metrics().forget("instanced_app_", "app", name);
   apps_ = std::move(next);
   publish();
   wake_.cancel();
@@ -206,9 +206,12 @@ asio::awaitable<void> Apps::probe(std::shared_ptr<App> held) {
   auto& m = api_.state.metrics();
   m.set_gauge("instanced_app_up", "1 when the app is up or degraded.", {{"app", name}},
               app.state == AppState::up || app.state == AppState::degraded ? 1 : 0);
-  if (app.latency)
-    m.set_gauge("instanced_app_probe_seconds", "How long the app's last HTTP probe took.", {{"app", name}},
-                std::chrono::duration<double>(*app.latency).count());
+  if (app.latency) {
+    const double seconds = std::chrono::duration<double>(*app.latency).count();
+    m.set_gauge("instanced_app_probe_seconds", "How long the app's last HTTP probe took.", {{"app", name}}, seconds);
+    m.observe("instanced_app_probe_duration_seconds", "How long the app's HTTP probes took.", {{"app", name}}, seconds,
+              kLatencyBuckets);
+  }
   if (app.state == AppState::down && app.failures >= config_.down_after) co_await maybe_restart(app);
 }
 

@@ -187,8 +187,8 @@ void ControlChannel::note_outbox(const Result<void>& r) {
                     static_cast<double>(outbox_->pending().size()));
   metrics.set_gauge("instanced_control_outbox_held", "Events and results held in memory only (not yet on disk).", {},
                     static_cast<double>(outbox_->held()));
-  metrics.set_gauge("instanced_control_outbox_held_dropped", "Held events dropped over the memory bound since start.",
-                    {}, static_cast<double>(outbox_->held_dropped()));
+  metrics.set_counter("instanced_control_outbox_held_dropped_total", "Held events dropped over the memory bound since start.",
+                      {}, static_cast<double>(outbox_->held_dropped()));
   publish(health_, summary_);  // the outbox figures in /v1/status
 }
 
@@ -635,7 +635,13 @@ asio::awaitable<void> ControlChannel::handle_command(Message m) {
     answer(m.id, "", {Status::invalid, {}, command.error().message});
     co_return;
   }
+  const auto started = api_.clock.now();
   auto r = co_await commands_.execute(*command);
+  // Unknown names (unsupported) share one series: the control plane cannot grow the metrics.
+  const std::string label = r.status == Status::unsupported ? "unsupported" : command->name;
+  api_.state.metrics().observe("instanced_control_command_duration_seconds", "How long commands took, by name and status",
+                               {{"command", label}, {"status", std::string(to_string(r.status))}},
+                               std::chrono::duration<double>(api_.clock.now() - started).count(), kLatencyBuckets);
   answer(m.id, command->name, std::move(r));
 }
 

@@ -26,6 +26,24 @@ constexpr std::size_t kMaxXids = 100;
 // the window spans a sampling interval and an NVML call's timeout, and 10 s more.
 constexpr auto kDuplicateSlack = 10s;
 
+// NVML's clock event (throttle) reason bits, as label values of one 0/1 series each.
+constexpr std::pair<std::uint64_t, const char*> kClockEventReasons[] = {
+    {0x1, "gpu_idle"},
+    {0x2, "applications_clocks_setting"},
+    {0x4, "sw_power_cap"},
+    {0x8, "hw_slowdown"},
+    {0x10, "sync_boost"},
+    {0x20, "sw_thermal_slowdown"},
+    {0x40, "hw_thermal_slowdown"},
+    {0x80, "hw_power_brake_slowdown"},
+    {0x100, "display_clock_setting"},
+};
+
+Labels with(Labels labels, const Labels& extra) {
+  labels.insert(labels.end(), extra.begin(), extra.end());
+  return labels;
+}
+
 template <class T>
 void put(json::object& o, std::string_view key, const std::optional<T>& v) {
   if (v) o[key] = *v;
@@ -190,6 +208,8 @@ void Gpu::record_xid(XidEvent e) {
   if (gpu) data["gpu"] = *gpu;
   if (!e.text.empty()) data["line"] = e.text;
   api_.state.emit("gpu", "xid", msg, std::move(data));
+  api_.state.metrics().add_counter("instanced_gpu_xid_errors_total", "XID errors seen, by GPU (empty: a PCI device NVML does not list) and XID",
+                                   {{"gpu", gpu ? std::to_string(*gpu) : ""}, {"xid", std::to_string(e.xid)}});
   xids_.push_back({std::move(e), now, gpu});
   while (xids_.size() > kMaxXids) xids_.pop_front();
 }
@@ -442,9 +462,7 @@ void Gpu::publish() {
     Labels l{{"gpu", std::to_string(g.index)}, {"uuid", g.uuid}};
     auto gauge = [&](const char* name, const char* help, const auto& v, double scale = 1.0, Labels extra = {}) {
       if (!v) return;
-      Labels all = l;
-      all.insert(all.end(), extra.begin(), extra.end());
-      m.set_gauge(name, help, all, static_cast<double>(*v) * scale);
+      m.set_gauge(name, help, with(l, extra), static_cast<double>(*v) * scale);
     };
     m.set_gauge("instanced_gpu_healthy", "1 while the GPU is healthy or degraded, 0 when unhealthy or unavailable", l,
                 t.assessment.health == GpuHealth::healthy || t.assessment.health == GpuHealth::degraded ? 1 : 0);
@@ -454,11 +472,19 @@ void Gpu::publish() {
     gauge("instanced_gpu_memory_total_bytes", "GPU memory size", g.memory_total);
     gauge("instanced_gpu_power_watts", "Power draw", g.power_w);
     gauge("instanced_gpu_power_limit_watts", "Enforced power limit", g.power_limit_w);
-    gauge("instanced_gpu_clock_event_reasons", "Bit mask of the reasons clocks are lowered (NVML)", g.clock_event_reasons);
-    gauge("instanced_gpu_ecc_errors", "ECC error counts", g.ecc_corrected_volatile, 1.0, {{"type", "corrected"}, {"counter", "volatile"}});
-    gauge("instanced_gpu_ecc_errors", "ECC error counts", g.ecc_uncorrected_volatile, 1.0, {{"type", "uncorrected"}, {"counter", "volatile"}});
-    gauge("instanced_gpu_ecc_errors", "ECC error counts", g.ecc_corrected_aggregate, 1.0, {{"type", "corrected"}, {"counter", "aggregate"}});
-    gauge("instanced_gpu_ecc_errors", "ECC error counts", g.ecc_uncorrected_aggregate, 1.0, {{"type", "uncorrected"}, {"counter", "aggregate"}});
+    if (g.clock_event_reasons)
+      for (const auto& [bit, reason] : kClockEventReasons)
+        m.set_gauge("instanced_gpu_clock_event_reason", "1 while NVML gives this reason for lowered clocks", with(l, {{"reason", reason}}),
+                    (*g.clock_event_reasons & bit) != 0 ? 1 : 0);
+    // NVML keeps these totals; volatile ones start again at a driver reload, as a counter may.
+    auto counter = [&](const char* name, const char* help, const auto& v, Labels extra) {
+      if (v) m.set_counter(name, help, with(l, extra), static_cast<double>(*v));
+    };
+    const char* ecc = "ECC errors counted by the driver (volatile: since the driver loaded; aggregate: the GPU's life)";
+    counter("instanced_gpu_ecc_errors_total", ecc, g.ecc_corrected_volatile, {{"type", "corrected"}, {"counter", "volatile"}});
+    counter("instanced_gpu_ecc_errors_total", ecc, g.ecc_uncorrected_volatile, {{"type", "uncorrected"}, {"counter", "volatile"}});
+    counter("instanced_gpu_ecc_errors_total", ecc, g.ecc_corrected_aggregate, {{"type", "corrected"}, {"counter", "aggregate"}});
+    counter("instanced_gpu_ecc_errors_total", ecc, g.ecc_uncorrected_aggregate, {{"type", "uncorrected"}, {"counter", "aggregate"}});
     gauge("instanced_gpu_retired_pages", "Retired memory pages", g.retired_sbe, 1.0, {{"cause", "single_bit"}});
     gauge("instanced_gpu_retired_pages", "Retired memory pages", g.retired_dbe, 1.0, {{"cause", "double_bit"}});
     gauge("instanced_gpu_retired_pages_pending", "1 while a page retirement waits for a reset", g.retired_pending);
@@ -466,9 +492,7 @@ void Gpu::publish() {
     gauge("instanced_gpu_remapped_rows", "Remapped memory rows", g.remapped_uncorrected, 1.0, {{"kind", "uncorrectable"}});
     gauge("instanced_gpu_row_remap_pending", "1 while a row remapping waits for a reset", g.remap_pending);
     gauge("instanced_gpu_row_remap_failure", "1 after a row remapping failed", g.remap_failure);
-    gauge("instanced_gpu_pcie_replays", "PCIe replay counter", g.pcie_replays);
-    if (!t.xids.empty())
-      m.set_gauge("instanced_gpu_last_xid", "The last XID error seen on the GPU", l, static_cast<double>(t.xids.back()));
+    counter("instanced_gpu_pcie_replays_total", "PCIe replays counted by the driver", g.pcie_replays, {});
   }
   // The heartbeat's GPU summary: only where NVML answers (a CPU VM sends nothing).
   std::string brief;

@@ -209,7 +209,8 @@ asio::awaitable<void> Idle::look() {
   idle_ = now_idle;
   auto& m = api_.state.metrics();
   m.set_gauge("instanced_idle", "1 when the instance is idle (quiet for idle.after).", {}, now_idle ? 1 : 0);
-  if (s.cpu_percent) m.set_gauge("instanced_cpu_utilization_percent", "CPU utilisation over the last idle look.", {}, *s.cpu_percent);
+  if (s.cpu_percent)
+    m.set_gauge("instanced_cpu_utilization_ratio", "CPU utilisation over the last idle look (0-1).", {}, *s.cpu_percent / 100.0);
   if (now_idle != was_idle) {
     auto since = tracker_.idle_since();
     std::string msg = now_idle ? fmt::format("idle since {}", iso8601(*since))

@@ -516,6 +516,9 @@ asio::awaitable<void> Mounts::check(Supervised& s) {
   auto r = co_await s.flight->run(what, config_.probe_timeout, probe);
   s.probed_at = api_.clock.wall_now();
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  // A hung probe counts with the time it was given up at.
+  api_.state.metrics().observe("instanced_mount_probe_duration_seconds", "How long the mounts' health probes took",
+                               {{"mount", s.config.name}}, ms / 1000.0, kLatencyBuckets);
   if (!r) {
     s.latency_ms.reset();
     set_state(s, MountState::hung, Reason::hung, r.error().message);
@@ -760,9 +763,9 @@ void Mounts::publish() {
     Labels l{{"mount", s->config.name}};
     auto& metrics = api_.state.metrics();
     metrics.set_gauge("instanced_mount_up", "1 while the mount is mounted and answers its probe", l, ok ? 1 : 0);
-    metrics.set_gauge("instanced_mount_probe_seconds", "Latency of the last health probe", l,
-                      s->latency_ms ? *s->latency_ms / 1000.0 : -1);
-    metrics.set_gauge("instanced_mount_remounts", "Remounts since the agent started", l, static_cast<double>(s->remounts));
+    if (s->latency_ms)
+      metrics.set_gauge("instanced_mount_probe_seconds", "Latency of the last health probe", l, *s->latency_ms / 1000.0);
+    metrics.set_counter("instanced_mount_remounts_total", "Remounts since the agent started", l, static_cast<double>(s->remounts));
   }
   if (required_up == required && !stopping_) {
     if (!ready_.is_open()) ready_.open();

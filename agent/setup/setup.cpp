@@ -94,6 +94,11 @@ Setup::Setup(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Co
 Setup::~Setup() = default;
 
 void Setup::reconfigure(const Config& config) {
+  for (const auto& before : config_.scripts) {
+    auto kept = std::find_if(config.setup.scripts.begin(), config.setup.scripts.end(),
+                             [&](const ScriptConfig& s) { return s.name == before.name; });
+    if (kept == config.setup.scripts.end()) api_.state.metrics().forget("instanced_setup_", "script", before.name);
+  }
   config_ = config.setup;
   wake_.cancel();  // scripts added to the list run now
   publish();

@@ -66,6 +66,28 @@ void sample(std::string& out, const std::string& name, const Labels& labels, dou
   out += ' ' + format_value(value) + '\n';
 }
 
+// A histogram's cumulative _bucket series (le="…", then +Inf), _sum and _count.
+void histogram(std::string& out, const std::string& name, const Labels& labels, const Metrics::Histogram& h) {
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < h.counts.size(); ++i) {
+    cumulative += h.counts[i];
+    Labels with_le = labels;
+    with_le.emplace_back("le", i < h.bounds.size() ? format_value(h.bounds[i]) : "+Inf");
+    sample(out, name + "_bucket", with_le, static_cast<double>(cumulative));
+  }
+  sample(out, name + "_sum", labels, h.sum);
+  sample(out, name + "_count", labels, static_cast<double>(h.count));
+}
+
+std::string_view type_name(Metrics::Type t) {
+  switch (t) {
+    case Metrics::Type::counter: return "counter";
+    case Metrics::Type::histogram: return "histogram";
+    case Metrics::Type::gauge: break;
+  }
+  return "gauge";
+}
+
 // Standard process_* metrics of this process, from /proc/self.
 struct ProcessStats {
   double cpu_seconds = 0;
@@ -190,8 +212,9 @@ std::string render_metrics(const AgentInfo& info, const StateRegistry& state, co
       sample(out, "instanced_subsystem_state", {{"subsystem", name}, {"state", std::string(to_string(h))}},
              s.health == h ? 1 : 0);
   for (const auto& [name, f] : state.metrics().families()) {
-    family(out, name, f.help, f.type == Metrics::Type::counter ? "counter" : "gauge");
+    family(out, name, f.help, type_name(f.type));
     for (const auto& [labels, v] : f.samples) sample(out, name, labels, v);
+    for (const auto& [labels, h] : f.histograms) histogram(out, name, labels, h);
   }
   auto ps = process_stats();
   family(out, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter");

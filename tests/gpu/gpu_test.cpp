@@ -232,6 +232,17 @@ TEST_CASE("one healthy H100: every field, instancectl gpu, metrics", "[gpu][agen
   auto metrics = a.agent().curl("http://localhost/metrics").output;
   CHECK_THAT(metrics, Catch::Contains("instanced_gpu_temperature_celsius{gpu=\"0\",uuid=\"GPU-4a3b2c1d-0000-4000-8000-000000000000\"} 41"));
   CHECK_THAT(metrics, Catch::Contains("instanced_gpu_healthy{gpu=\"0\""));
+  // Counters NVML keeps are counters; the throttle bit mask is one 0/1 series per reason.
+  const std::string uuid = "uuid=\"GPU-4a3b2c1d-0000-4000-8000-000000000000\"";
+  CHECK_THAT(metrics, Catch::Contains("instanced_gpu_pcie_replays_total{gpu=\"0\"," + uuid + "} 2\n"));
+  CHECK_THAT(metrics, Catch::Contains("# TYPE instanced_gpu_ecc_errors_total counter\n"));
+  CHECK_THAT(metrics, Catch::Contains("instanced_gpu_clock_event_reason{gpu=\"0\"," + uuid + ",reason=\"gpu_idle\"} 1\n") &&
+                          Catch::Contains("instanced_gpu_clock_event_reason{gpu=\"0\"," + uuid + ",reason=\"sw_power_cap\"} 0\n"));
+  dir.write("metrics.txt", metrics);
+  auto check = run_command("promtool check metrics < " + (dir / "metrics.txt").string() + " 2>&1");
+  INFO(check.output);
+  CHECK(check.exit_code == 0);
+  CHECK(check.output.empty());
 }
 
 TEST_CASE("eight GPUs, each with its own identity", "[gpu][agent]") {
@@ -289,6 +300,10 @@ TEST_CASE("an XID in the kernel log is mapped to its GPU by PCI address, once", 
   REQUIRE(v.at("xids").as_array().size() == 1);
   CHECK(v.at("xids").at(0).at("source") == "kmsg");
   CHECK(v.at("xids").at(0).at("gpu") == 1);
+  // A counter per GPU and XID (not the last XID's number as a value).
+  auto metrics = a.agent().curl("http://localhost/metrics").output;
+  CHECK_THAT(metrics, Catch::Contains("# TYPE instanced_gpu_xid_errors_total counter\n") &&
+                          Catch::Contains("instanced_gpu_xid_errors_total{gpu=\"1\",xid=\"79\"} 1\n"));
 }
 
 TEST_CASE("uncorrectable ECC is unhealthy, pending remapped rows degraded", "[gpu][agent]") {

@@ -75,6 +75,29 @@ TEST_CASE("agent views read the state registry", "[status]") {
     CHECK_THAT(text, Catch::Contains("instanced_build_info{version=\"9.9.9\"} 1"));
     CHECK_THAT(text, Catch::Contains("# TYPE process_cpu_seconds_total counter"));
   }
+  SECTION("histograms, totals kept by their source, and series forgotten after a reload") {
+    auto& m = state.metrics();
+    for (double v : {0.003, 0.02, 0.02, 0.7, 40.0})
+      m.observe("instanced_app_probe_duration_seconds", "Probe time.", {{"app", "jupyter"}}, v, kLatencyBuckets);
+    m.set_counter("instanced_gpu_pcie_replays_total", "Replays.", {{"gpu", "0"}}, 7);
+    m.set_gauge("instanced_app_up", "Up.", {{"app", "gone"}}, 1);
+    m.set_gauge("instanced_app_up", "Up.", {{"app", "jupyter"}}, 1);
+    auto text = render_metrics(info, state, clock);
+    CHECK_THAT(text, Catch::Contains("# TYPE instanced_app_probe_duration_seconds histogram\n"));
+    CHECK_THAT(text, Catch::Contains("instanced_app_probe_duration_seconds_bucket{app=\"jupyter\",le=\"0.005\"} 1\n"));
+    CHECK_THAT(text, Catch::Contains("instanced_app_probe_duration_seconds_bucket{app=\"jupyter\",le=\"0.025\"} 3\n"));
+    CHECK_THAT(text, Catch::Contains("instanced_app_probe_duration_seconds_bucket{app=\"jupyter\",le=\"30\"} 4\n"));
+    CHECK_THAT(text, Catch::Contains("instanced_app_probe_duration_seconds_bucket{app=\"jupyter\",le=\"+Inf\"} 5\n"));
+    CHECK_THAT(text, Catch::Contains("instanced_app_probe_duration_seconds_count{app=\"jupyter\"} 5\n"));
+    CHECK_THAT(text, Catch::Contains("instanced_app_probe_duration_seconds_sum{app=\"jupyter\"} 40.743\n"));
+    CHECK_THAT(text, Catch::Contains("# TYPE instanced_gpu_pcie_replays_total counter\ninstanced_gpu_pcie_replays_total{gpu=\"0\"} 7\n"));
+    CHECK_THAT(text, Catch::Contains("instanced_app_up{app=\"gone\"} 1"));
+    m.forget("instanced_app_", "app", "gone");
+    text = render_metrics(info, state, clock);
+    CHECK_THAT(text, !Catch::Contains("app=\"gone\""));
+    CHECK_THAT(text, Catch::Contains("instanced_app_up{app=\"jupyter\"} 1"));
+    CHECK_THAT(text, Catch::Contains("instanced_app_probe_duration_seconds_count{app=\"jupyter\"} 5\n"));
+  }
   SECTION("starting and stopping are unhealthy") {
     state.publish("disk", Health::ok, "fine");
     info.phase = "stopping";
