@@ -1,6 +1,7 @@
 // instancectl: the operator's client of the status socket.
-// Exit status: 0 healthy, 1 degraded (the agent answered, something is wrong),
-// 2 unreachable, permission denied, or usage error.
+// Exit status (instancectl(1)): 0 healthy, 1 degraded (or what was asked about is not ok),
+// 2 failed, 3 the agent refused the request, 64 usage error, 69 the agent is unreachable,
+// 77 permission denied.
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -12,6 +13,7 @@
 #include <fmt/format.h>
 #include <iostream>
 #include <map>
+#include <stdexcept>
 #include <thread>
 #include <string>
 #include <unistd.h>
@@ -24,7 +26,15 @@ namespace json = boost::json;
 
 namespace {
 
-constexpr int kHealthy = 0, kDegraded = 1, kError = 2;
+constexpr int kHealthy = 0, kDegraded = 1, kFailed = 2, kRefused = 3;
+constexpr int kUsage = 64, kUnreachable = 69, kNoPermission = 77;  // sysexits(3)'s EX_USAGE, EX_UNAVAILABLE, EX_NOPERM
+
+// An error for people, with the exit status that tells scripts what kind it is.
+struct Failure : std::runtime_error {
+  Failure(int exit_code, const std::string& message) : std::runtime_error(message), code(exit_code) {}
+  int code;
+};
+[[noreturn]] void usage_error(const std::string& message) { throw Failure(kUsage, message); }
 
 struct Args {
   std::string socket = "/run/instanced/status.sock";
@@ -35,7 +45,7 @@ struct Args {
   std::vector<std::string> operands;  // after the command: "setup logs NAME"
 };
 
-const char* kUsage =
+const char* kUsageText =
     "usage: instancectl [--socket PATH] [--json] COMMAND\n"
     "\n"
     "commands:\n"
@@ -78,7 +88,7 @@ struct Reply {
   std::map<std::string, std::string> headers;  // the X-Instanced-* ones
 };
 
-// One request over the Unix socket; errors are thrown as std::runtime_error with a message for people.
+// One request over the Unix socket; errors are thrown as a Failure: a message for people and the exit status.
 Reply request(const std::string& socket, http::verb method, const std::string& target, const std::string& body = {}) {
   asio::io_context ioc;
   beast::basic_stream<asio::local::stream_protocol> stream(ioc);
@@ -87,8 +97,8 @@ Reply request(const std::string& socket, http::verb method, const std::string& t
   stream.socket().connect(asio::local::stream_protocol::endpoint(socket), ec);
   if (ec) {
     if (ec == asio::error::access_denied)
-      throw std::runtime_error(fmt::format("cannot connect to {}: permission denied (run as root or as a member of the operators' group)", socket));
-    throw std::runtime_error(fmt::format("cannot connect to {}: {} (is instanced running?)", socket, ec.message()));
+      throw Failure(kNoPermission, fmt::format("cannot connect to {}: permission denied (run as root or as a member of the operators' group)", socket));
+    throw Failure(kUnreachable, fmt::format("cannot connect to {}: {} (is instanced running?)", socket, ec.message()));
   }
   http::request<http::string_body> req{method, target, 11};
   req.set(http::field::host, "instanced");
@@ -100,12 +110,12 @@ Reply request(const std::string& socket, http::verb method, const std::string& t
   }
   req.prepare_payload();
   http::write(stream.socket(), req, ec);
-  if (ec) throw std::runtime_error(fmt::format("sending to {}: {}", socket, ec.message()));
+  if (ec) throw Failure(kUnreachable, fmt::format("sending to {}: {}", socket, ec.message()));
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(16 << 20);
   http::read(stream.socket(), buffer, parser, ec);
-  if (ec) throw std::runtime_error(fmt::format("reading from {}: {}", socket, ec.message()));
+  if (ec) throw Failure(kUnreachable, fmt::format("reading from {}: {}", socket, ec.message()));
   Reply reply{parser.get().result_int(), parser.get().body(), {}};
   for (const auto& f : parser.get())
     if (f.name_string().starts_with("X-Instanced-")) reply.headers[std::string(f.name_string())] = std::string(f.value());
@@ -153,11 +163,11 @@ std::string pad(const std::string& s, std::size_t width, std::size_t visible) {
 
 int cmd_status(const Args& a, const Style& st) {
   auto reply = request(a.socket, http::verb::get, "/v1/status");
-  if (reply.status == 403) throw std::runtime_error(str(parse_json(reply.body), "error"));
-  if (reply.status != 200) throw std::runtime_error(fmt::format("the agent answered HTTP {}", reply.status));
+  if (reply.status == 403) throw Failure(kNoPermission, str(parse_json(reply.body), "error"));
+  if (reply.status != 200) throw Failure(kRefused, fmt::format("the agent answered HTTP {}", reply.status));
   auto v = parse_json(reply.body);
   std::string state = str(v, "state");
-  int rc = state == "ok" && str(v, "phase") == "running" ? kHealthy : kDegraded;
+  int rc = state == "ok" && str(v, "phase") == "running" ? kHealthy : state == "failed" ? kFailed : kDegraded;
   if (a.json) {
     std::cout << reply.body;
     return rc;
@@ -184,11 +194,11 @@ int cmd_status(const Args& a, const Style& st) {
 // The control channel's section of /v1/status.
 int cmd_control(const Args& a, const Style& st) {
   auto reply = request(a.socket, http::verb::get, "/v1/status");
-  if (reply.status == 403) throw std::runtime_error(str(parse_json(reply.body), "error"));
-  if (reply.status != 200) throw std::runtime_error(fmt::format("the agent answered HTTP {}", reply.status));
+  if (reply.status == 403) throw Failure(kNoPermission, str(parse_json(reply.body), "error"));
+  if (reply.status != 200) throw Failure(kRefused, fmt::format("the agent answered HTTP {}", reply.status));
   auto v = parse_json(reply.body);
   auto* c = v.at("subsystems").as_object().if_contains("control");
-  if (!c) throw std::runtime_error("this agent has no control channel");
+  if (!c) throw Failure(kRefused, "this agent has no control channel");
   int rc = str(*c, "state") == "ok" ? kHealthy : kDegraded;
   if (a.json) {
     std::cout << json::serialize(*c) << "\n";
@@ -203,11 +213,11 @@ int cmd_control(const Args& a, const Style& st) {
 
 int cmd_health(const Args& a, const Style& st) {
   auto reply = request(a.socket, http::verb::get, "/v1/health");
-  if (reply.status == 403) throw std::runtime_error(str(parse_json(reply.body), "error"));
+  if (reply.status == 403) throw Failure(kNoPermission, str(parse_json(reply.body), "error"));
   if (reply.status != 200 && reply.status != 503)
-    throw std::runtime_error(fmt::format("the agent answered HTTP {}", reply.status));
+    throw Failure(kRefused, fmt::format("the agent answered HTTP {}", reply.status));
   auto v = parse_json(reply.body);
-  int rc = reply.status == 200 ? kHealthy : kDegraded;
+  int rc = reply.status == 200 ? kHealthy : str(v, "state") == "failed" ? kFailed : kDegraded;
   if (a.json) {
     std::cout << reply.body;
     return rc;
@@ -231,7 +241,7 @@ std::string field_or_dash(const json::value& v, std::string_view key) {
     msg = str(parse_json(reply.body), "error");
   } catch (...) {
   }
-  throw std::runtime_error(fmt::format("{} (HTTP {})", msg, reply.status));
+  throw Failure(reply.status == 403 ? kNoPermission : kRefused, fmt::format("{} (HTTP {})", msg, reply.status));
 }
 
 int cmd_setup_list(const Args& a, const Style& st) {
@@ -308,10 +318,10 @@ int cmd_setup(const Args& a, const Style& st) {
     const std::string& name = a.operands[1];
     for (char c : name)
       if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
-        throw std::runtime_error(fmt::format("'{}' is not a script name", name));
+        usage_error(fmt::format("'{}' is not a script name", name));
     return sub == "logs" ? cmd_setup_logs(a, name) : cmd_setup_rerun(a, name);
   }
-  throw std::runtime_error("usage: instancectl setup [logs NAME [--follow] | rerun NAME]");
+  usage_error("usage: instancectl setup [logs NAME [--follow] | rerun NAME]");
 }
 
 std::string human(double bytes) {
@@ -392,7 +402,7 @@ int cmd_disk(const Args& a, const Style& st) {
       return kHealthy;
     }
   }
-  if (!sub.empty()) throw std::runtime_error("usage: instancectl disk [scan | reclaim [--dry-run] [RULE...]]");
+  if (!sub.empty()) usage_error("usage: instancectl disk [scan | reclaim [--dry-run] [RULE...]]");
   auto reply = request(a.socket, http::verb::get, "/v1/disk");
   if (reply.status != 200) agent_refused(reply);
   auto v = parse_json(reply.body);
@@ -428,11 +438,11 @@ int cmd_disk(const Args& a, const Style& st) {
 int cmd_mounts(const Args& a, const Style& st) {
   if (!a.operands.empty()) {
     if (a.operands[0] != "remount" || a.operands.size() != 2)
-      throw std::runtime_error("usage: instancectl mounts [remount NAME]");
+      usage_error("usage: instancectl mounts [remount NAME]");
     const std::string& name = a.operands[1];
     for (char c : name)
       if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
-        throw std::runtime_error(fmt::format("'{}' is not a mount name", name));
+        usage_error(fmt::format("'{}' is not a mount name", name));
     auto reply = request(a.socket, http::verb::post, "/v1/mounts/remount?name=" + name);
     if (reply.status != 202) agent_refused(reply);
     std::cout << "remounting " << name << "; see it with: instancectl mounts\n";
@@ -474,7 +484,7 @@ int cmd_mounts(const Args& a, const Style& st) {
 }
 
 int cmd_apps(const Args& a, const Style& st) {
-  if (!a.operands.empty()) throw std::runtime_error("usage: instancectl apps");
+  if (!a.operands.empty()) usage_error("usage: instancectl apps");
   auto reply = request(a.socket, http::verb::get, "/v1/apps");
   if (reply.status != 200) agent_refused(reply);
   auto v = parse_json(reply.body);
@@ -509,7 +519,7 @@ int cmd_apps(const Args& a, const Style& st) {
 }
 
 int cmd_idle(const Args& a) {
-  if (!a.operands.empty()) throw std::runtime_error("usage: instancectl idle");
+  if (!a.operands.empty()) usage_error("usage: instancectl idle");
   auto reply = request(a.socket, http::verb::get, "/v1/idle");
   if (reply.status != 200) agent_refused(reply);
   if (a.json) {
@@ -539,7 +549,7 @@ int cmd_idle(const Args& a) {
 }
 
 int cmd_ssh(const Args& a) {
-  if (!a.operands.empty()) throw std::runtime_error("usage: instancectl ssh");
+  if (!a.operands.empty()) usage_error("usage: instancectl ssh");
   auto reply = request(a.socket, http::verb::get, "/v1/ssh");
   if (reply.status != 200) agent_refused(reply);
   auto v = parse_json(reply.body);
@@ -672,10 +682,10 @@ int cmd_jobs(const Args& a, const Style& st) {
 }
 
 std::string checked_job_id(const std::string& id) {
-  if (id.empty() || id.size() > 64) throw std::runtime_error(fmt::format("'{}' is not a job id", id));
+  if (id.empty() || id.size() > 64) usage_error(fmt::format("'{}' is not a job id", id));
   for (char c : id)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
-      throw std::runtime_error(fmt::format("'{}' is not a job id", id));
+      usage_error(fmt::format("'{}' is not a job id", id));
   return id;
 }
 
@@ -684,7 +694,7 @@ int cmd_job_logs(const Args& a, const std::string& id) { return follow_log(a, "/
 // "NAME=VALUE" into o[NAME].
 void put_pair(json::object& o, const std::string& flag, const std::string& text) {
   auto eq = text.find('=');
-  if (eq == std::string::npos || eq == 0) throw std::runtime_error(fmt::format("{} wants NAME=VALUE, not '{}'", flag, text));
+  if (eq == std::string::npos || eq == 0) usage_error(fmt::format("{} wants NAME=VALUE, not '{}'", flag, text));
   o[text.substr(0, eq)] = text.substr(eq + 1);
 }
 
@@ -693,7 +703,7 @@ int cmd_job_submit(const Args& a, const std::vector<std::string>& args) {
   json::array command;
   std::size_t i = 0;
   auto value = [&](const std::string& flag) -> std::string {
-    if (i + 1 >= args.size()) throw std::runtime_error(flag + " needs a value");
+    if (i + 1 >= args.size()) usage_error(flag + " needs a value");
     return args[++i];
   };
   for (; i < args.size(); ++i) {
@@ -715,22 +725,22 @@ int cmd_job_submit(const Args& a, const std::vector<std::string>& args) {
       } else {
         char* end = nullptr;
         long n = std::strtol(g.c_str(), &end, 10);
-        if (g.empty() || *end) throw std::runtime_error(fmt::format("--gpus wants a count or 'all', not '{}'", g));
+        if (g.empty() || *end) usage_error(fmt::format("--gpus wants a count or 'all', not '{}'", g));
         job["gpus"] = n;
       }
     } else if (arg == "--cpu-weight") {
       std::string w = value(arg);
       char* end = nullptr;
       long n = std::strtol(w.c_str(), &end, 10);
-      if (w.empty() || *end) throw std::runtime_error(fmt::format("--cpu-weight wants a number, not '{}'", w));
+      if (w.empty() || *end) usage_error(fmt::format("--cpu-weight wants a number, not '{}'", w));
       job["cpu_weight"] = n;
     } else if (arg == "--env") put_pair(env, arg, value(arg));
     else if (arg == "--label") put_pair(labels, arg, value(arg));
-    else if (arg.starts_with("-")) throw std::runtime_error(fmt::format("job submit: unknown option '{}' (the command goes after --)", arg));
+    else if (arg.starts_with("-")) usage_error(fmt::format("job submit: unknown option '{}' (the command goes after --)", arg));
     else break;
   }
   for (; i < args.size(); ++i) command.emplace_back(args[i]);
-  if (command.empty()) throw std::runtime_error("job submit: a command is needed (instancectl job submit [OPTIONS] -- COMMAND [ARG...])");
+  if (command.empty()) usage_error("job submit: a command is needed (instancectl job submit [OPTIONS] -- COMMAND [ARG...])");
   job["command"] = std::move(command);
   if (!env.empty()) job["env"] = std::move(env);
   if (!labels.empty()) job["labels"] = std::move(labels);
@@ -755,9 +765,9 @@ int cmd_job_submit(const Args& a, const std::vector<std::string>& args) {
 int cmd_job(const Args& a) {
   const std::vector<std::string>& ops = a.operands;
   const char* usage = "usage: instancectl job submit [OPTIONS] -- COMMAND [ARG...] | show ID | logs ID [--follow] | cancel ID";
-  if (ops.empty()) throw std::runtime_error(usage);
+  if (ops.empty()) usage_error(usage);
   if (ops[0] == "submit") return cmd_job_submit(a, std::vector<std::string>(ops.begin() + 1, ops.end()));
-  if (ops.size() != 2) throw std::runtime_error(usage);
+  if (ops.size() != 2) usage_error(usage);
   const std::string id = checked_job_id(ops[1]);
   if (ops[0] == "logs") return cmd_job_logs(a, id);
   if (ops[0] == "cancel") {
@@ -767,7 +777,7 @@ int cmd_job(const Args& a) {
     std::cout << (str(v, "state") == "cancelled" ? "job " + id + " cancelled\n" : "job " + id + ": cancel requested; it is being stopped\n");
     return kHealthy;
   }
-  if (ops[0] != "show") throw std::runtime_error(usage);
+  if (ops[0] != "show") usage_error(usage);
   auto reply = request(a.socket, http::verb::get, "/v1/jobs/job?id=" + id);
   if (reply.status != 200) agent_refused(reply);
   auto v = parse_json(reply.body);
@@ -795,7 +805,7 @@ int cmd_reboot(const Args& a) {
 
 int cmd_version(const Args& a) {
   auto reply = request(a.socket, http::verb::get, "/v1/version");
-  if (reply.status != 200) throw std::runtime_error(fmt::format("the agent answered HTTP {}: {}", reply.status, reply.body));
+  if (reply.status != 200) throw Failure(kRefused, fmt::format("the agent answered HTTP {}: {}", reply.status, reply.body));
   auto v = parse_json(reply.body);
   if (a.json)
     std::cout << reply.body;
@@ -828,7 +838,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--dry-run" || arg == "-n") {
       a.dry_run = true;
     } else if (arg == "--help" || arg == "-h") {
-      std::cout << kUsage;
+      std::cout << kUsageText;
       return 0;
     } else if (!arg.starts_with("-") && a.command.empty()) {
       a.command = arg;
@@ -839,8 +849,8 @@ int main(int argc, char** argv) {
     } else if (!arg.starts_with("-") && a.command == "disk" && a.operands.size() < 16) {
       a.operands.push_back(arg);
     } else {
-      std::cerr << "instancectl: unexpected argument '" << arg << "'\n" << kUsage;
-      return kError;
+      std::cerr << "instancectl: unexpected argument '" << arg << "'\n" << kUsageText;
+      return kUsage;
     }
   }
   Style style;
@@ -862,10 +872,13 @@ int main(int argc, char** argv) {
     if (a.command == "ssh") return cmd_ssh(a);
     std::cerr << (a.command.empty() ? std::string("instancectl: a command is needed\n")
                                     : "instancectl: unknown command '" + a.command + "'\n")
-              << kUsage;
-    return kError;
-  } catch (const std::exception& e) {
+              << kUsageText;
+    return kUsage;
+  } catch (const Failure& e) {
     std::cerr << "instancectl: " << e.what() << "\n";
-    return kError;
+    return e.code;
+  } catch (const std::exception& e) {  // an answer that is not what the agent sends
+    std::cerr << "instancectl: " << e.what() << "\n";
+    return kRefused;
   }
 }

@@ -278,6 +278,10 @@ TEST_CASE("an XID 79 from NVML events makes that GPU unhealthy, with an event an
   auto status = json::parse(a.agent().curl("http://localhost/v1/status").output);
   CHECK(status.at("subsystems").at("gpu").at("state") == "failed");
   CHECK_THAT(json::serialize(status.at("events")), Catch::Contains("XID 79 on GPU 1"));
+  // A failed subsystem: instancectl's exit status 2, not degraded's 1.
+  const std::string ctl = instancectl_binary() + " --socket " + a.agent().socket().string();
+  CHECK(run_command(ctl + " health").exit_code == 2);
+  CHECK(run_command(ctl + " status").exit_code == 2);
   // The control plane sees it in the heartbeat's GPU summary.
   REQUIRE(cp.wait([](const json::value& v) {
     auto* i = v.as_object().if_contains("gpu-test");

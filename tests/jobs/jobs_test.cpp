@@ -442,10 +442,10 @@ TEST_CASE("instancectl submits, lists, shows, follows and cancels jobs", "[jobs]
   CHECK(cancel.output == "job second: cancel requested; it is being stopped\n");
   a.wait_state("second", "cancelled");
   auto bad = run_command(ctl + "job submit --gpus lots -- true 2>&1");
-  CHECK(bad.exit_code == 2);
+  CHECK(bad.exit_code == 64);  // a usage error
   CHECK_THAT(bad.output, Catch::Contains("--gpus wants a count or 'all', not 'lots'"));
   bad = run_command(ctl + "job submit --timeout soon -- true 2>&1");
-  CHECK(bad.exit_code == 2);
+  CHECK(bad.exit_code == 3);  // the agent refused it
   CHECK_THAT(bad.output, Catch::Contains("timeout:") && Catch::Contains("(HTTP 400)"));
   bad = run_command(ctl + "job show nope 2>&1");
   CHECK_THAT(bad.output, Catch::Contains("no job 'nope' (HTTP 404)"));
@@ -484,7 +484,7 @@ TEST_CASE("an operator who is not root submits jobs that run as the operator", "
   CHECK(a.http().get("/v1/jobs/log?id=mine").body == "65534\n");
   // Choosing the user (root, say) is root's alone.
   r = run_command(as_nobody + "job submit --id escalate --user root -- id -u 2>&1");
-  CHECK(r.exit_code == 2);
+  CHECK(r.exit_code == 77);  // permission denied
   CHECK_THAT(r.output, Catch::Contains("only root may choose the user of a job") && Catch::Contains("HTTP 403"));
   r = run_command(as_nobody + "job submit --id archive --image localhost/x:1 --image-archive /tmp/x.tar -- true 2>&1");
   CHECK_THAT(r.output, Catch::Contains("image_archive: only root may load images for jobs"));

@@ -179,7 +179,7 @@ TEST_CASE("a failed script stops the sequence until it is rerun, and the rerun c
   CHECK(script(v, "flaky").at("runs") == 2);
   CHECK(std::filesystem::exists(dir / "after-ran"));
   auto unknown = run_command(fmt::format("{} --socket {} setup rerun nosuch 2>&1", instancectl_binary(), agent.socket().string()));
-  CHECK(unknown.exit_code == 2);
+  CHECK(unknown.exit_code == 3);  // the agent refused the request
   CHECK_THAT(unknown.output, Catch::Contains("no setup script named 'nosuch' (HTTP 404)"));
 }
 

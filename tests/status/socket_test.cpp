@@ -118,12 +118,17 @@ TEST_CASE("instancectl: tables, --json, exit codes", "[status][socket][instancec
     CHECK_THAT(bad.output, Catch::StartsWith("unhealthy\n  - config: last reload failed"));
     CHECK(run_command(ctl + " status").exit_code == 1);
   }
-  SECTION("unreachable and usage errors: exit 2") {
+  SECTION("unreachable (69), usage errors (64) and refused requests (3) are told apart") {
     auto un = run_command(instancectl_binary() + " --socket " + (dir / "none.sock").string() + " status 2>&1");
-    CHECK(un.exit_code == 2);
+    CHECK(un.exit_code == 69);
     CHECK_THAT(un.output, Catch::Contains("cannot connect to") && Catch::Contains("is instanced running?"));
-    CHECK(run_command(ctl + " frobnicate 2>/dev/null").exit_code == 2);
-    CHECK(run_command(ctl + " 2>/dev/null").exit_code == 2);
+    CHECK(run_command(ctl + " frobnicate 2>/dev/null").exit_code == 64);
+    CHECK(run_command(ctl + " 2>/dev/null").exit_code == 64);
+    CHECK(run_command(ctl + " --bogus status 2>/dev/null").exit_code == 64);
+    CHECK(run_command(ctl + " job show 'bad id' 2>/dev/null").exit_code == 64);
+    auto missing = run_command(ctl + " job show no-such-job 2>&1");
+    CHECK(missing.exit_code == 3);
+    CHECK_THAT(missing.output, Catch::Contains("(HTTP 404)"));
   }
 }
 
@@ -133,7 +138,7 @@ TEST_CASE("only root and the operators' group are served", "[status][socket][aut
     AgentProcess agent(dir, config("0660"));
     REQUIRE(agent.start_and_wait_ready());
     auto r = run_command(as_nobody(instancectl_binary() + " --socket " + agent.socket().string() + " status 2>&1"));
-    CHECK(r.exit_code == 2);
+    CHECK(r.exit_code == 77);
     CHECK_THAT(r.output, Catch::Contains("permission denied"));
     auto member = run_command(as_nobody(instancectl_binary() + " --socket " + agent.socket().string() + " health", "daemon"));
     CHECK(member.exit_code == 0);
@@ -148,7 +153,7 @@ TEST_CASE("only root and the operators' group are served", "[status][socket][aut
     auto member = run_command(as_nobody(curl, "daemon"));
     CHECK_THAT(member.output, Catch::EndsWith(" 200"));
     auto ctl = run_command(as_nobody(instancectl_binary() + " --socket " + agent.socket().string() + " status 2>&1"));
-    CHECK(ctl.exit_code == 2);
+    CHECK(ctl.exit_code == 77);
     CHECK_THAT(ctl.output, Catch::Contains("permission denied"));
   }
 }
