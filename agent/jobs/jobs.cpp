@@ -239,11 +239,11 @@ asio::awaitable<void> Jobs::run() {
   for (auto& [id, live] : live_) live->stop.emit(asio::cancellation_type::terminal);
   // They record what they must and end within a few loop turns; bounded all the same.
   co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);
-  asio::steady_timer tick(ex_);
-  for (int i = 0; i < 50 && !live_.empty(); ++i) {
-    tick.expires_after(100ms);
-    boost::system::error_code ec;
-    co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  {
+    auto ended = until_no_live_jobs();
+    auto limit = api_.clock.sleep_for(5s);
+    auto either = std::move(ended) || std::move(limit);
+    co_await first_error(std::move(either));
   }
   if (!live_.empty()) log_->warn("{} jobs' supervisors did not end within 5s of the stop", live_.size());
 }
@@ -942,6 +942,14 @@ std::optional<std::string> Jobs::waiting_reason(const JobRecord& job) const {
   return std::nullopt;
 }
 
+// Returns when no job's supervisor is left (each end cancels live_changed_).
+asio::awaitable<void> Jobs::until_no_live_jobs() {
+  while (!live_.empty()) {
+    boost::system::error_code ec;
+    co_await live_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
 asio::awaitable<Result<std::string>> Jobs::drain(std::string action) {
   hold_until_ = api_.clock.now() + config_.drain_hold;
   publish();
@@ -949,14 +957,8 @@ asio::awaitable<Result<std::string>> Jobs::drain(std::string action) {
     co_return fmt::format("no job running; {} queued jobs wait for the next start", queue_.size());
   const std::size_t running = live_.size();
   const auto t0 = api_.clock.now();
-  auto until_empty = [this]() -> asio::awaitable<void> {
-    while (!live_.empty()) {
-      boost::system::error_code ec;
-      co_await live_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
-  };
   {
-    auto ended = until_empty();
+    auto ended = until_no_live_jobs();
     auto limit = api_.clock.sleep_for(config_.stop_wait);
     auto either = std::move(ended) || std::move(limit);
     co_await first_error(std::move(either));
@@ -970,7 +972,7 @@ asio::awaitable<Result<std::string>> Jobs::drain(std::string action) {
     live->poke.cancel();
   }
   if (!cancelled.empty()) {
-    auto ended = until_empty();
+    auto ended = until_no_live_jobs();
     auto limit = api_.clock.sleep_for(config_.kill_grace * 3 + 5s);
     auto either = std::move(ended) || std::move(limit);
     co_await first_error(std::move(either));

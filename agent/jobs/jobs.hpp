@@ -81,6 +81,7 @@ class Jobs final : public Subsystem {
   void add_routes(status::Router& router);
 
  private:
+  boost::asio::awaitable<void> until_no_live_jobs();  // returns when no supervisor is left
   struct Live;
 
   void load();
