@@ -622,8 +622,9 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   }
   boost::system::error_code ignored;
   beast::get_lowest_layer(ws).socket().close(ignored);
+  // The reader sees the closed socket at once and, on its way out, cancels `wake`.
   while (!reader_done) {
-    wake.expires_after(std::chrono::milliseconds(50));
+    wake.expires_at(asio::steady_timer::time_point::max());
     co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
   }
   throw std::runtime_error(!failure.empty() ? failure : reader_error.empty() ? "connection closed" : reader_error);
