@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
   const Config& running = daemon.config();
   control::CommandRegistry commands(clock, fs, std::filesystem::path(running.state_dir) / "control" / "commands.json");
   add_builtin_commands(commands, daemon, info, state, clock);
-  control::ControlChannel control(ioc.get_executor(), api, running, commands, info);
+  control::ControlChannel control(ioc.get_executor(), api, running.control, running.state_dir, commands, info);
 
   // Children (setup scripts, jobs, mount helpers) are started and reaped here; as the
   // child subreaper the agent also reaps the daemons that scripts leave behind.
@@ -238,29 +238,30 @@ int main(int argc, char** argv) {
   // them after main returns. Held by a static pointer, so LeakSanitizer sees them reachable.
   static auto* const mount_ops_owner = new mounts::RealMountOps;
   auto& mount_ops = *mount_ops_owner;
-  mounts::Mounts mounts(ioc.get_executor(), api, processes, mount_ops, running);
+  mounts::Mounts mounts(ioc.get_executor(), api, processes, mount_ops, running.storage, running.state_dir);
   mounts.add_routes(router);
   add_mount_commands(commands, mounts);
 
-  setup::Setup setup(ioc.get_executor(), api, processes, running,
+  setup::Setup setup(ioc.get_executor(), api, processes, running.setup, running.state_dir,
                      setup::Environment{info.instance, running.status.socket, {}});
   setup.add_routes(router);
   setup.add_prerequisite(mounts.ready_gate());
   add_setup_commands(commands, setup);
 
   // The 5 GB rule: stop, restart and reboot are refused while `/` is below it.
-  disk::Guardian disk(ioc.get_executor(), api, processes, running);
+  disk::Guardian disk(ioc.get_executor(), api, processes, running.disk, running.state_dir);
   disk.add_routes(router);
   commands.add_veto("disk", [&disk](std::string_view action) { return disk.veto(action); });
 
   // GPUs through NVML, loaded at run time by the dynamic loader's usual search.
   static auto* const nvml_owner = new gpu::NvmlLibrary(running.gpu.library);
   auto& nvml = *nvml_owner;
-  gpu::Gpu gpu(ioc.get_executor(), api, nvml, running);
+  gpu::Gpu gpu(ioc.get_executor(), api, nvml, running.gpu);
   gpu.add_routes(router);
 
   // The job queue: after the disk rule, the required mounts and the setup scripts.
-  jobs::Jobs job_queue(ioc.get_executor(), api, processes, running, [&gpu] {
+  jobs::Jobs job_queue(ioc.get_executor(), api, processes, running.jobs, running.state_dir, running.status.socket,
+                       [&gpu] {
     jobs::GpuView v;
     v.known = gpu.sampled();
     v.total = gpu.count();
@@ -281,10 +282,10 @@ int main(int argc, char** argv) {
   // Workstation services: the users' applications, idle detection and the schedule, the
   // SSH policy, shutdowns from inside the VM. Services through systemctl.
   Systemctl services(processes, clock, running.services.systemctl, running.services.timeout);
-  apps::Apps applications(ioc.get_executor(), api, services, running);
+  apps::Apps applications(ioc.get_executor(), api, services, running.applications);
   applications.add_routes(router);
   idle::RealHostActivity host;
-  idle::Idle idle_watch(ioc.get_executor(), api, host, processes, running,
+  idle::Idle idle_watch(ioc.get_executor(), api, host, processes, running.idle, running.schedule, running.state_dir,
                         idle::Signals{[&job_queue] { return job_queue.queued() + job_queue.running(); },
                                       [&setup] { return setup.running(); },
                                       [&gpu] { return gpu.busiest_utilization(); },
@@ -294,24 +295,25 @@ int main(int argc, char** argv) {
                                         return a.jupyter;
                                       }});
   idle_watch.add_routes(router);
-  ssh::Ssh ssh_policy(ioc.get_executor(), api, services, running);
+  ssh::Ssh ssh_policy(ioc.get_executor(), api, services, running.ssh, running.state_dir);
   ssh_policy.add_routes(router);
   add_workstation_commands(commands, idle_watch, ssh_policy);
   static auto* const logind_owner = new power::SdBusLogind;  // its library stays loaded
-  power::Power power_watch(ioc.get_executor(), api, services, *logind_owner, running,
+  power::Power power_watch(ioc.get_executor(), api, services, *logind_owner, running.power,
                            [&control](Clock::steady_time::duration d) { return control.wait_delivered(d); });
 
-  daemon.add(status_server);
-  daemon.add(control);
-  daemon.add(disk);
-  daemon.add(mounts);
-  daemon.add(gpu);
-  daemon.add(setup);
-  daemon.add(job_queue);
-  daemon.add(applications);
-  daemon.add(idle_watch);
-  daemon.add(ssh_policy);
+  // Each with the section(s) it takes from a reloaded configuration.
+  daemon.add(status_server, &Config::status);
+  daemon.add(control, &Config::control);
+  daemon.add(disk, &Config::disk);
+  daemon.add(mounts, &Config::storage);
+  daemon.add(gpu, &Config::gpu);
+  daemon.add(setup, &Config::setup);
+  daemon.add(job_queue, &Config::jobs);
+  daemon.add(applications, &Config::applications);
+  daemon.add(idle_watch, [&idle_watch](const Config& c) { idle_watch.reconfigure(c.idle, c.schedule); });
+  daemon.add(ssh_policy, &Config::ssh);
   // Last: stopped first, while the control channel can still deliver os_shutdown.
-  daemon.add(power_watch);
+  daemon.add(power_watch, &Config::power);
   return daemon.run();
 }

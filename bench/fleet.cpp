@@ -43,17 +43,17 @@ class NullNotifier final : public Notifier {
 
 struct Instance {
   Instance(asio::io_context& ioc, Clock& clock, Filesystem& fs, Notifier& n, BlockingPool& pool, Logging& logging,
-           const Config& config, int i)
+           const ControlConfig& config, const std::string& state_dir, int i)
       : state(clock),
         api{clock, fs, n, pool, state, logging},
-        commands(clock, fs, std::filesystem::path(config.state_dir) / "commands.json") {
+        commands(clock, fs, std::filesystem::path(state_dir) / "commands.json") {
     info.version = INSTANCED_VERSION;
     info.instance = "fleet-" + std::to_string(i);
     info.phase = "running";
     info.started = clock.now();
     info.config_hash = std::string(64, 'a');
     state.publish("status", Health::ok, "serving");
-    channel = std::make_unique<control::ControlChannel>(ioc.get_executor(), api, config, commands, info);
+    channel = std::make_unique<control::ControlChannel>(ioc.get_executor(), api, config, state_dir, commands, info);
   }
   StateRegistry state;
   Api api;
@@ -127,20 +127,20 @@ int main(int argc, char** argv) {
   NullNotifier notifier;
   BlockingPool pool(1);
   Logging logging(LogTarget::stderr_lines, LogLevel::error);
-  Config config;
-  config.control.endpoint = "ws://127.0.0.1:" + std::to_string(port) + "/v1/agent";
-  config.control.insecure = true;
-  config.control.token_file = (dir / "token").string();
-  config.control.initial_delay_max = seconds_cast(spread);
-  config.control.backoff_initial = std::chrono::seconds(1);
-  config.control.backoff_max = std::chrono::seconds(30);
+  ControlConfig config;
+  config.endpoint = "ws://127.0.0.1:" + std::to_string(port) + "/v1/agent";
+  config.insecure = true;
+  config.token_file = (dir / "token").string();
+  config.initial_delay_max = seconds_cast(spread);
+  config.backoff_initial = std::chrono::seconds(1);
+  config.backoff_max = std::chrono::seconds(30);
 
   double rss0 = rss_mib();
   std::vector<std::unique_ptr<Instance>> fleet;
   fleet.reserve(static_cast<std::size_t>(sessions));
   for (int i = 0; i < sessions; ++i) {
-    config.state_dir = (dir / ("i" + std::to_string(i))).string();
-    fleet.push_back(std::make_unique<Instance>(ioc, clock, fs, notifier, pool, logging, config, i));
+    const std::string state_dir = (dir / ("i" + std::to_string(i))).string();
+    fleet.push_back(std::make_unique<Instance>(ioc, clock, fs, notifier, pool, logging, config, state_dir, i));
   }
   for (auto& in : fleet) asio::co_spawn(ioc, in->channel->run(), asio::detached);
 

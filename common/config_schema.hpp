@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/units.hpp"
 
@@ -141,6 +142,16 @@ inline auto duration_range(Duration lo, Duration hi) {
                          format_duration(hi));
     return std::nullopt;
   };
+}
+
+// "LIST[i]: 'KEY' is already used by LIST[j]" for the first item whose key repeats.
+template <class T, class Key>
+std::optional<std::string> first_repeat(const std::vector<T>& items, Key key, std::string_view list) {
+  for (std::size_t i = 0; i < items.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (key(items[i]) == key(items[j]))
+        return fmt::format("{}[{}]: '{}' is already used by {}[{}]", list, i, key(items[i]), list, j);
+  return std::nullopt;
 }
 
 }  // namespace check

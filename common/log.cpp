@@ -47,6 +47,10 @@ class JournaldSink final : public spdlog::sinks::base_sink<std::mutex> {
 
 }  // namespace
 
+std::string_view to_string(LogLevel level) {
+  return EnumNames<LogLevel>::names[static_cast<std::size_t>(level)];
+}
+
 spdlog::level::level_enum to_spdlog(LogLevel level) {
   switch (level) {
     case LogLevel::trace: return spdlog::level::trace;

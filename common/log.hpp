@@ -4,14 +4,22 @@
 // Loggers are owned by this object, never by spdlog's global registry.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <spdlog/logger.h>
 #include <string>
 #include <vector>
 
-#include "common/config.hpp"
+#include "common/config_schema.hpp"
 
 namespace instanced {
+
+enum class LogLevel { trace, debug, info, warn, error };
+template <>
+struct EnumNames<LogLevel> {
+  static constexpr std::array<std::string_view, 5> names{"trace", "debug", "info", "warn", "error"};
+};
+std::string_view to_string(LogLevel level);
 
 using Logger = std::shared_ptr<spdlog::logger>;
 

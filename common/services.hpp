@@ -10,11 +10,25 @@
 
 #include "common/child_io.hpp"
 #include "common/clock.hpp"
+#include "common/config_schema.hpp"
 #include "common/process.hpp"
 #include "common/result.hpp"
 #include "common/units.hpp"
 
 namespace instanced {
+
+
+// The service manager: systemctl, found on PATH unless a path is given.
+struct ServicesConfig {
+  std::string systemctl = "systemctl";
+  Duration timeout = std::chrono::seconds(30);  // one systemctl call
+
+  template <class V>
+  void visit(V& v) {
+    v("systemctl", systemctl, check::not_empty(), check::max_length(4096));
+    v("timeout", timeout, check::duration_range(std::chrono::milliseconds(100), std::chrono::minutes(10)));
+  }
+};
 
 class ServiceManager {
  public:

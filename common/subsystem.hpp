@@ -6,8 +6,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <string>
 
-#include "common/config.hpp"
-
 namespace instanced {
 
 class Subsystem {
@@ -19,9 +17,9 @@ class Subsystem {
   // subsystem with backoff; they do not stop the agent. The daemon stops a subsystem with
   // one `terminal` cancellation (the only type co_spawn's children and the children of a
   // parallel group `a || b` see), and waits for it until shutdown.timeout is spent.
+  // A reloaded configuration reaches a subsystem through the reload hook it was added to
+  // the daemon with (Daemon::add): each takes only its own section.
   virtual boost::asio::awaitable<void> run() = 0;
-  // A reloaded, fully validated configuration. Called on the event loop.
-  virtual void reconfigure(const Config&) {}
 };
 
 }  // namespace instanced

@@ -46,8 +46,8 @@ Url jupyter_base(Url u) {
 
 }  // namespace
 
-Apps::Apps(asio::any_io_executor ex, Api& api, ServiceManager& services, const Config& config)
-    : ex_(ex), api_(api), services_(services), config_(config.applications), log_(api.logging.get("apps")),
+Apps::Apps(asio::any_io_executor ex, Api& api, ServiceManager& services, const AppsConfig& config)
+    : ex_(ex), api_(api), services_(services), config_(config), log_(api.logging.get("apps")),
       wake_(ex) {
   for (const auto& a : config_.apps) {
     auto app = std::make_shared<App>();
@@ -56,8 +56,8 @@ Apps::Apps(asio::any_io_executor ex, Api& api, ServiceManager& services, const C
   }
 }
 
-void Apps::reconfigure(const Config& config) {
-  config_ = config.applications;
+void Apps::reconfigure(const AppsConfig& config) {
+  config_ = config;
   std::map<std::string, std::shared_ptr<App>> next;
   for (const auto& a : config_.apps) {
     auto it = apps_.find(a.name);

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 
+#include "agent/apps/config.hpp"
 #include "agent/apps/probe.hpp"
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
@@ -27,11 +28,12 @@ namespace instanced::apps {
 
 class Apps final : public Subsystem {
  public:
-  Apps(boost::asio::any_io_executor ex, Api& api, ServiceManager& services, const Config& config);
+  Apps(boost::asio::any_io_executor ex, Api& api, ServiceManager& services, const AppsConfig& config);
 
   std::string name() const override { return "apps"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `applications` section.
+  void reconfigure(const AppsConfig& config);
 
   // Users' activity on the Jupyter servers (apps with `jupyter`), as last read; `known`
   // is false until one has answered.

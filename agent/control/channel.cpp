@@ -105,12 +105,12 @@ Result<std::optional<Proxy>> proxy_for(const Endpoint& ep, const std::string& co
 
 Result<Secret> read_token(const std::string& path) { return read_secret_file(path, "control.token_file"); }
 
-ControlChannel::ControlChannel(asio::any_io_executor ex, Api& api, const Config& config, CommandRegistry& commands,
+ControlChannel::ControlChannel(asio::any_io_executor ex, Api& api, const ControlConfig& config, std::string state_dir, CommandRegistry& commands,
                                const status::AgentInfo& info)
     : ex_(ex),
       api_(api),
-      config_(config.control),
-      state_dir_(config.state_dir),
+      config_(config),
+      state_dir_(std::move(state_dir)),
       commands_(commands),
       info_(info),
       log_(api.logging.get("control")),
@@ -120,11 +120,11 @@ ControlChannel::~ControlChannel() {
   if (subscription_) api_.state.unsubscribe(subscription_);
 }
 
-void ControlChannel::reconfigure(const Config& config) {
-  if (config.control.endpoint != config_.endpoint)
+void ControlChannel::reconfigure(const ControlConfig& config) {
+  if (config.endpoint != config_.endpoint)
     log_->warn("control.endpoint changed; it takes effect at the next restart");
   auto endpoint = config_.endpoint;
-  config_ = config.control;
+  config_ = config;
   config_.endpoint = endpoint;
 }
 

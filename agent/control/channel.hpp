@@ -13,6 +13,7 @@
 
 #include "agent/control/backoff.hpp"
 #include "agent/control/commands.hpp"
+#include "agent/control/config.hpp"
 #include "agent/control/outbox.hpp"
 #include "agent/status/views.hpp"
 #include "common/api.hpp"
@@ -43,12 +44,13 @@ Result<Secret> read_token(const std::string& path);
 
 class ControlChannel final : public Subsystem {
  public:
-  ControlChannel(boost::asio::any_io_executor ex, Api& api, const Config& config, CommandRegistry& commands,
+  ControlChannel(boost::asio::any_io_executor ex, Api& api, const ControlConfig& config, std::string state_dir, CommandRegistry& commands,
                  const status::AgentInfo& info);
   ~ControlChannel() override;
   std::string name() const override { return "control"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `control` section (the endpoint is kept until the next start).
+  void reconfigure(const ControlConfig& config);
 
   // The compact heartbeat body (also used by tests and the fleet benchmark).
   boost::json::object heartbeat_body() const;

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "common/config.hpp"
+#include "agent/config/config.hpp"
 #include "common/result.hpp"
 
 namespace instanced {

@@ -49,9 +49,10 @@ Daemon::Daemon(asio::io_context& ioc, Api& api, const Options& options, LoadedCo
     : ioc_(ioc), api_(api), options_(options), config_(std::move(config)), info_(info),
       log_(api.logging.get("daemon")) {}
 
-void Daemon::add(Subsystem& subsystem) {
+void Daemon::add(Subsystem& subsystem, Reconfigure reconfigure) {
   auto t = std::make_unique<Task>();
   t->subsystem = &subsystem;
+  t->reconfigure = std::move(reconfigure);
   t->done_timer = std::make_unique<asio::steady_timer>(ioc_, asio::steady_timer::time_point::max());
   tasks_.push_back(std::move(t));
 }
@@ -202,7 +203,8 @@ asio::awaitable<void> Daemon::reload() {
     config_ = std::move(*loaded);
     if (options_.log_level) config_.config.log.level = *options_.log_level;
     api_.logging.set_level(config_.config.log.level);
-    for (auto& t : tasks_) t->subsystem->reconfigure(config_.config);
+    for (auto& t : tasks_)
+      if (t->reconfigure) t->reconfigure(config_.config);
     info_.instance = instance_name(config_.config);
     info_.dropins = config_.dropins;
     info_.config_hash = config_.hash;

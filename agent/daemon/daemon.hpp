@@ -7,13 +7,14 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/object.hpp>
+#include <functional>
 #include <memory>
 #include <vector>
 
 #include "agent/daemon/cli.hpp"
 #include "agent/status/views.hpp"
 #include "common/api.hpp"
-#include "common/config.hpp"
+#include "agent/config/config.hpp"
 #include "common/subsystem.hpp"
 
 namespace instanced {
@@ -26,8 +27,15 @@ class Daemon {
   Daemon(boost::asio::io_context& ioc, Api& api, const Options& options, LoadedConfig config,
          status::AgentInfo& info);
 
+  // What a subsystem takes from a reloaded configuration: its own section(s).
+  using Reconfigure = std::function<void(const Config&)>;
   // In start order; stopped in reverse. The daemon does not own them.
-  void add(Subsystem& subsystem);
+  void add(Subsystem& subsystem, Reconfigure reconfigure = {});
+  // The same for a subsystem whose reconfigure() takes one section: `daemon.add(jobs, &Config::jobs)`.
+  template <class S, class Section>
+  void add(S& subsystem, Section Config::*section) {
+    add(subsystem, [&subsystem, section](const Config& c) { subsystem.reconfigure(c.*section); });
+  }
   // Runs the event loop until shutdown; returns the process exit status.
   int run();
 
@@ -39,6 +47,7 @@ class Daemon {
  private:
   struct Task {
     Subsystem* subsystem = nullptr;
+    Reconfigure reconfigure;
     boost::asio::cancellation_signal signal;
     std::unique_ptr<boost::asio::steady_timer> done_timer;
     bool done = false;

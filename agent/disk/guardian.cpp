@@ -85,12 +85,12 @@ struct Guardian::Job {
   }
 };
 
-Guardian::Guardian(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config)
+Guardian::Guardian(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const DiskConfig& config, std::string state_dir)
     : ex_(ex),
       api_(api),
       runner_(runner),
-      config_(config.disk),
-      state_dir_(config.state_dir),
+      config_(config),
+      state_dir_(std::move(state_dir)),
       log_(api.logging.get("disk")),
       work_gate_(ex, "disk") {
   for (const auto& p : config_.paths) {
@@ -106,8 +106,8 @@ Guardian::Guardian(asio::any_io_executor ex, Api& api, ProcessRunner& runner, co
 
 Guardian::~Guardian() = default;
 
-void Guardian::reconfigure(const Config& config) {
-  config_ = config.disk;
+void Guardian::reconfigure(const DiskConfig& config) {
+  config_ = config;
   std::vector<PathState> next;
   for (const auto& p : config_.paths) {
     auto it = std::find_if(paths_.begin(), paths_.end(), [&](const PathState& s) { return s.config.path == p.path; });

@@ -26,12 +26,13 @@ namespace instanced::disk {
 
 class Guardian final : public Subsystem {
  public:
-  Guardian(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config);
+  Guardian(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const DiskConfig& config, std::string state_dir);
   ~Guardian() override;
 
   std::string name() const override { return "disk"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `disk` section.
+  void reconfigure(const DiskConfig& config);
 
   // The reason to refuse stopping, restarting or rebooting, while a path with a recovery
   // rule is in recovery_required: how many bytes must still be freed, and where.

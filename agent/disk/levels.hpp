@@ -10,7 +10,7 @@
 #include <string>
 
 #include "common/clock.hpp"
-#include "common/config.hpp"
+#include "agent/disk/config.hpp"
 #include "common/fs.hpp"
 
 namespace instanced::disk {

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "common/config.hpp"
+#include "agent/disk/config.hpp"
 #include "common/process.hpp"
 
 namespace instanced::disk {

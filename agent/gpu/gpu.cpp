@@ -147,23 +147,23 @@ struct Gpu::Kmsg {
   std::string partial;
 };
 
-Gpu::Gpu(asio::any_io_executor ex, Api& api, GpuSource& source, const Config& config)
+Gpu::Gpu(asio::any_io_executor ex, Api& api, GpuSource& source, const GpuConfig& config)
     : ex_(ex),
       api_(api),
       source_(source),
-      config_(config.gpu),
+      config_(config),
       log_(api.logging.get("gpu")),
       calls_(ex),
       events_(ex),
       kmsg_calls_(ex),
       sampled_(ex),
-      kmsg_(std::make_shared<Kmsg>(config.gpu.kmsg)) {}
+      kmsg_(std::make_shared<Kmsg>(config.kmsg)) {}
 
 Gpu::~Gpu() = default;
 
-void Gpu::reconfigure(const Config& config) {
+void Gpu::reconfigure(const GpuConfig& config) {
   const std::string kmsg = config_.kmsg;
-  config_ = config.gpu;
+  config_ = config;
   if (config_.kmsg != kmsg) log_->warn("gpu.kmsg changed: the kernel log path is read at start; restart the agent to apply it");
   config_.kmsg = kmsg;
 }

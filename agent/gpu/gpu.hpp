@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/gpu/config.hpp"
 #include "agent/gpu/cuda.hpp"
 #include "agent/gpu/health.hpp"
 #include "agent/gpu/nvml.hpp"
@@ -26,12 +27,13 @@ namespace instanced::gpu {
 
 class Gpu final : public Subsystem {
  public:
-  Gpu(boost::asio::any_io_executor ex, Api& api, GpuSource& source, const Config& config);
+  Gpu(boost::asio::any_io_executor ex, Api& api, GpuSource& source, const GpuConfig& config);
   ~Gpu() override;
 
   std::string name() const override { return "gpu"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `gpu` section (kmsg is kept until the next start).
+  void reconfigure(const GpuConfig& config);
 
   // The GPUs a new job may get: sampled, and not unhealthy or unavailable.
   std::vector<unsigned> usable_gpus() const;

@@ -45,11 +45,11 @@ std::optional<cron::TimePoint> next_of(const std::vector<cron::Schedule>& list, 
   return best;
 }
 
-Idle::Idle(asio::any_io_executor ex, Api& api, HostActivity& host, ProcessRunner& runner, const Config& config,
-           Signals signals)
-    : ex_(std::move(ex)), api_(api), host_(host), runner_(runner), config_(config.idle),
-      configured_schedule_(config.schedule), state_dir_(config.state_dir), signals_(std::move(signals)),
-      log_(api.logging.get("idle")), tracker_(thresholds(config.idle), api.clock.wall_now()), wake_(ex_) {
+Idle::Idle(asio::any_io_executor ex, Api& api, HostActivity& host, ProcessRunner& runner, const IdleConfig& config,
+           const ScheduleConfig& schedule, std::string state_dir, Signals signals)
+    : ex_(std::move(ex)), api_(api), host_(host), runner_(runner), config_(config),
+      configured_schedule_(schedule), state_dir_(std::move(state_dir)), signals_(std::move(signals)),
+      log_(api.logging.get("idle")), tracker_(thresholds(config), api.clock.wall_now()), wake_(ex_) {
   auto s = make_schedule(configured_schedule_, "config");
   if (s) schedule_ = std::move(*s);  // checked with the config: cannot fail here
   load_schedule();
@@ -138,12 +138,11 @@ void Idle::install(ActiveSchedule s) {
   publish();
 }
 
-void Idle::reconfigure(const Config& config) {
-  config_ = config.idle;
-  state_dir_ = config.state_dir;
+void Idle::reconfigure(const IdleConfig& config, const ScheduleConfig& schedule) {
+  config_ = config;
   tracker_.set_thresholds(thresholds(config_));
   bool was_config = schedule_.source == "config";
-  configured_schedule_ = config.schedule;
+  configured_schedule_ = schedule;
   if (was_config)
     if (auto s = make_schedule(configured_schedule_, "config")) schedule_ = std::move(*s);
   publish();

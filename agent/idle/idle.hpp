@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "agent/idle/activity.hpp"
+#include "agent/idle/config.hpp"
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
 #include "common/cron.hpp"
@@ -50,12 +51,14 @@ std::optional<cron::TimePoint> next_of(const std::vector<cron::Schedule>& list, 
 
 class Idle final : public Subsystem {
  public:
-  Idle(boost::asio::any_io_executor ex, Api& api, HostActivity& host, ProcessRunner& runner, const Config& config,
+  Idle(boost::asio::any_io_executor ex, Api& api, HostActivity& host, ProcessRunner& runner, const IdleConfig& config,
+       const ScheduleConfig& schedule, std::string state_dir,
        Signals signals);
 
   std::string name() const override { return "idle"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `idle` and `schedule` section.
+  void reconfigure(const IdleConfig& config, const ScheduleConfig& schedule);
 
   // For idle_shutdown: why not (the activity, or not quiet for long enough), or nothing.
   std::optional<std::string> veto(std::string_view action) const;

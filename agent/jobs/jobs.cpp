@@ -97,13 +97,14 @@ struct Jobs::Live {
   bool timed_out = false;
 };
 
-Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config, GpuSource gpus)
+Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const JobsConfig& config, std::string state_dir,
+           std::string status_socket, GpuSource gpus)
     : ex_(ex),
       api_(api),
       runner_(runner),
-      config_(config.jobs),
-      state_dir_(config.state_dir),
-      status_socket_(config.status.socket),
+      config_(config),
+      state_dir_(std::move(state_dir)),
+      status_socket_(std::move(status_socket)),
       gpus_(std::move(gpus)),
       log_(api.logging.get("jobs")),
       wake_(ex, asio::steady_timer::time_point::max()),
@@ -114,8 +115,8 @@ Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Conf
 
 Jobs::~Jobs() = default;
 
-void Jobs::reconfigure(const Config& config) {
-  config_ = config.jobs;
+void Jobs::reconfigure(const JobsConfig& config) {
+  config_ = config;
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   slots_ = config_.slots > 0 ? static_cast<std::size_t>(config_.slots) : static_cast<std::size_t>(std::max(1L, cpus) * 2);
   poke();

@@ -40,12 +40,14 @@ using GpuSource = std::function<GpuView()>;
 
 class Jobs final : public Subsystem {
  public:
-  Jobs(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config, GpuSource gpus);
+  Jobs(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const JobsConfig& config, std::string state_dir,
+       std::string status_socket, GpuSource gpus);
   ~Jobs() override;
 
   std::string name() const override { return "jobs"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `jobs` section.
+  void reconfigure(const JobsConfig& config);
 
   // No job starts while a prerequisite is closed; the queue shows which one it waits for.
   void add_prerequisite(Gate& gate) { prerequisites_.push_back(&gate); }

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/clock.hpp"
-#include "common/config.hpp"
+#include "agent/jobs/config.hpp"
 #include "common/result.hpp"
 #include "common/run_log.hpp"
 

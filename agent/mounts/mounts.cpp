@@ -148,13 +148,14 @@ struct Mounts::Supervised {
   asio::any_io_executor ex_;
 };
 
-Mounts::Mounts(asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const Config& config)
+Mounts::Mounts(asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const StorageConfig& config,
+               const std::string& state_dir)
     : ex_(ex),
       api_(api),
       runner_(runner),
       ops_(ops),
-      config_(config.storage),
-      secrets_dir_(config.state_dir + "/mounts"),
+      config_(config),
+      secrets_dir_(state_dir + "/mounts"),
       log_(api.logging.get("mounts")),
       ready_(ex, "mounts") {
   for (const auto& m : config_.mounts) mounts_.push_back(std::make_unique<Supervised>(ex, m));
@@ -162,10 +163,10 @@ Mounts::Mounts(asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountO
 
 Mounts::~Mounts() = default;
 
-void Mounts::reconfigure(const Config& config) {
+void Mounts::reconfigure(const StorageConfig& config) {
   auto mounts = config_.mounts;
-  config_ = config.storage;
-  if (config.storage.mounts != mounts) {
+  config_ = config;
+  if (config.mounts != mounts) {
     log_->warn("storage.mounts changed: the list of mounts is read at start; restart the agent to apply it");
     config_.mounts = std::move(mounts);
   }

@@ -30,12 +30,14 @@ std::string_view to_string(MountState s);
 
 class Mounts final : public Subsystem {
  public:
-  Mounts(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const Config& config);
+  Mounts(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const StorageConfig& config,
+         const std::string& state_dir);
   ~Mounts() override;
 
   std::string name() const override { return "mounts"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `storage` section (the list of mounts is kept until the next start).
+  void reconfigure(const StorageConfig& config);
 
   // Open while every required mount is mounted (or only slow): setup and jobs wait on it.
   Gate& ready_gate() { return ready_; }

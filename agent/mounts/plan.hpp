@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/config.hpp"
+#include "agent/mounts/config.hpp"
 
 namespace instanced::mounts {
 

@@ -18,9 +18,9 @@ namespace {
 constexpr auto kBusTimeout = std::chrono::seconds(10);  // sd-bus's own call timeout is 25 s
 }  // namespace
 
-Power::Power(asio::any_io_executor ex, Api& api, ServiceManager& services, Logind& logind, const Config& config,
+Power::Power(asio::any_io_executor ex, Api& api, ServiceManager& services, Logind& logind, const PowerConfig& config,
              Deliver deliver)
-    : ex_(std::move(ex)), api_(api), services_(services), logind_(logind), config_(config.power),
+    : ex_(std::move(ex)), api_(api), services_(services), logind_(logind), config_(config),
       deliver_(std::move(deliver)), log_(api.logging.get("power")) {}
 
 void Power::publish() {

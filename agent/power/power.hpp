@@ -11,6 +11,7 @@
 #include <boost/json/object.hpp>
 #include <functional>
 
+#include "agent/power/config.hpp"
 #include "agent/power/logind.hpp"
 #include "common/api.hpp"
 #include "common/services.hpp"
@@ -23,12 +24,13 @@ class Power final : public Subsystem {
   // `deliver`: waits until the control plane has acknowledged what is in the outbox, at
   // most the given time; true when it has.
   using Deliver = std::function<boost::asio::awaitable<bool>(Clock::steady_time::duration)>;
-  Power(boost::asio::any_io_executor ex, Api& api, ServiceManager& services, Logind& logind, const Config& config,
+  Power(boost::asio::any_io_executor ex, Api& api, ServiceManager& services, Logind& logind, const PowerConfig& config,
         Deliver deliver);
 
   std::string name() const override { return "power"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override { config_ = config.power; }
+  // A reloaded `power` section.
+  void reconfigure(const PowerConfig& config) { config_ = config; }
 
  private:
   boost::asio::awaitable<void> watch_logind();

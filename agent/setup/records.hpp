@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/run_log.hpp"
-#include "common/config.hpp"
+#include "agent/setup/config.hpp"
 #include "common/result.hpp"
 
 namespace instanced::setup {

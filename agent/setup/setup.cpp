@@ -60,12 +60,13 @@ struct Setup::Live {
   Gate pump_done;
 };
 
-Setup::Setup(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config, Environment env)
+Setup::Setup(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const SetupConfig& config, std::string state_dir,
+             Environment env)
     : ex_(ex),
       api_(api),
       runner_(runner),
-      config_(config.setup),
-      state_dir_(config.state_dir),
+      config_(config),
+      state_dir_(std::move(state_dir)),
       env_(std::move(env)),
       log_(api.logging.get("setup")),
       done_(ex, "setup"),
@@ -93,13 +94,13 @@ Setup::Setup(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Co
 
 Setup::~Setup() = default;
 
-void Setup::reconfigure(const Config& config) {
+void Setup::reconfigure(const SetupConfig& config) {
   for (const auto& before : config_.scripts) {
-    auto kept = std::find_if(config.setup.scripts.begin(), config.setup.scripts.end(),
+    auto kept = std::find_if(config.scripts.begin(), config.scripts.end(),
                              [&](const ScriptConfig& s) { return s.name == before.name; });
-    if (kept == config.setup.scripts.end()) api_.state.metrics().forget("instanced_setup_", "script", before.name);
+    if (kept == config.scripts.end()) api_.state.metrics().forget("instanced_setup_", "script", before.name);
   }
-  config_ = config.setup;
+  config_ = config;
   wake_.cancel();  // scripts added to the list run now
   publish();
 }

@@ -36,12 +36,14 @@ struct Environment {
 
 class Setup final : public Subsystem {
  public:
-  Setup(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Config& config, Environment env);
+  Setup(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const SetupConfig& config, std::string state_dir,
+        Environment env);
   ~Setup() override;
 
   std::string name() const override { return "setup"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `setup` section: scripts added to the list run now.
+  void reconfigure(const SetupConfig& config);
 
   // Start scripts wait until every prerequisite gate is open.
   void add_prerequisite(Gate& gate) { prerequisites_.push_back(&gate); }

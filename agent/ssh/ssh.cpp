@@ -31,9 +31,9 @@ bool compliant(SshPolicy p, const std::string& file_state, const std::string& ac
 
 }  // namespace
 
-Ssh::Ssh(asio::any_io_executor ex, Api& api, ServiceManager& services, const Config& config)
-    : ex_(ex), api_(api), services_(services), config_(config.ssh), state_dir_(config.state_dir),
-      log_(api.logging.get("ssh")), policy_(config.ssh.policy), wake_(ex) {
+Ssh::Ssh(asio::any_io_executor ex, Api& api, ServiceManager& services, const SshConfig& config, std::string state_dir)
+    : ex_(ex), api_(api), services_(services), config_(config), state_dir_(std::move(state_dir)),
+      log_(api.logging.get("ssh")), policy_(config.policy), wake_(ex) {
   load();
 }
 
@@ -56,13 +56,12 @@ void Ssh::load() {
   source_ = "control plane";
 }
 
-void Ssh::reconfigure(const Config& config) {
-  if (config.ssh.unit != config_.unit) {
+void Ssh::reconfigure(const SshConfig& config) {
+  if (config.unit != config_.unit) {
     compliant_seen_ = false;  // another unit: its first look is not drift
     ++generation_;
   }
-  config_ = config.ssh;
-  state_dir_ = config.state_dir;
+  config_ = config;
   if (source_ == "config" && policy_ != config_.policy) {
     policy_ = config_.policy;
     compliant_seen_ = false;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "agent/ssh/config.hpp"
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
 #include "common/services.hpp"
@@ -20,11 +21,12 @@ namespace instanced::ssh {
 
 class Ssh final : public Subsystem {
  public:
-  Ssh(boost::asio::any_io_executor ex, Api& api, ServiceManager& services, const Config& config);
+  Ssh(boost::asio::any_io_executor ex, Api& api, ServiceManager& services, const SshConfig& config, std::string state_dir);
 
   std::string name() const override { return "ssh"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `ssh` section.
+  void reconfigure(const SshConfig& config);
 
   // set_ssh_policy {policy: enabled|disabled|unmanaged} or {reset: true} (back to the
   // config's). Applied at once (the answer comes after the look that applies it).

@@ -164,10 +164,10 @@ void StatusServer::count_connections() {
                                  static_cast<double>(sessions_.size()));
 }
 
-void StatusServer::reconfigure(const Config& config) {
-  bool moved = config.status.socket != config_.socket && !activated_;
+void StatusServer::reconfigure(const StatusConfig& config) {
+  bool moved = config.socket != config_.socket && !activated_;
   std::string old_socket = config_.socket;
-  config_ = config.status;
+  config_ = config;
   if (moved) {
     log_->warn("status.socket changed to {}; the agent keeps serving on {} until restarted", config_.socket,
                old_socket);

@@ -17,7 +17,7 @@
 
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
-#include "common/config.hpp"
+#include "agent/status/config.hpp"
 #include "common/subsystem.hpp"
 
 namespace instanced::status {
@@ -32,7 +32,8 @@ class StatusServer final : public Subsystem {
   Result<void> open(std::optional<int> activated_fd);
   std::string name() const override { return "status"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const Config& config) override;
+  // A reloaded `status` section (the socket path is kept until the next start).
+  void reconfigure(const StatusConfig& config);
 
  private:
   struct Session;

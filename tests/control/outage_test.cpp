@@ -44,23 +44,23 @@ TEST_CASE("a ten-minute outage under a simulated clock: buffered events arrive a
   Logging logging(LogTarget::stderr_lines, LogLevel::error);
   StateRegistry state(clock);
   Api api{clock, fs, notifier, pool, state, logging};
-  Config config;
-  config.state_dir = (dir / "state").string();
-  config.control.endpoint = "ws://127.0.0.1:" + std::to_string(port) + "/v1/agent";
-  config.control.insecure = true;
-  config.control.token_file = (dir / "token").string();
-  config.control.initial_delay_max = std::chrono::seconds(0);
-  config.control.heartbeat_interval = std::chrono::hours(1);  // only events on the wire
-  config.control.backoff_initial = std::chrono::seconds(1);
-  config.control.backoff_max = std::chrono::minutes(5);
-  config.control.reconnect_spread = std::chrono::seconds(10);
+  ControlConfig config;
+  const std::string state_dir = (dir / "state").string();
+  config.endpoint = "ws://127.0.0.1:" + std::to_string(port) + "/v1/agent";
+  config.insecure = true;
+  config.token_file = (dir / "token").string();
+  config.initial_delay_max = std::chrono::seconds(0);
+  config.heartbeat_interval = std::chrono::hours(1);  // only events on the wire
+  config.backoff_initial = std::chrono::seconds(1);
+  config.backoff_max = std::chrono::minutes(5);
+  config.reconnect_spread = std::chrono::seconds(10);
   control::CommandRegistry commands(clock, fs, dir / "state" / "commands.json");
   status::AgentInfo info;
   info.version = INSTANCED_VERSION;
   info.instance = "outage-test";
   info.phase = "running";
   info.config_hash = std::string(64, 'c');
-  control::ControlChannel channel(ioc.get_executor(), api, config, commands, info);
+  control::ControlChannel channel(ioc.get_executor(), api, config, state_dir, commands, info);
   auto run = channel.run();
   asio::co_spawn(ioc, std::move(run), asio::detached);
 
@@ -138,15 +138,15 @@ TEST_CASE("the heartbeat frame written directly is the envelope of heartbeat_bod
   state.publish("we\"ird\\name", Health::ok, "escaping");
   state.set_heartbeat_summary("gpu", R"({"count":8,"healthy":7,"unhealthy":[3]})");
   Api api{clock, fs, notifier, pool, state, logging};
-  Config config;
+  ControlConfig config;
   TempDir dir;
-  config.state_dir = dir.path().string();
+  const std::string state_dir = dir.path().string();
   control::CommandRegistry commands(clock, fs, dir / "commands.json");
   status::AgentInfo info;
   info.phase = "running";
   info.started = clock.now();
   info.config_hash = std::string(64, 'f');
-  control::ControlChannel channel(ioc.get_executor(), api, config, commands, info);
+  control::ControlChannel channel(ioc.get_executor(), api, config, state_dir, commands, info);
   clock.advance(std::chrono::seconds(42));
   auto m = control::decode(channel.heartbeat_text("hb-1"), control::Limits{});
   REQUIRE(m.ok());

@@ -6,7 +6,7 @@
 
 #include "agent/mounts/blob_check.hpp"
 #include "agent/mounts/plan.hpp"
-#include "common/config.hpp"
+#include "agent/config/config.hpp"
 
 using namespace instanced;
 using namespace instanced::mounts;

@@ -3,7 +3,7 @@
 #include <fstream>
 #include <sys/stat.h>
 
-#include "common/config.hpp"
+#include "agent/config/config.hpp"
 #include "tests/support/agent_process.hpp"
 
 using namespace instanced;

@@ -1,0 +1,43 @@
+#include "agent/config/config.hpp"
+
+#include <fmt/format.h>
+
+#include "common/config_yaml.hpp"
+
+namespace instanced {
+
+using config_yaml::Problems;
+
+namespace {
+
+void apply(std::string_view text, Config& config, Problems& problems) {
+  config_yaml::apply_document(text, problems, [&config](config_yaml::Reader& reader) { config.visit(reader); });
+}
+
+}  // namespace
+
+Result<LoadedConfig> load_config(const std::filesystem::path& file) {
+  LoadedConfig loaded;
+  auto files = config_yaml::read_config_files(
+      file, [&loaded](std::string_view text, Problems& problems) { apply(text, loaded.config, problems); });
+  if (!files) return files.error();
+  loaded.file = std::move(files->file);
+  loaded.dropins = std::move(files->dropins);
+  loaded.hash = std::move(files->hash);
+  return loaded;
+}
+
+Result<Config> parse_config_text(std::string_view text, std::string_view name) {
+  Config config;
+  Problems problems{std::string(name), {}};
+  apply(text, config, problems);
+  if (!problems.lines.empty()) return Error{fmt::format("{}", fmt::join(problems.lines, "\n"))};
+  return config;
+}
+
+std::string dump_config(const Config& config) {
+  Config copy = config;  // visit() is shared with the reader, so it takes a mutable object
+  return config_yaml::write_document([&copy](config_yaml::Writer& writer) { copy.visit(writer); });
+}
+
+}  // namespace instanced
