@@ -104,10 +104,13 @@ auto BlockingPool::run(std::string what, Duration timeout, F&& fn)
       error = std::current_exception();
     }
     // The loop may be gone if the pool was abandoned at shutdown; post only while it is not.
+    // The error is moved, not copied, to the loop: this thread must not touch the
+    // exception's reference count after the hand-over (libstdc++ counts it with atomics
+    // that ThreadSanitizer cannot see, and reported the exception's destruction as a race).
     std::lock_guard lock(core->m);
     auto shared = weak.lock();
     if (core->stopping || !shared) return;
-    boost::asio::post(shared->timer->get_executor(), [shared, value = std::move(value), error]() mutable {
+    boost::asio::post(shared->timer->get_executor(), [shared, value = std::move(value), error = std::move(error)]() mutable {
       shared->value = std::move(value);
       shared->error = error;
       shared->done = true;

@@ -13,6 +13,14 @@
 namespace instanced {
 namespace {
 
+thread_local const LogFields* current_fields = nullptr;
+
+bool has_field(const std::vector<std::pair<std::string_view, std::string_view>>& fields, std::string_view name) {
+  for (const auto& [n, v] : fields)
+    if (n == name) return true;
+  return false;
+}
+
 // spdlog's own systemd sink (1.10) cannot attach the logger's name as a journal field,
 // so this one does: `journalctl -u instanced INSTANCED_SUBSYSTEM=status` filters by it.
 class JournaldSink final : public spdlog::sinks::base_sink<std::mutex> {
@@ -34,10 +42,11 @@ class JournaldSink final : public spdlog::sinks::base_sink<std::mutex> {
     // A datagram holds the whole entry; a log line is capped well below its limit.
     std::string_view message(msg.payload.data(), std::min<std::size_t>(msg.payload.size(), 48 * 1024));
     const char prio[2] = {static_cast<char>('0' + priority), '\0'};
-    journal_.send({{"MESSAGE", message},
-                   {"PRIORITY", prio},
-                   {"SYSLOG_IDENTIFIER", "instanced"},
-                   {"INSTANCED_SUBSYSTEM", std::string_view(msg.logger_name.data(), msg.logger_name.size())}});
+    std::vector<std::pair<std::string_view, std::string_view>> fields{{"MESSAGE", message}, {"PRIORITY", prio}};
+    LogFields::append_current(fields);  // MESSAGE_ID, the entity, a workload's identifier
+    if (!has_field(fields, "SYSLOG_IDENTIFIER")) fields.emplace_back("SYSLOG_IDENTIFIER", "instanced");
+    fields.emplace_back("INSTANCED_SUBSYSTEM", std::string_view(msg.logger_name.data(), msg.logger_name.size()));
+    journal_.send(fields);
   }
   void flush_() override {}
 
@@ -46,6 +55,27 @@ class JournaldSink final : public spdlog::sinks::base_sink<std::mutex> {
 };
 
 }  // namespace
+
+LogFields::LogFields(std::initializer_list<LogField> fields) : fields_(fields), outer_(current_fields) {
+  current_fields = this;
+}
+
+LogFields::~LogFields() { current_fields = outer_; }
+
+void LogFields::append_current(std::vector<std::pair<std::string_view, std::string_view>>& out) {
+  std::vector<const LogFields*> chain;
+  for (const LogFields* f = current_fields; f; f = f->outer_) chain.push_back(f);
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it)
+    for (const auto& field : (*it)->fields_) out.emplace_back(field.name, field.value);
+}
+
+bool RateLimit::take(time_point now) {
+  if (last_) tokens_ = std::min(burst_, tokens_ + rate_ * std::chrono::duration<double>(now - *last_).count());
+  last_ = now;
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
 
 std::string_view to_string(LogLevel level) {
   return EnumNames<LogLevel>::names[static_cast<std::size_t>(level)];
@@ -95,6 +125,28 @@ Logger Logging::get(const std::string& subsystem) {
   logger->flush_on(spdlog::level::warn);
   loggers_.push_back(logger);
   return logger;
+}
+
+void Logging::workload_line(const Logger& logger, spdlog::level::level_enum level, std::string_view identifier,
+                            LogField entity, std::string_view line) {
+  if (!logger->should_log(level)) return;
+  if (!journald_) {
+    logger->log(level, "[{}] {}", entity.value, line);
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (!workload_rate_.take(now)) {
+    ++workload_dropped_;
+    return;
+  }
+  if (workload_dropped_ > 0 && (!dropped_reported_ || now - *dropped_reported_ >= std::chrono::seconds(10))) {
+    dropped_reported_ = now;
+    logger->warn("{} lines of workload output were not sent to the journal (over {}/s); the run logs have them",
+                 workload_dropped_, kWorkloadLinesPerSecond);
+    workload_dropped_ = 0;
+  }
+  LogFields fields{{"SYSLOG_IDENTIFIER", identifier}, entity};
+  logger->log(level, "{}", line);
 }
 
 void Logging::set_level(LogLevel level) {

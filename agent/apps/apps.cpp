@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <fstream>
 
+#include "common/message_ids.hpp"
 #include "common/wake.hpp"
 
 namespace instanced::apps {
@@ -235,7 +236,10 @@ asio::awaitable<void> Apps::maybe_restart(App& app) {
   ++app.restarts_total;
   app.failures = 0;  // the next restart needs down_after new failures
   const std::string name = c.name, unit = c.unit, reason = app.reason;
-  log_->warn("app {}: down ({}); restarting {}", name, reason, unit);
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kAppRestarted}, {"INSTANCED_APP", name}, {"INSTANCED_UNIT", unit}};
+    log_->warn("app {}: down ({}); restarting {}", name, reason, unit);
+  }
   auto r = co_await services_.restart(unit);
   api_.state.metrics().add_counter("instanced_app_restarts_total", "Restarts of apps by the agent, by result.",
                                    {{"app", name}, {"result", r ? "ok" : "failed"}});

@@ -1,4 +1,5 @@
 #include "agent/control/channel.hpp"
+#include "common/message_ids.hpp"
 #include "common/coro.hpp"
 #include "common/tls.hpp"
 #include "common/url.hpp"
@@ -471,7 +472,10 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   state_ = "connected";
   last_error_.clear();
   publish(Health::ok, "connected to " + config_.endpoint);
-  log_->info("control channel connected to {}", config_.endpoint);
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kControlConnected}};
+    log_->info("control channel connected to {}", config_.endpoint);
+  }
 
   json::object hello;
   hello["instance"] = info_.instance;

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/message_ids.hpp"
+
 #include "agent/daemon/run_record.hpp"
 #include "agent/daemon/watchdog.hpp"
 
@@ -165,8 +167,11 @@ asio::awaitable<void> Daemon::main_flow() {
 
   info_.phase = "running";
   api_.notifier.notify("READY=1\nSTATUS=running");
-  log_->info("instanced {} ready (config {}, hash {})", info_.version, config_.file.string(),
-             config_.hash.substr(0, 12));
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kAgentStarted}};
+    log_->info("instanced {} ready (config {}, hash {})", info_.version, config_.file.string(),
+               config_.hash.substr(0, 12));
+  }
 
   for (;;) {
     int sig = co_await signals.async_wait(asio::use_awaitable);
@@ -195,7 +200,10 @@ asio::awaitable<void> Daemon::reload() {
   status::ReloadOutcome outcome{loaded.ok(), api_.clock.wall_now(), {}};
   if (!loaded) {
     outcome.error = loaded.error().message;
-    log_->error("reload rejected, keeping the running configuration:\n{}", outcome.error);
+    {
+      LogFields fields{{"MESSAGE_ID", msgid::kConfigReloadFailed}};
+      log_->error("reload rejected, keeping the running configuration:\n{}", outcome.error);
+    }
     api_.state.metrics().add_counter("instanced_config_reloads_total", "Configuration reloads by result.",
                                      {{"result", "failed"}});
     api_.state.emit("config", "reload_failed", outcome.error);
@@ -209,7 +217,10 @@ asio::awaitable<void> Daemon::reload() {
     info_.dropins = config_.dropins;
     info_.config_hash = config_.hash;
     info_.config_loaded_at = outcome.at;
-    log_->info("configuration reloaded (hash {})", config_.hash.substr(0, 12));
+    {
+      LogFields fields{{"MESSAGE_ID", msgid::kConfigReloaded}};
+      log_->info("configuration reloaded (hash {})", config_.hash.substr(0, 12));
+    }
     api_.state.metrics().add_counter("instanced_config_reloads_total", "Configuration reloads by result.",
                                      {{"result", "ok"}});
     api_.state.emit("config", "reloaded", "configuration reloaded", {{"hash", config_.hash}});
@@ -224,6 +235,10 @@ asio::awaitable<void> Daemon::reload() {
 
 asio::awaitable<void> Daemon::shutdown() {
   api_.notifier.notify("STOPPING=1\nSTATUS=stopping");
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kAgentStopping}};
+    log_->info("stopping");
+  }
   info_.phase = "stopping";
   const auto deadline = api_.clock.now() + config_.config.shutdown.timeout;
   // One terminal cancellation per subsystem, in reverse start order, each waited for before

@@ -12,6 +12,8 @@
 #include <future>
 #include <unistd.h>
 
+#include "common/message_ids.hpp"
+
 namespace instanced::disk {
 namespace asio = boost::asio;
 namespace json = boost::json;
@@ -181,10 +183,13 @@ void Guardian::on_transition(PathState& p, Level from) {
   std::string msg = fmt::format("{}: {} -> {} ({} free of {})", p.config.path, to_string(from), to_string(p.level),
                                 human_size(u.avail_bytes), human_size(u.total_bytes));
   if (p.level == Level::recovery_required) msg += "; " + recovery_reason(p);
-  if (p.level > from)
-    log_->warn("{}", msg);
-  else
-    log_->info("{}", msg);
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kDiskStateChanged}, {"INSTANCED_PATH", p.config.path}};
+    if (p.level > from)
+      log_->warn("{}", msg);
+    else
+      log_->info("{}", msg);
+  }
   api_.state.emit("disk", "path_state_changed", msg,
                   {{"path", p.config.path},
                    {"from", to_string(from)},

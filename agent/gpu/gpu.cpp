@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "common/message_ids.hpp"
 #include "common/wake.hpp"
 
 namespace instanced::gpu {
@@ -200,10 +201,14 @@ void Gpu::record_xid(XidEvent e) {
   auto info = classify_xid(e.xid);
   std::string where = gpu ? fmt::format("GPU {}", *gpu) : fmt::format("PCI {}", e.pci_bus_id);
   std::string msg = fmt::format("XID {} on {}: {}", e.xid, where, info.meaning);
-  if (info.cls == XidClass::fatal)
-    log_->error("{}", msg);
-  else
-    log_->warn("{}", msg);
+  const std::string gpu_field = gpu ? std::to_string(*gpu) : e.pci_bus_id;
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kGpuXid}, {"INSTANCED_GPU", gpu_field}};
+    if (info.cls == XidClass::fatal)
+      log_->error("{}", msg);
+    else
+      log_->warn("{}", msg);
+  }
   json::object data{{"xid", e.xid}, {"pci_bus_id", e.pci_bus_id}, {"source", e.source}};
   if (gpu) data["gpu"] = *gpu;
   if (!e.text.empty()) data["line"] = e.text;
@@ -222,10 +227,14 @@ void Gpu::reassess() {
       std::string msg = fmt::format("GPU {} ({}): {} -> {}{}{}", t.sample.index, t.sample.uuid, to_string(t.told),
                                     to_string(t.assessment.health), t.assessment.reasons.empty() ? "" : ": ",
                                     fmt::join(t.assessment.reasons, "; "));
-      if (t.assessment.health == GpuHealth::healthy)
-        log_->info("{}", msg);
-      else
-        log_->warn("{}", msg);
+      const std::string gpu_field = std::to_string(t.sample.index);
+      {
+        LogFields fields{{"MESSAGE_ID", msgid::kGpuStateChanged}, {"INSTANCED_GPU", gpu_field}};
+        if (t.assessment.health == GpuHealth::healthy)
+          log_->info("{}", msg);
+        else
+          log_->warn("{}", msg);
+      }
       api_.state.emit("gpu", "gpu_state_changed", msg,
                       {{"gpu", t.sample.index},
                        {"uuid", t.sample.uuid},

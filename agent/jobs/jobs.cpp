@@ -1,5 +1,6 @@
 #include "agent/jobs/jobs.hpp"
 
+#include "common/message_ids.hpp"
 #include "common/child_io.hpp"
 #include "common/coro.hpp"
 
@@ -564,13 +565,19 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
     if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
     const std::string who = id;
     live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
-                                        [this, who](std::string_view line) { log_->debug("[job {}] {}", who, line); });
+                                        [this, who](std::string_view line) {
+                                          api_.logging.workload_line(log_, spdlog::level::debug, "instanced-job",
+                                                                     {"INSTANCED_JOB", who}, line);
+                                        });
     if (!spawned) throw std::runtime_error(spawned.error().message);
     live.proc = std::move(*spawned);
     job.state = JobState::running;
     (void)persist(job);
-    log_->info("job {} started (pid {}{}{})", id, live.proc->pid(), container ? ", container " + job.container : "",
-               job.gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(job.gpus, ",")));
+    {
+      LogFields fields{{"MESSAGE_ID", msgid::kJobStarted}, {"INSTANCED_JOB", id}};
+      log_->info("job {} started (pid {}{}{})", id, live.proc->pid(), container ? ", container " + job.container : "",
+                 job.gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(job.gpus, ",")));
+    }
     api_.state.emit("jobs", "job_started", fmt::format("job {} started", id), {{"id", id}, {"job", job.to_json()}});
     publish();
 
@@ -657,10 +664,13 @@ void Jobs::finish(JobRecord& job, JobState state, std::string reason, std::vecto
     msg = fmt::format("job {} succeeded in {:.1f}s", id, seconds(job.ended - job.started));
   else
     msg = fmt::format("job {} {}: {}", id, result, job.reason);
-  if (state == JobState::succeeded || state == JobState::cancelled)
-    log_->info("{}", msg);
-  else
-    log_->warn("{}{}", msg, job.log.empty() ? "" : " (log " + job.log + ")");
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kJobFinished}, {"INSTANCED_JOB", id}};
+    if (state == JobState::succeeded || state == JobState::cancelled)
+      log_->info("{}", msg);
+    else
+      log_->warn("{}{}", msg, job.log.empty() ? "" : " (log " + job.log + ")");
+  }
   json::array tail_json;
   for (auto& l : tail) tail_json.emplace_back(l);
   api_.state.emit("jobs", "job_finished", msg, {{"id", id}, {"state", result}, {"job", job.to_json()}, {"tail", std::move(tail_json)}});

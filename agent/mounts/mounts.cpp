@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "agent/mounts/blob_check.hpp"
+#include "common/message_ids.hpp"
 #include "common/coro.hpp"
 #include "common/secret.hpp"
 #include "common/text.hpp"
@@ -226,10 +227,13 @@ void Mounts::set_state(Supervised& s, MountState to, Reason reason, std::string 
   s.last_reason = reason;
   std::string msg = fmt::format("{}: {} -> {}{}{}", s.config.name, to_string(told), to_string(to),
                                 s.error.empty() ? "" : ": ", s.error);
-  if (up(to) || to == MountState::drained || reason == Reason::none)
-    log_->info("{}", msg);
-  else
-    log_->warn("{}", msg);
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kMountStateChanged}, {"INSTANCED_MOUNT", s.config.name}};
+    if (up(to) || to == MountState::drained || reason == Reason::none)
+      log_->info("{}", msg);
+    else
+      log_->warn("{}", msg);
+  }
   api_.state.emit("mounts", "mount_state_changed", msg,
                   {{"mount", s.config.name},
                    {"from", std::string(to_string(told))},

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "common/message_ids.hpp"
 #include "common/coro.hpp"
 
 namespace instanced::power {
@@ -32,7 +33,10 @@ asio::awaitable<void> Power::report(std::string source, std::string detail) {
   if (reported_) co_return;
   reported_ = true;
   std::string msg = fmt::format("the system is being shut down from inside the VM ({})", detail);
-  log_->warn("{}; telling the control plane", msg);
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kOsShutdown}};
+    log_->warn("{}; telling the control plane", msg);
+  }
   api_.state.emit("power", "os_shutdown", msg, {{"source", source}, {"detail", detail}});
   publish();
   bool delivered = false;

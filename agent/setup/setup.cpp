@@ -1,5 +1,6 @@
 #include "agent/setup/setup.hpp"
 
+#include "common/message_ids.hpp"
 #include "common/child_io.hpp"
 #include "common/coro.hpp"
 #include "common/syscalls.hpp"
@@ -307,10 +308,16 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   }
   std::string who = name;
   live_ = std::make_unique<Live>(ex_, name, run.run_id, file, config_,
-                                 [this, who](std::string_view line) { log_->info("[{}] {}", who, line); });
+                                 [this, who](std::string_view line) {
+                                   api_.logging.workload_line(log_, spdlog::level::info, "instanced-setup",
+                                                              {"INSTANCED_SCRIPT", who}, line);
+                                 });
   publish();
-  log_->info("script {} ({}) starting, run {}, log {}", name,
-             EnumNames<ScriptWhen>::names[static_cast<std::size_t>(script.when)], run.run_id, file.string());
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kScriptStarted}, {"INSTANCED_SCRIPT", name}, {"INSTANCED_RUN", run.run_id}};
+    log_->info("script {} ({}) starting, run {}, log {}", name,
+               EnumNames<ScriptWhen>::names[static_cast<std::size_t>(script.when)], run.run_id, file.string());
+  }
   api_.state.emit("setup", "script_started", fmt::format("script {} started", name),
                   {{"name", name}, {"run_id", run.run_id}, {"log", run.log}});
 
@@ -436,10 +443,13 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   std::string msg = outcome == ScriptState::succeeded
                         ? fmt::format("script {} succeeded in {:.1f}s", name, run.duration_seconds)
                         : fmt::format("script {} {}: {}", name, result, run.reason);
-  if (outcome == ScriptState::succeeded)
-    log_->info("{}", msg);
-  else
-    log_->error("{} (log {})", msg, run.log);
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kScriptFinished}, {"INSTANCED_SCRIPT", name}, {"INSTANCED_RUN", run.run_id}};
+    if (outcome == ScriptState::succeeded)
+      log_->info("{}", msg);
+    else
+      log_->error("{} (log {})", msg, run.log);
+  }
   json::array tail_json;
   for (auto& l : tail) tail_json.emplace_back(l);
   api_.state.emit("setup", "script_finished", msg,

@@ -7,6 +7,7 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "common/message_ids.hpp"
 #include "common/wake.hpp"
 
 namespace instanced::ssh {
@@ -175,7 +176,10 @@ asio::awaitable<void> Ssh::enforce_once() {
     last_drift_ = api_.clock.wall_now();
     std::string msg = fmt::format("SSH policy drift: {} (changed by hand?); the policy is {}: applying it again", seen,
                                   policy_name(want));
-    log_->warn("{}", msg);
+    {
+      LogFields fields{{"MESSAGE_ID", msgid::kSshDrift}, {"INSTANCED_UNIT", unit}};
+      log_->warn("{}", msg);
+    }
     api_.state.emit("ssh", "ssh_drift", msg,
                     {{"unit", unit}, {"policy", policy_name(want)}, {"unit_file_state", unit_state_}, {"active_state", active_state_}});
     api_.state.metrics().add_counter("instanced_ssh_drift_total", "Times the SSH unit was found changed against the policy.", {});
