@@ -70,88 +70,6 @@ void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, st
   }
 }
 
-// rerun_setup {name}: runs the script again and answers with the run's outcome.
-void add_setup_commands(control::CommandRegistry& commands, setup::Setup& setup) {
-  commands.add("rerun_setup", [&setup](const json::object& args) -> boost::asio::awaitable<CommandResult> {
-    auto* name = args.if_contains("name");
-    if (!name || !name->is_string()) co_return CommandResult{Status::invalid, {}, "args.name: missing or not a string"};
-    auto ticket = setup.rerun(std::string(name->as_string()));
-    if (!ticket) co_return CommandResult{Status::refused, {}, ticket.error().message};
-    auto record = co_await setup.wait_for_run(*ticket);
-    if (!record) co_return CommandResult{Status::failed, {}, "the agent stopped before the run ended"};
-    json::object result{{"state", setup::to_string(record->state)}, {"run", setup::to_json(record->last)}};
-    if (record->state == setup::ScriptState::succeeded) co_return CommandResult{Status::ok, std::move(result), {}};
-    co_return CommandResult{Status::failed, std::move(result), record->last.reason};
-  });
-}
-
-// remount {name}: lazily unmounts the mount (if mounted) and mounts it again.
-void add_mount_commands(control::CommandRegistry& commands, mounts::Mounts& mounts) {
-  commands.add("remount", [&mounts](const json::object& args) -> boost::asio::awaitable<CommandResult> {
-    auto* name = args.if_contains("name");
-    if (!name || !name->is_string()) co_return CommandResult{Status::invalid, {}, "args.name: missing or not a string"};
-    auto r = mounts.remount(std::string(name->as_string()));
-    if (!r) co_return CommandResult{Status::invalid, {}, "args.name: " + r.error().message};
-    co_return CommandResult{Status::ok, {{"remount", "started"}}, {}};
-  });
-}
-
-// submit_job {job}, cancel_job {id}, get_job {id}: the job queue (docs/jobs.md).
-void add_job_commands(control::CommandRegistry& commands, jobs::Jobs& queue, const Config& config) {
-  commands.add("submit_job", [&queue, &config](const json::object& args) -> boost::asio::awaitable<CommandResult> {
-    auto spec = jobs::parse_job_spec(args, config.jobs, "args.");
-    if (!spec) co_return CommandResult{Status::invalid, {}, spec.error().message};
-    auto r = queue.submit(std::move(*spec));
-    using K = jobs::Jobs::Submitted::Kind;
-    if (r.ok()) co_return CommandResult{Status::ok, std::move(r.job), {}};
-    if (r.kind == K::invalid) co_return CommandResult{Status::invalid, {}, "args." + r.error};
-    if (r.kind == K::conflict) co_return CommandResult{Status::invalid, {}, "args." + r.error};
-    co_return CommandResult{Status::refused, {}, r.error};
-  });
-  auto id_of = [](const json::object& args) -> std::optional<std::string> {
-    auto* id = args.if_contains("id");
-    if (!id || !id->is_string() || id->as_string().empty()) return std::nullopt;
-    return std::string(id->as_string());
-  };
-  commands.add("cancel_job", [&queue, id_of](const json::object& args) -> boost::asio::awaitable<CommandResult> {
-    auto id = id_of(args);
-    if (!id) co_return CommandResult{Status::invalid, {}, "args.id: missing or not a string"};
-    auto r = queue.cancel(*id);
-    if (!r) co_return CommandResult{Status::refused, {}, r.error().message};
-    co_return CommandResult{Status::ok, std::move(*r), {}};
-  });
-  commands.add("get_job", [&queue, id_of](const json::object& args) -> boost::asio::awaitable<CommandResult> {
-    auto id = id_of(args);
-    if (!id) co_return CommandResult{Status::invalid, {}, "args.id: missing or not a string"};
-    auto j = queue.job_json(*id);
-    if (!j) co_return CommandResult{Status::invalid, {}, "args.id: no job '" + *id + "'"};
-    co_return CommandResult{Status::ok, std::move(*j), {}};
-  });
-}
-
-// idle_shutdown, set_schedule, set_ssh_policy: the workstation services (docs/workstation.md).
-void add_workstation_commands(control::CommandRegistry& commands, idle::Idle& idle, ssh::Ssh& ssh) {
-  // Refused unless idle (the idle veto) and, as every stop, while the 5 GB rule is violated
-  // (the disk veto); then the same drain as prepare_stop.
-  commands.add("idle_shutdown", [&commands](const json::object&) -> boost::asio::awaitable<CommandResult> {
-    const std::string action = "idle_shutdown";  // named: no temporaries in a co_await (GCC 12)
-    co_return co_await commands.prepare(action);
-  });
-  commands.add_veto("idle", [&idle](std::string_view action) { return idle.veto(action); });
-  commands.add("set_schedule", [&idle](const json::object& args) -> boost::asio::awaitable<CommandResult> {
-    auto r = idle.set_schedule(args);
-    if (!r && r.error().message.starts_with(idle::kNotKept)) co_return CommandResult{Status::failed, {}, r.error().message};
-    if (!r) co_return CommandResult{Status::invalid, {}, "args." + r.error().message};
-    co_return CommandResult{Status::ok, std::move(*r), {}};
-  });
-  commands.add("set_ssh_policy", [&ssh](const json::object& args) -> boost::asio::awaitable<CommandResult> {
-    auto r = co_await ssh.set_policy(args);
-    if (!r) co_return CommandResult{r.error().message.starts_with("args.") ? Status::invalid : Status::failed, {},
-                                    r.error().message};
-    co_return CommandResult{Status::ok, std::move(*r), {}};
-  });
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -240,18 +158,15 @@ int main(int argc, char** argv) {
   auto& mount_ops = *mount_ops_owner;
   mounts::Mounts mounts(ioc.get_executor(), api, processes, mount_ops, running.storage, running.state_dir);
   mounts.add_routes(router);
-  add_mount_commands(commands, mounts);
 
   setup::Setup setup(ioc.get_executor(), api, processes, running.setup, running.state_dir,
                      setup::Environment{info.instance, running.status.socket, {}});
   setup.add_routes(router);
   setup.add_prerequisite(mounts.ready_gate());
-  add_setup_commands(commands, setup);
 
   // The 5 GB rule: stop, restart and reboot are refused while `/` is below it.
   disk::Guardian disk(ioc.get_executor(), api, processes, running.disk, running.state_dir);
   disk.add_routes(router);
-  commands.add_veto("disk", [&disk](std::string_view action) { return disk.veto(action); });
 
   // GPUs through NVML, loaded at run time by the dynamic loader's usual search.
   static auto* const nvml_owner = new gpu::NvmlLibrary(running.gpu.library);
@@ -272,12 +187,6 @@ int main(int argc, char** argv) {
   job_queue.add_prerequisite(mounts.ready_gate());
   job_queue.add_prerequisite(setup.done_gate());
   job_queue.add_routes(router);
-  add_job_commands(commands, job_queue, running);
-  // Before setup's and the mounts' drains: jobs may write to the file share.
-  commands.add_drain("jobs", [&job_queue](std::string action) { return job_queue.drain(std::move(action)); });
-  commands.add_drain("setup", [&setup](std::string action) { return setup.drain(std::move(action)); });
-  // After setup's drain (registration order): flush and unmount the shares.
-  commands.add_drain("mounts", [&mounts](std::string action) { return mounts.drain(std::move(action)); });
 
   // Workstation services: the users' applications, idle detection and the schedule, the
   // SSH policy, shutdowns from inside the VM. Services through systemctl.
@@ -297,7 +206,15 @@ int main(int argc, char** argv) {
   idle_watch.add_routes(router);
   ssh::Ssh ssh_policy(ioc.get_executor(), api, services, running.ssh, running.state_dir);
   ssh_policy.add_routes(router);
-  add_workstation_commands(commands, idle_watch, ssh_policy);
+  // The commands each subsystem answers. The order is that of the drains and vetoes before a
+  // stop: jobs first (they may write to the file share), then setup's scripts, then the
+  // mounts are flushed and unmounted; the disk's veto before idle's.
+  job_queue.add_commands(commands);
+  setup.add_commands(commands);
+  mounts.add_commands(commands);
+  disk.add_commands(commands);
+  idle_watch.add_commands(commands);
+  ssh_policy.add_commands(commands);
   static auto* const logind_owner = new power::SdBusLogind;  // its library stays loaded
   power::Power power_watch(ioc.get_executor(), api, services, *logind_owner, running.power,
                            [&control](Clock::steady_time::duration d) { return control.wait_delivered(d); });

@@ -22,6 +22,10 @@
 #include "common/process.hpp"
 #include "common/subsystem.hpp"
 
+namespace instanced::control {
+class CommandRegistry;
+}  // namespace instanced::control
+
 namespace instanced::disk {
 
 class Guardian final : public Subsystem {
@@ -49,6 +53,8 @@ class Guardian final : public Subsystem {
 
   boost::json::object status_json() const;
   void add_routes(status::Router& router);
+  // The control plane's commands it answers, and its say on stopping the VM (docs/protocol.md).
+  void add_commands(control::CommandRegistry& commands);
 
  private:
   struct PathState {

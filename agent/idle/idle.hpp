@@ -23,6 +23,10 @@
 #include "common/process.hpp"
 #include "common/subsystem.hpp"
 
+namespace instanced::control {
+class CommandRegistry;
+}  // namespace instanced::control
+
 namespace instanced::idle {
 
 // How set_schedule's error starts when the schedule was good but could not be kept.
@@ -69,6 +73,8 @@ class Idle final : public Subsystem {
   std::optional<Clock::wall_time> idle_since() const { return tracker_.idle_since(); }
   boost::json::object status_json() const;
   void add_routes(status::Router& router);
+  // The control plane's commands it answers, and its say on stopping the VM (docs/protocol.md).
+  void add_commands(control::CommandRegistry& commands);
 
  private:
   boost::asio::awaitable<void> look();

@@ -56,22 +56,6 @@ int nice_for_weight(int weight) {
   return std::clamp(static_cast<int>(std::lround(n)), -20, 19);
 }
 
-// Why a job can never run here: more GPUs than the instance has (once they are known).
-std::optional<std::string> never_fits(const GpuRequest& want, const GpuView& view) {
-  if (!view.known || !(want.all ? view.total == 0 : want.count > view.total)) return std::nullopt;
-  return fmt::format("gpus: {} wanted; this instance has {}", want.all ? std::string("all") : std::to_string(want.count),
-                     view.total);
-}
-
-// How many GPUs the job takes: its count, or every healthy one for "all".
-std::size_t gpus_taken(const GpuRequest& want, const GpuView& view) { return want.all ? view.usable.size() : want.count; }
-
-// Whether the job's GPUs can be given now from `free` (healthy ones no job holds).
-bool gpus_fit(const GpuRequest& want, const GpuView& view, const std::vector<unsigned>& free) {
-  const std::size_t n = gpus_taken(want, view);
-  return view.known && n > 0 && free.size() >= n && (!want.all || free.size() == view.usable.size());
-}
-
 // The variables the container CLI needs from the agent's own environment.
 std::vector<std::string> runtime_environment() {
   std::vector<std::string> env;
@@ -280,29 +264,18 @@ void Jobs::dispatch() {
   if (stopping_ || !recovered_ || !config_.enabled || queue_.empty() || closed_gate()) return;
   if (api_.clock.now() < hold_until_) return;
   GpuView view = gpus_ ? gpus_() : GpuView{};
-  std::vector<unsigned> free = free_gpus(view);
-  bool& gpu_blocked = gpu_blocked_;  // a GPU job waits: later GPU jobs wait behind it (no starvation)
-  for (auto it = queue_.begin(); it != queue_.end() && free_slots() > 0;) {
-    JobRecord& job = *it->second;
-    ++it;  // start() takes the job out of the queue
-    std::vector<unsigned> give;
-    if (job.spec.gpus.any()) {
-      if (auto never = never_fits(job.spec.gpus, view)) {
-        // Submitted before the GPUs were known: it can never run here.
-        queue_.erase(job.seq);
-        finish(job, JobState::failed, std::move(*never), {});
-        continue;
-      }
-      if (gpu_blocked) continue;
-      if (!gpus_fit(job.spec.gpus, view, free)) {
-        gpu_blocked = true;
-        continue;
-      }
-      const std::size_t want = gpus_taken(job.spec.gpus, view);
-      give.assign(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(want));
-      free.erase(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(want));
-    }
-    start(job, std::move(give));
+  std::vector<Waiting> waiting;
+  for (const auto& [seq, job] : queue_) waiting.push_back({job->spec.id, job->spec.gpus});
+  DispatchPlan plan = plan_dispatch(waiting, free_slots(), view, free_gpus(view));
+  gpu_blocked_ = plan.gpu_blocked;
+  for (auto& n : plan.never) {
+    // Submitted before the GPUs were known: it can never run here.
+    JobRecord& job = *jobs_.at(n.id);
+    queue_.erase(job.seq);
+    finish(job, JobState::failed, std::move(n.reason), {});
+  }
+  for (auto& s : plan.start) {
+    start(*jobs_.at(s.id), std::move(s.gpus));
     if (store_error_) return;  // not recorded: nothing more starts until it can be
   }
 }
@@ -464,177 +437,209 @@ asio::awaitable<ExitStatus> Jobs::supervise(JobRecord& job, Live& live) {
   co_return *status;
 }
 
+// A job's run, top to bottom: what to spawn, spawn it, watch it to its end, record the end.
 asio::awaitable<void> Jobs::run_job(std::string id) {
   JobRecord& job = *jobs_.at(id);
   Live& live = *live_.at(id);
-  std::string reason;
-  JobState outcome = JobState::failed;
-  std::vector<std::string> tail;
-  fs::path env_file;
+  Ending end;
   try {
-    const bool container = !job.spec.image.empty();
-    if (container) {
-      auto cli = co_await runtime();
-      if (!cli) throw std::runtime_error(cli.error().message);
-      live.cli = *cli;
-    }
-    // NSS and stat may block (LDAP, a hung file share): off the loop, bounded.
-    struct Prepared {
-      UserIdentity user;
-      std::string program;
-    };
-    const std::string user_name = job.spec.user.empty() ? config_.user : job.spec.user;
-    const std::string workdir = job.spec.workdir, program = job.spec.command.front();
-    std::string search = kDefaultPath;
-    if (auto it = job.spec.env.find("PATH"); it != job.spec.env.end()) search = it->second;
-    const std::optional<unsigned> owner = job.owner_uid;
-    auto prepare = [user_name, owner, workdir, program, search, container]() -> Result<Prepared> {
-      auto u = owner ? lookup_user(static_cast<uid_t>(*owner)) : lookup_user(user_name);
-      if (!u) return u.error();
-      Prepared p{std::move(*u), program};
-      struct stat st {};
-      if (!workdir.empty()) {
-        const int err = ::stat(workdir.c_str(), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
-        if (err) return Error{fmt::format("workdir {}: {}", workdir, std::strerror(err))};
-      }
-      if (!container) {
-        p.program = find_program(program, search);
-        if (p.program.empty())
-          return Error{program.find('/') != std::string::npos
-                           ? fmt::format("command[0]: {} is not an executable file", program)
-                           : fmt::format("command[0]: '{}' was not found on the job's PATH", program)};
-      }
-      return p;
-    };
-    const std::string what = fmt::format("preparing job {} (user {}, workdir, program)", id,
-                                         owner ? "uid " + std::to_string(*owner) : user_name);
-    auto prepared = co_await api_.pool.run(what, kLookupTimeout, prepare);
-    if (!prepared) throw std::runtime_error(prepared.error().message);
-
-    SpawnSpec spec;
-    spec.cwd = !workdir.empty() ? workdir : "/";
-    if (container) {
-      const ContainerRuntimeCli cli = *live.cli;
-      auto exists_argv = image_exists_argv(cli, job.spec.image);
-      auto exists = co_await run_tool(std::move(exists_argv), kToolTimeout);
-      if (!exists) {
-        if (job.spec.image_archive.empty())
-          throw std::runtime_error(fmt::format("image {} is not present (no registry is used: load it first or give "
-                                               "image_archive)", job.spec.image));
-        log_->info("job {}: loading image {} from {}", id, job.spec.image, job.spec.image_archive);
-        auto load_argv_ = load_argv(cli, job.spec.image_archive);
-        auto loaded = co_await run_tool(std::move(load_argv_), kLoadTimeout);
-        if (!loaded) throw std::runtime_error(fmt::format("cannot load {}: {}", job.spec.image_archive, loaded.error().message));
-      }
-      // A container of that name left by an agent that died before recording it.
-      auto rm_argv = remove_argv(cli, job.container);
-      (void)co_await run_tool(std::move(rm_argv), kToolTimeout);
-      RunOptions opt;
-      opt.name = job.container;
-      opt.gpus = job.gpus;
-      opt.extra = config_.container_options;
-      if (prepared->user.uid != 0) opt.user = std::make_pair(prepared->user.uid, prepared->user.gid);
-      // An operator's container: no way back to root inside it (setuid files of the image,
-      // capabilities), since its working folder is a host folder.
-      if (owner) opt.extra.insert(opt.extra.begin(), {"--security-opt", "no-new-privileges", "--cap-drop", "all"});
-      // Values only in a root-only file, never on a command line.
-      JobSpec with_marker = job.spec;
-      with_marker.env["INSTANCED_JOB_ID"] = id;
-      env_file = store_file(id, ".env");
-      if (auto w = api_.fs.write_file_atomic(env_file, env_file_text(with_marker), 0600); !w)
-        throw std::runtime_error(w.error().message);
-      opt.env_file = env_file.string();
-      spec.argv = run_argv(cli, job.spec, opt);
-      spec.env = runtime_environment();
-      spec.env.push_back("INSTANCED_JOB_ID=" + id);
-    } else {
-      spec.argv = job.spec.command;
-      spec.argv.front() = prepared->program;
-      spec.env = environment(job, prepared->user);
-      if (prepared->user.uid != ::geteuid()) spec.user = prepared->user;
-      if (config_.memory_limit.bytes) spec.limits.emplace_back(RLIMIT_AS, config_.memory_limit.bytes);
-      if (config_.max_open_files) spec.limits.emplace_back(RLIMIT_NOFILE, static_cast<std::uint64_t>(config_.max_open_files));
-      if (config_.max_processes) spec.limits.emplace_back(RLIMIT_NPROC, static_cast<std::uint64_t>(config_.max_processes));
-      spec.nice = nice_for_weight(job.spec.cpu_weight);
-      if (job.owner_uid) spec.nice = std::max(spec.nice, 0);  // raising priority is root's
-    }
-    if (live.cancel) throw std::runtime_error("cancelled before it started");
-    auto spawned = runner_.spawn(spec);
-    // The log is made once the job runs (its output waits in the pipe meanwhile): making
-    // a file costs about a millisecond on some disks, and the job need not wait for it.
-    if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
-    const std::string who = id;
-    live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
-                                        [this, who](std::string_view line) {
-                                          api_.logging.workload_line(log_, spdlog::level::debug, "instanced-job",
-                                                                     {"INSTANCED_JOB", who}, line);
-                                        });
-    if (!spawned) throw std::runtime_error(spawned.error().message);
-    live.proc = std::move(*spawned);
-    job.state = JobState::running;
-    (void)persist(job);
-    {
-      LogFields fields{{"MESSAGE_ID", msgid::kJobStarted}, {"INSTANCED_JOB", id}};
-      log_->info("job {} started (pid {}{}{})", id, live.proc->pid(), container ? ", container " + job.container : "",
-                 job.gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(job.gpus, ",")));
-    }
-    api_.state.emit("jobs", "job_started", fmt::format("job {} started", id), {{"id", id}, {"job", job.to_json()}});
-    publish();
-
-    ExitStatus status;
-    {
-      auto pump = pump_output(*live.proc, *live.log, live.pump_done);
-      auto sup = supervise(job, live);
-      auto both = std::move(pump) && std::move(sup);
-      status = co_await first_error(std::move(both));
-    }
-    job.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
-    job.signal = status.signal;
-    if (!container) {
-      auto left = co_await kill_marked(id);  // what it left behind ends with it
-      if (!left.empty()) log_->info("job {}: {} processes it left behind were stopped", id, left.size());
-    }
-    if (live.cancel) {
-      outcome = JobState::cancelled;
-      reason = live.cancel_reason;
-    } else if (live.timed_out) {
-      outcome = JobState::timed_out;
-      reason = fmt::format("timed out after {}; stopped", format_duration(job.spec.timeout.value_or(config_.default_timeout)));
-    } else if (status.success()) {
-      outcome = JobState::succeeded;
-    } else {
-      reason = status.describe();
-      if (container && status.code >= 125 && status.code <= 127)
-        reason += fmt::format(" (the container runtime could not run it: see 'instancectl job logs {}')", id);
-    }
+    auto spec = co_await spawn_spec(job, live);
+    Result<void> started = spec ? start_process(job, live, *spec) : Result<void>(spec.error());
+    if (started)
+      end = co_await watch(job, live);
+    else
+      end.reason = started.error().message;
   } catch (const boost::system::system_error& e) {
-    if (!is_cancelled(e)) {
-      reason = e.what();
-    } else {
+    if (is_cancelled(e)) {
       // The agent is stopping: the record stays as it is (running); the next start
       // re-attaches the container or reports the process lost.
       if (live.log) job.layout = live.log->finish();
       (void)persist(job);
       co_return;
     }
+    end.reason = e.what();
   } catch (const std::exception& e) {
-    reason = e.what();
-    if (live.cancel) outcome = JobState::cancelled, reason = live.cancel_reason;
+    end.reason = e.what();
   }
+  if (end.state != JobState::succeeded && live.cancel) end = Ending{JobState::cancelled, live.cancel_reason};
+  conclude(job, live, std::move(end));
+  if (live.cli && live.proc) {
+    const ContainerRuntimeCli c = *live.cli;
+    const std::string name = job.container;
+    co_await remove_container(c, name);
+  }
+}
+
+// The user, the working folder and the program, looked up off the loop (NSS and stat may
+// block: LDAP, a hung file share), bounded.
+asio::awaitable<Result<Jobs::Prepared>> Jobs::prepare(const JobRecord& job) {
+  const bool container = !job.spec.image.empty();
+  const std::string user_name = job.spec.user.empty() ? config_.user : job.spec.user;
+  const std::string workdir = job.spec.workdir, program = job.spec.command.front();
+  std::string search = kDefaultPath;
+  if (auto it = job.spec.env.find("PATH"); it != job.spec.env.end()) search = it->second;
+  const std::optional<unsigned> owner = job.owner_uid;
+  auto lookup = [user_name, owner, workdir, program, search, container]() -> Result<Prepared> {
+    auto u = owner ? lookup_user(static_cast<uid_t>(*owner)) : lookup_user(user_name);
+    if (!u) return u.error();
+    Prepared p{std::move(*u), program};
+    struct stat st {};
+    if (!workdir.empty()) {
+      const int err = ::stat(workdir.c_str(), &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+      if (err) return Error{fmt::format("workdir {}: {}", workdir, std::strerror(err))};
+    }
+    if (!container) {
+      p.program = find_program(program, search);
+      if (p.program.empty())
+        return Error{program.find('/') != std::string::npos
+                         ? fmt::format("command[0]: {} is not an executable file", program)
+                         : fmt::format("command[0]: '{}' was not found on the job's PATH", program)};
+    }
+    return p;
+  };
+  const std::string what = fmt::format("preparing job {} (user {}, workdir, program)", job.spec.id,
+                                       owner ? "uid " + std::to_string(*owner) : user_name);
+  auto prepared = co_await api_.pool.run(what, kLookupTimeout, lookup);
+  co_return prepared;
+}
+
+// What to spawn: the job's own command, or the container runtime's `run` of its image.
+asio::awaitable<Result<SpawnSpec>> Jobs::spawn_spec(JobRecord& job, Live& live) {
+  if (!job.spec.image.empty()) {
+    auto cli = co_await runtime();
+    if (!cli) co_return cli.error();
+    live.cli = *cli;
+  }
+  auto prepared = co_await prepare(job);
+  if (!prepared) co_return prepared.error();
+  if (!live.cli) co_return process_spec(job, *prepared);
+  const ContainerRuntimeCli cli = *live.cli;  // named: no temporaries in a co_await (GCC 12)
+  auto spec = co_await container_spec(job, cli, *prepared);
+  co_return spec;
+}
+
+SpawnSpec Jobs::process_spec(const JobRecord& job, const Prepared& prepared) const {
+  SpawnSpec spec;
+  spec.cwd = !job.spec.workdir.empty() ? job.spec.workdir : "/";
+  spec.argv = job.spec.command;
+  spec.argv.front() = prepared.program;
+  spec.env = environment(job, prepared.user);
+  if (prepared.user.uid != ::geteuid()) spec.user = prepared.user;
+  if (config_.memory_limit.bytes) spec.limits.emplace_back(RLIMIT_AS, config_.memory_limit.bytes);
+  if (config_.max_open_files) spec.limits.emplace_back(RLIMIT_NOFILE, static_cast<std::uint64_t>(config_.max_open_files));
+  if (config_.max_processes) spec.limits.emplace_back(RLIMIT_NPROC, static_cast<std::uint64_t>(config_.max_processes));
+  spec.nice = nice_for_weight(job.spec.cpu_weight);
+  if (job.owner_uid) spec.nice = std::max(spec.nice, 0);  // raising priority is root's
+  return spec;
+}
+
+// The image present (loaded from image_archive if not), no stale container of the name,
+// the variables in a root-only file: then `run`'s command line.
+asio::awaitable<Result<SpawnSpec>> Jobs::container_spec(const JobRecord& job, ContainerRuntimeCli cli,
+                                                        const Prepared& prepared) {
+  const std::string& id = job.spec.id;
+  auto exists_argv = image_exists_argv(cli, job.spec.image);
+  auto exists = co_await run_tool(std::move(exists_argv), kToolTimeout);
+  if (!exists) {
+    if (job.spec.image_archive.empty())
+      co_return Error{fmt::format("image {} is not present (no registry is used: load it first or give image_archive)",
+                                  job.spec.image)};
+    log_->info("job {}: loading image {} from {}", id, job.spec.image, job.spec.image_archive);
+    auto load = load_argv(cli, job.spec.image_archive);
+    auto loaded = co_await run_tool(std::move(load), kLoadTimeout);
+    if (!loaded) co_return Error{fmt::format("cannot load {}: {}", job.spec.image_archive, loaded.error().message)};
+  }
+  // A container of that name left by an agent that died before recording it.
+  auto rm_argv = remove_argv(cli, job.container);
+  (void)co_await run_tool(std::move(rm_argv), kToolTimeout);
+  RunOptions opt;
+  opt.name = job.container;
+  opt.gpus = job.gpus;
+  opt.extra = config_.container_options;
+  if (prepared.user.uid != 0) opt.user = std::make_pair(prepared.user.uid, prepared.user.gid);
+  // An operator's container: no way back to root inside it (setuid files of the image,
+  // capabilities), since its working folder is a host folder.
+  if (job.owner_uid) opt.extra.insert(opt.extra.begin(), {"--security-opt", "no-new-privileges", "--cap-drop", "all"});
+  // Values only in a root-only file, never on a command line.
+  JobSpec with_marker = job.spec;
+  with_marker.env["INSTANCED_JOB_ID"] = id;
+  const fs::path env_file = store_file(id, ".env");
+  if (auto w = api_.fs.write_file_atomic(env_file, env_file_text(with_marker), 0600); !w) co_return w.error();
+  opt.env_file = env_file.string();
+  SpawnSpec spec;
+  spec.cwd = !job.spec.workdir.empty() ? job.spec.workdir : "/";
+  spec.argv = run_argv(cli, job.spec, opt);
+  spec.env = runtime_environment();
+  spec.env.push_back("INSTANCED_JOB_ID=" + id);
+  co_return spec;
+}
+
+// Spawns the job and opens its run log; the job is `running` (recorded) and told.
+Result<void> Jobs::start_process(JobRecord& job, Live& live, const SpawnSpec& spec) {
+  const std::string& id = job.spec.id;
+  if (live.cancel) return Error{"cancelled before it started"};
+  auto spawned = runner_.spawn(spec);
+  // The log is made once the job runs (its output waits in the pipe meanwhile): making
+  // a file costs about a millisecond on some disks, and the job need not wait for it.
+  if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
+  live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
+                                      [this, who = id](std::string_view line) {
+                                        api_.logging.workload_line(log_, spdlog::level::debug, "instanced-job",
+                                                                   {"INSTANCED_JOB", who}, line);
+                                      });
+  if (!spawned) return spawned.error();
+  live.proc = std::move(*spawned);
+  job.state = JobState::running;
+  (void)persist(job);
+  {
+    LogFields fields{{"MESSAGE_ID", msgid::kJobStarted}, {"INSTANCED_JOB", id}};
+    log_->info("job {} started (pid {}{}{})", id, live.proc->pid(), live.cli ? ", container " + job.container : "",
+               job.gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(job.gpus, ",")));
+  }
+  api_.state.emit("jobs", "job_started", fmt::format("job {} started", id), {{"id", id}, {"job", job.to_json()}});
+  publish();
+  return {};
+}
+
+// Until the job has ended and its output is read: how it ended.
+asio::awaitable<Jobs::Ending> Jobs::watch(JobRecord& job, Live& live) {
+  const std::string id = job.spec.id;
+  ExitStatus status;
+  {
+    auto pump = pump_output(*live.proc, *live.log, live.pump_done);
+    auto sup = supervise(job, live);
+    auto both = std::move(pump) && std::move(sup);
+    status = co_await first_error(std::move(both));
+  }
+  job.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
+  job.signal = status.signal;
+  if (!live.cli) {
+    auto left = co_await kill_marked(id);  // what it left behind ends with it
+    if (!left.empty()) log_->info("job {}: {} processes it left behind were stopped", id, left.size());
+  }
+  if (live.cancel) co_return Ending{JobState::cancelled, live.cancel_reason};
+  if (live.timed_out)
+    co_return Ending{JobState::timed_out, fmt::format("timed out after {}; stopped",
+                                                      format_duration(job.spec.timeout.value_or(config_.default_timeout)))};
+  if (status.success()) co_return Ending{JobState::succeeded, {}};
+  std::string reason = status.describe();
+  if (live.cli && status.code >= 125 && status.code <= 127)
+    reason += fmt::format(" (the container runtime could not run it: see 'instancectl job logs {}')", id);
+  co_return Ending{JobState::failed, std::move(reason)};
+}
+
+// The run log closed (a job that never ran has none), then the outcome recorded and told.
+void Jobs::conclude(JobRecord& job, Live& live, Ending end) {
+  std::vector<std::string> tail;
   if (live.log) {
-    if (!live.proc) live.log->feed("[instanced: " + reason + "]\n");
+    if (!live.proc) live.log->feed("[instanced: " + end.reason + "]\n");
     job.layout = live.log->finish();
     tail = live.log->last_lines();
   } else {
     job.log.clear();  // it never ran: no output
   }
   // Recorded first, then the container goes: a crash between the two finds the outcome.
-  finish(job, outcome, std::move(reason), std::move(tail));
-  if (live.cli && live.proc) {
-    const ContainerRuntimeCli c = *live.cli;
-    const std::string name = job.container;
-    co_await remove_container(c, name);
-  }
+  finish(job, end.state, std::move(end.reason), std::move(tail));
 }
 
 // `rm --force` of a finished job's container; errors (and a stop meanwhile) only logged.

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "agent/jobs/container.hpp"
+#include "agent/jobs/dispatch.hpp"
 #include "agent/jobs/spec.hpp"
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
@@ -28,14 +29,13 @@
 #include "common/process.hpp"
 #include "common/subsystem.hpp"
 
+namespace instanced::control {
+class CommandRegistry;
+}  // namespace instanced::control
+
 namespace instanced::jobs {
 
 // The GPUs as the GPU subsystem sees them now.
-struct GpuView {
-  bool known = false;            // sampled at least once
-  std::size_t total = 0;         // GPUs present
-  std::vector<unsigned> usable;  // healthy (or degraded) ones: what a job may get
-};
 using GpuSource = std::function<GpuView()>;
 
 class Jobs final : public Subsystem {
@@ -81,6 +81,8 @@ class Jobs final : public Subsystem {
 
   boost::json::object status_json(std::size_t max_queued_shown = 100, std::size_t max_finished_shown = 20) const;
   void add_routes(status::Router& router);
+  // The control plane's commands it answers, and its say on stopping the VM (docs/protocol.md).
+  void add_commands(control::CommandRegistry& commands);
 
  private:
   boost::asio::awaitable<void> until_no_live_jobs();  // returns when no supervisor is left
@@ -92,6 +94,22 @@ class Jobs final : public Subsystem {
   void start(JobRecord& job, std::vector<unsigned> gpus);
   void spawn_supervisor(const std::string& id, boost::asio::awaitable<void> work);
   boost::asio::awaitable<void> run_job(std::string id);
+  struct Prepared {
+    UserIdentity user;
+    std::string program;  // resolved on the job's PATH (process jobs)
+  };
+  struct Ending {
+    JobState state = JobState::failed;
+    std::string reason;
+  };
+  boost::asio::awaitable<Result<Prepared>> prepare(const JobRecord& job);
+  boost::asio::awaitable<Result<SpawnSpec>> spawn_spec(JobRecord& job, Live& live);
+  SpawnSpec process_spec(const JobRecord& job, const Prepared& prepared) const;
+  boost::asio::awaitable<Result<SpawnSpec>> container_spec(const JobRecord& job, ContainerRuntimeCli cli,
+                                                           const Prepared& prepared);
+  Result<void> start_process(JobRecord& job, Live& live, const SpawnSpec& spec);
+  boost::asio::awaitable<Ending> watch(JobRecord& job, Live& live);
+  void conclude(JobRecord& job, Live& live, Ending end);
   boost::asio::awaitable<void> attach_container(std::string id, ContainerRuntimeCli cli);
   boost::asio::awaitable<void> remove_container(ContainerRuntimeCli cli, std::string name);
   boost::asio::awaitable<Result<std::optional<InspectResult>>> inspect(ContainerRuntimeCli cli, std::string name);

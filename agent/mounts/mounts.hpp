@@ -23,6 +23,10 @@
 #include "common/single_flight.hpp"
 #include "common/subsystem.hpp"
 
+namespace instanced::control {
+class CommandRegistry;
+}  // namespace instanced::control
+
 namespace instanced::mounts {
 
 enum class MountState { pending, mounting, mounted, degraded, stale, hung, unmounted, failed, unmounting, drained };
@@ -50,6 +54,8 @@ class Mounts final : public Subsystem {
 
   boost::json::object status_json() const;
   void add_routes(status::Router& router);
+  // The control plane's commands it answers, and its say on stopping the VM (docs/protocol.md).
+  void add_commands(control::CommandRegistry& commands);
 
  private:
   struct Supervised;

@@ -24,6 +24,10 @@
 #include "common/process.hpp"
 #include "common/subsystem.hpp"
 
+namespace instanced::control {
+class CommandRegistry;
+}  // namespace instanced::control
+
 namespace instanced::setup {
 
 struct Environment {
@@ -66,6 +70,8 @@ class Setup final : public Subsystem {
 
   boost::json::object status_json() const;
   void add_routes(status::Router& router);
+  // The control plane's commands it answers, and its say on stopping the VM (docs/protocol.md).
+  void add_commands(control::CommandRegistry& commands);
 
  private:
   struct Live;

@@ -17,6 +17,10 @@
 #include "common/services.hpp"
 #include "common/subsystem.hpp"
 
+namespace instanced::control {
+class CommandRegistry;
+}  // namespace instanced::control
+
 namespace instanced::ssh {
 
 class Ssh final : public Subsystem {
@@ -35,6 +39,8 @@ class Ssh final : public Subsystem {
   SshPolicy policy() const { return policy_; }
   boost::json::object status_json() const;
   void add_routes(status::Router& router);
+  // The control plane's commands it answers, and its say on stopping the VM (docs/protocol.md).
+  void add_commands(control::CommandRegistry& commands);
 
  private:
   boost::asio::awaitable<void> enforce();

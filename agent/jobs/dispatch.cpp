@@ -1,0 +1,45 @@
+#include "agent/jobs/dispatch.hpp"
+
+#include <fmt/format.h>
+#include <optional>
+
+namespace instanced::jobs {
+
+std::optional<std::string> never_fits(const GpuRequest& want, const GpuView& view) {
+  if (!view.known || !(want.all ? view.total == 0 : want.count > view.total)) return std::nullopt;
+  return fmt::format("gpus: {} wanted; this instance has {}", want.all ? std::string("all") : std::to_string(want.count),
+                     view.total);
+}
+
+std::size_t gpus_taken(const GpuRequest& want, const GpuView& view) { return want.all ? view.usable.size() : want.count; }
+
+bool gpus_fit(const GpuRequest& want, const GpuView& view, const std::vector<unsigned>& free) {
+  const std::size_t n = gpus_taken(want, view);
+  return view.known && n > 0 && free.size() >= n && (!want.all || free.size() == view.usable.size());
+}
+
+DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_slots, const GpuView& view,
+                           std::vector<unsigned> free_gpus) {
+  DispatchPlan plan;
+  for (auto it = queue.begin(); it != queue.end() && plan.start.size() < free_slots; ++it) {
+    std::vector<unsigned> give;
+    if (it->gpus.any()) {
+      if (auto never = never_fits(it->gpus, view)) {
+        plan.never.push_back({it->id, std::move(*never)});
+        continue;
+      }
+      if (plan.gpu_blocked) continue;
+      if (!gpus_fit(it->gpus, view, free_gpus)) {
+        plan.gpu_blocked = true;
+        continue;
+      }
+      const auto want = static_cast<std::ptrdiff_t>(gpus_taken(it->gpus, view));
+      give.assign(free_gpus.begin(), free_gpus.begin() + want);
+      free_gpus.erase(free_gpus.begin(), free_gpus.begin() + want);
+    }
+    plan.start.push_back({it->id, std::move(give)});
+  }
+  return plan;
+}
+
+}  // namespace instanced::jobs

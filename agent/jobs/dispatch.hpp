@@ -1,0 +1,53 @@
+// Which queued jobs start now: slots, GPUs and the order of the queue (docs/jobs.md). I/O-free:
+// the queue takes the plan and carries it out (records, spawns), tests give it inputs.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/jobs/spec.hpp"
+
+namespace instanced::jobs {
+
+// The instance's GPUs as the job queue sees them.
+struct GpuView {
+  bool known = false;            // sampled at least once
+  std::size_t total = 0;         // GPUs present
+  std::vector<unsigned> usable;  // healthy (or degraded) ones: what a job may get
+};
+
+struct Waiting {
+  std::string id;
+  GpuRequest gpus;
+};
+
+struct DispatchPlan {
+  struct Start {
+    std::string id;
+    std::vector<unsigned> gpus;  // given to it (none for a CPU job)
+  };
+  struct Never {
+    std::string id;
+    std::string reason;  // more GPUs than the instance has
+  };
+  std::vector<Start> start;  // in queue order
+  std::vector<Never> never;  // fail these: they can never run here
+  bool gpu_blocked = false;  // a GPU job waits for GPUs: look again when they change
+};
+
+// Why a job can never run here: more GPUs than the instance has (once they are known).
+std::optional<std::string> never_fits(const GpuRequest& want, const GpuView& view);
+// How many GPUs the job takes: its count, or every usable one for "all".
+std::size_t gpus_taken(const GpuRequest& want, const GpuView& view);
+// Whether the job's GPUs can be given now from `free` (usable ones no job holds).
+bool gpus_fit(const GpuRequest& want, const GpuView& view, const std::vector<unsigned>& free);
+
+// `queue` in order; `free_slots` jobs may start; `free_gpus`: usable GPUs no job holds.
+// A GPU job that does not fit blocks the GPU jobs behind it (no starvation by smaller ones);
+// CPU jobs pass it.
+DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_slots, const GpuView& view,
+                           std::vector<unsigned> free_gpus);
+
+}  // namespace instanced::jobs
