@@ -16,21 +16,6 @@ Error errno_error(std::string_view what, const std::filesystem::path& path, int 
   return Error{fmt::format("{} {}: {}", what, path.string(), std::strerror(err))};
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
 }  // namespace
 
 bool write_all(int fd, std::string_view data) {

@@ -274,13 +274,45 @@ asio::awaitable<void> Setup::recover_interrupted() {
   if (changed) persist();
 }
 
+// One run of a script, top to bottom: recorded as begun, spawned, watched to its end (or
+// to the agent's stop), recorded and told.
 asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
-  const std::string name = script.name;
-  RunRecord run;
+  auto begun = begin_run(script);
+  if (!begun) co_return;  // not recorded: the loop retries
+  RunRecord& run = begun->run;
+  ScriptState outcome = ScriptState::failed;
+  std::unique_ptr<Process> proc;
+  bool agent_stopping = false;
+  try {
+    auto spawned = co_await spawn_script(script, run.run_id);
+    if (spawned) {
+      proc = std::move(*spawned);
+      outcome = co_await watch_script(*proc, script, run);
+    } else {
+      run.reason = spawned.error().message;
+    }
+  } catch (const boost::system::system_error& e) {
+    if (!is_cancelled(e)) throw;
+    agent_stopping = true;  // no co_await inside a handler: handled below
+  }
+  if (agent_stopping) {
+    co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);
+    co_await end_for_agent_stop(proc.get(), run, begun->started);
+    throw boost::system::system_error(asio::error::operation_aborted);
+  }
+  end_run(script.name, std::move(run), begun->started, outcome, proc != nullptr);
+}
+
+// The run recorded as `running` (on disk before the process exists: a crash from here on
+// is seen as an interrupted run), its log opened, its start told. Nothing when it cannot be
+// recorded (disk full): a run that no record knows of could run a create script twice.
+std::optional<Setup::Begun> Setup::begin_run(const ScriptConfig& script) {
+  const std::string& name = script.name;
+  Begun begun{RunRecord{}, api_.clock.now()};
+  RunRecord& run = begun.run;
   run.run_id = random_id();
   run.boot_id = boot_id_;
   const auto started_wall = api_.clock.wall_now();
-  const auto started = api_.clock.now();
   run.started = iso8601(started_wall);
   fs::path dir = fs::path(config_.log_dir) / name;
   if (auto r = api_.fs.create_directories(dir, 0750); !r) log_->warn("{}", r.error().message);
@@ -289,29 +321,21 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   const std::optional<ScriptRecord> before = records_.scripts.contains(name)
                                                   ? std::optional<ScriptRecord>(records_.scripts[name])
                                                   : std::nullopt;
-  {
-    ScriptRecord& rec = records_.scripts[name];
-    rec.state = ScriptState::running;
-    rec.runs += 1;
-    rec.last = run;
-  }
-  // On disk before the process exists: a crash from here on is seen as an interrupted run.
-  // If it cannot be written (disk full), the script does not start: a run that no record
-  // knows of could run a create script twice. The loop retries.
+  ScriptRecord& rec = records_.scripts[name];
+  rec.state = ScriptState::running;
+  rec.runs += 1;
+  rec.last = run;
   persist();
   if (dirty_) {
     if (before)
       records_.scripts[name] = *before;
     else
       records_.scripts.erase(name);
-    co_return;
+    return std::nullopt;
   }
-  std::string who = name;
-  live_ = std::make_unique<Live>(ex_, name, run.run_id, file, config_,
-                                 [this, who](std::string_view line) {
-                                   api_.logging.workload_line(log_, spdlog::level::info, "instanced-setup",
-                                                              {"INSTANCED_SCRIPT", who}, line);
-                                 });
+  live_ = std::make_unique<Live>(ex_, name, run.run_id, file, config_, [this, who = name](std::string_view line) {
+    api_.logging.workload_line(log_, spdlog::level::info, "instanced-setup", {"INSTANCED_SCRIPT", who}, line);
+  });
   publish();
   {
     LogFields fields{{"MESSAGE_ID", msgid::kScriptStarted}, {"INSTANCED_SCRIPT", name}, {"INSTANCED_RUN", run.run_id}};
@@ -320,107 +344,92 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   }
   api_.state.emit("setup", "script_started", fmt::format("script {} started", name),
                   {{"name", name}, {"run_id", run.run_id}, {"log", run.log}});
+  return begun;
+}
 
-  ScriptState outcome = ScriptState::failed;
-  std::unique_ptr<Process> proc;
-  bool agent_stopping = false;
-  try {
-    const std::string user_name = script.user;
-    const std::string what = fmt::format("looking up user {} and the script's folders", user_name);
-    // NSS and stat may block (LDAP, a hung network or FUSE mount): off the loop, bounded.
-    // The working folder and the script are touched here first, so that a hung mount
-    // fails the run with a timeout instead of stalling the loop while the child chdirs or
-    // execs between fork and exec.
-    const std::string workdir = script.working_directory, program = script.path;
-    auto lookup = [user_name, workdir, program]() -> Result<std::pair<UserIdentity, bool>> {
-      auto u = lookup_user(user_name);
-      if (!u) return u.error();
-      struct stat st {};
-      bool home_exists = ::stat(u->home.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-      if (!workdir.empty()) (void)::stat(workdir.c_str(), &st);
-      if (!program.empty()) (void)::stat(program.c_str(), &st);
-      return std::make_pair(std::move(*u), home_exists);
-    };
-    auto found = co_await api_.pool.run(what, kLookupTimeout, lookup);
-    Result<UserIdentity> user = found ? Result<UserIdentity>(found->first) : Result<UserIdentity>(found.error());
-    const bool home_exists = found && found->second;
-    std::optional<SpawnSpec> spec;
-    int memfd = -1;
-    if (!user) {
-      run.reason = user.error().message;
-    } else {
-      spec.emplace();
-      spec->argv = *command_line(script);
-      spec->env = environment(script, *user, run.run_id);
-      spec->cwd = !script.working_directory.empty() ? script.working_directory : home_exists ? user->home : "/";
-      if (user->uid != ::geteuid()) spec->user = *user;
-      if (!script.content.empty()) {
-        memfd = sys::memfd_create(("instanced-setup-" + name).c_str(), true);
-        const std::string& text = script.content.value;
-        if (memfd < 0 || ::write(memfd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-          run.reason = fmt::format("cannot hold the inline script: {}", std::strerror(errno));
-          spec.reset();
-        } else {
-          sys::seal_memfd(memfd);
-          ::lseek(memfd, 0, SEEK_SET);
-          spec->inherit_fd = memfd;
-        }
-      }
-    }
-    if (spec) {
-      auto spawned = runner_.spawn(*spec);
-      if (spawned)
-        proc = std::move(*spawned);
-      else
-        run.reason = spawned.error().message;
-    }
-    if (memfd >= 0) ::close(memfd);
-
-    if (proc) {
-      bool timed_out = false;
-      ExitStatus status;
-      {
-        auto pump = pump_output(*proc, live_->log, live_->pump_done);
-        auto sup = supervise(*proc, script, timed_out);
-        auto both = std::move(pump) && std::move(sup);
-        status = co_await first_error(std::move(both));
-      }
-      run.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
-      run.signal = status.signal;
-      // What the script left behind: daemons it started, in or out of its process group.
-      if (timed_out || script.leftover_processes == Leftovers::kill) {
-        // By the marker: the group id is not signalled once its leader has been reaped,
-        // since it may belong to someone else by then.
-        auto killed = co_await kill_marked(run.run_id);
-        run.leftovers.assign(killed.begin(), killed.end());
-        if (!killed.empty()) log_->info("script {}: killed {} leftover processes", name, killed.size());
-      } else {
-        auto left = co_await marked(run.run_id);
-        if (left && !left->empty()) {
-          run.leftovers.assign(left->begin(), left->end());
-          log_->info("script {}: left {} processes running (leftover_processes: keep)", name, left->size());
-        }
-      }
-      if (timed_out) {
-        outcome = ScriptState::timed_out;
-        run.reason = fmt::format("timed out after {}; its processes were killed", format_duration(script.timeout));
-      } else if (status.success()) {
-        outcome = ScriptState::succeeded;
-      } else {
-        run.reason = status.describe();
-      }
-    }
-  } catch (const boost::system::system_error& e) {
-    if (!is_cancelled(e)) throw;
-    agent_stopping = true;  // no co_await inside a handler: handled below
+// The user looked up and the script's folders touched off the loop (NSS and stat may block:
+// LDAP, a hung network or FUSE mount), bounded, so that a hung mount fails the run with a
+// timeout instead of stalling the loop while the child chdirs or execs; then the spawn.
+asio::awaitable<Result<std::unique_ptr<Process>>> Setup::spawn_script(const ScriptConfig& script, std::string run_id) {
+  const std::string user_name = script.user;
+  const std::string what = fmt::format("looking up user {} and the script's folders", user_name);
+  const std::string workdir = script.working_directory, program = script.path;
+  auto lookup = [user_name, workdir, program]() -> Result<std::pair<UserIdentity, bool>> {
+    auto u = lookup_user(user_name);
+    if (!u) return u.error();
+    struct stat st {};
+    bool home_exists = ::stat(u->home.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    if (!workdir.empty()) (void)::stat(workdir.c_str(), &st);
+    if (!program.empty()) (void)::stat(program.c_str(), &st);
+    return std::make_pair(std::move(*u), home_exists);
+  };
+  auto found = co_await api_.pool.run(what, kLookupTimeout, lookup);
+  if (!found) co_return found.error();
+  const UserIdentity& user = found->first;
+  SpawnSpec spec;
+  spec.argv = *command_line(script);
+  spec.env = environment(script, user, run_id);
+  spec.cwd = !script.working_directory.empty() ? script.working_directory : found->second ? user.home : "/";
+  if (user.uid != ::geteuid()) spec.user = user;
+  Fd memfd;
+  if (!script.content.empty()) {
+    auto held = hold_inline_script(script);
+    if (!held) co_return held.error();
+    memfd = std::move(*held);
+    spec.inherit_fd = memfd.get();
   }
-  if (agent_stopping) {
-    co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);
-    co_await end_for_agent_stop(proc.get(), run, started);
-    throw boost::system::system_error(asio::error::operation_aborted);
-  }
+  co_return runner_.spawn(spec);
+}
 
-  if (!proc) live_->log.feed("[instanced: " + run.reason + "]\n");
+// An inline script in a sealed memfd, read by its interpreter as the child's fd 3.
+Result<Fd> Setup::hold_inline_script(const ScriptConfig& script) {
+  Fd fd(sys::memfd_create(("instanced-setup-" + script.name).c_str(), true));
+  const std::string& text = script.content.value;
+  if (!fd || !write_all(fd.get(), text)) return Error{fmt::format("cannot hold the inline script: {}", std::strerror(errno))};
+  sys::seal_memfd(fd.get());
+  ::lseek(fd.get(), 0, SEEK_SET);
+  return fd;
+}
+
+// Until the script has ended and its output is read; what it left behind is killed or
+// kept (leftover_processes); how it ended.
+asio::awaitable<ScriptState> Setup::watch_script(Process& proc, const ScriptConfig& script, RunRecord& run) {
+  bool timed_out = false;
+  ExitStatus status;
+  {
+    auto pump = pump_output(proc, live_->log, live_->pump_done);
+    auto sup = supervise(proc, script, timed_out);
+    auto both = std::move(pump) && std::move(sup);
+    status = co_await first_error(std::move(both));
+  }
+  run.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
+  run.signal = status.signal;
+  // What the script left behind: daemons it started, in or out of its process group.
+  if (timed_out || script.leftover_processes == Leftovers::kill) {
+    // By the marker: the group id is not signalled once its leader has been reaped,
+    // since it may belong to someone else by then.
+    auto killed = co_await kill_marked(run.run_id);
+    run.leftovers.assign(killed.begin(), killed.end());
+    if (!killed.empty()) log_->info("script {}: killed {} leftover processes", script.name, killed.size());
+  } else {
+    auto left = co_await marked(run.run_id);
+    if (left && !left->empty()) {
+      run.leftovers.assign(left->begin(), left->end());
+      log_->info("script {}: left {} processes running (leftover_processes: keep)", script.name, left->size());
+    }
+  }
+  if (timed_out) {
+    run.reason = fmt::format("timed out after {}; its processes were killed", format_duration(script.timeout));
+    co_return ScriptState::timed_out;
+  }
+  if (status.success()) co_return ScriptState::succeeded;
+  run.reason = status.describe();
+  co_return ScriptState::failed;
+}
+
+// The run's log closed, its outcome recorded, counted and told; waiting reruns answered.
+void Setup::end_run(const std::string& name, RunRecord run, Clock::steady_time started, ScriptState outcome, bool ran) {
+  if (!ran) live_->log.feed("[instanced: " + run.reason + "]\n");
   run.layout = live_->log.finish();
   if (auto& err = live_->log.error()) log_->warn("script {}: {}", name, *err);
   std::vector<std::string> tail = live_->log.last_lines();
@@ -434,8 +443,7 @@ asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   }
   persist();
   prune_logs(name);
-
-  std::string result = std::string(to_string(outcome));
+  const std::string result = std::string(to_string(outcome));
   api_.state.metrics().add_counter("instanced_setup_runs_total", "Setup script runs, by script and result",
                                    {{"script", name}, {"result", result}});
   api_.state.metrics().set_gauge("instanced_setup_last_duration_seconds", "Duration of the last run of each script",

@@ -20,6 +20,7 @@
 #include "common/run_log.hpp"
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
+#include "common/fs.hpp"
 #include "common/gate.hpp"
 #include "common/process.hpp"
 #include "common/subsystem.hpp"
@@ -79,6 +80,15 @@ class Setup final : public Subsystem {
 
   boost::asio::awaitable<void> sequence();
   boost::asio::awaitable<void> run_script(const ScriptConfig& script);
+  struct Begun {
+    RunRecord run;
+    Clock::steady_time started;
+  };
+  std::optional<Begun> begin_run(const ScriptConfig& script);
+  boost::asio::awaitable<Result<std::unique_ptr<Process>>> spawn_script(const ScriptConfig& script, std::string run_id);
+  static Result<Fd> hold_inline_script(const ScriptConfig& script);
+  boost::asio::awaitable<ScriptState> watch_script(Process& proc, const ScriptConfig& script, RunRecord& run);
+  void end_run(const std::string& name, RunRecord run, Clock::steady_time started, ScriptState outcome, bool ran);
   boost::asio::awaitable<void> end_for_agent_stop(Process* proc, RunRecord& run, Clock::steady_time started);
   boost::asio::awaitable<ExitStatus> supervise(Process& p, const ScriptConfig& script, bool& timed_out);
   boost::asio::awaitable<void> signal_marked(std::string run_id, int sig);

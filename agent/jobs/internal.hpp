@@ -1,0 +1,84 @@
+// What the job queue's source files share: limits, small helpers and a running job's state.
+// Private to agent/jobs.
+#pragma once
+
+#include "common/message_ids.hpp"
+#include "common/child_io.hpp"
+#include "common/coro.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <csignal>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/jobs/jobs.hpp"
+
+namespace instanced::jobs {
+namespace asio = boost::asio;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+inline constexpr auto kLookupTimeout = 10s;
+inline constexpr auto kDrainGrace = 250ms;     // output read after the job's exit
+inline constexpr auto kToolTimeout = 60s;      // podman inspect, rm, kill, image exists
+inline constexpr auto kLoadTimeout = 10min;    // podman load of an image archive
+inline constexpr auto kGpuRecheck = 2s;        // while a job waits for GPUs
+inline constexpr auto kStoreRetry = 10s;       // while state_dir/jobs cannot be written
+inline constexpr std::size_t kToolOutputMax = 64 << 10;
+inline const char* const kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+inline bool is_cancelled(const boost::system::system_error& e) { return e.code() == asio::error::operation_aborted; }
+
+// Of a steady or a wall clock: their durations differ in libc++ (microseconds for the wall).
+template <class Rep, class Period>
+inline double seconds(std::chrono::duration<Rep, Period> d) { return std::chrono::duration<double>(d).count(); }
+
+// cgroup v2's cpu.weight (100 is the default share) as a niceness: each nice step is
+// about a 1.25 ratio of CPU time under the kernel's scheduler.
+inline int nice_for_weight(int weight) {
+  if (weight == 100) return 0;
+  double n = std::log(100.0 / weight) / std::log(1.25);
+  return std::clamp(static_cast<int>(std::lround(n)), -20, 19);
+}
+
+// The variables the container CLI needs from the agent's own environment.
+inline std::vector<std::string> runtime_environment() {
+  std::vector<std::string> env;
+  for (const char* name : {"PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "CONTAINERS_CONF",
+                           "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "DOCKER_HOST", "DOCKER_CONFIG",
+                           "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"})
+    if (const char* v = std::getenv(name)) env.push_back(std::string(name) + "=" + v);
+  if (!std::getenv("PATH")) env.push_back(std::string("PATH=") + kDefaultPath);
+  return env;
+}
+
+struct Jobs::Live {
+  Live(asio::any_io_executor ex) : pump_done(ex, "output"), poke(ex, asio::steady_timer::time_point::max()) {}
+  std::unique_ptr<Process> proc;
+  std::unique_ptr<RunLog> log;
+  Gate pump_done;
+  asio::steady_timer poke;  // cancelled when a cancel is asked for
+  asio::cancellation_signal stop;  // the agent is stopping
+  std::optional<ContainerRuntimeCli> cli;  // container jobs
+  bool cancel = false;
+  std::string cancel_reason;
+  bool timed_out = false;
+};
+
+}  // namespace instanced::jobs
