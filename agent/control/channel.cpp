@@ -457,8 +457,53 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
   co_await upgrade(ws);
 }
 
+// One connection, top to bottom: hello, then a reader beside the writer until either ends,
+// then the close. Always ends by throwing what ended it.
 template <class WebSocket>
 asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
+  on_connected();
+  const std::string hello = hello_text();
+  co_await ws.async_write(asio::buffer(hello), asio::use_awaitable);
+  asio::steady_timer wake(ex_);
+  wake_ = &wake;
+  sent_up_to_ = outbox_->acked();
+  ReaderState reader;
+  auto frames = read_frames(ws);
+  asio::co_spawn(ex_, std::move(frames), [&reader, &wake](std::exception_ptr e) {
+    reader.error = failure_text(e);
+    reader.done = true;
+    wake.cancel();
+  });
+  std::string failure;
+  try {
+    co_await write_until_end(ws, wake, reader);
+  } catch (const boost::system::system_error& e) {
+    failure = e.code().message();
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  wake_ = nullptr;
+  // From here on nothing may throw for the agent's stop: the reader must be waited for. The
+  // flag is the coroutine thread's: a co_await of end_connection() would throw without it.
+  co_await asio::this_coro::throw_if_cancelled(false);
+  co_await end_connection(ws, wake, reader);
+  throw std::runtime_error(!failure.empty() ? failure : reader.error.empty() ? "connection closed" : reader.error);
+}
+
+// What ended a coroutine, for the connection's last error ("" for a normal end).
+std::string ControlChannel::failure_text(std::exception_ptr e) {
+  if (!e) return {};
+  try {
+    std::rethrow_exception(e);
+  } catch (const boost::system::system_error& ex) {
+    return ex.code().message();  // what() carries Boost's source location
+  } catch (const std::exception& ex) {
+    return ex.what();
+  }
+  return "unknown error";
+}
+
+void ControlChannel::on_connected() {
   ++connects_;
   if (down_since_ && connects_ > 1) {
     // Told after the fact (the event goes out on this connection): how long, and why.
@@ -472,20 +517,18 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   state_ = "connected";
   last_error_.clear();
   publish(Health::ok, "connected to " + config_.endpoint);
-  {
-    LogFields fields{{"MESSAGE_ID", msgid::kControlConnected}};
-    log_->info("control channel connected to {}", config_.endpoint);
-  }
+  LogFields fields{{"MESSAGE_ID", msgid::kControlConnected}};
+  log_->info("control channel connected to {}", config_.endpoint);
+}
 
+std::string ControlChannel::hello_text() const {
   json::object hello;
   hello["instance"] = info_.instance;
   hello["agent_version"] = info_.version;
-  hello["boot_id"] = [] {
-    std::ifstream in("/proc/sys/kernel/random/boot_id");
-    std::string id;
-    std::getline(in, id);
-    return id;
-  }();
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string boot_id;
+  std::getline(in, boot_id);
+  hello["boot_id"] = boot_id;
   json::array caps;
   for (const auto& n : commands_.names()) caps.emplace_back(n);
   hello["capabilities"] = std::move(caps);
@@ -494,124 +537,115 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
                                  {"next", outbox_->next_seq()},
                                  {"held", outbox_->held()},
                                  {"dropped", outbox_->dropped() + outbox_->held_dropped()}};
-  std::string text = encode(make("hello", std::move(hello)));
-  co_await ws.async_write(asio::buffer(text), asio::use_awaitable);
+  return encode(make("hello", std::move(hello)));
+}
 
-  asio::steady_timer wake(ex_);
-  wake_ = &wake;
-  sent_up_to_ = outbox_->acked();
-  bool reader_done = false;
-  std::string reader_error;
-  const Limits limits{config_.max_message_bytes.bytes, static_cast<unsigned>(config_.max_json_depth)};
-
-  auto reader = [&]() -> asio::awaitable<void> {
-    beast::flat_buffer buffer;
-    for (;;) {
-      buffer.clear();
-      co_await ws.async_read(buffer, asio::use_awaitable);
-      std::string frame = beast::buffers_to_string(buffer.data());
-      Message partial;
-      auto m = decode(frame, limits, &partial);
-      if (!m) {
-        // A command whose id could be read is answered (a control plane waits for it);
-        // anything else is only counted and logged.
-        const bool answerable = partial.type == "command" && !partial.id.empty();
-        log_->warn("control plane sent an invalid message{}: {}",
-                   answerable ? fmt::format(" (command {}, answered invalid)", partial.id) : "", m.error().message);
-        api_.state.metrics().add_counter("instanced_control_invalid_messages_total",
-                                         "Messages from the control plane that were refused.",
-                                         {{"answered", answerable ? "yes" : "no"}});
-        if (answerable) answer(partial.id, "", {Status::invalid, {}, m.error().message});
-        continue;
-      }
-      if (m->type == "ack") {
-        // An ack of the last heartbeat times the round trip.
-        if (auto* hb = m->body.if_contains("heartbeat"); hb && hb->is_string() && hb->as_string() == heartbeat_id_) {
-          heartbeat_rtt_ = api_.clock.now() - heartbeat_sent_;
-          heartbeat_id_.clear();
-          if (!heartbeat_rtt_seconds_)
-            heartbeat_rtt_seconds_ = &api_.state.metrics().sample("instanced_control_heartbeat_rtt_seconds",
-                                                                  "Round trip of the last acknowledged heartbeat.",
-                                                                  Metrics::Type::gauge);
-          *heartbeat_rtt_seconds_ = std::chrono::duration<double>(*heartbeat_rtt_).count();
-        }
-        auto* seq = m->body.if_contains("seq");
-        if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
-          auto s = seq->is_uint64() ? seq->as_uint64() : static_cast<std::uint64_t>(seq->as_int64());
-          note_outbox(outbox_->ack(s));  // and the figures in /v1/status
-        }
-      } else if (m->type == "command") {
-        spawn_command(std::move(*m));
-      } else {
-        log_->warn("control plane sent a message of unknown type '{}'", m->type);
-      }
-    }
-  };
-  auto reader_task = reader();
-  asio::co_spawn(ex_, std::move(reader_task), [&](std::exception_ptr e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const boost::system::system_error& ex) {
-        reader_error = ex.code().message();  // what() carries Boost's source location
-      } catch (const std::exception& ex) {
-        reader_error = ex.what();
-      }
-    }
-    reader_done = true;
-    wake.cancel();
-  });
-
-  auto next_heartbeat = api_.clock.now();
-  std::string failure;
-  try {
-    while (!reader_done) {
-      if (outbox_failing_) note_outbox(outbox_->retry());
-      // Replay and new messages from the outbox, paced to replay_per_second.
-      const auto rate = static_cast<std::size_t>(config_.replay_per_second);
-      std::size_t sent = 0;
-      for (const auto& e : outbox_->pending()) {
-        if (e.seq <= sent_up_to_) continue;
-        if (sent >= rate) break;
-        std::string payload = e.payload;
-        co_await ws.async_write(asio::buffer(payload), asio::use_awaitable);
-        sent_up_to_ = std::max(sent_up_to_, e.seq);
-        ++sent;
-      }
-      if (api_.clock.now() >= next_heartbeat) {
-        heartbeat_id_ = new_id();
-        heartbeat_sent_ = api_.clock.now();
-        const std::string& hb = heartbeat_text(heartbeat_id_);
-        co_await ws.async_write(asio::buffer(hb), asio::use_awaitable);
-        if (!heartbeats_total_)
-          heartbeats_total_ = &api_.state.metrics().sample("instanced_control_heartbeats_total", "Heartbeats sent.",
-                                                            Metrics::Type::counter);
-        *heartbeats_total_ += 1;
-        next_heartbeat = coalesced(api_.clock.now() + config_.heartbeat_interval, config_.heartbeat_interval);
-      }
-      // Refresh the outbox figures in /v1/status only when something was sent.
-      if (sent > 0) publish(Health::ok, "connected to " + config_.endpoint);
-      auto until = next_heartbeat;
-      if (sent >= rate) until = std::min(until, api_.clock.now() + std::chrono::seconds(1));
-      if (outbox_failing_) until = std::min(until, api_.clock.now() + kHeldRetry);
-      wake.expires_at(until);
-      boost::system::error_code ec;
-      co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
-    }
-  } catch (const boost::system::system_error& e) {
-    failure = e.code().message();
-  } catch (const std::exception& e) {
-    failure = e.what();
+// The reader: every frame from the control plane, until the connection ends.
+template <class WebSocket>
+asio::awaitable<void> ControlChannel::read_frames(WebSocket& ws) {
+  beast::flat_buffer buffer;
+  for (;;) {
+    buffer.clear();
+    co_await ws.async_read(buffer, asio::use_awaitable);
+    handle_frame(beast::buffers_to_string(buffer.data()));
   }
-  wake_ = nullptr;
-  // End the connection and wait for the reader to notice: it refers to `ws`, so it must
-  // be finished before this frame goes, even when we are being cancelled.
-  co_await asio::this_coro::throw_if_cancelled(false);
+}
+
+void ControlChannel::handle_frame(const std::string& frame) {
+  const Limits limits{config_.max_message_bytes.bytes, static_cast<unsigned>(config_.max_json_depth)};
+  Message partial;
+  auto m = decode(frame, limits, &partial);
+  if (!m) {
+    // A command whose id could be read is answered (a control plane waits for it);
+    // anything else is only counted and logged.
+    const bool answerable = partial.type == "command" && !partial.id.empty();
+    log_->warn("control plane sent an invalid message{}: {}",
+               answerable ? fmt::format(" (command {}, answered invalid)", partial.id) : "", m.error().message);
+    api_.state.metrics().add_counter("instanced_control_invalid_messages_total",
+                                     "Messages from the control plane that were refused.",
+                                     {{"answered", answerable ? "yes" : "no"}});
+    if (answerable) answer(partial.id, "", {Status::invalid, {}, m.error().message});
+  } else if (m->type == "ack") {
+    handle_ack(*m);
+  } else if (m->type == "command") {
+    spawn_command(std::move(*m));
+  } else {
+    log_->warn("control plane sent a message of unknown type '{}'", m->type);
+  }
+}
+
+void ControlChannel::handle_ack(const Message& m) {
+  // An ack of the last heartbeat times the round trip.
+  if (auto* hb = m.body.if_contains("heartbeat"); hb && hb->is_string() && hb->as_string() == heartbeat_id_) {
+    heartbeat_rtt_ = api_.clock.now() - heartbeat_sent_;
+    heartbeat_id_.clear();
+    if (!heartbeat_rtt_seconds_)
+      heartbeat_rtt_seconds_ = &api_.state.metrics().sample("instanced_control_heartbeat_rtt_seconds",
+                                                            "Round trip of the last acknowledged heartbeat.",
+                                                            Metrics::Type::gauge);
+    *heartbeat_rtt_seconds_ = std::chrono::duration<double>(*heartbeat_rtt_).count();
+  }
+  auto* seq = m.body.if_contains("seq");
+  if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
+    auto s = seq->is_uint64() ? seq->as_uint64() : static_cast<std::uint64_t>(seq->as_int64());
+    note_outbox(outbox_->ack(s));  // and the figures in /v1/status
+  }
+}
+
+// The writer: the outbox (replayed, paced to replay_per_second) and heartbeats, until the
+// reader ends, the agent stops, or a write fails.
+template <class WebSocket>
+asio::awaitable<void> ControlChannel::write_until_end(WebSocket& ws, asio::steady_timer& wake, const ReaderState& reader) {
+  auto next_heartbeat = api_.clock.now();
+  while (!reader.done) {
+    if (outbox_failing_) note_outbox(outbox_->retry());
+    const auto rate = static_cast<std::size_t>(config_.replay_per_second);
+    std::size_t sent = 0;
+    for (const auto& e : outbox_->pending()) {
+      if (e.seq <= sent_up_to_) continue;
+      if (sent >= rate) break;
+      std::string payload = e.payload;
+      co_await ws.async_write(asio::buffer(payload), asio::use_awaitable);
+      sent_up_to_ = std::max(sent_up_to_, e.seq);
+      ++sent;
+    }
+    if (api_.clock.now() >= next_heartbeat) {
+      co_await send_heartbeat(ws);
+      next_heartbeat = coalesced(api_.clock.now() + config_.heartbeat_interval, config_.heartbeat_interval);
+    }
+    // Refresh the outbox figures in /v1/status only when something was sent.
+    if (sent > 0) publish(Health::ok, "connected to " + config_.endpoint);
+    auto until = next_heartbeat;
+    if (sent >= rate) until = std::min(until, api_.clock.now() + std::chrono::seconds(1));
+    if (outbox_failing_) until = std::min(until, api_.clock.now() + kHeldRetry);
+    wake.expires_at(until);
+    boost::system::error_code ec;
+    co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+  }
+}
+
+template <class WebSocket>
+asio::awaitable<void> ControlChannel::send_heartbeat(WebSocket& ws) {
+  heartbeat_id_ = new_id();
+  heartbeat_sent_ = api_.clock.now();
+  const std::string& hb = heartbeat_text(heartbeat_id_);
+  co_await ws.async_write(asio::buffer(hb), asio::use_awaitable);
+  if (!heartbeats_total_)
+    heartbeats_total_ =
+        &api_.state.metrics().sample("instanced_control_heartbeats_total", "Heartbeats sent.", Metrics::Type::counter);
+  *heartbeats_total_ += 1;
+}
+
+// Ends the connection and waits for the reader to notice: it refers to `ws`, so it must be
+// finished before the connection's frame goes, even when the agent is stopping (the caller
+// has turned throw_if_cancelled off).
+template <class WebSocket>
+asio::awaitable<void> ControlChannel::end_connection(WebSocket& ws, asio::steady_timer& wake, const ReaderState& reader) {
   auto cs = co_await asio::this_coro::cancellation_state;
   const bool stopping = cs.cancelled() != asio::cancellation_type::none;
-  if (stopping && !reader_done) {
+  if (stopping && !reader.done) {
     // The agent stops: say so (1001, going away), and wait a moment for the answer.
     auto closing = ws.async_close(websocket::close_reason(websocket::close_code::going_away, "agent stopping"),
                                   asio::use_awaitable);
@@ -627,11 +661,10 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   boost::system::error_code ignored;
   beast::get_lowest_layer(ws).socket().close(ignored);
   // The reader sees the closed socket at once and, on its way out, cancels `wake`.
-  while (!reader_done) {
+  while (!reader.done) {
     wake.expires_at(asio::steady_timer::time_point::max());
     co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
   }
-  throw std::runtime_error(!failure.empty() ? failure : reader_error.empty() ? "connection closed" : reader_error);
 }
 
 asio::awaitable<void> ControlChannel::handle_command(Message m) {

@@ -7,6 +7,7 @@
 
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <exception>
 #include <map>
 #include <memory>
 #include <optional>
@@ -67,6 +68,24 @@ class ControlChannel final : public Subsystem {
   boost::asio::awaitable<void> connect_once(const Endpoint& ep);
   template <class WebSocket>
   boost::asio::awaitable<void> converse(WebSocket& ws);
+  // The reader of one connection, as its writer sees it.
+  struct ReaderState {
+    bool done = false;
+    std::string error;  // what ended it
+  };
+  static std::string failure_text(std::exception_ptr e);
+  void on_connected();
+  std::string hello_text() const;
+  template <class WebSocket>
+  boost::asio::awaitable<void> read_frames(WebSocket& ws);
+  void handle_frame(const std::string& frame);
+  void handle_ack(const Message& m);
+  template <class WebSocket>
+  boost::asio::awaitable<void> write_until_end(WebSocket& ws, boost::asio::steady_timer& wake, const ReaderState& reader);
+  template <class WebSocket>
+  boost::asio::awaitable<void> send_heartbeat(WebSocket& ws);
+  template <class WebSocket>
+  boost::asio::awaitable<void> end_connection(WebSocket& ws, boost::asio::steady_timer& wake, const ReaderState& reader);
   boost::asio::awaitable<void> handle_command(Message m);
   void answer(const std::string& id, const std::string& name, CommandResult r);
   void report_interrupted(const std::string& id);
