@@ -104,15 +104,20 @@ auto BlockingPool::run(std::string what, Duration timeout, F&& fn)
       error = std::current_exception();
     }
     // The loop may be gone if the pool was abandoned at shutdown; post only while it is not.
-    // The error is moved, not copied, to the loop: this thread must not touch the
-    // exception's reference count after the hand-over (libstdc++ counts it with atomics
-    // that ThreadSanitizer cannot see, and reported the exception's destruction as a race).
+    // The error and the state are moved, not copied, to the loop: this thread must not drop
+    // a reference after the hand-over. When it dropped the last reference to the state, the
+    // exception was freed here after the loop had read it; ThreadSanitizer reported that as
+    // a race (1 run in 15; possibly a false report, as the reference counts are atomics);
+    // real or not, nothing of the call's result is freed on this thread now.
     std::lock_guard lock(core->m);
     auto shared = weak.lock();
     if (core->stopping || !shared) return;
-    boost::asio::post(shared->timer->get_executor(), [shared, value = std::move(value), error = std::move(error)]() mutable {
+    // Every reference this thread holds is moved to the loop, so the state (and the
+    // exception in it) is always freed there, never here after the loop has read it.
+    auto ex = shared->timer->get_executor();
+    boost::asio::post(ex, [shared = std::move(shared), value = std::move(value), error = std::move(error)]() mutable {
       shared->value = std::move(value);
-      shared->error = error;
+      shared->error = std::move(error);
       shared->done = true;
       shared->timer->cancel();
     });

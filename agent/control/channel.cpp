@@ -3,6 +3,7 @@
 #include "common/coro.hpp"
 #include "common/tls.hpp"
 #include "common/url.hpp"
+#include "common/wake.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -115,7 +116,8 @@ ControlChannel::ControlChannel(asio::any_io_executor ex, Api& api, const Control
       commands_(commands),
       info_(info),
       log_(api.logging.get("control")),
-      commands_ended_(ex) {}
+      commands_ended_(ex),
+      acked_(ex) {}
 
 ControlChannel::~ControlChannel() {
   if (subscription_) api_.state.unsubscribe(subscription_);
@@ -349,11 +351,18 @@ asio::awaitable<void> ControlChannel::connect_loop(const Endpoint& ep) {
 
 asio::awaitable<bool> ControlChannel::wait_delivered(Clock::steady_time::duration limit) {
   const auto until = api_.clock.now() + limit;
-  for (;;) {
-    if (!outbox_ || outbox_->pending().empty()) co_return outbox_ != nullptr;
-    if (api_.clock.now() >= until) co_return false;
-    co_await api_.clock.sleep_for(std::chrono::milliseconds(20));
+  while (outbox_ && !outbox_->pending().empty()) {
+    const auto left = until - api_.clock.now();
+    if (left <= Clock::steady_time::duration::zero()) co_return false;
+    // Until the next ack (it cancels the signal) or the limit, on the agent's clock.
+    acked_.expires_at(asio::steady_timer::time_point::max());
+    auto acked = wait_for_wake(acked_);
+    auto limit_passed = api_.clock.sleep_for(left);
+    using namespace asio::experimental::awaitable_operators;
+    auto either = std::move(acked) || std::move(limit_passed);
+    co_await first_error(std::move(either));
   }
+  co_return outbox_ != nullptr;
 }
 
 asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
@@ -589,6 +598,7 @@ void ControlChannel::handle_ack(const Message& m) {
   if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
     auto s = seq->is_uint64() ? seq->as_uint64() : static_cast<std::uint64_t>(seq->as_int64());
     note_outbox(outbox_->ack(s));  // and the figures in /v1/status
+    acked_.cancel();                // wait_delivered() looks again
   }
 }
 

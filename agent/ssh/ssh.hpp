@@ -65,6 +65,7 @@ class Ssh final : public Subsystem {
   bool looked_ = false;
   boost::asio::steady_timer wake_;
   bool enforcing_ = false;
+  boost::asio::steady_timer enforced_;  // cancelled when a look ends: the next one may begin
   std::uint64_t generation_ = 0;  // bumped when the policy or the unit changes
 };
 
