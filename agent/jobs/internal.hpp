@@ -32,6 +32,7 @@ namespace instanced::jobs {
 namespace asio = boost::asio;
 namespace json = boost::json;
 namespace fs = std::filesystem;
+using namespace asio::experimental::awaitable_operators;
 using namespace std::chrono_literals;
 
 inline constexpr auto kLookupTimeout = 10s;

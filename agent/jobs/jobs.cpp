@@ -2,11 +2,6 @@
 #include "agent/jobs/internal.hpp"
 
 namespace instanced::jobs {
-namespace asio = boost::asio;
-namespace json = boost::json;
-namespace fs = std::filesystem;
-using namespace asio::experimental::awaitable_operators;
-using namespace std::chrono_literals;
 
 Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const JobsConfig& config, std::string state_dir,
            std::string status_socket, GpuSource gpus)

@@ -2,11 +2,6 @@
 #include "agent/jobs/internal.hpp"
 
 namespace instanced::jobs {
-namespace asio = boost::asio;
-namespace json = boost::json;
-namespace fs = std::filesystem;
-using namespace asio::experimental::awaitable_operators;
-using namespace std::chrono_literals;
 
 // ---- views --------------------------------------------------------------------------------
 
