@@ -375,18 +375,28 @@ TEST_CASE("prepare_stop waits for running jobs, cancels what is left and holds t
   TempDir dir;
   DevCp cp(dir);
   cp.start();
-  JobsAgent a(dir, "  slots: 2\n  stop_wait: 1s\n  drain_hold: 3s\n", {},
+  JobsAgent a(dir, "  slots: 2\n  stop_wait: 3s\n  drain_hold: 6s\n", {},
               fmt::format("gpu:\n  enabled: false\ncontrol:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n"
                           "  token_file: {{dir}}/token\n  initial_delay_max: 0s\ninstance:\n  name: vm-drain\n",
                           cp.agent_port));
   const std::string d = dir.path().string();
-  a.submit(sh_job("short", "sleep 0.5; echo done"));
+  // "short" ends once released, after the drain has begun: it is running when the drain
+  // counts, and ends within stop_wait, however slow the machine.
+  a.submit(sh_job("short", fmt::format("while [ ! -e {}/release ]; do sleep 0.05; done; echo done", d)));
   a.submit(sh_job("long", "sleep 60"));
   a.submit(sh_job("waiting", fmt::format("touch {}/waiting-ran", d)));
   a.wait_state("short", "running");
   a.wait_state("long", "running");
   REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("vm-drain") && v.at("vm-drain").at("connected") == true; }));
   cp.command("vm-drain", R"({"id": "stop-1", "name": "prepare_stop"})");
+  // The queue is held once the drain has begun: then "short" may end.
+  const auto held_by = std::chrono::steady_clock::now() + 20s;
+  while (a.job("waiting").as_object().if_contains("waiting") == nullptr ||
+         a.job("waiting").at("waiting") != "held: the instance is preparing to stop") {
+    REQUIRE(std::chrono::steady_clock::now() < held_by);
+    std::this_thread::sleep_for(20ms);
+  }
+  std::ofstream(dir / "release").put('\n');
   json::value r;
   REQUIRE(cp.wait([&](const json::value& v) {
     auto* results = v.at("vm-drain").as_object().if_contains("results");
@@ -419,7 +429,8 @@ TEST_CASE("instancectl submits, lists, shows, follows and cancels jobs", "[jobs]
   JobsAgent a(dir, "  slots: 1\n  max_open_files: 64\n");
   const std::string ctl = instancectl_binary() + " --socket " + a.agent().socket().string() + " ";
   auto sub = run_command(ctl + "job submit --id first --env GREETING=hello --label team=nlp --cpu-weight 10 -- "
-                               "/bin/sh -c 'echo $GREETING; ulimit -n; cut -d\" \" -f19 /proc/self/stat; sleep 0.5; echo bye' 2>&1");
+                               "/bin/sh -c 'echo $GREETING; ulimit -n; cut -d\" \" -f19 /proc/self/stat; "
+                               "while [ ! -e " + (dir / "release").string() + " ]; do sleep 0.05; done; echo bye' 2>&1");
   CHECK(sub.exit_code == 0);
   CHECK(sub.output == "job first started; follow it with: instancectl job logs first --follow\n");
   sub = run_command(ctl + "job submit --id second -- sleep 30");
@@ -429,7 +440,8 @@ TEST_CASE("instancectl submits, lists, shows, follows and cancels jobs", "[jobs]
   CHECK(list.exit_code == 0);
   CHECK_THAT(list.output, Catch::StartsWith("jobs: 1 of 1 slots in use, 2 queued"));
   CHECK_THAT(list.output, Catch::Contains("waiting for a slot (1 of 1 in use)"));
-  // Follows the output to the end of the job.
+  // Follows the output to the end of the job, which ends once released.
+  std::ofstream(dir / "release").put('\n');
   auto logs = run_command(ctl + "job logs first --follow");
   CHECK(logs.output == "hello\n64\n10\nbye\n");  // the variable, the open-file limit, the niceness
   auto show = run_command(ctl + "job show first");
