@@ -9,8 +9,17 @@
 
 namespace instanced {
 
+// What kind of failure, for the caller that must answer differently (HTTP 400 or 404 or 409,
+// a command's `invalid` or `failed`): never found out from the message's words.
+enum class ErrorKind {
+  failed,     // the operation could not be done (the default)
+  invalid,    // the request or input is wrong: the caller's to fix
+  not_found,  // what was named does not exist
+};
+
 struct Error {
   std::string message;
+  ErrorKind kind = ErrorKind::failed;
 };
 
 template <class T>

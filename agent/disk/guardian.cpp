@@ -318,7 +318,7 @@ Result<void> Guardian::start_reclaim(std::vector<std::string> rules, bool dry_ru
   const auto& names = rule_names();
   for (const auto& r : rules)
     if (std::find(names.begin(), names.end(), r) == names.end())
-      return Error{fmt::format("no reclaim rule '{}'; the rules are: {}", r, fmt::join(names, ", "))};
+      return Error{fmt::format("no reclaim rule '{}'; the rules are: {}", r, fmt::join(names, ", ")), ErrorKind::invalid};
   if (rules.empty()) rules = names;
   reclaim_ = std::make_unique<Job>();
   Job* job = reclaim_.get();
@@ -528,8 +528,8 @@ void Guardian::add_routes(status::Router& router) {
     bool dry = status::query_param(req, "dry_run").value_or("0") == "1";
     auto r = start_reclaim(rules, dry, "asked for");
     if (!r) {
-      bool unknown = r.error().message.starts_with("no reclaim rule");
-      return status::error_response(unknown ? S::bad_request : S::conflict, r.error().message);
+      const bool invalid = r.error().kind == ErrorKind::invalid;
+      return status::error_response(invalid ? S::bad_request : S::conflict, r.error().message);
     }
     return status::json_response(S::accepted, R"({"reclaim":"started"})");
   });

@@ -20,8 +20,8 @@ void Idle::add_commands(control::CommandRegistry& commands) {
   commands.add_veto("idle", [this](std::string_view action) { return veto(action); });
   commands.add("set_schedule", [this](const json::object& args) -> boost::asio::awaitable<CommandResult> {
     auto r = set_schedule(args);
-    if (!r && r.error().message.starts_with(kNotKept)) co_return CommandResult{Status::failed, {}, r.error().message};
-    if (!r) co_return CommandResult{Status::invalid, {}, "args." + r.error().message};
+    if (!r && r.error().kind == ErrorKind::invalid) co_return CommandResult{Status::invalid, {}, "args." + r.error().message};
+    if (!r) co_return CommandResult{Status::failed, {}, r.error().message};
     co_return CommandResult{Status::ok, std::move(*r), {}};
   });
 }

@@ -117,14 +117,14 @@ Result<json::object> Idle::set_schedule(const json::object& args) {
     return status_json();
   }
   auto parsed = schedule_from(args);
-  if (!parsed) return parsed.error();
+  if (!parsed) return Error{parsed.error().message, ErrorKind::invalid};
   const ScheduleConfig& c = *parsed;
   auto s = make_schedule(c, "control plane");
-  if (!s) return s.error();
+  if (!s) return Error{s.error().message, ErrorKind::invalid};
   json::object file{{"time_zone", c.time_zone}, {"stop", json::value_from(c.stop)}, {"start", json::value_from(c.start)},
                     {"set_at", iso8601(api_.clock.wall_now())}};
   if (auto w = api_.fs.write_file_atomic(schedule_file(), json::serialize(file), 0600); !w)
-    return Error{fmt::format("{}: {}", kNotKept, w.error().message)};
+    return Error{fmt::format("could not keep the schedule: {}", w.error().message)};
   log_->info("schedule set by the control plane: stop [{}], start [{}] ({})", fmt::join(c.stop, "; "),
              fmt::join(c.start, "; "), c.time_zone);
   install(std::move(*s));

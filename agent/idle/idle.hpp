@@ -29,9 +29,6 @@ class CommandRegistry;
 
 namespace instanced::idle {
 
-// How set_schedule's error starts when the schedule was good but could not be kept.
-inline constexpr std::string_view kNotKept = "could not keep the schedule";
-
 // The other subsystems' share of activity, read at each look.
 struct Signals {
   std::function<std::size_t()> jobs;                                 // queued + running

@@ -568,7 +568,7 @@ void Setup::persist() {
 
 Result<std::string> Setup::rerun(const std::string& name) {
   auto it = std::find_if(config_.scripts.begin(), config_.scripts.end(), [&](const auto& s) { return s.name == name; });
-  if (it == config_.scripts.end()) return Error{fmt::format("no setup script named '{}'", name)};
+  if (it == config_.scripts.end()) return Error{fmt::format("no setup script named '{}'", name), ErrorKind::not_found};
   if (state_error_) return Error{*state_error_};
   if (live_ && live_->name == name) return Error{fmt::format("script {} is running", name)};
   if (std::find(reruns_.begin(), reruns_.end(), name) != reruns_.end())
@@ -725,7 +725,7 @@ status::Response Setup::rerun_response(const status::Request& req) {
   if (!name || name->empty()) return status::error_response(S::bad_request, "name: missing (?name=SCRIPT)");
   auto ticket = rerun(*name);
   if (!ticket) {
-    bool unknown = ticket.error().message.starts_with("no setup script");
+    const bool unknown = ticket.error().kind == ErrorKind::not_found;
     return status::error_response(unknown ? S::not_found : S::conflict, ticket.error().message);
   }
   return status::json_response(S::accepted, json::serialize(json::object{{"name", *name}, {"ticket", *ticket}}));

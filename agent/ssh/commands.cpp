@@ -14,7 +14,7 @@ void Ssh::add_commands(control::CommandRegistry& commands) {
   commands.add("set_ssh_policy", [this](const json::object& args) -> boost::asio::awaitable<CommandResult> {
     auto r = co_await set_policy(args);
     if (!r)
-      co_return CommandResult{r.error().message.starts_with("args.") ? Status::invalid : Status::failed, {},
+      co_return CommandResult{r.error().kind == ErrorKind::invalid ? Status::invalid : Status::failed, {},
                               r.error().message};
     co_return CommandResult{Status::ok, std::move(*r), {}};
   });

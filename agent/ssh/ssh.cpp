@@ -79,11 +79,12 @@ asio::awaitable<Result<json::object>> Ssh::set_policy(const json::object& args) 
     source = "config";
   } else {
     auto* p = args.if_contains("policy");
-    if (!p || !p->is_string()) co_return Error{"args.policy: missing or not a string (enabled, disabled or unmanaged)"};
+    if (!p || !p->is_string()) co_return Error{"args.policy: missing or not a string (enabled, disabled or unmanaged)", ErrorKind::invalid};
     next = enum_from_name<SshPolicy>(p->as_string());
     if (!next)
       co_return Error{fmt::format("args.policy: '{}' is not one of enabled, disabled, unmanaged",
-                                  std::string_view(p->as_string()).substr(0, 40))};
+                                  std::string_view(p->as_string()).substr(0, 40)),
+                      ErrorKind::invalid};
   }
   if (source == "config") {
     std::error_code ec;
