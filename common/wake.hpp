@@ -1,17 +1,71 @@
-// A loop's sleep that others can cut short: the subsystem waits on a steady_timer until it
-// expires (the next round) or someone cancels it (a reload, a command: look again now).
+// A loop's sleep that others can cut short. Loops sleep on the agent's Clock, so tests drive
+// every subsystem's rounds with a simulated clock (tests/fakes/fake_clock.hpp); a reload or a
+// command cuts the sleep short with pulse(): "look again now". Event loop only.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/clock.hpp"
+#include "common/coro.hpp"
+
 namespace instanced {
 
+class Wake {
+ public:
+  explicit Wake(boost::asio::any_io_executor ex) : timer_(ex, boost::asio::steady_timer::time_point::max()) {}
+
+  // Ends the sleep under way; with none under way, the next one returns at once (a pulse
+  // is never lost between a loop's look and its sleep).
+  void pulse() {
+    pulsed_ = true;
+    timer_.cancel();
+  }
+
+  // Until pulse(). A pulse ends every wait under way (callers look at their condition
+  // again). Throws operation_aborted when the calling coroutine is cancelled.
+  boost::asio::awaitable<void> wait() {
+    if (!pulsed_) {
+      boost::system::error_code ec;
+      co_await timer_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+      auto cs = co_await boost::asio::this_coro::cancellation_state;
+      if (!pulsed_ && cs.cancelled() != boost::asio::cancellation_type::none)
+        throw boost::system::system_error(boost::asio::error::operation_aborted);
+    }
+    pulsed_ = false;
+  }
+
+  // Until `deadline` on `clock` or a pulse, whichever comes first; time_point::max() waits
+  // for the pulse alone. Throws operation_aborted when the calling coroutine is cancelled.
+  boost::asio::awaitable<void> sleep_until(Clock& clock, Clock::steady_time deadline) {
+    if (deadline == Clock::steady_time::max()) {
+      co_await wait();
+      co_return;
+    }
+    using namespace boost::asio::experimental::awaitable_operators;
+    auto pulsed = wait();
+    auto slept = clock.sleep_until(deadline);
+    auto either = std::move(pulsed) || std::move(slept);
+    co_await first_error(std::move(either));
+  }
+
+  boost::asio::awaitable<void> sleep_for(Clock& clock, Clock::steady_time::duration d) {
+    return sleep_until(clock, clock.now() + d);
+  }
+
+ private:
+  bool pulsed_ = false;
+  boost::asio::steady_timer timer_;
+};
+
 // Returns when `timer` expires or is cancelled; throws operation_aborted when the calling
-// coroutine itself was cancelled (the agent is stopping).
+// coroutine itself was cancelled (the agent is stopping). For timers used as events
+// (expiry time_point::max(), cancelled when something happened).
 inline boost::asio::awaitable<void> wait_for_wake(boost::asio::steady_timer& timer) {
   boost::system::error_code ec;
   co_await timer.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));

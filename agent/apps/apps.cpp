@@ -74,7 +74,7 @@ void Apps::reconfigure(const AppsConfig& config) {
     if (!next.count(name)) api_.state.metrics().forget("instanced_app_", "app", name);
   apps_ = std::move(next);
   publish();
-  wake_.cancel();
+  wake_.pulse();
 }
 
 asio::awaitable<void> Apps::run() {
@@ -89,10 +89,9 @@ asio::awaitable<void> Apps::run() {
     publish();
     // With nothing to probe the agent does not wake at all, until a reload adds apps.
     if (apps_.empty())
-      wake_.expires_at(asio::steady_timer::time_point::max());
+      co_await wake_.wait();
     else
-      wake_.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(config_.interval));
-    co_await wait_for_wake(wake_);
+      co_await wake_.sleep_for(api_.clock, config_.interval);
   }
 }
 

@@ -23,6 +23,7 @@
 #include "common/api.hpp"
 #include "common/services.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::apps {
 
@@ -76,7 +77,7 @@ class Apps final : public Subsystem {
   // then drops what it found).
   std::map<std::string, std::shared_ptr<App>> apps_;
   bool probed_ = false;
-  boost::asio::steady_timer wake_;  // the next round; cancelled by a reload
+  Wake wake_;  // the next round; pulsed by a reload
 };
 
 }  // namespace instanced::apps

@@ -157,7 +157,7 @@ Message ControlChannel::make(std::string type, json::object body) const {
 }
 
 void ControlChannel::wake() {
-  if (wake_) wake_->cancel();
+  if (wake_) wake_->pulse();
 }
 
 void ControlChannel::enqueue(Outbox::Kind kind, const std::string& type, json::object body) {
@@ -473,7 +473,7 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   on_connected();
   const std::string hello = hello_text();
   co_await ws.async_write(asio::buffer(hello), asio::use_awaitable);
-  asio::steady_timer wake(ex_);
+  Wake wake(ex_);
   wake_ = &wake;
   sent_up_to_ = outbox_->acked();
   ReaderState reader;
@@ -481,7 +481,7 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   asio::co_spawn(ex_, std::move(frames), [&reader, &wake](std::exception_ptr e) {
     reader.error = failure_text(e);
     reader.done = true;
-    wake.cancel();
+    wake.pulse();
   });
   std::string failure;
   try {
@@ -605,7 +605,7 @@ void ControlChannel::handle_ack(const Message& m) {
 // The writer: the outbox (replayed, paced to replay_per_second) and heartbeats, until the
 // reader ends, the agent stops, or a write fails.
 template <class WebSocket>
-asio::awaitable<void> ControlChannel::write_until_end(WebSocket& ws, asio::steady_timer& wake, const ReaderState& reader) {
+asio::awaitable<void> ControlChannel::write_until_end(WebSocket& ws, Wake& wake, const ReaderState& reader) {
   auto next_heartbeat = api_.clock.now();
   while (!reader.done) {
     if (outbox_failing_) note_outbox(outbox_->retry());
@@ -628,11 +628,7 @@ asio::awaitable<void> ControlChannel::write_until_end(WebSocket& ws, asio::stead
     auto until = next_heartbeat;
     if (sent >= rate) until = std::min(until, api_.clock.now() + std::chrono::seconds(1));
     if (outbox_failing_) until = std::min(until, api_.clock.now() + kHeldRetry);
-    wake.expires_at(until);
-    boost::system::error_code ec;
-    co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    co_await wake.sleep_until(api_.clock, until);
   }
 }
 
@@ -652,7 +648,7 @@ asio::awaitable<void> ControlChannel::send_heartbeat(WebSocket& ws) {
 // finished before the connection's frame goes, even when the agent is stopping (the caller
 // has turned throw_if_cancelled off).
 template <class WebSocket>
-asio::awaitable<void> ControlChannel::end_connection(WebSocket& ws, asio::steady_timer& wake, const ReaderState& reader) {
+asio::awaitable<void> ControlChannel::end_connection(WebSocket& ws, Wake& wake, const ReaderState& reader) {
   auto cs = co_await asio::this_coro::cancellation_state;
   const bool stopping = cs.cancelled() != asio::cancellation_type::none;
   if (stopping && !reader.done) {
@@ -670,11 +666,8 @@ asio::awaitable<void> ControlChannel::end_connection(WebSocket& ws, asio::steady
   }
   boost::system::error_code ignored;
   beast::get_lowest_layer(ws).socket().close(ignored);
-  // The reader sees the closed socket at once and, on its way out, cancels `wake`.
-  while (!reader.done) {
-    wake.expires_at(asio::steady_timer::time_point::max());
-    co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-  }
+  // The reader sees the closed socket at once and, on its way out, pulses `wake`.
+  while (!reader.done) co_await wake.wait();
 }
 
 asio::awaitable<void> ControlChannel::handle_command(Message m) {
@@ -731,7 +724,7 @@ void ControlChannel::spawn_command(Message m) {
                    // Not from inside the handler that the signal belongs to.
                    asio::post(ex_, [this, key] {
                      running_commands_.erase(key);
-                     commands_ended_.cancel();
+                     commands_ended_.pulse();
                    });
                  }));
 }
@@ -741,11 +734,7 @@ void ControlChannel::spawn_command(Message m) {
 asio::awaitable<void> ControlChannel::stop_commands() {
   for (auto& [key, signal] : running_commands_) signal->emit(asio::cancellation_type::terminal);
   const auto until = api_.clock.now() + kCommandsStop;
-  while (!running_commands_.empty() && api_.clock.now() < until) {
-    commands_ended_.expires_after(std::chrono::milliseconds(100));
-    boost::system::error_code ec;
-    co_await commands_ended_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  while (!running_commands_.empty() && api_.clock.now() < until) co_await commands_ended_.sleep_until(api_.clock, until);
   if (!running_commands_.empty())
     log_->warn("{} commands did not end within {} of the stop", running_commands_.size(), format_duration(kCommandsStop));
 }

@@ -20,6 +20,7 @@
 #include "common/api.hpp"
 #include "common/secret.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::control {
 
@@ -81,11 +82,11 @@ class ControlChannel final : public Subsystem {
   void handle_frame(const std::string& frame);
   void handle_ack(const Message& m);
   template <class WebSocket>
-  boost::asio::awaitable<void> write_until_end(WebSocket& ws, boost::asio::steady_timer& wake, const ReaderState& reader);
+  boost::asio::awaitable<void> write_until_end(WebSocket& ws, Wake& wake, const ReaderState& reader);
   template <class WebSocket>
   boost::asio::awaitable<void> send_heartbeat(WebSocket& ws);
   template <class WebSocket>
-  boost::asio::awaitable<void> end_connection(WebSocket& ws, boost::asio::steady_timer& wake, const ReaderState& reader);
+  boost::asio::awaitable<void> end_connection(WebSocket& ws, Wake& wake, const ReaderState& reader);
   boost::asio::awaitable<void> handle_command(Message m);
   void answer(const std::string& id, const std::string& name, CommandResult r);
   void report_interrupted(const std::string& id);
@@ -108,11 +109,11 @@ class ControlChannel final : public Subsystem {
   std::unique_ptr<Outbox> outbox_;
   std::map<std::uint64_t, std::unique_ptr<boost::asio::cancellation_signal>> running_commands_;
   std::uint64_t command_keys_ = 0;
-  boost::asio::steady_timer commands_ended_;
+  Wake commands_ended_;  // pulsed when a command ends
   boost::asio::steady_timer acked_;  // cancelled at every ack of the outbox (wait_delivered)
   bool outbox_failing_ = false;  // an episode of outbox write errors (logged once) is under way
   std::uint64_t subscription_ = 0;
-  boost::asio::steady_timer* wake_ = nullptr;  // the live connection's writer, if any
+  Wake* wake_ = nullptr;  // the live connection's writer, if any
   std::uint64_t sent_up_to_ = 0;                // highest outbox seq written on this connection
   std::string state_ = "starting";
   Health health_ = Health::starting;  // what publish() said last

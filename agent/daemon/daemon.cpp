@@ -55,7 +55,7 @@ void Daemon::add(Subsystem& subsystem, Reconfigure reconfigure) {
   auto t = std::make_unique<Task>();
   t->subsystem = &subsystem;
   t->reconfigure = std::move(reconfigure);
-  t->done_timer = std::make_unique<asio::steady_timer>(ioc_, asio::steady_timer::time_point::max());
+  t->ended = std::make_unique<Wake>(ioc_.get_executor());
   tasks_.push_back(std::move(t));
 }
 
@@ -92,7 +92,7 @@ void Daemon::start(Task& task) {
   auto* t = &task;
   asio::co_spawn(ioc_, supervise(*t), asio::bind_cancellation_slot(t->signal.slot(), [t](std::exception_ptr) {
                    t->done = true;
-                   t->done_timer->cancel();
+                   t->ended->pulse();
                  }));
 }
 
@@ -253,9 +253,7 @@ asio::awaitable<void> Daemon::shutdown() {
     if (t.done) continue;
     t.signal.emit(asio::cancellation_type::terminal);
     auto wait = std::max<std::chrono::steady_clock::duration>(deadline - api_.clock.now(), kGraceAfterDeadline);
-    t.done_timer->expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait));
-    boost::system::error_code ec;
-    if (!t.done) co_await t.done_timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!t.done) co_await t.ended->sleep_for(api_.clock, wait);
     if (!t.done) stuck.push_back(t.subsystem->name());
   }
   if (!stuck.empty())

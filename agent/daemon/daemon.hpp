@@ -11,11 +11,12 @@
 #include <memory>
 #include <vector>
 
+#include "agent/config/config.hpp"
 #include "agent/daemon/cli.hpp"
 #include "agent/status/views.hpp"
 #include "common/api.hpp"
-#include "agent/config/config.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced {
 
@@ -49,7 +50,7 @@ class Daemon {
     Subsystem* subsystem = nullptr;
     Reconfigure reconfigure;
     boost::asio::cancellation_signal signal;
-    std::unique_ptr<boost::asio::steady_timer> done_timer;
+    std::unique_ptr<Wake> ended;  // pulsed when the subsystem's run has returned
     bool done = false;
   };
 

@@ -334,8 +334,7 @@ asio::awaitable<void> Gpu::events_loop() {
     // registered, a lost GPU). Waiting again at once would spin; the next sample decides.
     const bool early = std::chrono::steady_clock::now() - started < 500ms;
     if (!r || (r->empty() && early)) {
-      asio::steady_timer t(ex_, config_.interval);
-      co_await t.async_wait(asio::use_awaitable);
+      co_await api_.clock.sleep_for(config_.interval);
       continue;
     }
     if (r->empty()) continue;

@@ -134,7 +134,7 @@ Result<json::object> Idle::set_schedule(const json::object& args) {
 void Idle::install(ActiveSchedule s) {
   schedule_ = std::move(s);
   warned_stop_.reset();
-  wake_.cancel();
+  wake_.pulse();
   publish();
 }
 
@@ -146,7 +146,7 @@ void Idle::reconfigure(const IdleConfig& config, const ScheduleConfig& schedule)
   if (was_config)
     if (auto s = make_schedule(configured_schedule_, "config")) schedule_ = std::move(*s);
   publish();
-  wake_.cancel();
+  wake_.pulse();
 }
 
 asio::awaitable<void> Idle::run() {
@@ -167,8 +167,7 @@ asio::awaitable<void> Idle::run() {
       if (auto n = next_stop(now); n && warned_stop_ != n)
         consider(*n - configured_schedule_.warn_before);
     }
-    wake_.expires_at(wake);
-    co_await wait_for_wake(wake_);
+    co_await wake_.sleep_until(api_.clock, wake);
   }
 }
 

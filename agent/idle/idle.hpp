@@ -22,6 +22,7 @@
 #include "common/cron.hpp"
 #include "common/process.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::control {
 class CommandRegistry;
@@ -99,7 +100,7 @@ class Idle final : public Subsystem {
   std::optional<CpuTimes> cpu_;
   bool looked_ = false;
   bool idle_ = false;  // as of the last look
-  boost::asio::steady_timer wake_;  // the next look; cancelled by a reload or set_schedule
+  Wake wake_;  // the next look; pulsed by a reload or set_schedule
   std::string host_error_;
   std::optional<cron::TimePoint> warned_stop_;        // the scheduled stop already warned of
   std::optional<Clock::wall_time> warned_idle_;       // the idle period (its start) already warned of

@@ -13,7 +13,7 @@ Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Jobs
       status_socket_(std::move(status_socket)),
       gpus_(std::move(gpus)),
       log_(api.logging.get("jobs")),
-      wake_(ex, asio::steady_timer::time_point::max()),
+      wake_(ex),
       live_changed_(ex, asio::steady_timer::time_point::max()) {
   reconfigure(config);
   load();
@@ -41,28 +41,21 @@ asio::awaitable<void> Jobs::run() {
     for (;;) {
       dispatch();
       publish();
-      auto until = asio::steady_timer::time_point::max();
+      auto until = Clock::steady_time::max();
       auto now = api_.clock.now();
       if (gpu_blocked_) until = now + kGpuRecheck;  // GPUs may turn healthy or free up
       if (store_error_) until = std::min(until, now + kStoreRetry);
       if (now < hold_until_) until = std::min(until, hold_until_);
-      // The wake timer runs on the steady clock; the agent's clock is real in production.
-      wake_.expires_at(until == asio::steady_timer::time_point::max()
-                           ? until
-                           : asio::steady_timer::clock_type::now() + (until - now));
       Gate* closed = closed_gate();
-      boost::system::error_code ec;
       if (closed && !queue_.empty()) {
         // Queued jobs start when the gate opens (the disk's first look, setup done).
         auto opened = closed->wait();
-        auto woken = wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        auto woken = wake_.sleep_until(api_.clock, until);
         auto either = std::move(opened) || std::move(woken);
         co_await first_error(std::move(either));
       } else {
-        co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        co_await wake_.sleep_until(api_.clock, until);
       }
-      auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
     }
   } catch (const boost::system::system_error& e) {
     if (!is_cancelled(e)) throw;

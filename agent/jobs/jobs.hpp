@@ -28,6 +28,7 @@
 #include "common/gate.hpp"
 #include "common/process.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::control {
 class CommandRegistry;
@@ -124,7 +125,7 @@ class Jobs final : public Subsystem {
   Result<void> persist(const JobRecord& job);
   void prune();
   void publish();
-  void poke() { wake_.cancel(); }
+  void poke() { wake_.pulse(); }
   std::size_t free_slots() const;
   Gate* closed_gate() const;  // the first prerequisite still closed, or none
   std::filesystem::path store_file(const std::string& id, const char* extension) const;
@@ -148,7 +149,7 @@ class Jobs final : public Subsystem {
   std::map<std::uint64_t, std::string> finished_;  // finished, by seq: the oldest pruned first
   std::map<std::string, std::unique_ptr<Live>> live_;  // starting or running
   std::uint64_t next_seq_ = 1;
-  boost::asio::steady_timer wake_;          // cancelled to run dispatch() again
+  Wake wake_;                              // pulsed to run dispatch() again
   boost::asio::steady_timer live_changed_;  // cancelled when a job ends
   Clock::steady_time hold_until_{};          // drain: nothing starts before this
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written

@@ -16,10 +16,11 @@
 #include <fmt/format.h>
 
 #include "agent/mounts/blob_check.hpp"
-#include "common/message_ids.hpp"
 #include "common/coro.hpp"
+#include "common/message_ids.hpp"
 #include "common/secret.hpp"
 #include "common/text.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::mounts {
 namespace asio = boost::asio;
@@ -30,6 +31,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::size_t kTailBytes = 4096;  // of a helper's output, for the failure reason
+constexpr auto kHelperStopWait = 2s;      // a FUSE server's time to end after SIGTERM
 
 void keep_tail(std::string& tail, std::string_view more) {
   tail.append(more);
@@ -81,12 +83,14 @@ bool up(MountState s) { return s == MountState::mounted || s == MountState::degr
 
 // A helper that keeps running while mounted (a FUSE server): its output and its end.
 struct Helper {
+  explicit Helper(asio::any_io_executor ex) : ended(ex) {}
   std::unique_ptr<Process> proc;
   std::string tail;
   std::optional<ExitStatus> status;
+  Wake ended;  // pulsed when it has exited
 };
 
-asio::awaitable<void> watch_helper(std::shared_ptr<Helper> h, asio::steady_timer& wake) {
+asio::awaitable<void> watch_helper(std::shared_ptr<Helper> h, Wake& wake) {
   char buf[2048];
   try {
     for (;;) {
@@ -97,7 +101,22 @@ asio::awaitable<void> watch_helper(std::shared_ptr<Helper> h, asio::steady_timer
   } catch (const boost::system::system_error&) {
   }
   h->status = co_await h->proc->wait();
-  wake.cancel();
+  h->ended.pulse();
+  wake.pulse();
+}
+
+// Reads a short-lived helper's output into `out` (its tail) until it closes.
+asio::awaitable<void> read_tail(Process& proc, std::string& out) {
+  char buf[2048];
+  try {
+    for (;;) {
+      std::size_t n = co_await proc.read_output(std::span<char>(buf, sizeof buf));
+      if (n == 0) break;
+      keep_tail(out, std::string_view(buf, n));
+    }
+  } catch (const boost::system::system_error& e) {
+    if (e.code() == asio::error::operation_aborted) throw;
+  }
 }
 
 }  // namespace
@@ -119,7 +138,7 @@ std::string_view to_string(MountState s) {
 }
 
 struct Mounts::Supervised {
-  Supervised(asio::any_io_executor ex, MountConfig c) : config(std::move(c)), wake(ex), ex_(ex) {
+  Supervised(asio::any_io_executor ex, MountConfig c) : config(std::move(c)), wake(ex), checked(ex), ex_(ex) {
     flight = std::make_unique<SingleFlight>(ex);
   }
   MountConfig config;
@@ -133,7 +152,8 @@ struct Mounts::Supervised {
   std::unique_ptr<SingleFlight> flight;   // probes, syncfs and unmount of this mount
   std::vector<std::unique_ptr<SingleFlight>> abandoned;  // flights left blocked on a detached mount
   std::shared_ptr<Helper> helper;
-  asio::steady_timer wake;
+  Wake wake;     // the next probe or attempt; pulsed by a reload, a remount, the helper's end
+  Wake checked;  // pulsed when check() ends (a drain waits for it)
   asio::cancellation_signal cancel;
   bool done = false;
   bool remount_asked = false;
@@ -171,7 +191,7 @@ void Mounts::reconfigure(const StorageConfig& config) {
     log_->warn("storage.mounts changed: the list of mounts is read at start; restart the agent to apply it");
     config_.mounts = std::move(mounts);
   }
-  for (auto& s : mounts_) s->wake.cancel();
+  for (auto& s : mounts_) s->wake.pulse();
 }
 
 Tools Mounts::tools() const {
@@ -252,36 +272,25 @@ void Mounts::failed_attempt(Supervised& s, Reason reason, std::string error) {
   set_state(s, MountState::failed, reason, fmt::format("{} (attempt {}; next in {})", error, s.attempts, format_duration(backoff)));
 }
 
-asio::awaitable<std::pair<ExitStatus, std::string>> Mounts::run_helper(Supervised& s, const SpawnSpec& spec) {
-  (void)s;
+asio::awaitable<std::pair<ExitStatus, std::string>> Mounts::run_helper(const SpawnSpec& spec) {
   auto spawned = runner_.spawn(spec);
   if (!spawned) co_return std::pair{ExitStatus{127, 0}, spawned.error().message};
-  std::shared_ptr<Process> proc(std::move(*spawned));
-  auto timed_out = std::make_shared<bool>(false);
-  asio::steady_timer killer(ex_);
-  killer.expires_after(config_.mount_timeout);
-  killer.async_wait([proc, timed_out](boost::system::error_code ec) {
-    if (ec) return;
-    *timed_out = true;
-    proc->signal_group(SIGKILL);
-  });
+  std::unique_ptr<Process> proc = std::move(*spawned);
   std::string out;
-  char buf[2048];
+  bool timed_out = false;
   try {
-    for (;;) {
-      std::size_t n = co_await proc->read_output(std::span<char>(buf, sizeof buf));
-      if (n == 0) break;
-      keep_tail(out, std::string_view(buf, n));
-    }
-  } catch (const boost::system::system_error& e) {
-    if (e.code() == asio::error::operation_aborted) {
-      proc->signal_group(SIGKILL);
-      throw;
-    }
+    using namespace asio::experimental::awaitable_operators;
+    auto read = read_tail(*proc, out);
+    auto limit = api_.clock.sleep_for(config_.mount_timeout);
+    auto either = std::move(read) || std::move(limit);
+    timed_out = (co_await first_error(std::move(either))).index() == 1;
+  } catch (const boost::system::system_error&) {  // the agent stops
+    proc->signal_group(SIGKILL);
+    throw;
   }
+  if (timed_out) proc->signal_group(SIGKILL);
   ExitStatus status = co_await proc->wait();
-  killer.cancel();
-  if (*timed_out) out += fmt::format("\ntimed out after {}", format_duration(config_.mount_timeout));
+  if (timed_out) out += fmt::format("\ntimed out after {}", format_duration(config_.mount_timeout));
   co_return std::pair{status, out};
 }
 
@@ -371,7 +380,7 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
     }
     if (!plan->precheck_argv.empty()) {
       auto spec = spec_for(plan->precheck_argv, {});
-      auto [status, raw] = co_await run_helper(s, spec);
+      auto [status, raw] = co_await run_helper(spec);
       const std::string out = redact(raw, *secrets);
       if (!status.success()) {
         Reason r = classify_output(out);
@@ -381,7 +390,7 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
       }
     }
     auto spec = spec_for(plan->argv, plan->env);
-    auto [status, raw] = co_await run_helper(s, spec);
+    auto [status, raw] = co_await run_helper(spec);
     const std::string out = redact(raw, *secrets);
     if (!status.success()) {
       failed_attempt(s, classify_output(out), fmt::format("{}: {} ({})", plan->argv[0], last_lines(out), status.describe()));
@@ -406,7 +415,7 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
       failed_attempt(s, Reason::driver_missing, spawned.error().message);
       co_return;
     }
-    auto h = std::make_shared<Helper>();
+    auto h = std::make_shared<Helper>(ex_);
     h->proc = std::move(*spawned);
     s.helper = h;
     asio::co_spawn(ex_, watch_helper(h, s.wake), asio::detached);
@@ -427,9 +436,7 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
                                                          last_lines(redact(h->tail, *secrets))));
         co_return;
       }
-      s.wake.expires_after(100ms);
-      boost::system::error_code ec;
-      co_await s.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      co_await s.wake.sleep_for(api_.clock, 100ms);  // mountinfo is looked at again; the helper's end cuts it short
     }
   }
   s.failures = 0;
@@ -443,11 +450,8 @@ asio::awaitable<void> Mounts::detach(Supervised& s, bool lazy) {
   // A copy: a drain may reset s.helper while this waits.
   if (auto h = s.helper; h && !h->status) {
     h->proc->signal_group(SIGTERM);
-    for (int i = 0; i < 20 && !h->status; ++i) {
-      s.wake.expires_after(100ms);
-      boost::system::error_code ec;
-      co_await s.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
+    const auto until = api_.clock.now() + kHelperStopWait;
+    while (!h->status && api_.clock.now() < until) co_await h->ended.sleep_until(api_.clock, until);
     if (!h->status) h->proc->signal_group(SIGKILL);
   }
   s.helper.reset();
@@ -556,9 +560,11 @@ asio::awaitable<void> Mounts::supervise(Supervised& s) {
       co_await check(s);
     } catch (...) {
       s.checking = false;
+      s.checked.pulse();
       throw;
     }
     s.checking = false;
+    s.checked.pulse();
     publish();
     // The next probe; sooner when a mount attempt is due (never a busy loop: a hung or
     // foreign mount waits for the next probe).
@@ -566,11 +572,7 @@ asio::awaitable<void> Mounts::supervise(Supervised& s) {
     if (s.attempt_due && s.state != MountState::drained) next = std::min(next, std::max(s.next_attempt, api_.clock.now()));
     if (s.state == MountState::drained) next = std::min(next, std::max(s.drained_until, api_.clock.now()));
     if (s.remount_asked) next = api_.clock.now();
-    s.wake.expires_at(next);
-    boost::system::error_code ec;
-    co_await s.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    co_await s.wake.sleep_until(api_.clock, next);
   }
 }
 
@@ -585,8 +587,6 @@ asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
     co_return out;
   }
   set_state(s, MountState::unmounting, Reason::none, "");
-  asio::steady_timer pause(ex_);
-  boost::system::error_code ec;
   // Flush first, so notebooks written to the share are persisted.
   auto sync = [ops = &ops_, mp] { return ops->sync(mp); };
   const std::string syncing = "syncfs of " + mp;
@@ -612,8 +612,8 @@ asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
   // unmount_timeout for them.
   const auto until = api_.clock.now() + config_.unmount_timeout;
   while (s.helper && !s.helper->status && api_.clock.now() < until) {
-    pause.expires_after(50ms);
-    co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto h = s.helper;  // a copy: the wait must outlive a reset of s.helper
+    co_await h->ended.sleep_until(api_.clock, until);
   }
   if (s.helper && !s.helper->status) {
     out.note += fmt::format("; {} had not ended after {}: stopped", s.identity->driver, format_duration(config_.unmount_timeout));
@@ -628,20 +628,15 @@ asio::awaitable<Result<std::string>> Mounts::drain(std::string action) {
   const auto until = api_.clock.now() + config_.drain_hold;
   for (auto& s : mounts_) s->drained_until = until;  // no new attempt from here on
   std::vector<std::string> done, unflushed;
-  asio::steady_timer pause(ex_);
   for (auto& s : mounts_) {
     // An attempt or probe under way ends first (each is bounded by its timeout).
     const auto limit = api_.clock.now() + config_.mount_timeout + config_.probe_timeout;
-    while (s->checking && api_.clock.now() < limit) {
-      pause.expires_after(50ms);
-      boost::system::error_code ec;
-      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
+    while (s->checking && api_.clock.now() < limit) co_await s->checked.sleep_until(api_.clock, limit);
     auto r = co_await unmount_cleanly(*s);
     done.push_back(fmt::format("{}: {}", s->config.name, r.note));
     if (!r.flushed) unflushed.push_back(fmt::format("{}: {}", s->config.name, r.note));
     if (r.unmounted) set_state(*s, MountState::drained, Reason::none, fmt::format("unmounted for {}", action));
-    s->wake.cancel();
+    s->wake.pulse();
   }
   publish();
   // Files that may not have reached the share refuse the stop; a mount that is only busy
@@ -657,7 +652,7 @@ Result<void> Mounts::remount(const std::string& name) {
     if (s->config.name == name) {
       s->remount_asked = true;
       s->drained_until = {};
-      s->wake.cancel();
+      s->wake.pulse();
       return {};
     }
   return Error{fmt::format("no mount named '{}'", name)};

@@ -71,7 +71,7 @@ class Mounts final : public Subsystem {
   boost::asio::awaitable<void> detach(Supervised& s, bool lazy);
   boost::asio::awaitable<Unmounted> unmount_cleanly(Supervised& s);
   boost::asio::awaitable<Result<void>> tcp_check(const std::string& host, unsigned port);
-  boost::asio::awaitable<std::pair<ExitStatus, std::string>> run_helper(Supervised& s, const SpawnSpec& spec);
+  boost::asio::awaitable<std::pair<ExitStatus, std::string>> run_helper(const SpawnSpec& spec);
   Result<Secrets> read_secrets(const MountConfig& m) const;
   // What /proc/self/mountinfo shows on top of `mount_point` now, if anything.
   std::optional<MountEntry> mounted_at(const std::string& mount_point);

@@ -68,7 +68,7 @@ void Ssh::reconfigure(const SshConfig& config) {
     compliant_seen_ = false;
     ++generation_;
   }
-  wake_.cancel();
+  wake_.pulse();
 }
 
 asio::awaitable<Result<json::object>> Ssh::set_policy(const json::object& args) {
@@ -103,7 +103,7 @@ asio::awaitable<Result<json::object>> Ssh::set_policy(const json::object& args) 
   log_->info("SSH policy set to {} by the {}", policy_name(policy_), source_);
   co_await enforce();
   publish();
-  wake_.cancel();  // the loop's next look follows the new policy's interval
+  wake_.pulse();  // the loop's next look follows the new policy's interval
   if (!error_.empty() && policy_ != SshPolicy::unmanaged) co_return Error{error_};
   co_return status_json();
 }
@@ -116,10 +116,9 @@ asio::awaitable<void> Ssh::run() {
     publish();
     // Unmanaged: nothing to look at until a reload or set_ssh_policy changes that.
     if (policy_ == SshPolicy::unmanaged)
-      wake_.expires_at(asio::steady_timer::time_point::max());
+      co_await wake_.wait();
     else
-      wake_.expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(config_.interval));
-    co_await wait_for_wake(wake_);
+      co_await wake_.sleep_for(api_.clock, config_.interval);
   }
 }
 

@@ -16,6 +16,7 @@
 #include "common/api.hpp"
 #include "common/services.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::control {
 class CommandRegistry;
@@ -63,7 +64,7 @@ class Ssh final : public Subsystem {
   std::optional<Clock::wall_time> last_drift_, applied_at_;
   std::string error_;
   bool looked_ = false;
-  boost::asio::steady_timer wake_;
+  Wake wake_;  // the next look; pulsed by a reload or set_ssh_policy
   bool enforcing_ = false;
   boost::asio::steady_timer enforced_;  // cancelled when a look ends: the next one may begin
   std::uint64_t generation_ = 0;  // bumped when the policy or the unit changes
