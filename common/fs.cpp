@@ -13,7 +13,8 @@ namespace instanced {
 namespace {
 
 Error errno_error(std::string_view what, const std::filesystem::path& path, int err) {
-  return Error{fmt::format("{} {}: {}", what, path.string(), std::strerror(err))};
+  return Error{fmt::format("{} {}: {}", what, path.string(), std::strerror(err)),
+               err == ENOENT ? ErrorKind::not_found : ErrorKind::failed};
 }
 
 }  // namespace

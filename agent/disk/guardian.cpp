@@ -139,9 +139,8 @@ asio::awaitable<void> Guardian::sample() {
     Filesystem& fs = api_.fs;
     // A path that does not exist (no temp disk on this VM size) is `absent`, not an error.
     auto statvfs = [&fs, path]() -> Result<std::optional<FsUsage>> {
-      std::error_code ec;
-      if (!fs::exists(path, ec) && !ec) return std::optional<FsUsage>();
       auto u = fs.usage(path);
+      if (!u && u.error().kind == ErrorKind::not_found) return std::optional<FsUsage>();
       if (!u) return u.error();
       return std::optional<FsUsage>(*u);
     };

@@ -609,11 +609,19 @@ asio::awaitable<Result<std::string>> Setup::drain(std::string action) {
   if (!live_) co_return std::string("no setup script running");
   const std::string name = live_->name;
   const auto t0 = api_.clock.now();
+  waiting_drain_ = action;
   auto ended = until_no_run();
   auto limit = api_.clock.sleep_for(config_.stop_wait);
   auto either = std::move(ended) || std::move(limit);
-  auto r = co_await first_error(std::move(either));
-  if (r.index() == 0)
+  std::size_t first = 1;
+  try {
+    first = (co_await first_error(std::move(either))).index();
+  } catch (...) {
+    waiting_drain_.clear();
+    throw;
+  }
+  waiting_drain_.clear();
+  if (first == 0)
     co_return fmt::format("waited {:.1f}s for setup script {} to end",
                           std::chrono::duration<double>(api_.clock.now() - t0).count(), name);
   co_return Error{fmt::format("{} refused: setup script {} is still running after {}; ask again when it has ended "
@@ -651,6 +659,7 @@ json::object Setup::status_json() const {
                    {"scripts", std::move(scripts)}};
   if (state_error_) out["error"] = *state_error_;
   if (live_) out["running"] = live_->name;
+  if (!waiting_drain_.empty()) out["drain_waiting"] = waiting_drain_;  // a prepare_stop waits for the run
   return out;
 }
 

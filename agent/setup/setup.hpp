@@ -126,6 +126,7 @@ class Setup final : public Subsystem {
   boost::asio::steady_timer runs_changed_;  // cancelled when a run ends
   std::string phase_ = "starting";
   std::unique_ptr<Live> live_;  // the run in progress
+  std::string waiting_drain_;   // the action (prepare_stop, ...) whose drain waits for it
 };
 
 }  // namespace instanced::setup

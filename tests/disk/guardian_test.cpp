@@ -7,6 +7,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/clock.hpp"
 #include "tests/support/agent_process.hpp"
 #include "tests/support/devcp.hpp"
 #include "tests/support/tmpfs.hpp"
@@ -110,28 +111,33 @@ TEST_CASE("ok, low, recovery_required as the disk fills, and back only above the
   std::filesystem::remove(fs.path() / "b");  // 18 MiB left: above 16, below 16 + 4
   REQUIRE(fs.avail() > 16 * MiB);
   REQUIRE(fs.avail() < 20 * MiB);
-  std::this_thread::sleep_for(2500ms);
+  // (That it stays so however long is checked look by look in guardian_sim_test.cpp.)
   CHECK(state_of(agent) == "recovery_required");
-  // Above rule + margin: `low` once the hold time (2 s) has passed, not before.
+  // Above rule + margin: `low` once the hold time (2 s) has passed, not before: the
+  // transition's time is at least the hold after the space was freed.
+  const auto freed_at = std::chrono::system_clock::now();
   std::filesystem::remove(fs.path() / "c");  // 28 MiB left
-  std::this_thread::sleep_for(500ms);
   CHECK(state_of(agent) == "recovery_required");
-  REQUIRE(wait_state(agent, "low", 5s));
+  REQUIRE(wait_state(agent, "low", 10s));
   CHECK(disk_of(agent).at("work_allowed") == true);
   // Reboot is allowed now, through the configured command.
   auto ok = ctl(agent, "reboot");
   CHECK(ok.exit_code == 0);
-  for (int i = 0; i < 50 && !std::filesystem::exists(dir / "reboots"); ++i) std::this_thread::sleep_for(20ms);
-  std::ifstream in(dir / "reboots");
-  std::string line;
-  std::getline(in, line);
-  CHECK(line == "reboot ");
+  // The recorder's file may be seen created before its line is written.
+  CHECK(eventually([&] { return slurp(dir / "reboots") == "reboot \n"; }));
   // Every transition was an event.
   std::vector<std::string> seen;
   status = json::parse(agent.curl("http://localhost/v1/status").output);
   for (const auto& e : status.at("events").as_array())
-    if (e.at("type") == "path_state_changed")
+    if (e.at("type") == "path_state_changed") {
       seen.push_back(std::string(e.at("data").at("from").as_string()) + ">" + std::string(e.at("data").at("to").as_string()));
+      if (seen.back() != "recovery_required>low") continue;
+      auto at = instanced::parse_iso8601(e.at("time").as_string());
+      REQUIRE(at);
+      INFO("left recovery_required " << std::chrono::duration_cast<std::chrono::milliseconds>(*at - freed_at).count()
+                                     << " ms after the space was freed");
+      CHECK(*at - freed_at >= 2s - 1ms);  // the event's time has millisecond precision
+    }
   CHECK(seen == std::vector<std::string>{"ok>low", "low>recovery_required", "recovery_required>low"});
 }
 
@@ -274,7 +280,7 @@ setup:
   REQUIRE(wait_state(agent, "recovery_required"));
   // The create script does not start while its "running" record cannot be written: a
   // run no record knows of could be run twice. The agent keeps serving meanwhile.
-  std::this_thread::sleep_for(500ms);
+  REQUIRE(agent.wait_log("cannot record the setup state, retrying every 10s"));
   CHECK_FALSE(std::filesystem::exists(dir / "ran"));
   auto status = agent.curl("http://localhost/v1/status");
   CHECK(status.exit_code == 0);

@@ -226,3 +226,20 @@ CommandResult AgentProcess::curl(const std::string& args) const {
 }
 
 }  // namespace instanced::testing
+
+namespace instanced::testing {
+
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+bool AgentProcess::wait_log(const std::string& text, std::chrono::milliseconds timeout) const {
+  return eventually([&] { return log().find(text) != std::string::npos; }, timeout);
+}
+
+}  // namespace instanced::testing

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -65,6 +66,9 @@ int free_port();
 int connect_unix(const std::filesystem::path& path);
 // A whole file's content ("" if it cannot be read).
 std::string slurp(const std::filesystem::path& path);
+// Looks at `pred` every 20 ms until it holds (true) or `timeout` passes (false): how tests
+// wait for a condition instead of sleeping a fixed time.
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10s);
 
 class AgentProcess {
  public:
@@ -88,6 +92,8 @@ class AgentProcess {
   std::filesystem::path config_file() const { return dir_ / "instanced.yaml"; }
   std::filesystem::path log_file() const { return dir_ / "agent.log"; }
   std::string log() const;
+  // Until the agent's log holds `text`.
+  bool wait_log(const std::string& text, std::chrono::milliseconds timeout = 10s) const;
   // curl over the status socket: "-s -o - -w '%{http_code}'"-style helpers.
   CommandResult curl(const std::string& args) const;
   std::vector<std::string> notifications;  // every datagram received by wait helpers

@@ -1,0 +1,138 @@
+// The disk guardian built in the test process, under a simulated clock and an in-memory
+// file system whose free space the test sets: the hysteresis is checked look by look, hours
+// of simulated time in a fraction of a second, with no sleep.
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <catch2/catch.hpp>
+
+#include "agent/disk/guardian.hpp"
+#include "tests/fakes/fake_clock.hpp"
+#include "tests/fakes/fake_fs.hpp"
+#include "tests/fakes/fake_notifier.hpp"
+#include "tests/fakes/fake_process.hpp"
+#include "tests/support/agent_process.hpp"
+
+using namespace instanced;
+using namespace instanced::testing;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr std::uint64_t MiB = 1 << 20;
+
+FsUsage with_free(std::uint64_t avail) { return FsUsage{64 * MiB, avail, avail, 10000, 5000, 5000}; }
+
+// One guardian watching /data (low below 32 MiB, the rule below 16 MiB, margin 4 MiB, hold
+// 30 s, a look every 10 s) on the test's io_context.
+struct Rig {
+  Rig() : state(clock), api{clock, fs, notifier, pool, state, logging} {
+    config.interval = 10s;
+    config.hold = 30s;
+    config.margin = ByteSize{4 * MiB};
+    std::filesystem::create_directories(dir / "scan");
+    config.scan_root = (dir / "scan").string();
+    config.reboot_command = {"/bin/true"};
+    config.paths = {WatchedPath{"/data", {32 * MiB, -1}, {16 * MiB, -1}, {0, 10}, {0, 2}}};
+    fs.set_usage("/data", with_free(48 * MiB));
+    guardian = std::make_unique<disk::Guardian>(ioc.get_executor(), api, runner, config, (dir / "state").string());
+    asio::co_spawn(ioc, guardian->run(), asio::bind_cancellation_slot(stop.slot(), [this](std::exception_ptr) { ended = true; }));
+  }
+  ~Rig() {
+    stop.emit(asio::cancellation_type::terminal);
+    run_until([this] { return ended; });
+  }
+
+  // Runs the loop until `pred` holds; real time only passes for the blocking pool's thread.
+  bool run_until(const std::function<bool()>& pred) {
+    const auto limit = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < limit) {
+      ioc.run_for(2ms);
+      if (pred()) return true;
+    }
+    return false;
+  }
+  // Moves the clock by `d` and runs the look that falls due: done once the guardian has
+  // asked for the figures and sleeps again.
+  bool look_after(Clock::steady_time::duration d) {
+    const auto before = fs.usage_calls();
+    clock.advance(d);
+    return run_until([&] { return fs.usage_calls() > before && clock.sleepers() > 0; });
+  }
+  std::string level() const { return std::string(guardian->status_json().at("paths").at(0).at("state").as_string()); }
+
+  TempDir dir;
+  asio::io_context ioc{1};
+  FakeClock clock;
+  FakeFilesystem fs;
+  FakeNotifier notifier;
+  BlockingPool pool{1};
+  Logging logging{LogTarget::stderr_lines, LogLevel::error};
+  StateRegistry state;
+  Api api;
+  FakeProcessRunner runner{ioc.get_executor()};
+  DiskConfig config;
+  std::unique_ptr<disk::Guardian> guardian;
+  asio::cancellation_signal stop;
+  bool ended = false;
+};
+
+}  // namespace
+
+TEST_CASE("guardian, simulated: the rule is left only above rule + margin, after the hold, look by look",
+          "[disk][guardian][simulated]") {
+  Rig rig;
+  REQUIRE(rig.run_until([&] { return rig.fs.usage_calls() > 0 && rig.clock.sleepers() > 0; }));
+  CHECK(rig.level() == "ok");
+  CHECK(rig.guardian->work_gate().is_open());
+
+  rig.fs.set_usage("/data", with_free(12 * MiB));  // below the rule (16): at the next look
+  REQUIRE(rig.look_after(10s));
+  CHECK(rig.level() == "recovery_required");
+  CHECK_FALSE(rig.guardian->work_gate().is_open());
+  REQUIRE(rig.guardian->veto("stop"));
+  CHECK_THAT(*rig.guardian->veto("stop"), Catch::Contains(std::to_string(20 * MiB - 12 * MiB)));
+
+  // Just above the rule but inside the margin (18 < 16 + 4): an hour of looks changes nothing.
+  rig.fs.set_usage("/data", with_free(18 * MiB));
+  for (int i = 0; i < 360; ++i) {
+    REQUIRE(rig.look_after(10s));
+    REQUIRE(rig.level() == "recovery_required");
+  }
+
+  // Above rule + margin from this look on: still held at every look before 30 s ...
+  rig.fs.set_usage("/data", with_free(28 * MiB));
+  REQUIRE(rig.look_after(10s));  // the good stretch begins
+  CHECK(rig.level() == "recovery_required");
+  REQUIRE(rig.look_after(10s));
+  CHECK(rig.level() == "recovery_required");
+  // ... and a dip back into the margin starts the stretch again.
+  rig.fs.set_usage("/data", with_free(19 * MiB));
+  REQUIRE(rig.look_after(10s));
+  CHECK(rig.level() == "recovery_required");
+  rig.fs.set_usage("/data", with_free(28 * MiB));
+  REQUIRE(rig.look_after(10s));  // the stretch begins again here
+  REQUIRE(rig.look_after(10s));
+  REQUIRE(rig.look_after(10s));
+  CHECK(rig.level() == "recovery_required");  // 20 s into it
+  REQUIRE(rig.look_after(10s));               // 30 s: the hold has passed
+  CHECK(rig.level() == "low");
+  CHECK(rig.guardian->work_gate().is_open());
+  CHECK_FALSE(rig.guardian->veto("stop"));
+}
+
+TEST_CASE("guardian, simulated: a path that disappears is absent, and watched again when it returns",
+          "[disk][guardian][simulated]") {
+  Rig rig;
+  REQUIRE(rig.run_until([&] { return rig.fs.usage_calls() > 0 && rig.clock.sleepers() > 0; }));
+  CHECK(rig.level() == "ok");
+  rig.fs.remove_usage("/data");
+  REQUIRE(rig.look_after(10s));
+  CHECK(rig.level() == "absent");
+  CHECK(rig.guardian->work_gate().is_open());
+  rig.fs.set_usage("/data", with_free(12 * MiB));
+  REQUIRE(rig.look_after(10s));
+  CHECK(rig.level() == "recovery_required");
+}
