@@ -8,10 +8,8 @@
 #include <catch2/catch.hpp>
 
 #include "agent/disk/guardian.hpp"
-#include "tests/fakes/fake_clock.hpp"
-#include "tests/fakes/fake_fs.hpp"
-#include "tests/fakes/fake_notifier.hpp"
 #include "tests/fakes/fake_process.hpp"
+#include "tests/fakes/sim_api.hpp"
 #include "tests/support/agent_process.hpp"
 
 using namespace instanced;
@@ -27,8 +25,8 @@ FsUsage with_free(std::uint64_t avail) { return FsUsage{64 * MiB, avail, avail, 
 
 // One guardian watching /data (low below 32 MiB, the rule below 16 MiB, margin 4 MiB, hold
 // 30 s, a look every 10 s) on the test's io_context.
-struct Rig {
-  Rig() : state(clock), api{clock, fs, notifier, pool, state, logging} {
+struct Rig : SimApi {
+  Rig() {
     config.interval = 10s;
     config.hold = 30s;
     config.margin = ByteSize{4 * MiB};
@@ -45,15 +43,6 @@ struct Rig {
     run_until([this] { return ended; });
   }
 
-  // Runs the loop until `pred` holds; real time only passes for the blocking pool's thread.
-  bool run_until(const std::function<bool()>& pred) {
-    const auto limit = std::chrono::steady_clock::now() + 30s;
-    while (std::chrono::steady_clock::now() < limit) {
-      ioc.run_for(2ms);
-      if (pred()) return true;
-    }
-    return false;
-  }
   // Moves the clock by `d` and runs the look that falls due: done once the guardian has
   // asked for the figures and sleeps again.
   bool look_after(Clock::steady_time::duration d) {
@@ -64,14 +53,6 @@ struct Rig {
   std::string level() const { return std::string(guardian->status_json().at("paths").at(0).at("state").as_string()); }
 
   TempDir dir;
-  asio::io_context ioc{1};
-  FakeClock clock;
-  FakeFilesystem fs;
-  FakeNotifier notifier;
-  BlockingPool pool{1};
-  Logging logging{LogTarget::stderr_lines, LogLevel::error};
-  StateRegistry state;
-  Api api;
   FakeProcessRunner runner{ioc.get_executor()};
   DiskConfig config;
   std::unique_ptr<disk::Guardian> guardian;

@@ -202,16 +202,12 @@ TEST_CASE("GPU jobs get healthy GPUs of their own and CPU jobs pass the ones tha
   // g1 ends: g3 gets its GPU; "all" still waits for every healthy GPU to be free.
   dir.write("release-g1", "");
   a.wait_state("g3", "running");
-  std::this_thread::sleep_for(300ms);
-  CHECK(slurp(dir / "gpu-g3") == g1);
+  CHECK(eventually([&] { return slurp(dir / "gpu-g3") == g1; }));
   CHECK(a.state("all") == "queued");
   dir.write("release-g2", "");
   dir.write("release-g3", "");
   a.wait_state("all", "running");
-  until = std::chrono::steady_clock::now() + 10s;
-  while (!std::filesystem::exists(dir / "gpu-all") && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
-  std::this_thread::sleep_for(100ms);
-  CHECK(slurp(dir / "gpu-all") == "0,1\n");
+  CHECK(eventually([&] { return slurp(dir / "gpu-all") == "0,1\n"; }));
   dir.write("release-all", "");
   dir.write("release-cpu", "");
   a.wait_idle();
@@ -235,13 +231,12 @@ TEST_CASE("cancel a queued and a running job, and a timeout stops the whole proc
   CHECK(alive(child));
   auto t = a.wait_state("slow", "timed_out");
   CHECK_THAT(std::string(t.at("reason").as_string()), Catch::StartsWith("timed out after 1500ms"));
-  std::this_thread::sleep_for(200ms);
-  CHECK_FALSE(alive(child));
+  CHECK(eventually([&] { return !alive(child); }));
 
   // Running: stopped with SIGTERM; a job that ignores it gets SIGKILL after kill_grace.
   a.submit(sh_job("stubborn", "trap '' TERM; echo ready; while true; do sleep 0.1; done"));
   a.wait_state("stubborn", "running");
-  std::this_thread::sleep_for(200ms);
+  REQUIRE(eventually([&] { return a.http().get("/v1/jobs/log?id=stubborn").body == "ready\n"; }));  // its trap is set
   auto start = std::chrono::steady_clock::now();
   c = a.http().post("/v1/jobs/cancel?id=stubborn");
   CHECK(c.status == 200);
@@ -272,8 +267,7 @@ TEST_CASE("queued jobs survive an agent restart and a running process job is rep
   auto lost = a.wait_state("long", "lost");
   CHECK_THAT(std::string(lost.at("reason").as_string()),
              Catch::Contains("the agent stopped while it ran") && Catch::Contains("1 of its processes"));
-  std::this_thread::sleep_for(200ms);
-  CHECK_FALSE(alive(pid));
+  CHECK(eventually([&] { return !alive(pid); }));
   a.wait_idle();
   CHECK(lines_of(dir / "order") == std::vector<std::string>{"next1", "next2"});
   CHECK(a.state("next2") == "succeeded");
@@ -517,8 +511,8 @@ TEST_CASE("queued jobs start by themselves once the start scripts are done", "[j
                    "      content: |\n        while [ ! -e {dir}/go ]; do sleep 0.05; done\n");
   a.submit(sh_job("first", "echo one"));
   a.submit(sh_job("second", "echo two"));
+  // The queue has looked at it (its reason says so) and holds it while setup runs.
   CHECK(a.job("first").at("waiting") == "waiting for setup");
-  std::this_thread::sleep_for(300ms);
   CHECK(a.state("first") == "queued");
   dir.write("go", "");  // setup ends; nothing else pokes the queue
   a.wait_state("first", "succeeded", 10s);

@@ -125,7 +125,8 @@ TEST_CASE("a container job runs its image with the share as working folder, secr
   auto r = http.post("/v1/jobs", json::serialize(job));
   REQUIRE(r.status == 202);
   wait_state(http, agent, "c1", "running");
-  std::this_thread::sleep_for(300ms);
+  // Once the container has run its first line, podman's own processes have all started.
+  REQUIRE(eventually([&] { return http.get("/v1/jobs/log?id=c1").body.starts_with("token="); }, 30s));
   CHECK_FALSE(on_any_command_line("s3cr3t-value-42"));
   auto v = wait_state(http, agent, "c1", "failed");
   CHECK(v.at("exit_code") == 3);
@@ -174,7 +175,7 @@ TEST_CASE("a container that outlives an agent restart is re-attached and its end
   json::object job{{"id", "r1"}, {"image", kImage}, {"command", json::array{"sh", "-c", "echo begin; sleep 3; echo end"}}};
   REQUIRE(http->post("/v1/jobs", json::serialize(job)).status == 202);
   wait_state(*http, agent, "r1", "running");
-  std::this_thread::sleep_for(1s);
+  REQUIRE(eventually([&] { return http->get("/v1/jobs/log?id=r1").body == "begin\n"; }, 30s));
   agent.signal(SIGKILL);
   agent.wait_exit(5s);
   REQUIRE(agent.start_and_wait_ready(10s, env));
