@@ -1,11 +1,14 @@
-// Two rules of Asio's coroutines that every subsystem needs, in one place.
+// The rules of Asio's coroutines that every subsystem needs, in one place.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/multiple_exceptions.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/system/system_error.hpp>
 #include <exception>
+#include <string>
 #include <type_traits>
 
 namespace instanced {
@@ -35,5 +38,32 @@ boost::asio::awaitable<T> first_error(boost::asio::awaitable<T> group) {
 inline constexpr auto ignore_cancellation = [](boost::asio::cancellation_type) {
   return boost::asio::cancellation_type::none;
 };
+
+// What ended a co_spawned coroutine, for a log line or a last error: "" when it returned
+// normally, else the exception's message (a system_error's without Boost's source location).
+inline std::string describe(std::exception_ptr e) {
+  if (!e) return {};
+  try {
+    std::rethrow_exception(e);
+  } catch (const boost::system::system_error& ex) {
+    return ex.code().message();
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+  }
+  return "unknown error";
+}
+
+// Whether it ended by cancellation (the agent stopping): nothing to log.
+inline bool is_cancellation(std::exception_ptr e) {
+  if (!e) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const boost::system::system_error& ex) {
+    return ex.code() == boost::asio::error::operation_aborted;
+  } catch (...) {
+  }
+  return false;
+}
 
 }  // namespace instanced

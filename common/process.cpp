@@ -1,5 +1,6 @@
 #include "common/process.hpp"
 
+#include "common/fs.hpp"
 #include "common/syscalls.hpp"
 
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -289,41 +290,36 @@ Result<std::unique_ptr<Process>> RealProcessRunner::spawn(const SpawnSpec& spec)
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
 
+  // The pipes' ends are closed in the parent only: the child never returns from exec_child
+  // (it execs or calls _exit), so no destructor runs there.
   int out[2] = {-1, -1};
   if (spec.capture_output && ::pipe2(out, O_CLOEXEC) != 0)
     return Error{fmt::format("cannot create a pipe: {}", std::strerror(errno))};
+  Fd out_r(out[0]), out_w(out[1]);
   int err[2];
-  if (::pipe2(err, O_CLOEXEC) != 0) {
-    int e = errno;
-    if (out[0] >= 0) ::close(out[0]), ::close(out[1]);
-    return Error{fmt::format("cannot create a pipe: {}", std::strerror(e))};
-  }
+  if (::pipe2(err, O_CLOEXEC) != 0) return Error{fmt::format("cannot create a pipe: {}", std::strerror(errno))};
+  Fd err_r(err[0]), err_w(err[1]);
   pid_t pid = ::fork();
-  if (pid < 0) {
-    int e = errno;
-    if (out[0] >= 0) ::close(out[0]), ::close(out[1]);
-    ::close(err[0]), ::close(err[1]);
-    return Error{fmt::format("cannot fork: {}", std::strerror(e))};
-  }
-  if (pid == 0) exec_child(spec, argv.data(), envp.data(), out[1], err[1]);
+  if (pid < 0) return Error{fmt::format("cannot fork: {}", std::strerror(errno))};
+  if (pid == 0) exec_child(spec, argv.data(), envp.data(), out_w.get(), err_w.get());
 
   // Registered before anything can run the SIGCHLD handler (it runs on this thread).
   auto exit = std::make_shared<ChildExit>(shared_->ex);
   shared_->children[pid] = exit;
-  if (out[1] >= 0) ::close(out[1]);
-  ::close(err[1]);
+  out_w.reset();
+  err_w.reset();
   int msg[2] = {0, 0};
   ssize_t n;
-  do n = ::read(err[0], msg, sizeof msg);
+  do n = ::read(err_r.get(), msg, sizeof msg);
   while (n < 0 && errno == EINTR);
-  ::close(err[0]);
+  err_r.reset();
   if (n == static_cast<ssize_t>(sizeof msg)) {
     // The child exits 127 right away; the reaper collects it.
-    if (out[0] >= 0) ::close(out[0]);
     return Error{fmt::format("cannot run {}: {} ({})", spec.argv.front(), std::strerror(msg[1]), step_name(msg[0]))};
   }
-  if (out[0] >= 0) ::fcntl(out[0], F_SETFL, ::fcntl(out[0], F_GETFL) | O_NONBLOCK);
-  return std::unique_ptr<Process>(std::make_unique<RealProcess>(shared_->ex, pid, out[0], exit));
+  if (out_r) ::fcntl(out_r.get(), F_SETFL, ::fcntl(out_r.get(), F_GETFL) | O_NONBLOCK);
+  // The process's stream descriptor owns the read end from here on.
+  return std::unique_ptr<Process>(std::make_unique<RealProcess>(shared_->ex, pid, out_r.release(), exit));
 }
 
 std::vector<pid_t> RealProcessRunner::find_marked(const std::string& marker) {
@@ -336,13 +332,13 @@ std::vector<pid_t> RealProcessRunner::find_marked(const std::string& marker) {
     char* end = nullptr;
     long pid = std::strtol(d->d_name, &end, 10);
     if (*end != '\0' || pid <= 0 || pid == self) continue;
-    int fd = ::open(fmt::format("/proc/{}/environ", pid).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
+    Fd fd(::open(fmt::format("/proc/{}/environ", pid).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) continue;
     env.clear();
     char buf[8192];
     ssize_t n;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0 && env.size() < (1 << 20)) env.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 && env.size() < (1 << 20))
+      env.append(buf, static_cast<std::size_t>(n));
     // Entries are NUL-separated; the marker must be a whole entry.
     for (std::size_t pos = 0; pos < env.size();) {
       std::size_t e = env.find('\0', pos);

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "common/fs.hpp"
 #include "common/text.hpp"
 
 namespace instanced {
@@ -46,14 +47,14 @@ std::string pread_string(int fd, std::uint64_t offset, std::size_t n) {
 
 LogChunk read_finished_log(const std::filesystem::path& file, const LogLayout& l, std::uint64_t from, std::size_t max) {
   LogChunk c;
-  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
     c.next = from;
     return c;
   }
   const std::uint64_t tail_start = l.produced - l.tail;  // produced offset of the first tail byte
   if (from < l.head) {
-    c.data = pread_string(fd, from, static_cast<std::size_t>(std::min<std::uint64_t>(max, l.head - from)));
+    c.data = pread_string(fd.get(), from, static_cast<std::size_t>(std::min<std::uint64_t>(max, l.head - from)));
     c.next = from + c.data.size();
   } else if (from < l.produced) {
     if (from < tail_start) {
@@ -61,12 +62,11 @@ LogChunk read_finished_log(const std::filesystem::path& file, const LogLayout& l
       from = tail_start;
     }
     std::uint64_t at = l.head + l.marker + (from - tail_start);
-    c.data = pread_string(fd, at, static_cast<std::size_t>(std::min<std::uint64_t>(max, l.produced - from)));
+    c.data = pread_string(fd.get(), at, static_cast<std::size_t>(std::min<std::uint64_t>(max, l.produced - from)));
     c.next = from + c.data.size();
   } else {
     c.next = l.produced;
   }
-  ::close(fd);
   return c;
 }
 
@@ -77,24 +77,21 @@ RunLog::RunLog(std::filesystem::path file, std::uint64_t max_bytes, std::size_t 
       journal_budget_(max_bytes),
       tail_lines_(tail_lines),
       to_journal_(std::move(to_journal)) {
-  fd_ = ::open(file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd_ < 0) error_ = fmt::format("cannot create {}: {}", file_.string(), std::strerror(errno));
+  fd_ = Fd(::open(file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd_) error_ = fmt::format("cannot create {}: {}", file_.string(), std::strerror(errno));
 }
 
-RunLog::~RunLog() {
-  if (fd_ >= 0) ::close(fd_);
-}
+RunLog::~RunLog() = default;
 
 void RunLog::write_file(std::string_view bytes) {
-  while (fd_ >= 0 && !bytes.empty()) {
-    ssize_t n = ::write(fd_, bytes.data(), bytes.size());
+  while (fd_ && !bytes.empty()) {
+    ssize_t n = ::write(fd_.get(), bytes.data(), bytes.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       // ENOSPC and friends: the file stays as far as it got, nothing more is written to
       // it (the layout then says so), and the run goes on.
       if (!error_) error_ = fmt::format("writing {}: {}", file_.string(), std::strerror(errno));
-      ::close(fd_);
-      fd_ = -1;
+      fd_.reset();
       return;
     }
     in_file_ += static_cast<std::uint64_t>(n);
@@ -213,7 +210,7 @@ LogLayout RunLog::finish() {
     write_file(tail);
     l.tail = ring_size_;
   }
-  if (fd_ >= 0) ::close(fd_), fd_ = -1;
+  fd_.reset();
   if (in_file_ < l.head + l.marker + l.tail) {
     // A write failed: only the head that reached the file is readable.
     l.head = std::min<std::uint64_t>(l.head, in_file_);
@@ -233,11 +230,8 @@ LogChunk RunLog::read(std::uint64_t from, std::size_t max) const {
   if (finished_) return read_finished_log(file_, *finished_, from, max);
   LogChunk c;
   if (from < head_written_) {
-    int fd = ::open(file_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      c.data = pread_string(fd, from, static_cast<std::size_t>(std::min<std::uint64_t>(max, head_written_ - from)));
-      ::close(fd);
-    }
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(max, head_written_ - from));
+    if (Fd fd(::open(file_.c_str(), O_RDONLY | O_CLOEXEC)); fd) c.data = pread_string(fd.get(), from, want);
     c.next = from + c.data.size();
     return c;
   }

@@ -20,6 +20,8 @@
 
 #include <boost/json/object.hpp>
 
+#include "common/fs.hpp"
+
 namespace instanced {
 
 // Where the parts of a finished log are: enough to map produced offsets to file offsets.
@@ -74,7 +76,7 @@ class RunLog {
   void line(std::string_view raw);
 
   std::filesystem::path file_;
-  int fd_ = -1;
+  Fd fd_;
   std::uint64_t head_cap_;
   std::uint64_t tail_cap_;
   std::uint64_t journal_budget_;

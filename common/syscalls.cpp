@@ -13,6 +13,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/fs.hpp"
+
 // Numbers and flags the 3.10 kernel headers of the portable sysroot do not have (x86_64).
 #ifndef SYS_memfd_create
 #define SYS_memfd_create 319
@@ -95,11 +97,10 @@ bool close_listed(unsigned first, unsigned last) noexcept {
 std::optional<std::uint64_t> mount_id(int fd) noexcept {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
-  int info = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (info < 0) return std::nullopt;
+  Fd info(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!info) return std::nullopt;
   char text[512];
-  ssize_t n = ::read(info, text, sizeof text - 1);
-  ::close(info);
+  ssize_t n = ::read(info.get(), text, sizeof text - 1);
   if (n <= 0) return std::nullopt;
   text[n] = '\0';
   const char* field = std::strstr(text, "mnt_id:");
@@ -136,10 +137,9 @@ std::optional<bool> is_mount_root(int dirfd, const char* name) noexcept {
 
 // An older kernel: a mount's root has another mount id than the folder it is in.
 std::optional<bool> is_mount_root_by_mount_id(int dirfd, const char* name) noexcept {
-  int fd = ::openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  auto inner = mount_id(fd);
-  ::close(fd);
+  Fd fd(::openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  auto inner = mount_id(fd.get());
   auto outer = mount_id(dirfd);
   if (!inner || !outer) return std::nullopt;
   return *inner != *outer;

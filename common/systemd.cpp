@@ -10,6 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/fs.hpp"
+
 namespace instanced::systemd {
 namespace {
 
@@ -22,20 +24,17 @@ std::optional<unsigned long long> env_number(const char* name) {
   return n;
 }
 
-// A datagram socket connected to `path` ('@' = abstract), or -1.
-int connect_datagram(std::string_view path) {
+// A datagram socket connected to `path` ('@' = abstract), or none.
+Fd connect_datagram(std::string_view path) {
   sockaddr_un addr{};
-  if (path.empty() || path.size() >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@')) return -1;
+  if (path.empty() || path.size() >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@')) return Fd();
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.data(), path.size());
   if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';
-  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+  Fd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Fd();
   auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
-    ::close(fd);
-    return -1;
-  }
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return Fd();
   return fd;
 }
 
@@ -71,26 +70,22 @@ NotifySocket::NotifySocket() {
   if (const char* e = std::getenv("NOTIFY_SOCKET")) fd_ = connect_datagram(e);
 }
 
-NotifySocket::~NotifySocket() {
-  if (fd_ >= 0) ::close(fd_);
-}
+NotifySocket::~NotifySocket() = default;
 
 void NotifySocket::send(std::string_view state) {
-  if (fd_ < 0) return;
-  while (::send(fd_, state.data(), state.size(), MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  if (!fd_) return;
+  while (::send(fd_.get(), state.data(), state.size(), MSG_NOSIGNAL) < 0 && errno == EINTR) {
   }
 }
 
 JournalSocket::JournalSocket(std::string path) : path_(std::move(path)) { connect(); }
 
-JournalSocket::~JournalSocket() {
-  if (fd_ >= 0) ::close(fd_);
-}
+JournalSocket::~JournalSocket() = default;
 
 bool JournalSocket::connect() {
-  if (fd_ >= 0) ::close(fd_);
+  fd_.reset();  // The old socket goes before the new one is made.
   fd_ = connect_datagram(path_);
-  return fd_ >= 0;
+  return static_cast<bool>(fd_);
 }
 
 std::string JournalSocket::encode(const std::vector<std::pair<std::string_view, std::string_view>>& fields) {
@@ -114,12 +109,11 @@ std::string JournalSocket::encode(const std::vector<std::pair<std::string_view, 
 bool JournalSocket::send(const std::vector<std::pair<std::string_view, std::string_view>>& fields) {
   std::string datagram = encode(fields);
   for (int attempt = 0; attempt < 2; ++attempt) {
-    if (fd_ < 0 && !connect()) return false;
-    if (::send(fd_, datagram.data(), datagram.size(), MSG_NOSIGNAL) >= 0) return true;
+    if (!fd_ && !connect()) return false;
+    if (::send(fd_.get(), datagram.data(), datagram.size(), MSG_NOSIGNAL) >= 0) return true;
     if (errno == EMSGSIZE) return false;  // entries here are small log lines; never this large
     // journald restarted (ECONNREFUSED) or went away: reconnect once.
-    ::close(fd_);
-    fd_ = -1;
+    fd_.reset();
   }
   return false;
 }

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/fs.hpp"
+
 namespace instanced::systemd {
 
 // Descriptors passed by socket activation (LISTEN_PID/LISTEN_FDS), starting at fd 3,
@@ -30,11 +32,11 @@ class NotifySocket {
   ~NotifySocket();
   NotifySocket(const NotifySocket&) = delete;
   NotifySocket& operator=(const NotifySocket&) = delete;
-  bool active() const { return fd_ >= 0; }
+  bool active() const { return static_cast<bool>(fd_); }
   void send(std::string_view state);
 
  private:
-  int fd_ = -1;
+  Fd fd_;
 };
 
 // A datagram socket to journald. One entry per send(): fields KEY=value; values holding
@@ -53,7 +55,7 @@ class JournalSocket {
  private:
   bool connect();
   std::string path_;
-  int fd_ = -1;
+  Fd fd_;
 };
 
 }  // namespace instanced::systemd

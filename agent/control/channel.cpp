@@ -479,7 +479,7 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   ReaderState reader;
   auto frames = read_frames(ws);
   asio::co_spawn(ex_, std::move(frames), [&reader, &wake](std::exception_ptr e) {
-    reader.error = failure_text(e);
+    reader.error = describe(e);
     reader.done = true;
     wake.pulse();
   });
@@ -497,19 +497,6 @@ asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
   co_await asio::this_coro::throw_if_cancelled(false);
   co_await end_connection(ws, wake, reader);
   throw std::runtime_error(!failure.empty() ? failure : reader.error.empty() ? "connection closed" : reader.error);
-}
-
-// What ended a coroutine, for the connection's last error ("" for a normal end).
-std::string ControlChannel::failure_text(std::exception_ptr e) {
-  if (!e) return {};
-  try {
-    std::rethrow_exception(e);
-  } catch (const boost::system::system_error& ex) {
-    return ex.code().message();  // what() carries Boost's source location
-  } catch (const std::exception& ex) {
-    return ex.what();
-  }
-  return "unknown error";
 }
 
 void ControlChannel::on_connected() {
@@ -712,15 +699,7 @@ void ControlChannel::spawn_command(Message m) {
   signal = std::make_unique<asio::cancellation_signal>();
   asio::co_spawn(ex_, handle_command(std::move(m)),
                  asio::bind_cancellation_slot(signal->slot(), [this, key](std::exception_ptr e) {
-                   if (e) {
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const boost::system::system_error& ex) {
-                       if (ex.code() != asio::error::operation_aborted) log_->error("command: {}", ex.what());
-                     } catch (const std::exception& ex) {
-                       log_->error("command: {}", ex.what());
-                     }
-                   }
+                   if (e && !is_cancellation(e)) log_->error("command: {}", describe(e));
                    // Not from inside the handler that the signal belongs to.
                    asio::post(ex_, [this, key] {
                      running_commands_.erase(key);

@@ -74,7 +74,6 @@ class ControlChannel final : public Subsystem {
     bool done = false;
     std::string error;  // what ended it
   };
-  static std::string failure_text(std::exception_ptr e);
   void on_connected();
   std::string hello_text() const;
   template <class WebSocket>

@@ -93,12 +93,10 @@ Result<void> Outbox::open() {
     if (good < data->size()) torn_ = 1;
   }
   log_bytes_ = good;  // what a failed write truncates back to
-  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return errno_error("open", log);
+  Fd fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return errno_error("open", log);
   // Cut a torn tail so the next append starts on a record boundary.
-  int rc = ::ftruncate(fd, static_cast<off_t>(good));
-  ::close(fd);
-  if (rc != 0) return errno_error("truncate", log);
+  if (::ftruncate(fd.get(), static_cast<off_t>(good)) != 0) return errno_error("truncate", log);
   log_bytes_ = good;
   return {};
 }
@@ -135,17 +133,15 @@ Result<void> Outbox::write_held() {
   for (auto it = first; it != pending_.end(); ++it) records += record(*it);
   // Opened per write: events and results are rare, and an idle agent holds no descriptor.
   auto log = dir_ / "outbox.log";
-  int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return errno_error("open", log);
-  if (!write_all(fd, records) || ::fdatasync(fd) != 0) {
+  Fd fd(::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return errno_error("open", log);
+  if (!write_all(fd.get(), records) || ::fdatasync(fd.get()) != 0) {
     int err = errno;
     // Leave no partial record behind for the next write.
-    (void)::ftruncate(fd, static_cast<off_t>(log_bytes_));
-    ::close(fd);
+    (void)::ftruncate(fd.get(), static_cast<off_t>(log_bytes_));
     errno = err;
     return errno_error("append to", log);
   }
-  ::close(fd);
   log_bytes_ += records.size();
   for (auto it = first; it != pending_.end(); ++it) it->durable = true;
   return {};

@@ -14,10 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/message_ids.hpp"
-
 #include "agent/daemon/run_record.hpp"
 #include "agent/daemon/watchdog.hpp"
+#include "common/coro.hpp"
+#include "common/message_ids.hpp"
 
 namespace instanced {
 
@@ -76,11 +76,7 @@ void Daemon::publish_config_state() {
 int Daemon::run() {
   asio::co_spawn(ioc_, main_flow(), [this](std::exception_ptr e) {
     if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log_->critical("daemon failed: {}", ex.what());
-    }
+    log_->critical("daemon failed: {}", describe(e));
     exit_code_ = 1;
     ioc_.stop();
   });

@@ -1,5 +1,6 @@
 #include "agent/disk/reclaim.hpp"
 
+#include "common/fs.hpp"
 #include "common/syscalls.hpp"
 
 #include <cerrno>
@@ -21,22 +22,17 @@ using Select = std::function<bool(const std::string&, const struct stat&)>;
 
 // Opens `path` one component at a time with O_NOFOLLOW: a symlink anywhere on the way
 // (~/.cache -> /etc) makes the root unusable instead of redirecting the rule.
-int open_root_nofollow(const std::string& path) {
-  if (path.empty() || path.front() != '/') return -1;
-  int fd = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+Fd open_root_nofollow(const std::string& path) {
+  if (path.empty() || path.front() != '/') return Fd();
+  Fd fd(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   std::size_t pos = 1;
-  while (fd >= 0 && pos < path.size()) {
+  while (fd && pos < path.size()) {
     std::size_t next = path.find('/', pos);
     std::string part = path.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
     pos = next == std::string::npos ? path.size() : next + 1;
     if (part.empty() || part == ".") continue;
-    if (part == "..") {
-      ::close(fd);
-      return -1;
-    }
-    int sub = ::openat(fd, part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    ::close(fd);
-    fd = sub;
+    if (part == "..") return Fd();
+    fd = Fd(::openat(fd.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   }
   return fd;
 }
@@ -58,13 +54,13 @@ bool walk(int dirfd, const std::string& path, dev_t dev, const Select& select, b
     ++r.errors;
     return false;
   }
-  int listfd = ::dup(dirfd);
-  DIR* d = listfd >= 0 ? ::fdopendir(listfd) : nullptr;
+  Fd listfd(::dup(dirfd));
+  DIR* d = listfd ? ::fdopendir(listfd.get()) : nullptr;
   if (!d) {
-    if (listfd >= 0) ::close(listfd);
     ++r.errors;
     return false;
   }
+  listfd.release();  // Owned by `d` now: closedir closes it.
   bool all_gone = true;
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d)) {
@@ -85,14 +81,14 @@ bool walk(int dirfd, const std::string& path, dev_t dev, const Select& select, b
         all_gone = false;
         continue;
       }
-      int sub = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub < 0) {
+      Fd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub) {
         ++r.errors;
         all_gone = false;
         continue;
       }
-      bool empty = walk(sub, child, dev, select, dry_run, remove_empty, r, depth + 1);
-      ::close(sub);
+      bool empty = walk(sub.get(), child, dev, select, dry_run, remove_empty, r, depth + 1);
+      sub.reset();
       if (empty && remove_empty && select(child, st)) {
         if (!dry_run && ::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0) {
           ++r.errors;
@@ -141,11 +137,10 @@ std::vector<std::string> under_homes(const ReclaimContext& ctx, const std::strin
 void file_rule(RuleReport& r, const std::vector<std::string>& roots, const Select& select, bool dry_run,
                bool remove_empty) {
   for (const auto& root : roots) {
-    int fd = open_root_nofollow(root);
-    if (fd < 0) continue;  // absent (or reached through a symlink): nothing to do there
+    Fd fd = open_root_nofollow(root);
+    if (!fd) continue;  // absent (or reached through a symlink): nothing to do there
     struct stat st {};
-    if (::fstat(fd, &st) == 0) walk(fd, root, st.st_dev, select, dry_run, remove_empty, r, 0);
-    ::close(fd);
+    if (::fstat(fd.get(), &st) == 0) walk(fd.get(), root, st.st_dev, select, dry_run, remove_empty, r, 0);
   }
   r.ran = true;
 }

@@ -16,6 +16,8 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/fs.hpp"
+
 namespace instanced::disk {
 namespace {
 
@@ -166,14 +168,14 @@ class Scan {
 
   void read_dir(Node* dir, std::vector<char>& buf, TopFiles& top) {
     const std::string path = path_of(dir);
-    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
       ++errors_;
       return;
     }
     std::vector<Node*> found;
     for (;;) {
-      long n = ::syscall(SYS_getdents64, fd, buf.data(), buf.size());
+      long n = ::syscall(SYS_getdents64, fd.get(), buf.data(), buf.size());
       if (n < 0) ++errors_;
       if (n <= 0) break;
       for (long off = 0; off < n;) {
@@ -182,7 +184,7 @@ class Scan {
         const char* name = d->d_name;
         if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) continue;
         struct stat st {};
-        if (::fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (::fstatat(fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
           ++errors_;  // vanished meanwhile, or no permission
           continue;
         }
@@ -224,7 +226,7 @@ class Scan {
       }
       if (progress_.cancel) break;
     }
-    ::close(fd);
+    fd.reset();
     if (!found.empty()) {
       {
         std::lock_guard lock(m_);

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "common/fs.hpp"
 #include "common/message_ids.hpp"
 #include "common/wake.hpp"
 
@@ -118,18 +119,15 @@ json::object gpu_json(const GpuSample& g) {
 // stops finds it.
 struct Gpu::Kmsg {
   explicit Kmsg(std::string p) : path(std::move(p)) {}
-  ~Kmsg() {
-    if (fd >= 0) ::close(fd);
-  }
   std::vector<XidEvent> read() {
     std::vector<XidEvent> found;
-    if (fd < 0) {
-      fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-      if (fd < 0) return found;
+    if (!fd) {
+      fd = Fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      if (!fd) return found;
     }
     char buf[8192];
     for (int records = 0; records < 10000; ++records) {
-      ssize_t n = ::read(fd, buf, sizeof buf);
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
       if (n < 0 && errno == EPIPE) continue;  // overwritten records: go on with the next
       if (n <= 0) break;
       partial.append(buf, static_cast<std::size_t>(n));
@@ -144,7 +142,7 @@ struct Gpu::Kmsg {
     return found;
   }
   std::string path;
-  int fd = -1;
+  Fd fd;
   std::string partial;
 };
 

@@ -147,13 +147,7 @@ void Jobs::spawn_supervisor(const std::string& id, asio::awaitable<void> work) {
   // The Live (and the cancellation signal co_spawn is bound to) goes once the coroutine
   // has completed, from a handler of its own: never from inside the coroutine.
   auto done = [this, id](std::exception_ptr e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log_->error("job {}: {}", id, ex.what());
-      }
-    }
+    if (e && !is_cancellation(e)) log_->error("job {}: {}", id, describe(e));
     asio::post(ex_, [this, id] {
       live_.erase(id);
       live_changed_.cancel();

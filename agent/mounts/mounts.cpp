@@ -328,34 +328,45 @@ asio::awaitable<Result<void>> Mounts::tcp_check(const std::string& host, unsigne
   co_return Result<void>{};
 }
 
+// One mount attempt, top to bottom: the credentials and the plan, the files and folders it
+// needs, then the driver's own way of mounting.
 asio::awaitable<void> Mounts::attempt(Supervised& s) {
   s.attempts += 1;
   s.attempt_due = false;
   set_state(s, MountState::mounting, Reason::none, "");
   publish();
-  const MountConfig& m = s.config;
-  auto secrets = read_secrets(m);
+  auto secrets = read_secrets(s.config);
   if (!secrets) {
     failed_attempt(s, Reason::other, secrets.error().message);
     co_return;
   }
-  auto plan = plan_mount(m, config_, *secrets, tools(), secrets_dir_);
+  auto plan = plan_mount(s.config, config_, *secrets, tools(), secrets_dir_);
   if (!plan) {
     failed_attempt(s, Reason::driver_missing, plan.error().message);
     co_return;
   }
   s.identity = identity_of(*plan);
-  if (auto r = api_.fs.create_directories(secrets_dir_, 0700); !r) {
-    failed_attempt(s, Reason::other, r.error().message);
+  std::optional<Failed> failed = co_await prepare_mount(s, *plan);
+  if (!failed && plan->stays_running)
+    failed = co_await mount_fuse(s, *plan, *secrets);
+  else if (!failed)
+    failed = co_await mount_once(s, *plan, *secrets);
+  if (failed) {
+    failed_attempt(s, failed->reason, std::move(failed->message));
     co_return;
   }
-  for (const auto& f : plan->files)
-    if (auto r = api_.fs.write_file_atomic(f.path, f.content, 0600); !r) {
-      failed_attempt(s, Reason::other, r.error().message);
-      co_return;
-    }
-  // The mount point and the cache: on the pool, a parent may be a hung mount.
-  std::string mp = m.mount_point, cache = plan->cache_dir;
+  s.failures = 0;
+  set_state(s, MountState::mounted, Reason::none, "");
+  publish();
+}
+
+// The credential files, the mount point and the cache folder.
+asio::awaitable<std::optional<Mounts::Failed>> Mounts::prepare_mount(Supervised& s, const MountPlan& plan) {
+  if (auto r = api_.fs.create_directories(secrets_dir_, 0700); !r) co_return Failed{Reason::other, r.error().message};
+  for (const auto& f : plan.files)
+    if (auto r = api_.fs.write_file_atomic(f.path, f.content, 0600); !r) co_return Failed{Reason::other, r.error().message};
+  // On the pool: a parent may be a hung mount.
+  std::string mp = s.config.mount_point, cache = plan.cache_dir;
   // (GCC 12: no temporaries with destructors inside a co_await expression; named locals.)
   auto make_dirs = [ops = &ops_, mp, cache]() -> Result<void> {
     if (int e = ops->make_directory(mp, 0755)) return Error{fmt::format("cannot create {}: {}", mp, std::strerror(e))};
@@ -365,83 +376,70 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
   };
   const std::string creating = "creating " + mp;
   auto dirs = co_await api_.pool.run(creating, config_.probe_timeout, make_dirs);
-  if (!dirs) {
-    failed_attempt(s, Reason::other, dirs.error().message);
-    co_return;
-  }
+  if (!dirs) co_return Failed{Reason::other, dirs.error().message};
+  co_return std::nullopt;
+}
 
-  if (!plan->stays_running) {
-    // SMB: the port first (outbound 445 is blocked by many networks), then the credentials.
-    auto reach = co_await tcp_check(plan->host, plan->port);
-    if (!reach) {
-      failed_attempt(s, Reason::port_blocked,
-                     fmt::format("port {} blocked or unreachable: {}", plan->port, reach.error().message));
-      co_return;
-    }
-    if (!plan->precheck_argv.empty()) {
-      auto spec = spec_for(plan->precheck_argv, {});
-      auto [status, raw] = co_await run_helper(spec);
-      const std::string out = redact(raw, *secrets);
-      if (!status.success()) {
-        Reason r = classify_output(out);
-        failed_attempt(s, r, fmt::format("{} check: {} ({})", r == Reason::auth_failed ? "credentials" : "share",
-                                         last_lines(out), status.describe()));
-        co_return;
-      }
-    }
-    auto spec = spec_for(plan->argv, plan->env);
+// SMB: the port first (outbound 445 is blocked by many networks), then the credentials and
+// the share (the precheck), then mount.cifs, which returns once mounted.
+asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_once(Supervised& s, const MountPlan& plan,
+                                                                  const Secrets& secrets) {
+  auto reach = co_await tcp_check(plan.host, plan.port);
+  if (!reach)
+    co_return Failed{Reason::port_blocked, fmt::format("port {} blocked or unreachable: {}", plan.port, reach.error().message)};
+  if (!plan.precheck_argv.empty()) {
+    auto spec = spec_for(plan.precheck_argv, {});
     auto [status, raw] = co_await run_helper(spec);
-    const std::string out = redact(raw, *secrets);
+    const std::string out = redact(raw, secrets);
     if (!status.success()) {
-      failed_attempt(s, classify_output(out), fmt::format("{}: {} ({})", plan->argv[0], last_lines(out), status.describe()));
-      co_return;
-    }
-    auto entry = mounted_at(mp);
-    if (!entry || !matches(*plan, *entry)) {
-      failed_attempt(s, Reason::other, fmt::format("{} succeeded but {} is not a {} mount of {}", plan->argv[0], mp,
-                                                   plan->fstype, plan->source));
-      co_return;
-    }
-  } else {
-    // Blob: the credentials and the container, checked by one request of the agent's own.
-    auto access = co_await check_blob_access(ex_, m, *secrets, config_.probe_timeout);
-    if (access.reason != Reason::none) {
-      failed_attempt(s, access.reason, fmt::format("container check: {}", access.message));
-      co_return;
-    }
-    // FUSE: the helper is the file system; mounted once mountinfo shows it.
-    auto spawned = runner_.spawn(spec_for(plan->argv, plan->env));
-    if (!spawned) {
-      failed_attempt(s, Reason::driver_missing, spawned.error().message);
-      co_return;
-    }
-    auto h = std::make_shared<Helper>(ex_);
-    h->proc = std::move(*spawned);
-    s.helper = h;
-    asio::co_spawn(ex_, watch_helper(h, s.wake), asio::detached);
-    const auto deadline = api_.clock.now() + config_.mount_timeout;
-    for (;;) {
-      auto entry = mounted_at(mp);
-      if (entry && matches(*plan, *entry)) break;
-      if (h->status) {
-        const std::string tail = redact(h->tail, *secrets);
-        failed_attempt(s, classify_output(tail), fmt::format("{} exited ({}): {}", plan->driver,
-                                                              h->status->describe(), last_lines(tail)));
-        co_return;
-      }
-      if (api_.clock.now() >= deadline) {
-        h->proc->signal_group(SIGKILL);
-        failed_attempt(s, Reason::timed_out, fmt::format("{} did not mount {} within {}: {}", plan->driver, mp,
-                                                         format_duration(config_.mount_timeout),
-                                                         last_lines(redact(h->tail, *secrets))));
-        co_return;
-      }
-      co_await s.wake.sleep_for(api_.clock, 100ms);  // mountinfo is looked at again; the helper's end cuts it short
+      Reason r = classify_output(out);
+      co_return Failed{r, fmt::format("{} check: {} ({})", r == Reason::auth_failed ? "credentials" : "share", last_lines(out),
+                                      status.describe())};
     }
   }
-  s.failures = 0;
-  set_state(s, MountState::mounted, Reason::none, "");
-  publish();
+  auto spec = spec_for(plan.argv, plan.env);
+  auto [status, raw] = co_await run_helper(spec);
+  const std::string out = redact(raw, secrets);
+  if (!status.success())
+    co_return Failed{classify_output(out), fmt::format("{}: {} ({})", plan.argv[0], last_lines(out), status.describe())};
+  const std::string& mp = s.config.mount_point;
+  auto entry = mounted_at(mp);
+  if (!entry || !matches(plan, *entry))
+    co_return Failed{Reason::other,
+                     fmt::format("{} succeeded but {} is not a {} mount of {}", plan.argv[0], mp, plan.fstype, plan.source)};
+  co_return std::nullopt;
+}
+
+// Blob: the credentials and the container, checked by one request of the agent's own; then
+// the FUSE helper, which is the file system: mounted once mountinfo shows it.
+asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_fuse(Supervised& s, const MountPlan& plan,
+                                                                  const Secrets& secrets) {
+  auto access = co_await check_blob_access(ex_, s.config, secrets, config_.probe_timeout);
+  if (access.reason != Reason::none) co_return Failed{access.reason, fmt::format("container check: {}", access.message)};
+  auto spawned = runner_.spawn(spec_for(plan.argv, plan.env));
+  if (!spawned) co_return Failed{Reason::driver_missing, spawned.error().message};
+  auto h = std::make_shared<Helper>(ex_);
+  h->proc = std::move(*spawned);
+  s.helper = h;
+  asio::co_spawn(ex_, watch_helper(h, s.wake), asio::detached);
+  const std::string& mp = s.config.mount_point;
+  const auto deadline = api_.clock.now() + config_.mount_timeout;
+  for (;;) {
+    auto entry = mounted_at(mp);
+    if (entry && matches(plan, *entry)) co_return std::nullopt;
+    if (h->status) {
+      const std::string tail = redact(h->tail, secrets);
+      co_return Failed{classify_output(tail),
+                       fmt::format("{} exited ({}): {}", plan.driver, h->status->describe(), last_lines(tail))};
+    }
+    if (api_.clock.now() >= deadline) {
+      h->proc->signal_group(SIGKILL);
+      co_return Failed{Reason::timed_out, fmt::format("{} did not mount {} within {}: {}", plan.driver, mp,
+                                                      format_duration(config_.mount_timeout),
+                                                      last_lines(redact(h->tail, secrets)))};
+    }
+    co_await s.wake.sleep_for(api_.clock, 100ms);  // mountinfo is looked at again; the helper's end cuts it short
+  }
 }
 
 // Stops using the mount: the FUSE server is stopped (which also ends requests blocked in
@@ -668,15 +666,7 @@ asio::awaitable<void> Mounts::run() {
     asio::co_spawn(ex_, supervise(*p),
                    asio::bind_cancellation_slot(p->cancel.slot(), [this, p, all_done](std::exception_ptr e) {
                      p->done = true;
-                     if (e) {
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const boost::system::system_error& err) {
-                         if (err.code() != asio::error::operation_aborted) log_->error("{}: {}", p->config.name, err.what());
-                       } catch (const std::exception& err) {
-                         log_->error("{}: {}", p->config.name, err.what());
-                       }
-                     }
+                     if (e && !is_cancellation(e)) log_->error("{}: {}", p->config.name, describe(e));
                      all_done->cancel();
                    }));
   }

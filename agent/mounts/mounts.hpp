@@ -65,8 +65,16 @@ class Mounts final : public Subsystem {
     std::string note;
   };
 
+  struct Failed {  // why an attempt failed
+    Reason reason;
+    std::string message;
+  };
+
   boost::asio::awaitable<void> supervise(Supervised& s);
   boost::asio::awaitable<void> attempt(Supervised& s);
+  boost::asio::awaitable<std::optional<Failed>> prepare_mount(Supervised& s, const MountPlan& plan);
+  boost::asio::awaitable<std::optional<Failed>> mount_once(Supervised& s, const MountPlan& plan, const Secrets& secrets);
+  boost::asio::awaitable<std::optional<Failed>> mount_fuse(Supervised& s, const MountPlan& plan, const Secrets& secrets);
   boost::asio::awaitable<void> check(Supervised& s);
   boost::asio::awaitable<void> detach(Supervised& s, bool lazy);
   boost::asio::awaitable<Unmounted> unmount_cleanly(Supervised& s);

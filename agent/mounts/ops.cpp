@@ -38,11 +38,11 @@ ProbeOutcome RealMountOps::probe(const std::string& mp, bool write) {
   if (!write) return {};
   std::string file = mp + "/.instanced-probe-" + std::to_string(::getpid());
   const std::string text = "instanced probe\n";
-  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return {errno, "write"};
-  bool ok = write_all(fd, text);
+  Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return {errno, "write"};
+  bool ok = write_all(fd.get(), text);
   err = errno;
-  if (::close(fd) != 0 && ok) {
+  if (::close(fd.release()) != 0 && ok) {
     ok = false;
     err = errno;
   }
@@ -50,12 +50,12 @@ ProbeOutcome RealMountOps::probe(const std::string& mp, bool write) {
     ::unlink(file.c_str());
     return {err ? err : EIO, "write"};
   }
-  fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {errno, "read back"};
+  fd = Fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return {errno, "read back"};
   char buf[64];
-  ssize_t n = ::read(fd, buf, sizeof buf);
+  ssize_t n = ::read(fd.get(), buf, sizeof buf);
   err = errno;
-  ::close(fd);
+  fd.reset();
   if (n != static_cast<ssize_t>(text.size()) || std::string_view(buf, static_cast<std::size_t>(n)) != text) {
     ::unlink(file.c_str());
     return {n < 0 ? err : EIO, "read back"};
@@ -65,12 +65,9 @@ ProbeOutcome RealMountOps::probe(const std::string& mp, bool write) {
 }
 
 int RealMountOps::sync(const std::string& mp) {
-  int fd = ::open(mp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  int r = ::syncfs(fd);
-  int err = errno;
-  ::close(fd);
-  return r == 0 ? 0 : err;
+  Fd fd(::open(mp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return errno;
+  return ::syncfs(fd.get()) == 0 ? 0 : errno;
 }
 
 int RealMountOps::unmount(const std::string& mp, bool lazy) {
