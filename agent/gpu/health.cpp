@@ -89,7 +89,7 @@ std::optional<XidEvent> parse_kmsg_xid(std::string_view record) {
   if (semi != std::string_view::npos && semi < marker) record.remove_prefix(semi + 1), marker = record.find("NVRM: Xid (");
   std::string_view rest = record.substr(marker + 11);
   auto close = rest.find("): ");
-  if (close == std::string_view::npos || close > 40) return std::nullopt;
+  if (close > 40) return std::nullopt;  // npos (not found) too
   std::string_view pci = rest.substr(0, close);
   if (!pci_parts(pci)) return std::nullopt;
   rest.remove_prefix(close + 3);
