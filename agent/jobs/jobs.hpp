@@ -112,6 +112,7 @@ class Jobs final : public Subsystem {
   boost::asio::awaitable<Ending> watch(JobRecord& job, Live& live);
   void conclude(JobRecord& job, Live& live, Ending end);
   boost::asio::awaitable<void> attach_container(std::string id, ContainerRuntimeCli cli);
+  boost::asio::awaitable<Ending> follow_container(JobRecord& job, Live& live, const ContainerRuntimeCli& cli);
   boost::asio::awaitable<void> remove_container(ContainerRuntimeCli cli, std::string name);
   boost::asio::awaitable<Result<std::optional<InspectResult>>> inspect(ContainerRuntimeCli cli, std::string name);
   boost::asio::awaitable<ExitStatus> supervise(JobRecord& job, Live& live);

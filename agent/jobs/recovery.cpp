@@ -115,69 +115,62 @@ asio::awaitable<void> Jobs::recover() {
 asio::awaitable<void> Jobs::attach_container(std::string id, ContainerRuntimeCli cli) {
   JobRecord& job = *jobs_.at(id);
   Live& live = *live_.at(id);
-  std::string reason;
-  JobState outcome = JobState::failed;
-  std::vector<std::string> tail;
+  live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
+                                      [](std::string_view) {});
+  Ending end;
   try {
-    live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
-                                        [](std::string_view) {});
-    SpawnSpec logs;
-    logs.argv = logs_argv(cli, job.container, true);
-    logs.env = runtime_environment();
-    auto spawned = runner_.spawn(logs);
-    if (!spawned) throw std::runtime_error(spawned.error().message);
-    live.proc = std::move(*spawned);
-    if (job.cancel_requested) live.cancel = true, live.cancel_reason = "cancelled";
-    // `logs --follow` ends when the container does; its exit code comes from inspect.
-    ExitStatus ended;
-    {
-      auto pump = pump_output(*live.proc, *live.log, live.pump_done);
-      auto sup = supervise(job, live);
-      auto both = std::move(pump) && std::move(sup);
-      ended = co_await first_error(std::move(both));
-    }
-    const std::string name = job.container;
-    auto asked = co_await inspect(cli, name);
-    // The log stream can end before the container does (a log driver it cannot read):
-    // then its end is waited for by asking again.
-    while (asked && *asked && ((*asked)->status == "running" || (*asked)->status == "paused")) {
-      if (live.cancel || live.timed_out) {
-        auto kill = kill_argv(cli, name, "KILL");
-        (void)co_await run_tool(std::move(kill), kToolTimeout);
-      }
-      co_await api_.clock.sleep_for(1s);
-      asked = co_await inspect(cli, name);
-    }
-    std::optional<InspectResult> seen = asked ? *asked : std::nullopt;
-    if (seen) job.exit_code = seen->exit_code;
-    if (live.cancel) {
-      outcome = JobState::cancelled;
-      reason = live.cancel_reason;
-    } else if (live.timed_out) {
-      outcome = JobState::timed_out;
-      reason = "timed out; stopped";
-    } else if (seen && seen->exit_code == 0) {
-      outcome = JobState::succeeded;
-    } else {
-      reason = seen ? fmt::format("exit status {}", seen->exit_code)
-                    : asked ? "its container is gone" : "the container runtime cannot say how it ended: " + asked.error().message;
-    }
+    end = co_await follow_container(job, live, cli);
   } catch (const boost::system::system_error& e) {
     if (is_cancelled(e)) {
-      if (live.log) live.log->finish();
+      live.log->finish();
       co_return;
     }
-    reason = e.what();
-  } catch (const std::exception& e) {
-    reason = e.what();
+    end.reason = e.code().message();
+  } catch (const std::exception& e) {  // a defect; the job still gets its end
+    end.reason = e.what();
   }
-  if (live.log) {
-    job.layout = live.log->finish();
-    tail = live.log->last_lines();
-  }
-  finish(job, outcome, std::move(reason), std::move(tail));
+  job.layout = live.log->finish();
+  finish(job, end.state, std::move(end.reason), live.log->last_lines());
   const std::string name = job.container;
   co_await remove_container(cli, name);
+}
+
+// Follows the container's log to its end, then asks the runtime how it ended.
+asio::awaitable<Jobs::Ending> Jobs::follow_container(JobRecord& job, Live& live, const ContainerRuntimeCli& cli) {
+  SpawnSpec logs;
+  logs.argv = logs_argv(cli, job.container, true);
+  logs.env = runtime_environment();
+  auto spawned = runner_.spawn(logs);
+  if (!spawned) co_return Ending{JobState::failed, spawned.error().message};
+  live.proc = std::move(*spawned);
+  if (job.cancel_requested) live.cancel = true, live.cancel_reason = "cancelled";
+  // `logs --follow` ends when the container does; its exit code comes from inspect.
+  {
+    auto pump = pump_output(*live.proc, *live.log, live.pump_done);
+    auto sup = supervise(job, live);
+    auto both = std::move(pump) && std::move(sup);
+    co_await first_error(std::move(both));
+  }
+  const std::string name = job.container;
+  auto asked = co_await inspect(cli, name);
+  // The log stream can end before the container does (a log driver it cannot read):
+  // then its end is waited for by asking again.
+  while (asked && *asked && ((*asked)->status == "running" || (*asked)->status == "paused")) {
+    if (live.cancel || live.timed_out) {
+      auto kill = kill_argv(cli, name, "KILL");
+      (void)co_await run_tool(std::move(kill), kToolTimeout);
+    }
+    co_await api_.clock.sleep_for(1s);
+    asked = co_await inspect(cli, name);
+  }
+  std::optional<InspectResult> seen = asked ? *asked : std::nullopt;
+  if (seen) job.exit_code = seen->exit_code;
+  if (live.cancel) co_return Ending{JobState::cancelled, live.cancel_reason};
+  if (live.timed_out) co_return Ending{JobState::timed_out, "timed out; stopped"};
+  if (seen && seen->exit_code == 0) co_return Ending{JobState::succeeded, ""};
+  co_return Ending{JobState::failed, seen    ? fmt::format("exit status {}", seen->exit_code)
+                                     : asked ? "its container is gone"
+                                             : "the container runtime cannot say how it ended: " + asked.error().message};
 }
 
 }  // namespace instanced::jobs
