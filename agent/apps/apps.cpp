@@ -83,6 +83,7 @@ asio::awaitable<void> Apps::run() {
   for (;;) {
     // A copy of the names: reconfigure() may replace the map while a probe waits.
     std::vector<std::shared_ptr<App>> round;
+    round.reserve(apps_.size());
     for (const auto& [name, app] : apps_) round.push_back(app);
     for (const auto& app : round) co_await probe(app);
     probed_ = true;

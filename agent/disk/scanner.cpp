@@ -98,6 +98,7 @@ class Scan {
     std::vector<std::thread> threads;
     const unsigned n = std::max(1u, options_.threads);
     std::vector<TopFiles> tops(n);
+    threads.reserve(n);
     for (unsigned i = 0; i < n; ++i) threads.emplace_back([this, &tops, i] { work(tops[i]); });
     for (auto& t : threads) t.join();
 
