@@ -192,6 +192,7 @@ asio::awaitable<void> Apps::probe(std::shared_ptr<App> held) {
   } else {
     app.failures = 0;
     app.limited_reported = false;
+    app.restarted_at.reset();  // it came up: the next outage may restart it
   }
   if (v.state != app.state) {
     auto from = app.state;
@@ -213,7 +214,12 @@ asio::awaitable<void> Apps::probe(std::shared_ptr<App> held) {
     m.observe("instanced_app_probe_duration_seconds", "How long the app's HTTP probes took.", {{"app", name}}, seconds,
               kLatencyBuckets);
   }
-  if (app.state == AppState::down && app.failures >= config_.down_after) co_await maybe_restart(app);
+  if (app.state == AppState::down && app.failures >= config_.down_after && !starting(app)) co_await maybe_restart(app);
+}
+
+// Restarted and not answering yet, within start_grace: a slow start is not a new outage.
+bool Apps::starting(const App& app) const {
+  return app.restarted_at && api_.clock.now() - *app.restarted_at < config_.start_grace;
 }
 
 asio::awaitable<void> Apps::maybe_restart(App& app) {
@@ -233,6 +239,7 @@ asio::awaitable<void> Apps::maybe_restart(App& app) {
     co_return;
   }
   app.restarts.push_back(now);
+  app.restarted_at = now;
   ++app.restarts_total;
   app.failures = 0;  // the next restart needs down_after new failures
   const std::string name = c.name, unit = c.unit, reason = app.reason;

@@ -58,6 +58,7 @@ class Apps final : public Subsystem {
     std::deque<Clock::steady_time> restarts;  // within restart_window
     std::uint64_t restarts_total = 0;
     bool limited_reported = false;
+    std::optional<Clock::steady_time> restarted_at;  // the last restart, until the app answers again
     std::optional<JupyterActivity> jupyter;
     std::string jupyter_error;
   };
@@ -66,6 +67,7 @@ class Apps final : public Subsystem {
   boost::asio::awaitable<Verdict> check(App& app);
   boost::asio::awaitable<void> read_jupyter(App& app, const Url& base, const Secret& token);
   boost::asio::awaitable<void> maybe_restart(App& app);
+  bool starting(const App& app) const;
   void publish();
 
   boost::asio::any_io_executor ex_;

@@ -45,6 +45,7 @@ struct AppsConfig {
   std::int64_t down_after = 2;                     // failed probes in a row before down (and a restart)
   std::int64_t max_restarts = 3;                   // per app within restart_window
   Duration restart_window = std::chrono::minutes(30);
+  Duration start_grace = std::chrono::minutes(2);  // after a restart: not restarted again before it answers or this passes
   std::vector<AppConfig> apps;
 
   template <class V>
@@ -55,6 +56,7 @@ struct AppsConfig {
     v("down_after", down_after, check::range<std::int64_t>(1, 100));
     v("max_restarts", max_restarts, check::range<std::int64_t>(0, 100));
     v("restart_window", restart_window, check::duration_range(std::chrono::seconds(1), std::chrono::hours(24)));
+    v("start_grace", start_grace, check::duration_range(std::chrono::seconds(0), std::chrono::hours(1)));
     v("apps", apps);
   }
   std::optional<std::string> validate() const;

@@ -31,7 +31,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::size_t kTailBytes = 4096;  // of a helper's output, for the failure reason
-constexpr auto kHelperStopWait = 2s;      // a FUSE server's time to end after SIGTERM
+constexpr auto kHelperStopWait = 2s;      // a FUSE server's time to end after SIGTERM (and SIGKILL)
 
 void keep_tail(std::string& tail, std::string_view more) {
   tail.append(more);
@@ -447,10 +447,14 @@ asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_fuse(Supervised& s,
 asio::awaitable<void> Mounts::detach(Supervised& s, bool lazy) {
   // A copy: a drain may reset s.helper while this waits.
   if (auto h = s.helper; h && !h->status) {
-    h->proc->signal_group(SIGTERM);
-    const auto until = api_.clock.now() + kHelperStopWait;
-    while (!h->status && api_.clock.now() < until) co_await h->ended.sleep_until(api_.clock, until);
-    if (!h->status) h->proc->signal_group(SIGKILL);
+    // SIGTERM, then SIGKILL; each given kHelperStopWait to end it, so that the next attempt
+    // never starts a second driver beside one still running.
+    for (int sig : {SIGTERM, SIGKILL}) {
+      h->proc->signal_group(sig);
+      const auto until = api_.clock.now() + kHelperStopWait;
+      while (!h->status && api_.clock.now() < until) co_await h->ended.sleep_until(api_.clock, until);
+      if (h->status) break;
+    }
   }
   s.helper.reset();
   std::string mp = s.config.mount_point;

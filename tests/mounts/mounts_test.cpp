@@ -555,7 +555,11 @@ TEST_CASE("required mounts hold the start scripts until they are mounted", "[mou
   dir.write("upload", "here\n");
   REQUIRE(az.rclone("rcat :azureblob:data/present.txt < " + (dir / "upload").string()).exit_code == 0);
   wait_state(agent, "data", "mounted", 30s);
-  REQUIRE(wait_until([&] { return std::filesystem::exists(dir / "listing") && slurp(dir / "listing") == "present.txt\n"; }, 20s));
+  const bool listed = wait_until([&] { return slurp(dir / "listing") == "present.txt\n"; }, 20s);
+  INFO("listing: '" << slurp(dir / "listing") << "'\n/v1/setup: " << agent.curl("http://localhost/v1/setup").output
+                     << "\n/v1/mounts: " << agent.curl("http://localhost/v1/mounts").output << "\n"
+                     << agent.log());
+  REQUIRE(listed);
 }
 
 TEST_CASE("a hung mount: reported within the timeout, the agent keeps answering, threads do not pile up",
