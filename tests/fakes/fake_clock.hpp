@@ -24,6 +24,7 @@ class FakeClock final : public Clock {
                                     boost::asio::steady_timer::time_point::max());
     Waiter w{deadline, &timer, false};
     waiters_.push_back(&w);
+    ++sleeps_;
     boost::system::error_code ec;
     co_await timer.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
     waiters_.remove(&w);
@@ -41,6 +42,8 @@ class FakeClock final : public Clock {
   }
 
   std::size_t sleepers() const { return waiters_.size(); }
+  // Sleeps begun so far: a loop has finished a round once this grew after an advance().
+  std::size_t sleeps() const { return sleeps_; }
 
  private:
   struct Waiter {
@@ -51,6 +54,7 @@ class FakeClock final : public Clock {
   steady_time now_{std::chrono::hours(1000)};
   wall_time wall_{std::chrono::seconds(1'800'000'000)};
   std::list<Waiter*> waiters_;
+  std::size_t sleeps_ = 0;
 };
 
 }  // namespace instanced::testing
