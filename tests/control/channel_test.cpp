@@ -302,8 +302,9 @@ TEST_CASE("refusals: token file mode, wrong token, ws:// without insecure", "[co
     cfg.replace(cfg.find("insecure: true"), 14, "insecure: false");
     AgentProcess agent(dir, cfg);
     REQUIRE(agent.start_and_wait_ready());
+    // READY may come before the channel's first step has run: wait for its verdict.
+    CHECK(eventually([&] { return control_status(agent).at("state") == "failed"; }));
     auto c = control_status(agent);
-    CHECK(c.at("state") == "failed");
     CHECK_THAT(std::string(c.at("summary").as_string()), Catch::Contains("ws:// needs control.insecure: true"));
   }
 }
