@@ -40,6 +40,16 @@ class Wake {
     pulsed_ = false;
   }
 
+  // Until pulse(), whatever happens to the calling coroutine: for a wait that must end before
+  // the caller's frame goes (a reader that refers to it), in a coroutine already cancelled.
+  boost::asio::awaitable<void> wait_through_cancellation() {
+    while (!pulsed_) {
+      boost::system::error_code ec;
+      co_await timer_.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+    }
+    pulsed_ = false;
+  }
+
   // Until `deadline` on `clock` or a pulse, whichever comes first; time_point::max() waits
   // for the pulse alone. Throws operation_aborted when the calling coroutine is cancelled.
   boost::asio::awaitable<void> sleep_until(Clock& clock, Clock::steady_time deadline) {

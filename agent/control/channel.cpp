@@ -654,7 +654,7 @@ asio::awaitable<void> ControlChannel::end_connection(WebSocket& ws, Wake& wake, 
   boost::system::error_code ignored;
   beast::get_lowest_layer(ws).socket().close(ignored);
   // The reader sees the closed socket at once and, on its way out, pulses `wake`.
-  while (!reader.done) co_await wake.wait();
+  while (!reader.done) co_await wake.wait_through_cancellation();
 }
 
 asio::awaitable<void> ControlChannel::handle_command(Message m) {

@@ -105,8 +105,9 @@ asio::awaitable<void> watch_helper(std::shared_ptr<Helper> h, Wake& wake) {
   wake.pulse();
 }
 
-// Reads a short-lived helper's output into `out` (its tail) until it closes.
-asio::awaitable<void> read_tail(Process& proc, std::string& out) {
+// Reads a short-lived helper's output into `out` (its tail) until it closes, then waits for
+// its end.
+asio::awaitable<ExitStatus> read_to_end(Process& proc, std::string& out) {
   char buf[2048];
   try {
     for (;;) {
@@ -117,6 +118,7 @@ asio::awaitable<void> read_tail(Process& proc, std::string& out) {
   } catch (const boost::system::system_error& e) {
     if (e.code() == asio::error::operation_aborted) throw;
   }
+  co_return co_await proc.wait();
 }
 
 }  // namespace
@@ -277,21 +279,25 @@ asio::awaitable<std::pair<ExitStatus, std::string>> Mounts::run_helper(const Spa
   if (!spawned) co_return std::pair{ExitStatus{127, 0}, spawned.error().message};
   std::unique_ptr<Process> proc = std::move(*spawned);
   std::string out;
-  bool timed_out = false;
+  std::optional<ExitStatus> status;
   try {
+    // mount_timeout bounds the whole run: its output and its end (a helper may close its
+    // output and go on).
     using namespace asio::experimental::awaitable_operators;
-    auto read = read_tail(*proc, out);
+    auto ran = read_to_end(*proc, out);
     auto limit = api_.clock.sleep_for(config_.mount_timeout);
-    auto either = std::move(read) || std::move(limit);
-    timed_out = (co_await first_error(std::move(either))).index() == 1;
+    auto either = std::move(ran) || std::move(limit);
+    auto first = co_await first_error(std::move(either));
+    if (first.index() == 0) status = std::get<0>(first);
   } catch (const boost::system::system_error&) {  // the agent stops
     proc->signal_group(SIGKILL);
     throw;
   }
-  if (timed_out) proc->signal_group(SIGKILL);
-  ExitStatus status = co_await proc->wait();
-  if (timed_out) out += fmt::format("\ntimed out after {}", format_duration(config_.mount_timeout));
-  co_return std::pair{status, out};
+  if (status) co_return std::pair{*status, out};
+  proc->signal_group(SIGKILL);
+  ExitStatus killed = co_await proc->wait();
+  out += fmt::format("\ntimed out after {}", format_duration(config_.mount_timeout));
+  co_return std::pair{killed, out};
 }
 
 asio::awaitable<Result<void>> Mounts::tcp_check(const std::string& host, unsigned port) {
