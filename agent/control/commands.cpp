@@ -32,6 +32,7 @@ void CommandRegistry::add_veto(std::string subsystem, Veto veto) { vetoes_.empla
 
 std::vector<std::string> CommandRegistry::names() const {
   std::vector<std::string> out;
+  out.reserve(handlers_.size());
   for (const auto& [n, h] : handlers_) out.push_back(n);
   return out;
 }

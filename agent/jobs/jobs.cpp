@@ -107,6 +107,7 @@ void Jobs::dispatch() {
   if (api_.clock.now() < hold_until_) return;
   GpuView view = gpus_ ? gpus_() : GpuView{};
   std::vector<Waiting> waiting;
+  waiting.reserve(queue_.size());
   for (const auto& [seq, job] : queue_) waiting.push_back({job->spec.id, job->spec.gpus});
   DispatchPlan plan = plan_dispatch(waiting, free_slots(), view, free_gpus(view));
   gpu_blocked_ = plan.gpu_blocked;

@@ -49,7 +49,7 @@ asio::awaitable<void> Jobs::recover() {
         finish(*job, JobState::lost, cli.error().message, {});
         continue;
       }
-      const ContainerRuntimeCli c = *cli;
+      const ContainerRuntimeCli& c = *cli;
       const std::string name = job->container;
       auto seen = co_await inspect(c, name);
       job = jobs_.at(id).get();

@@ -164,7 +164,8 @@ asio::awaitable<void> Setup::sequence() {
       reruns_.pop_front();
       auto it = std::find_if(config_.scripts.begin(), config_.scripts.end(), [&](const auto& s) { return s.name == name; });
       if (it != config_.scripts.end()) {
-        ScriptConfig copy = *it;  // the list may change while it runs
+        // A copy: a reload may replace the list while the script runs.
+        ScriptConfig copy = *it;  // NOLINT(performance-unnecessary-copy-initialization)
         co_await run_script(copy);
       } else {
         // Removed from the configuration since the rerun was asked for: nothing to wait for.
