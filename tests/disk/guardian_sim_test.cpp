@@ -1,9 +1,6 @@
 // The disk guardian built in the test process, under a simulated clock and an in-memory
 // file system whose free space the test sets: the hysteresis is checked look by look, hours
 // of simulated time in a fraction of a second, with no sleep.
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
 
@@ -36,12 +33,9 @@ struct Rig : SimApi {
     config.paths = {WatchedPath{"/data", {32 * MiB, -1}, {16 * MiB, -1}, {0, 10}, {0, 2}}};
     fs.set_usage("/data", with_free(48 * MiB));
     guardian = std::make_unique<disk::Guardian>(ioc.get_executor(), api, runner, config, (dir / "state").string());
-    asio::co_spawn(ioc, guardian->run(), asio::bind_cancellation_slot(stop.slot(), [this](std::exception_ptr) { ended = true; }));
+    start(guardian->run());
   }
-  ~Rig() {
-    stop.emit(asio::cancellation_type::terminal);
-    run_until([this] { return ended; });
-  }
+  ~Rig() { stop_and_wait(); }
 
   // Moves the clock by `d` and runs the look that falls due: done once the guardian has
   // asked for the figures and sleeps again.
@@ -56,8 +50,6 @@ struct Rig : SimApi {
   FakeProcessRunner runner{ioc.get_executor()};
   DiskConfig config;
   std::unique_ptr<disk::Guardian> guardian;
-  asio::cancellation_signal stop;
-  bool ended = false;
 };
 
 }  // namespace

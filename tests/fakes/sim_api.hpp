@@ -4,6 +4,9 @@
 // by one, and "it did not happen" is checked after the simulated time in which it would have.
 #pragma once
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <functional>
 
@@ -28,6 +31,18 @@ struct SimApi {
     return false;
   }
 
+  // Runs a subsystem's run() on the loop until stop_and_wait().
+  void start(boost::asio::awaitable<void> run) {
+    boost::asio::co_spawn(ioc, std::move(run),
+                          boost::asio::bind_cancellation_slot(stop_.slot(), [this](std::exception_ptr) { ended_ = true; }));
+  }
+  // The agent's stop: the subsystem is cancelled and its run() awaited. Call it before the
+  // subsystem goes.
+  void stop_and_wait() {
+    stop_.emit(boost::asio::cancellation_type::terminal);
+    run_until([this] { return ended_; });
+  }
+
   boost::asio::io_context ioc{1};
   FakeClock clock;
   FakeFilesystem fs;
@@ -36,6 +51,10 @@ struct SimApi {
   Logging logging{LogTarget::stderr_lines, LogLevel::error};
   StateRegistry state;
   Api api;
+
+ private:
+  boost::asio::cancellation_signal stop_;
+  bool ended_ = false;
 };
 
 }  // namespace instanced::testing

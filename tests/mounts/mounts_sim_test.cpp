@@ -2,8 +2,6 @@
 // (mount.cifs "mounts" by writing the table), a real listening socket for the SMB port
 // check, and a simulated clock, so the drain's hold is checked probe round by probe round
 // over ten simulated minutes.
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -43,12 +41,9 @@ struct Rig : SimApi {
       c.exit(0);
     };
     mounts = std::make_unique<mounts::Mounts>(ioc.get_executor(), api, runner, ops, config, (dir / "state").string());
-    asio::co_spawn(ioc, mounts->run(), asio::bind_cancellation_slot(stop.slot(), [this](std::exception_ptr) { ended = true; }));
+    start(mounts->run());
   }
-  ~Rig() {
-    stop.emit(asio::cancellation_type::terminal);
-    run_until([this] { return ended; });
-  }
+  ~Rig() { stop_and_wait(); }
   std::string state() const {
     return std::string(mounts->status_json().at("mounts").at(0).at("state").as_string());
   }
@@ -71,8 +66,6 @@ struct Rig : SimApi {
   FakeMountOps ops;
   StorageConfig config;
   std::unique_ptr<mounts::Mounts> mounts;
-  asio::cancellation_signal stop;
-  bool ended = false;
 };
 
 }  // namespace

@@ -1,9 +1,6 @@
 // The SSH policy built in the test process on a fake service manager, under a simulated
 // clock: drift is undone at the next look and not before, and an unmanaged unit is never
 // asked about, however long the agent runs.
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <catch2/catch.hpp>
 
 #include "agent/ssh/ssh.hpp"
@@ -24,12 +21,9 @@ struct Rig : SimApi {
     config.interval = 60s;
     services.units["ssh.service"] = {"enabled", "active"};
     ssh = std::make_unique<ssh::Ssh>(ioc.get_executor(), api, services, config, dir.path().string());
-    asio::co_spawn(ioc, ssh->run(), asio::bind_cancellation_slot(stop.slot(), [this](std::exception_ptr) { ended = true; }));
+    start(ssh->run());
   }
-  ~Rig() {
-    stop.emit(asio::cancellation_type::terminal);
-    run_until([this] { return ended; });
-  }
+  ~Rig() { stop_and_wait(); }
   // The loop sleeps on the clock between looks: it is idle once it does.
   bool idle() { return run_until([this] { return clock.sleepers() > 0; }); }
   // Runs everything that is ready (the fake answers at once: nothing waits on a thread).
@@ -49,8 +43,6 @@ struct Rig : SimApi {
   FakeServiceManager services;
   SshConfig config;
   std::unique_ptr<ssh::Ssh> ssh;
-  asio::cancellation_signal stop;
-  bool ended = false;
 };
 
 }  // namespace
