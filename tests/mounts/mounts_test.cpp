@@ -33,14 +33,7 @@ const std::string kKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVE
 
 
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return pred();
-}
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) { return eventually(pred, timeout); }
 
 std::string write_secret(const TempDir& dir, const std::string& name, const std::string& value) {
   dir.write(name, value + "\n");
