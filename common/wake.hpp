@@ -73,15 +73,4 @@ class Wake {
   boost::asio::steady_timer timer_;
 };
 
-// Returns when `timer` expires or is cancelled; throws operation_aborted when the calling
-// coroutine itself was cancelled (the agent is stopping). For timers used as events
-// (expiry time_point::max(), cancelled when something happened).
-inline boost::asio::awaitable<void> wait_for_wake(boost::asio::steady_timer& timer) {
-  boost::system::error_code ec;
-  co_await timer.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
-  auto cs = co_await boost::asio::this_coro::cancellation_state;
-  if (cs.cancelled() != boost::asio::cancellation_type::none)
-    throw boost::system::system_error(boost::asio::error::operation_aborted);
-}
-
 }  // namespace instanced

@@ -352,15 +352,9 @@ asio::awaitable<void> ControlChannel::connect_loop(const Endpoint& ep) {
 asio::awaitable<bool> ControlChannel::wait_delivered(Clock::steady_time::duration limit) {
   const auto until = api_.clock.now() + limit;
   while (outbox_ && !outbox_->pending().empty()) {
-    const auto left = until - api_.clock.now();
-    if (left <= Clock::steady_time::duration::zero()) co_return false;
-    // Until the next ack (it cancels the signal) or the limit, on the agent's clock.
-    acked_.expires_at(asio::steady_timer::time_point::max());
-    auto acked = wait_for_wake(acked_);
-    auto limit_passed = api_.clock.sleep_for(left);
-    using namespace asio::experimental::awaitable_operators;
-    auto either = std::move(acked) || std::move(limit_passed);
-    co_await first_error(std::move(either));
+    if (api_.clock.now() >= until) co_return false;
+    // Until the next ack (it pulses acked_) or the limit, on the agent's clock.
+    co_await acked_.sleep_until(api_.clock, until);
   }
   co_return outbox_ != nullptr;
 }
@@ -585,7 +579,7 @@ void ControlChannel::handle_ack(const Message& m) {
   if (seq && (seq->is_uint64() || (seq->is_int64() && seq->as_int64() >= 0))) {
     auto s = seq->is_uint64() ? seq->as_uint64() : static_cast<std::uint64_t>(seq->as_int64());
     note_outbox(outbox_->ack(s));  // and the figures in /v1/status
-    acked_.cancel();                // wait_delivered() looks again
+    acked_.pulse();                 // wait_delivered() looks again
   }
 }
 

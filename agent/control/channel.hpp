@@ -109,7 +109,7 @@ class ControlChannel final : public Subsystem {
   std::map<std::uint64_t, std::unique_ptr<boost::asio::cancellation_signal>> running_commands_;
   std::uint64_t command_keys_ = 0;
   Wake commands_ended_;  // pulsed when a command ends
-  boost::asio::steady_timer acked_;  // cancelled at every ack of the outbox (wait_delivered)
+  Wake acked_;  // pulsed at every ack of the outbox (wait_delivered)
   bool outbox_failing_ = false;  // an episode of outbox write errors (logged once) is under way
   std::uint64_t subscription_ = 0;
   Wake* wake_ = nullptr;  // the live connection's writer, if any

@@ -276,7 +276,7 @@ asio::awaitable<void> Gpu::sample_once() {
         state_detail_ = fmt::format("{}: {}", error_name(system_.init), system_.init_error);
     } else {
       state_ = system_.gpus.empty() ? "no_gpus" : "sampled";
-      if (state_ == "sampled") sampled_.cancel();  // the event loop waits for this
+      if (state_ == "sampled") sampled_.pulse();  // the event loop waits for this
       state_detail_.clear();
       std::vector<Tracked> next;
       for (auto& g : system_.gpus) {
@@ -322,8 +322,7 @@ asio::awaitable<void> Gpu::events_loop() {
     if (state_ != "sampled") {
       // No GPUs to wait on (no driver, none present, NVML failing): sleep until a sample
       // finds some; a VM without GPUs does not wake for this at all.
-      sampled_.expires_at(asio::steady_timer::time_point::max());
-      co_await wait_for_wake(sampled_);
+      co_await sampled_.wait();
       continue;
     }
     const auto started = std::chrono::steady_clock::now();

@@ -22,6 +22,7 @@
 #include "common/api.hpp"
 #include "common/single_flight.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::gpu {
 
@@ -76,7 +77,7 @@ class Gpu final : public Subsystem {
   SingleFlight events_;  // wait_xids(): the event wait, a worker of its own
   SingleFlight kmsg_calls_;  // the kernel log's reads, one at a time
   boost::asio::cancellation_signal stop_events_;
-  boost::asio::steady_timer sampled_;  // cancelled when a sample finds GPUs
+  Wake sampled_;  // pulsed when a sample finds GPUs
   std::string state_ = "starting";  // absent, unavailable, no_gpus, sampled, stuck
   std::string state_detail_;
   SystemSample system_;

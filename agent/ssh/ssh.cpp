@@ -125,19 +125,18 @@ asio::awaitable<void> Ssh::run() {
 // One look at a time: the loop's and set_policy()'s would otherwise interleave.
 asio::awaitable<void> Ssh::enforce() {
   while (enforcing_) {
-    enforced_.expires_at(asio::steady_timer::time_point::max());
-    co_await wait_for_wake(enforced_);  // cancelled when the look in progress ends
+    co_await enforced_.wait();  // pulsed when the look in progress ends
   }
   enforcing_ = true;
   try {
     co_await enforce_once();
   } catch (...) {
     enforcing_ = false;
-    enforced_.cancel();
+    enforced_.pulse();
     throw;
   }
   enforcing_ = false;
-  enforced_.cancel();
+  enforced_.pulse();
 }
 
 asio::awaitable<void> Ssh::enforce_once() {

@@ -66,7 +66,7 @@ class Ssh final : public Subsystem {
   bool looked_ = false;
   Wake wake_;  // the next look; pulsed by a reload or set_ssh_policy
   bool enforcing_ = false;
-  boost::asio::steady_timer enforced_;  // cancelled when a look ends: the next one may begin
+  Wake enforced_;  // pulsed when a look ends: the next one may begin
   std::uint64_t generation_ = 0;  // bumped when the policy or the unit changes
 };
 
