@@ -85,10 +85,11 @@ class Azurite {
     if (port == 0) port = free_port();
     std::filesystem::create_directories(dir_ / "azurite");
     REQUIRE(std::filesystem::exists(binary()));
+    const std::size_t logged = slurp(dir_ / "azurite.log").size();  // a restart appends to the log
     pid_ = spawn({binary(), "--blobHost", "127.0.0.1", "--blobPort", std::to_string(port), "--location",
                   (dir_ / "azurite").string(), "--skipApiVersionCheck", "--loose", "--disableTelemetry"},
                  (dir_ / "azurite.log").string());
-    REQUIRE(wait_until([&] { return slurp(dir_ / "azurite.log").find("successfully listens") != std::string::npos; }, 30s));
+    REQUIRE(wait_until([&] { return slurp(dir_ / "azurite.log").find("successfully listens", logged) != std::string::npos; }, 30s));
   }
   void stop() {
     if (pid_ > 0) {
@@ -529,7 +530,15 @@ TEST_CASE("a mount the agent did not make is left alone and reported", "[mounts]
 TEST_CASE("required mounts hold the start scripts until they are mounted", "[mounts][blob][agent]") {
   TempDir dir;
   Azurite az(dir);
-  az.port = free_port();  // not started yet
+  // The container and its file are made first, on another port: made after the agent can
+  // reach Azurite, the agent's next attempt could mount the container before the file is in
+  // it, and rclone's directory cache would list it empty (a race of the test, seen under load).
+  az.start();
+  REQUIRE(az.rclone("mkdir :azureblob:data").exit_code == 0);
+  dir.write("upload", "here\n");
+  REQUIRE(az.rclone("rcat :azureblob:data/present.txt < " + (dir / "upload").string()).exit_code == 0);
+  az.stop();  // its data stays in its folder
+  az.port = free_port();  // the agent's endpoint: nothing listens there yet
   MountCleanup cleanup(dir);
   write_secret(dir, "key", kKey);
   AgentProcess agent(dir, agent_config(blob_storage(az) + R"(setup:
@@ -544,9 +553,6 @@ TEST_CASE("required mounts hold the start scripts until they are mounted", "[mou
   CHECK(setup.at("phase") == "waiting for mounts");
   CHECK_FALSE(std::filesystem::exists(dir / "listing"));
   az.start();
-  REQUIRE(az.rclone("mkdir :azureblob:data").exit_code == 0);
-  dir.write("upload", "here\n");
-  REQUIRE(az.rclone("rcat :azureblob:data/present.txt < " + (dir / "upload").string()).exit_code == 0);
   wait_state(agent, "data", "mounted", 30s);
   const bool listed = wait_until([&] { return slurp(dir / "listing") == "present.txt\n"; }, 20s);
   INFO("listing: '" << slurp(dir / "listing") << "'\n/v1/setup: " << agent.curl("http://localhost/v1/setup").output
