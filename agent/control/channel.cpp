@@ -323,13 +323,7 @@ asio::awaitable<void> ControlChannel::connect_loop(const Endpoint& ep) {
   for (;;) {
     auto started = api_.clock.now();
     if (outbox_failing_) note_outbox(outbox_->retry());
-    try {
-      co_await connect_once(ep);
-    } catch (const boost::system::system_error& e) {
-      last_error_ = e.code().message();
-    } catch (const std::exception& e) {
-      last_error_ = e.what();
-    }
+    last_error_ = (co_await connect_once(ep)).message;
     // Stopping: the daemon cancelled us; do not reconnect.
     if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) co_return;
     if (api_.clock.now() - started >= config_.backoff_reset_after) backoff.reset();
@@ -359,30 +353,38 @@ asio::awaitable<bool> ControlChannel::wait_delivered(Clock::steady_time::duratio
   co_return outbox_ != nullptr;
 }
 
-asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
+// One connection attempt and, when it succeeds, the connection: returns what ended it. How a
+// connection fails or ends is expected (docs/error-policy.md), so each step's failure is a
+// value (an I/O step's error code, redirected); only the agent's stop is thrown.
+asio::awaitable<Error> ControlChannel::connect_once(const Endpoint& ep) {
   auto token = read_token(config_.token_file);
-  if (!token) throw std::runtime_error(token.error().message);
+  if (!token) co_return token.error();
   auto proxy = proxy_for(ep, config_.proxy);
-  if (!proxy) throw std::runtime_error(proxy.error().message);
+  if (!proxy) co_return proxy.error();
   tcp::resolver resolver(ex_);
   const std::string& dial_host = *proxy ? (*proxy)->host : ep.host;
   const std::string& dial_port = *proxy ? (*proxy)->port : ep.port;
-  auto results = co_await resolver.async_resolve(dial_host, dial_port, asio::use_awaitable);
+  boost::system::error_code ec;
+  auto results = co_await resolver.async_resolve(dial_host, dial_port, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Error{ec.message()};
   // Through an HTTP CONNECT proxy, the tunnel is opened first; TLS and WebSocket run inside it.
-  auto open_tunnel = [&](beast::tcp_stream& stream) -> asio::awaitable<void> {
-    if (!*proxy) co_return;
+  auto open_tunnel = [&](beast::tcp_stream& stream) -> asio::awaitable<Result<void>> {
+    if (!*proxy) co_return Result<void>{};
     http::request<http::empty_body> req{http::verb::connect, host_port(ep.host, ep.port), 11};
     req.set(http::field::host, host_port(ep.host, ep.port));
     req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
-    co_await http::async_write(stream, req, asio::use_awaitable);
+    co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return Error{ec.message()};
     beast::flat_buffer buffer;
     http::response_parser<http::empty_body> parser;
     parser.skip(true);  // a CONNECT answer has no body
-    co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return Error{ec.message()};
     auto code = parser.get().result_int();
     if (code != 200)
-      throw std::runtime_error(fmt::format("proxy {} refused CONNECT {}: HTTP {}", host_port((*proxy)->host, (*proxy)->port),
-                                           host_port(ep.host, ep.port), code));
+      co_return Error{fmt::format("proxy {} refused CONNECT {}: HTTP {}", host_port((*proxy)->host, (*proxy)->port),
+                                  host_port(ep.host, ep.port), code)};
+    co_return Result<void>{};
   };
 
   auto configure = [&](auto& ws) {
@@ -402,46 +404,47 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
       req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
     }));
   };
-  auto check_response = [&](const websocket::response_type& res) {
-    if (res[http::field::sec_websocket_protocol] != kSubprotocol)
-      throw std::runtime_error("the control plane did not accept subprotocol instanced.v1");
-  };
   std::string host_header = host_port(ep.host, ep.port);
   // TCP (and the proxy tunnel), under the connect timeout.
-  auto dial = [&](beast::tcp_stream& stream) -> asio::awaitable<void> {
+  auto dial = [&](beast::tcp_stream& stream) -> asio::awaitable<Result<void>> {
     stream.expires_after(config_.connect_timeout);
-    co_await stream.async_connect(results, asio::use_awaitable);
-    co_await open_tunnel(stream);
+    co_await stream.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return Error{ec.message()};
+    co_return co_await open_tunnel(stream);
   };
   // The WebSocket upgrade, then the conversation.
-  auto upgrade = [&](auto& ws) -> asio::awaitable<void> {
+  auto upgrade = [&](auto& ws) -> asio::awaitable<Error> {
     beast::get_lowest_layer(ws).expires_never();
     configure(ws);
     websocket::response_type res;
-    co_await ws.async_handshake(res, host_header, ep.target, asio::use_awaitable);
-    check_response(res);
-    co_await converse(ws);
+    co_await ws.async_handshake(res, host_header, ep.target, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return Error{ec.message()};
+    if (res[http::field::sec_websocket_protocol] != kSubprotocol)
+      co_return Error{"the control plane did not accept subprotocol instanced.v1"};
+    co_return co_await converse(ws);
   };
 
   if (!ep.tls) {
     websocket::stream<beast::tcp_stream> ws(ex_);
-    co_await dial(beast::get_lowest_layer(ws));
-    co_await upgrade(ws);
-    co_return;
+    auto dialled = co_await dial(beast::get_lowest_layer(ws));
+    if (!dialled) co_return dialled.error();
+    co_return co_await upgrade(ws);
   }
   asio::ssl::context ctx(asio::ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
   ctx.set_verify_mode(asio::ssl::verify_peer);
-  if (config_.ca_file.empty())
+  if (config_.ca_file.empty()) {
     tls::use_system_ca_store(ctx);
-  else
-    ctx.load_verify_file(config_.ca_file);
+  } else {
+    ctx.load_verify_file(config_.ca_file, ec);
+    if (ec) co_return Error{fmt::format("control.ca_file {}: {}", config_.ca_file, ec.message())};
+  }
   // A trusted certificate for another name fails as "certificate verify failed": the names
   // it is for are kept, to say so.
   std::string other_names;
   websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(ex_, ctx);
   if (!SSL_set_tlsext_host_name(ws.next_layer().native_handle(), ep.host.c_str()))
-    throw std::runtime_error("cannot set SNI host name");
+    co_return Error{"cannot set SNI host name " + ep.host};
   ws.next_layer().set_verify_callback(
       [&other_names, check = asio::ssl::host_name_verification(ep.host)](bool preverified, asio::ssl::verify_context& vc) {
         const bool ok = check(preverified, vc);
@@ -449,48 +452,48 @@ asio::awaitable<void> ControlChannel::connect_once(const Endpoint& ep) {
           other_names = tls::certificate_names(X509_STORE_CTX_get_current_cert(vc.native_handle()));
         return ok;
       });
-  co_await dial(beast::get_lowest_layer(ws));
-  boost::system::error_code ec;
+  auto dialled = co_await dial(beast::get_lowest_layer(ws));
+  if (!dialled) co_return dialled.error();
   co_await ws.next_layer().async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
   if (ec && !other_names.empty())
-    throw std::runtime_error(fmt::format("the control plane's certificate is not for {} (it is for {}): "
-                                         "certificate verify failed",
-                                         ep.host, other_names));
-  if (ec) throw boost::system::system_error(ec);
-  co_await upgrade(ws);
+    co_return Error{fmt::format("the control plane's certificate is not for {} (it is for {}): certificate verify failed",
+                                ep.host, other_names)};
+  if (ec) co_return Error{ec.message()};
+  co_return co_await upgrade(ws);
 }
 
 // One connection, top to bottom: hello, then a reader beside the writer until either ends,
-// then the close. Always ends by throwing what ended it.
+// then the close. Returns what ended it.
 template <class WebSocket>
-asio::awaitable<void> ControlChannel::converse(WebSocket& ws) {
+asio::awaitable<Error> ControlChannel::converse(WebSocket& ws) {
   on_connected();
   const std::string hello = hello_text();
-  co_await ws.async_write(asio::buffer(hello), asio::use_awaitable);
+  boost::system::error_code ec;
+  co_await ws.async_write(asio::buffer(hello), asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Error{ec.message()};
   Wake wake(ex_);
   wake_ = &wake;
   sent_up_to_ = outbox_->acked();
   ReaderState reader;
-  auto frames = read_frames(ws);
+  auto frames = read_frames(ws, reader);
   asio::co_spawn(ex_, std::move(frames), [&reader, &wake](std::exception_ptr e) {
-    reader.error = describe(e);
+    if (e) reader.error = describe(e);
     reader.done = true;
     wake.pulse();
   });
   std::string failure;
   try {
-    co_await write_until_end(ws, wake, reader);
+    auto written = co_await write_until_end(ws, wake, reader);
+    if (!written) failure = written.error().message;
   } catch (const boost::system::system_error& e) {
-    failure = e.code().message();
-  } catch (const std::exception& e) {
-    failure = e.what();
+    failure = e.code().message();  // the agent stops: the writer's sleep was cancelled
   }
   wake_ = nullptr;
   // From here on nothing may throw for the agent's stop: the reader must be waited for. The
   // flag is the coroutine thread's: a co_await of end_connection() would throw without it.
   co_await asio::this_coro::throw_if_cancelled(false);
   co_await end_connection(ws, wake, reader);
-  throw std::runtime_error(!failure.empty() ? failure : reader.error.empty() ? "connection closed" : reader.error);
+  co_return Error{!failure.empty() ? failure : reader.error.empty() ? "connection closed" : reader.error};
 }
 
 void ControlChannel::on_connected() {
@@ -530,13 +533,19 @@ std::string ControlChannel::hello_text() const {
   return encode(make("hello", std::move(hello)));
 }
 
-// The reader: every frame from the control plane, until the connection ends.
+// The reader: every frame from the control plane, until the connection ends (why, in
+// `reader.error`).
 template <class WebSocket>
-asio::awaitable<void> ControlChannel::read_frames(WebSocket& ws) {
+asio::awaitable<void> ControlChannel::read_frames(WebSocket& ws, ReaderState& reader) {
   beast::flat_buffer buffer;
+  boost::system::error_code ec;
   for (;;) {
     buffer.clear();
-    co_await ws.async_read(buffer, asio::use_awaitable);
+    co_await ws.async_read(buffer, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      reader.error = ec.message();
+      co_return;
+    }
     handle_frame(beast::buffers_to_string(buffer.data()));
   }
 }
@@ -586,8 +595,9 @@ void ControlChannel::handle_ack(const Message& m) {
 // The writer: the outbox (replayed, paced to replay_per_second) and heartbeats, until the
 // reader ends, the agent stops, or a write fails.
 template <class WebSocket>
-asio::awaitable<void> ControlChannel::write_until_end(WebSocket& ws, Wake& wake, const ReaderState& reader) {
+asio::awaitable<Result<void>> ControlChannel::write_until_end(WebSocket& ws, Wake& wake, const ReaderState& reader) {
   auto next_heartbeat = api_.clock.now();
+  boost::system::error_code ec;
   while (!reader.done) {
     if (outbox_failing_) note_outbox(outbox_->retry());
     const auto rate = static_cast<std::size_t>(config_.replay_per_second);
@@ -596,12 +606,14 @@ asio::awaitable<void> ControlChannel::write_until_end(WebSocket& ws, Wake& wake,
       if (e.seq <= sent_up_to_) continue;
       if (sent >= rate) break;
       std::string payload = e.payload;
-      co_await ws.async_write(asio::buffer(payload), asio::use_awaitable);
+      co_await ws.async_write(asio::buffer(payload), asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return Error{ec.message()};
       sent_up_to_ = std::max(sent_up_to_, e.seq);
       ++sent;
     }
     if (api_.clock.now() >= next_heartbeat) {
-      co_await send_heartbeat(ws);
+      auto sent_heartbeat = co_await send_heartbeat(ws);
+      if (!sent_heartbeat) co_return sent_heartbeat;
       next_heartbeat = coalesced(api_.clock.now() + config_.heartbeat_interval, config_.heartbeat_interval);
     }
     // Refresh the outbox figures in /v1/status only when something was sent.
@@ -611,18 +623,22 @@ asio::awaitable<void> ControlChannel::write_until_end(WebSocket& ws, Wake& wake,
     if (outbox_failing_) until = std::min(until, api_.clock.now() + kHeldRetry);
     co_await wake.sleep_until(api_.clock, until);
   }
+  co_return Result<void>{};
 }
 
 template <class WebSocket>
-asio::awaitable<void> ControlChannel::send_heartbeat(WebSocket& ws) {
+asio::awaitable<Result<void>> ControlChannel::send_heartbeat(WebSocket& ws) {
   heartbeat_id_ = new_id();
   heartbeat_sent_ = api_.clock.now();
   const std::string& hb = heartbeat_text(heartbeat_id_);
-  co_await ws.async_write(asio::buffer(hb), asio::use_awaitable);
+  boost::system::error_code ec;
+  co_await ws.async_write(asio::buffer(hb), asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Error{ec.message()};
   if (!heartbeats_total_)
     heartbeats_total_ =
         &api_.state.metrics().sample("instanced_control_heartbeats_total", "Heartbeats sent.", Metrics::Type::counter);
   *heartbeats_total_ += 1;
+  co_return Result<void>{};
 }
 
 // Ends the connection and waits for the reader to notice: it refers to `ws`, so it must be

@@ -66,9 +66,9 @@ class ControlChannel final : public Subsystem {
   std::optional<Clock::steady_time::duration> heartbeat_rtt() const { return heartbeat_rtt_; }
 
  private:
-  boost::asio::awaitable<void> connect_once(const Endpoint& ep);
+  boost::asio::awaitable<Error> connect_once(const Endpoint& ep);
   template <class WebSocket>
-  boost::asio::awaitable<void> converse(WebSocket& ws);
+  boost::asio::awaitable<Error> converse(WebSocket& ws);
   // The reader of one connection, as its writer sees it.
   struct ReaderState {
     bool done = false;
@@ -77,13 +77,13 @@ class ControlChannel final : public Subsystem {
   void on_connected();
   std::string hello_text() const;
   template <class WebSocket>
-  boost::asio::awaitable<void> read_frames(WebSocket& ws);
+  boost::asio::awaitable<void> read_frames(WebSocket& ws, ReaderState& reader);
   void handle_frame(const std::string& frame);
   void handle_ack(const Message& m);
   template <class WebSocket>
-  boost::asio::awaitable<void> write_until_end(WebSocket& ws, Wake& wake, const ReaderState& reader);
+  boost::asio::awaitable<Result<void>> write_until_end(WebSocket& ws, Wake& wake, const ReaderState& reader);
   template <class WebSocket>
-  boost::asio::awaitable<void> send_heartbeat(WebSocket& ws);
+  boost::asio::awaitable<Result<void>> send_heartbeat(WebSocket& ws);
   template <class WebSocket>
   boost::asio::awaitable<void> end_connection(WebSocket& ws, Wake& wake, const ReaderState& reader);
   boost::asio::awaitable<void> handle_command(Message m);
