@@ -25,6 +25,7 @@
 #include <boost/json.hpp>
 #include <deque>
 #include <fmt/format.h>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -407,7 +408,12 @@ int main(int argc, char** argv) {
   std::cerr << fmt::format("devcp: agents on {}://{}:{}/v1/agent, API on http://{}:{}/v1/instances\n",
                            o.tls_cert.empty() ? "ws" : "wss", agents.local_endpoint().address().to_string(), ap,
                            api.local_endpoint().address().to_string(), pp);
-  if (!o.ports_file.empty()) std::ofstream(o.ports_file) << ap << " " << pp << "\n";
+  if (!o.ports_file.empty()) {
+    // Whole or not at all (a temporary renamed): whoever waits for it never reads half of it.
+    const std::string part = o.ports_file + ".part";
+    std::ofstream(part) << ap << " " << pp << "\n";
+    std::filesystem::rename(part, o.ports_file);
+  }
   asio::co_spawn(ioc, server.agents(std::move(agents)), asio::detached);
   asio::co_spawn(ioc, server.api(std::move(api)), asio::detached);
   asio::signal_set signals(ioc, SIGINT, SIGTERM);

@@ -14,7 +14,7 @@ Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Jobs
       gpus_(std::move(gpus)),
       log_(api.logging.get("jobs")),
       wake_(ex),
-      live_changed_(ex, asio::steady_timer::time_point::max()) {
+      live_changed_(ex) {
   reconfigure(config);
   load();
 }
@@ -151,7 +151,7 @@ void Jobs::spawn_supervisor(const std::string& id, asio::awaitable<void> work) {
     if (e && !is_cancellation(e)) log_->error("job {}: {}", id, describe(e));
     asio::post(ex_, [this, id] {
       live_.erase(id);
-      live_changed_.cancel();
+      live_changed_.pulse();
       poke();
       publish();
     });
@@ -258,12 +258,9 @@ std::optional<std::string> Jobs::waiting_reason(const JobRecord& job) const {
   return std::nullopt;
 }
 
-// Returns when no job's supervisor is left (each end cancels live_changed_).
+// Returns when no job's supervisor is left (each end pulses live_changed_).
 asio::awaitable<void> Jobs::until_no_live_jobs() {
-  while (!live_.empty()) {
-    boost::system::error_code ec;
-    co_await live_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  while (!live_.empty()) co_await live_changed_.wait();
 }
 
 asio::awaitable<Result<std::string>> Jobs::drain(std::string action) {

@@ -151,7 +151,7 @@ class Jobs final : public Subsystem {
   std::map<std::string, std::unique_ptr<Live>> live_;  // starting or running
   std::uint64_t next_seq_ = 1;
   Wake wake_;                              // pulsed to run dispatch() again
-  boost::asio::steady_timer live_changed_;  // cancelled when a job ends
+  Wake live_changed_;  // pulsed when a job's supervisor ends
   Clock::steady_time hold_until_{};          // drain: nothing starts before this
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
   bool stopping_ = false;

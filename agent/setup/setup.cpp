@@ -72,7 +72,7 @@ Setup::Setup(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Se
       log_(api.logging.get("setup")),
       done_(ex, "setup"),
       wake_(ex, asio::steady_timer::time_point::max()),
-      runs_changed_(ex, asio::steady_timer::time_point::max()) {
+      runs_changed_(ex) {
   if (auto id = api_.fs.read_file("/proc/sys/kernel/random/boot_id", 128)) {
     boot_id_ = *id;
     while (!boot_id_.empty() && (boot_id_.back() == '\n' || boot_id_.back() == ' ')) boot_id_.pop_back();
@@ -170,7 +170,7 @@ asio::awaitable<void> Setup::sequence() {
       } else {
         // Removed from the configuration since the rerun was asked for: nothing to wait for.
         std::erase_if(tickets_, [&](const auto& t) { return t.second == name; });
-        runs_changed_.cancel();
+        runs_changed_.pulse();
       }
       continue;
     }
@@ -471,7 +471,7 @@ void Setup::end_run(const std::string& name, RunRecord run, Clock::steady_time s
       ++it;
     }
   }
-  runs_changed_.cancel();
+  runs_changed_.pulse();
   publish();
 }
 
@@ -590,20 +590,17 @@ asio::awaitable<std::optional<ScriptRecord>> Setup::wait_for_run(std::string tic
       co_return records_.scripts[name];
     }
     if (!tickets_.contains(ticket)) co_return std::nullopt;
-    boost::system::error_code ec;
-    co_await runs_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) co_return std::nullopt;
+    try {
+      co_await runs_changed_.wait();
+    } catch (const boost::system::system_error& e) {
+      if (e.code() != asio::error::operation_aborted) throw;
+      co_return std::nullopt;  // the agent stops: the command says so
+    }
   }
 }
 
 asio::awaitable<void> Setup::until_no_run() {
-  while (live_) {
-    boost::system::error_code ec;
-    co_await runs_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
-  }
+  while (live_) co_await runs_changed_.wait();
 }
 
 asio::awaitable<Result<std::string>> Setup::drain(std::string action) {

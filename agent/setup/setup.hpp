@@ -24,6 +24,7 @@
 #include "common/gate.hpp"
 #include "common/process.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::control {
 class CommandRegistry;
@@ -123,7 +124,7 @@ class Setup final : public Subsystem {
   std::map<std::string, std::string> tickets_;  // ticket -> name, until its run ends
   std::map<std::string, std::string> finished_tickets_;  // ticket -> name
   boost::asio::steady_timer wake_;  // cancelled to wake the loop
-  boost::asio::steady_timer runs_changed_;  // cancelled when a run ends
+  Wake runs_changed_;  // pulsed when a run ends or a ticket goes
   std::string phase_ = "starting";
   std::unique_ptr<Live> live_;  // the run in progress
   std::string waiting_drain_;   // the action (prepare_stop, ...) whose drain waits for it

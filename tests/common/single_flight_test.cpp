@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/single_flight.hpp"
+#include "tests/support/agent_process.hpp"
 
 using namespace instanced;
 using namespace std::chrono_literals;
@@ -99,6 +100,5 @@ TEST_CASE("a flight destroyed while its call is blocked lets the call finish wit
     flight.reset();
   }  // the loop is gone too
   release->store(true);
-  for (int i = 0; i < 1000 && !finished->load(); ++i) std::this_thread::sleep_for(1ms);
-  CHECK(finished->load());
+  CHECK(testing::eventually([&] { return finished->load(); }));
 }

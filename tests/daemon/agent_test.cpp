@@ -53,11 +53,8 @@ TEST_CASE("READY=1 comes once the status socket is bound, after STATUS=starting"
   CHECK(std::filesystem::is_directory(dir / "state"));
   // A subsystem whose first sample runs off the loop (the disk guardian's statvfs) is
   // `starting` until it is back; under a loaded CI that can outlast READY by a moment.
-  auto s = status_of(agent);
-  for (int i = 0; i < 100 && s.at("state") == "starting"; ++i) {
-    std::this_thread::sleep_for(50ms);
-    s = status_of(agent);
-  }
+  json::value s;
+  CHECK(eventually([&] { return (s = status_of(agent)).at("state") != "starting"; }));
   CHECK(s.at("phase") == "running");
   CHECK(s.at("state") == "ok");
   CHECK(s.at("config").at("file").as_string() == agent.config_file().string());
@@ -264,7 +261,7 @@ TEST_CASE("socket activation: the agent serves on the socket systemd passes", "[
              " > " + (dir / "activate.log").string() + " 2>&1 & echo $!";
   auto launcher = run_command(cmd);
   pid_t pid = std::stoi(launcher.output);
-  for (int i = 0; i < 100 && !std::filesystem::exists(activated); ++i) std::this_thread::sleep_for(20ms);
+  CHECK(eventually([&] { return std::filesystem::exists(activated); }, 10s));
   auto r = run_command("curl -s --max-time 10 --unix-socket " + activated.string() + " http://localhost/v1/status");
   CHECK(agent.notify().wait_for("READY=1", 5s));
   ::kill(pid, SIGTERM);
@@ -306,7 +303,7 @@ gpu:
   REQUIRE(agent.start_and_wait_ready());
   auto submitted = agent.curl(R"(-s -X POST -d '{"id":"j1","command":["/bin/true"]}' http://localhost/v1/jobs)");
   REQUIRE(submitted.output.find("queued") != std::string::npos);
-  for (int i = 0; i < 200 && slurp(dir / "script-pid").empty(); ++i) std::this_thread::sleep_for(50ms);
+  CHECK(eventually([&] { return !slurp(dir / "script-pid").empty(); }, 10s));
   const pid_t script = std::atoi(slurp(dir / "script-pid").c_str());
   REQUIRE(script > 0);
   auto jobs = json::parse(agent.curl("http://localhost/v1/jobs").output);

@@ -294,7 +294,7 @@ setup:
     auto v = json::parse(agent.curl("http://localhost/v1/setup").output);
     return v.at("phase") == "done";
   };
-  for (int i = 0; i < 150 && !succeeded(); ++i) std::this_thread::sleep_for(100ms);
+  CHECK(eventually([&] { return succeeded(); }, 15s));
   REQUIRE(succeeded());
   REQUIRE(std::filesystem::exists(state.path() / "setup" / "state.json"));
   std::ifstream in(state.path() / "setup" / "state.json");

@@ -64,11 +64,8 @@ TEST_CASE("scan totals equal du -x -B1 and du -x --apparent-size, and mounts ins
   pid_t rclone = spawn({"/usr/bin/rclone", "mount", (dir / "fuse-src").string(), (root / "d4" / "fuse").string(),
                         "--config", "/dev/null"},
                        (dir / "rclone.log").string());
-  bool mounted = false;
-  for (int i = 0; i < 100 && !mounted; ++i) {
-    mounted = run_command("grep -q ' " + (root / "d4" / "fuse").string() + " fuse' /proc/self/mounts").exit_code == 0;
-    if (!mounted) std::this_thread::sleep_for(50ms);
-  }
+  const bool mounted =
+      eventually([&] { return run_command("grep -q ' " + (root / "d4" / "fuse").string() + " fuse' /proc/self/mounts").exit_code == 0; });
   struct Cleanup {
     std::filesystem::path tmpfs, fuse;
     pid_t rclone;

@@ -69,25 +69,19 @@ class JobsAgent {
   std::string state(const std::string& id) { return std::string(job(id).at("state").as_string()); }
   // Polls a job until its state is `want`.
   json::value wait_state(const std::string& id, const std::string& want, std::chrono::milliseconds timeout = 20s) {
-    auto until = std::chrono::steady_clock::now() + timeout;
     json::value v;
-    while (std::chrono::steady_clock::now() < until) {
-      v = job(id);
-      if (v.at("state").as_string() == want) return v;
-      std::this_thread::sleep_for(20ms);
-    }
+    if (eventually([&] { return (v = job(id)).at("state").as_string() == want; }, timeout)) return v;
     FAIL("job " << id << " not " << want << ": " << json::serialize(v) << "\n" << agent_.log());
     return v;
   }
   // Polls /v1/jobs until nothing is queued or running.
   json::value wait_idle(std::chrono::milliseconds timeout = 60s) {
-    auto until = std::chrono::steady_clock::now() + timeout;
     json::value v;
-    while (std::chrono::steady_clock::now() < until) {
+    auto idle = [&] {
       v = jobs();
-      if (v.at("queued_count").as_int64() == 0 && v.at("running_count").as_int64() == 0) return v;
-      std::this_thread::sleep_for(50ms);
-    }
+      return v.at("queued_count").as_int64() == 0 && v.at("running_count").as_int64() == 0;
+    };
+    if (eventually(idle, timeout)) return v;
     FAIL("the queue did not empty: " << json::serialize(v));
     return v;
   }
@@ -171,10 +165,7 @@ TEST_CASE("GPU jobs get healthy GPUs of their own and CPU jobs pass the ones tha
   auto hold = [&](const std::string& id) {
     return fmt::format("echo \"$CUDA_VISIBLE_DEVICES\" > {0}/gpu-{1}; while [ ! -e {0}/release-{1} ]; do sleep 0.05; done", d, id);
   };
-  auto until = std::chrono::steady_clock::now() + 10s;
-  while (json::parse(a.agent().curl("http://localhost/v1/gpu").output).at("state") != "sampled" &&
-         std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(50ms);
+  REQUIRE(eventually([&] { return json::parse(a.agent().curl("http://localhost/v1/gpu").output).at("state") == "sampled"; }));
   // More GPUs than the instance has: refused at once.
   auto refused = a.http().post("/v1/jobs", sh_job("g9", "true", {{"gpus", 4}}));
   CHECK(refused.status == 400);
@@ -188,10 +179,10 @@ TEST_CASE("GPU jobs get healthy GPUs of their own and CPU jobs pass the ones tha
   a.wait_state("g1", "running");
   a.wait_state("g2", "running");
   a.wait_state("cpu", "running");  // not held up by the GPU jobs before it
-  until = std::chrono::steady_clock::now() + 10s;
-  while ((!std::filesystem::exists(dir / "gpu-g1") || !std::filesystem::exists(dir / "gpu-g2") ||
-          !std::filesystem::exists(dir / "gpu-cpu")) && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(20ms);
+  REQUIRE(eventually([&] {
+    return std::filesystem::exists(dir / "gpu-g1") && std::filesystem::exists(dir / "gpu-g2") &&
+           std::filesystem::exists(dir / "gpu-cpu");
+  }));
   auto g1 = slurp(dir / "gpu-g1"), g2 = slurp(dir / "gpu-g2");
   CHECK(std::set<std::string>{g1, g2} == std::set<std::string>{"0\n", "1\n"});
   CHECK(slurp(dir / "gpu-cpu") == "\n");  // a CPU job sees no GPU
@@ -225,8 +216,7 @@ TEST_CASE("cancel a queued and a running job, and a timeout stops the whole proc
   CHECK(c.status == 200);
   CHECK(a.state("queued") == "cancelled");
   CHECK(a.job("queued").at("reason") == "cancelled while queued");
-  auto until = std::chrono::steady_clock::now() + 5s;
-  while (!std::filesystem::exists(dir / "child") && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  REQUIRE(eventually([&] { return !slurp(dir / "child").empty(); }));
   pid_t child = std::stoi(slurp(dir / "child"));
   CHECK(alive(child));
   auto t = a.wait_state("slow", "timed_out");
@@ -257,8 +247,7 @@ TEST_CASE("queued jobs survive an agent restart and a running process job is rep
   a.submit(sh_job("next1", fmt::format("echo next1 >> {0}/order", d)));
   a.submit(sh_job("next2", fmt::format("echo next2 >> {0}/order", d)));
   a.wait_state("long", "running");
-  auto until = std::chrono::steady_clock::now() + 5s;
-  while (slurp(dir / "long.pid").empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  REQUIRE(eventually([&] { return !slurp(dir / "long.pid").empty(); }));
   pid_t pid = std::stoi(slurp(dir / "long.pid"));
   a.agent().signal(SIGKILL);
   a.agent().wait_exit(5s);
@@ -384,12 +373,11 @@ TEST_CASE("prepare_stop waits for running jobs, cancels what is left and holds t
   REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("vm-drain") && v.at("vm-drain").at("connected") == true; }));
   cp.command("vm-drain", R"({"id": "stop-1", "name": "prepare_stop"})");
   // The queue is held once the drain has begun: then "short" may end.
-  const auto held_by = std::chrono::steady_clock::now() + 20s;
-  while (a.job("waiting").as_object().if_contains("waiting") == nullptr ||
-         a.job("waiting").at("waiting") != "held: the instance is preparing to stop") {
-    REQUIRE(std::chrono::steady_clock::now() < held_by);
-    std::this_thread::sleep_for(20ms);
-  }
+  REQUIRE(eventually([&] {
+    auto w = a.job("waiting");
+    auto* waiting = w.as_object().if_contains("waiting");
+    return waiting && *waiting == "held: the instance is preparing to stop";
+  }, 20s));
   std::ofstream(dir / "release").put('\n');
   json::value r;
   REQUIRE(cp.wait([&](const json::value& v) {

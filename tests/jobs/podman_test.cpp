@@ -51,11 +51,7 @@ std::string podman(const std::map<std::string, std::string>& env, const std::str
 // Whether the container is gone: the agent removes it right after recording the job's
 // end, so it may still be there for a moment after the state changed.
 bool container_removed(const std::map<std::string, std::string>& env, const std::string& name) {
-  for (int i = 0; i < 100; ++i) {
-    if (podman(env, "ps -a --format '{{.Names}}'").find(name) == std::string::npos) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return false;
+  return eventually([&] { return podman(env, "ps -a --format '{{.Names}}'").find(name) == std::string::npos; }, 30s);
 }
 
 const std::string kConfig = R"(
@@ -83,13 +79,8 @@ json::value job_of(UnixHttp& http, const std::string& id) {
 
 json::value wait_state(UnixHttp& http, const AgentProcess& agent, const std::string& id, const std::string& want,
                        std::chrono::milliseconds timeout = 30s) {
-  auto until = std::chrono::steady_clock::now() + timeout;
   json::value v;
-  while (std::chrono::steady_clock::now() < until) {
-    v = job_of(http, id);
-    if (v.at("state") == json::value(want)) return v;
-    std::this_thread::sleep_for(50ms);
-  }
+  if (eventually([&] { return (v = job_of(http, id)).at("state") == json::value(want); }, timeout)) return v;
   FAIL("job " << id << " not " << want << ": " << json::serialize(v) << "\n" << agent.log());
   return v;
 }

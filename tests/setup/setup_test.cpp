@@ -403,7 +403,7 @@ TEST_CASE("kill -9 of the agent mid-script: the next start reports the interrupt
   {
     AgentProcess agent(dir, yaml("fail"));
     REQUIRE(agent.start_and_wait_ready());
-    for (int i = 0; i < 100 && log_of(agent, "slow") != "started\n"; ++i) std::this_thread::sleep_for(50ms);
+    CHECK(eventually([&] { return log_of(agent, "slow") == "started\n"; }, 10s));
     REQUIRE(log_of(agent, "slow") == "started\n");
     agent.signal(SIGKILL);
     agent.wait_exit(5s);
@@ -428,7 +428,7 @@ TEST_CASE("kill -9 of the agent mid-script: the next start reports the interrupt
     wait_settled(agent);
     auto rerun = run_command(fmt::format("{} --socket {} setup rerun slow", instancectl_binary(), agent.socket().string()));
     REQUIRE(rerun.exit_code == 0);
-    for (int i = 0; i < 100 && processes_of_script("slow").size() < 2; ++i) std::this_thread::sleep_for(50ms);
+    CHECK(eventually([&] { return processes_of_script("slow").size() >= 2; }, 10s));
     agent.signal(SIGKILL);
     agent.wait_exit(5s);
   }
@@ -474,7 +474,7 @@ TEST_CASE("instancectl setup logs --follow shows the output while the script run
 )"));
   REQUIRE(agent.start_and_wait_ready());
   // Starts following while the script runs; returns when the run has ended.
-  for (int i = 0; i < 100 && setup_of(agent).as_object().count("running") == 0; ++i) std::this_thread::sleep_for(20ms);
+  CHECK(eventually([&] { return setup_of(agent).as_object().count("running") != 0; }, 10s));
   REQUIRE(setup_of(agent).as_object().contains("running"));
   // Meanwhile the status socket answers at once: the script does not block the loop.
   auto t0 = std::chrono::steady_clock::now();

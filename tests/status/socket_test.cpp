@@ -90,7 +90,7 @@ TEST_CASE("instancectl: tables, --json, exit codes", "[status][socket][instancec
   const std::string ctl = instancectl_binary() + " --socket " + agent.socket().string();
   // A subsystem whose first look runs off the loop (the disk guardian's statvfs) is
   // `starting` until it is back; under load that can outlast READY by a moment.
-  for (int i = 0; i < 100 && run_command(ctl + " health").exit_code != 0; ++i) std::this_thread::sleep_for(50ms);
+  CHECK(eventually([&] { return run_command(ctl + " health").exit_code == 0; }, 10s));
 
   auto st = run_command(ctl + " status");
   CHECK(st.exit_code == 0);
@@ -233,8 +233,7 @@ TEST_CASE("500 parallel connections are all answered", "[status][socket][load]")
   REQUIRE(agent.start_and_wait_ready());
   // Healthy first: right after READY a subsystem may still be on its first check (the
   // disk guardian's first statvfs), and /v1/health says 503 "starting" until then.
-  for (int i = 0; i < 100 && agent.curl("-f http://localhost/v1/health").exit_code != 0; ++i)
-    std::this_thread::sleep_for(20ms);
+  CHECK(eventually([&] { return agent.curl("-f http://localhost/v1/health").exit_code == 0; }, 10s));
   std::vector<int> fds;
   for (int i = 0; i < 500; ++i) {
     int fd = connect_unix(agent.socket());

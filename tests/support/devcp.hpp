@@ -33,9 +33,17 @@ class DevCp {
                                   "--api", api, "--ports-file", ports.string(), "--quiet"};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = spawn(args, (dir_ / "devcp.log").string());
-    for (int i = 0; i < 200 && !std::filesystem::exists(ports); ++i) std::this_thread::sleep_for(10ms);
-    std::this_thread::sleep_for(20ms);
+    // It writes the ports file whole (renamed into place) once it listens.
+    auto up_or_gone = [&] {
+      if (std::filesystem::exists(ports)) return true;
+      if (::waitpid(pid_, nullptr, WNOHANG) != pid_) return false;
+      pid_ = -1;  // it exited: its log says why
+      return true;
+    };
+    const bool listening = eventually(up_or_gone, 30s) && pid_ > 0;
     std::ifstream(ports) >> agent_port >> api_port;
+    INFO("devcp.log: " << slurp(dir_ / "devcp.log"));
+    REQUIRE(listening);
     REQUIRE(agent_port > 0);
   }
   void stop() {

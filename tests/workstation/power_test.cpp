@@ -82,7 +82,7 @@ TEST_CASE("os shutdown: logind's PrepareForShutdown is held by the delay lock un
                                     (dir / "bus.sock").string()));
   pid_t bus = spawn({"/usr/bin/dbus-daemon", "--nofork", "--config-file=" + (dir / "bus.conf").string()},
                     (dir / "dbus.log").string());
-  for (int i = 0; i < 200 && !std::filesystem::exists(dir / "bus.sock"); ++i) std::this_thread::sleep_for(25ms);
+  CHECK(eventually([&] { return std::filesystem::exists(dir / "bus.sock"); }, 10s));
   const std::string address = "unix:path=" + (dir / "bus.sock").string();
   pid_t logind = spawn({"/usr/bin/python3", std::string(WORKSTATION_TEST_DIR) + "/fake-logind.py", address,
                         (dir / "logind.log").string()},

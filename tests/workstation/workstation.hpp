@@ -68,7 +68,7 @@ class Standins {
   std::string wall_log() const { return slurp(dir_ / "wall.log"); }
   // Waits (up to 10 s) until `call` was made `n` times; the count then.
   std::size_t wait_count(const std::string& call, std::size_t n) const {
-    for (int i = 0; i < 200 && count(call) < n; ++i) std::this_thread::sleep_for(50ms);
+    eventually([&] { return count(call) >= n; });  // the caller checks the count
     return count(call);
   }
 

@@ -307,7 +307,7 @@ schedule:
   CHECK(ok.at("result").at("schedule").at("source") == "control plane");
   auto warning = event_of(cp, "vm-sched", "stop_warning");
   CHECK(warning.at("data").at("kind") == "schedule");
-  for (int i = 0; i < 100 && units.wall_log().empty(); ++i) std::this_thread::sleep_for(50ms);
+  CHECK(eventually([&] { return !units.wall_log().empty(); }, 10s));
   CHECK_THAT(units.wall_log(), Catch::StartsWith("instanced: This instance will be stopped by its schedule at "));
   CHECK_THAT(units.wall_log(), Catch::Contains(" UTC (in "));
 
