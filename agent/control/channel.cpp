@@ -355,81 +355,23 @@ asio::awaitable<bool> ControlChannel::wait_delivered(Clock::steady_time::duratio
 
 // One connection attempt and, when it succeeds, the connection: returns what ended it. How a
 // connection fails or ends is expected (docs/error-policy.md), so each step's failure is a
-// value (an I/O step's error code, redirected); only the agent's stop is thrown.
+// value (an I/O step's error code, redirected); only the agent's stop is thrown. The token
+// is read afresh each time (it may have been rotated).
 asio::awaitable<Error> ControlChannel::connect_once(const Endpoint& ep) {
   auto token = read_token(config_.token_file);
   if (!token) co_return token.error();
   auto proxy = proxy_for(ep, config_.proxy);
   if (!proxy) co_return proxy.error();
-  tcp::resolver resolver(ex_);
-  const std::string& dial_host = *proxy ? (*proxy)->host : ep.host;
-  const std::string& dial_port = *proxy ? (*proxy)->port : ep.port;
+  if (ep.tls) co_return co_await connect_tls(ep, *token, *proxy);
+  websocket::stream<beast::tcp_stream> ws(ex_);
+  auto dialled = co_await dial(beast::get_lowest_layer(ws), ep, *proxy);
+  if (!dialled) co_return dialled.error();
+  co_return co_await upgrade(ws, ep, *token);
+}
+
+// wss://: TLS 1.2 or later, the peer verified against the system's CAs or control.ca_file.
+asio::awaitable<Error> ControlChannel::connect_tls(const Endpoint& ep, const Secret& token, const std::optional<Proxy>& proxy) {
   boost::system::error_code ec;
-  auto results = co_await resolver.async_resolve(dial_host, dial_port, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return Error{ec.message()};
-  // Through an HTTP CONNECT proxy, the tunnel is opened first; TLS and WebSocket run inside it.
-  auto open_tunnel = [&](beast::tcp_stream& stream) -> asio::awaitable<Result<void>> {
-    if (!*proxy) co_return Result<void>{};
-    http::request<http::empty_body> req{http::verb::connect, host_port(ep.host, ep.port), 11};
-    req.set(http::field::host, host_port(ep.host, ep.port));
-    req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
-    co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return Error{ec.message()};
-    beast::flat_buffer buffer;
-    http::response_parser<http::empty_body> parser;
-    parser.skip(true);  // a CONNECT answer has no body
-    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return Error{ec.message()};
-    auto code = parser.get().result_int();
-    if (code != 200)
-      co_return Error{fmt::format("proxy {} refused CONNECT {}: HTTP {}", host_port((*proxy)->host, (*proxy)->port),
-                                  host_port(ep.host, ep.port), code)};
-    co_return Result<void>{};
-  };
-
-  auto configure = [&](auto& ws) {
-    websocket::stream_base::timeout t;
-    t.handshake_timeout = config_.connect_timeout;
-    // Beast pings after half the idle timeout of silence and gives up at the full one:
-    // a dead peer is noticed within two ping intervals.
-    t.idle_timeout = config_.ping_interval * 2;
-    t.keep_alive_pings = true;
-    ws.set_option(t);
-    ws.read_message_max(config_.max_message_bytes.bytes);
-    ws.text(true);
-    std::string bearer = "Bearer " + token->reveal();
-    ws.set_option(websocket::stream_base::decorator([bearer](websocket::request_type& req) {
-      req.set(http::field::authorization, bearer);
-      req.set(http::field::sec_websocket_protocol, kSubprotocol);
-      req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
-    }));
-  };
-  std::string host_header = host_port(ep.host, ep.port);
-  // TCP (and the proxy tunnel), under the connect timeout.
-  auto dial = [&](beast::tcp_stream& stream) -> asio::awaitable<Result<void>> {
-    stream.expires_after(config_.connect_timeout);
-    co_await stream.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return Error{ec.message()};
-    co_return co_await open_tunnel(stream);
-  };
-  // The WebSocket upgrade, then the conversation.
-  auto upgrade = [&](auto& ws) -> asio::awaitable<Error> {
-    beast::get_lowest_layer(ws).expires_never();
-    configure(ws);
-    websocket::response_type res;
-    co_await ws.async_handshake(res, host_header, ep.target, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return Error{ec.message()};
-    if (res[http::field::sec_websocket_protocol] != kSubprotocol)
-      co_return Error{"the control plane did not accept subprotocol instanced.v1"};
-    co_return co_await converse(ws);
-  };
-
-  if (!ep.tls) {
-    websocket::stream<beast::tcp_stream> ws(ex_);
-    auto dialled = co_await dial(beast::get_lowest_layer(ws));
-    if (!dialled) co_return dialled.error();
-    co_return co_await upgrade(ws);
-  }
   asio::ssl::context ctx(asio::ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
   ctx.set_verify_mode(asio::ssl::verify_peer);
@@ -452,14 +394,70 @@ asio::awaitable<Error> ControlChannel::connect_once(const Endpoint& ep) {
           other_names = tls::certificate_names(X509_STORE_CTX_get_current_cert(vc.native_handle()));
         return ok;
       });
-  auto dialled = co_await dial(beast::get_lowest_layer(ws));
+  auto dialled = co_await dial(beast::get_lowest_layer(ws), ep, proxy);
   if (!dialled) co_return dialled.error();
   co_await ws.next_layer().async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
   if (ec && !other_names.empty())
     co_return Error{fmt::format("the control plane's certificate is not for {} (it is for {}): certificate verify failed",
                                 ep.host, other_names)};
   if (ec) co_return Error{ec.message()};
-  co_return co_await upgrade(ws);
+  co_return co_await upgrade(ws, ep, token);
+}
+
+// TCP to the control plane or the proxy, under the connect timeout; through an HTTP CONNECT
+// proxy the tunnel is opened first (TLS and WebSocket run inside it).
+template <class Stream>
+asio::awaitable<Result<void>> ControlChannel::dial(Stream& stream, const Endpoint& ep, const std::optional<Proxy>& proxy) {
+  tcp::resolver resolver(ex_);
+  boost::system::error_code ec;
+  auto results = co_await resolver.async_resolve(proxy ? proxy->host : ep.host, proxy ? proxy->port : ep.port,
+                                                 asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Error{ec.message()};
+  stream.expires_after(config_.connect_timeout);
+  co_await stream.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Error{ec.message()};
+  if (!proxy) co_return Result<void>{};
+  http::request<http::empty_body> req{http::verb::connect, host_port(ep.host, ep.port), 11};
+  req.set(http::field::host, host_port(ep.host, ep.port));
+  req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+  co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Error{ec.message()};
+  beast::flat_buffer buffer;
+  http::response_parser<http::empty_body> parser;
+  parser.skip(true);  // a CONNECT answer has no body
+  co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Error{ec.message()};
+  if (auto code = parser.get().result_int(); code != 200)
+    co_return Error{fmt::format("proxy {} refused CONNECT {}: HTTP {}", host_port(proxy->host, proxy->port),
+                                host_port(ep.host, ep.port), code)};
+  co_return Result<void>{};
+}
+
+// The WebSocket upgrade with the bearer token and subprotocol, then the conversation.
+template <class WebSocket>
+asio::awaitable<Error> ControlChannel::upgrade(WebSocket& ws, const Endpoint& ep, const Secret& token) {
+  beast::get_lowest_layer(ws).expires_never();
+  websocket::stream_base::timeout t;
+  t.handshake_timeout = config_.connect_timeout;
+  // Beast pings after half the idle timeout of silence and gives up at the full one:
+  // a dead peer is noticed within two ping intervals.
+  t.idle_timeout = config_.ping_interval * 2;
+  t.keep_alive_pings = true;
+  ws.set_option(t);
+  ws.read_message_max(config_.max_message_bytes.bytes);
+  ws.text(true);
+  ws.set_option(websocket::stream_base::decorator([bearer = "Bearer " + token.reveal()](websocket::request_type& req) {
+    req.set(http::field::authorization, bearer);
+    req.set(http::field::sec_websocket_protocol, kSubprotocol);
+    req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+  }));
+  websocket::response_type res;
+  boost::system::error_code ec;
+  co_await ws.async_handshake(res, host_port(ep.host, ep.port), ep.target, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return Error{ec.message()};
+  if (res[http::field::sec_websocket_protocol] != kSubprotocol)
+    co_return Error{"the control plane did not accept subprotocol instanced.v1"};
+  co_return co_await converse(ws);
 }
 
 // One connection, top to bottom: hello, then a reader beside the writer until either ends,

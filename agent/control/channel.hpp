@@ -67,6 +67,11 @@ class ControlChannel final : public Subsystem {
 
  private:
   boost::asio::awaitable<Error> connect_once(const Endpoint& ep);
+  boost::asio::awaitable<Error> connect_tls(const Endpoint& ep, const Secret& token, const std::optional<Proxy>& proxy);
+  template <class Stream>
+  boost::asio::awaitable<Result<void>> dial(Stream& stream, const Endpoint& ep, const std::optional<Proxy>& proxy);
+  template <class WebSocket>
+  boost::asio::awaitable<Error> upgrade(WebSocket& ws, const Endpoint& ep, const Secret& token);
   template <class WebSocket>
   boost::asio::awaitable<Error> converse(WebSocket& ws);
   // The reader of one connection, as its writer sees it.
