@@ -2,6 +2,7 @@
 
 #include "common/fs.hpp"
 #include "common/syscalls.hpp"
+#include "common/wake.hpp"
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -91,9 +92,9 @@ Result<UserIdentity> lookup_user(uid_t uid) {
 namespace {
 
 struct ChildExit {
-  explicit ChildExit(asio::any_io_executor ex) : waiter(ex, asio::steady_timer::time_point::max()) {}
+  explicit ChildExit(asio::any_io_executor ex) : waiter(std::move(ex)) {}
   std::optional<ExitStatus> status;
-  asio::steady_timer waiter;  // cancelled when the status arrives
+  Wake waiter;  // pulsed when the status arrives
 };
 
 }  // namespace
@@ -131,7 +132,7 @@ struct RealProcessRunner::Shared : std::enable_shared_from_this<Shared> {
       if (WIFEXITED(st)) s.code = WEXITSTATUS(st);
       if (WIFSIGNALED(st)) s.signal = WTERMSIG(st);
       it->second->status = s;
-      it->second->waiter.cancel();
+      it->second->waiter.pulse();
       children.erase(it);
     }
   }
@@ -165,14 +166,7 @@ class RealProcess final : public Process {
   }
 
   asio::awaitable<ExitStatus> wait() override {
-    while (!exit_->status) {
-      boost::system::error_code ec;
-      co_await exit_->waiter.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      if (exit_->status) break;
-      // Not woken by the reaper: this coroutine was cancelled.
-      auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
-    }
+    while (!exit_->status) co_await exit_->waiter.wait();  // throws when this coroutine is cancelled
     co_return *exit_->status;
   }
 

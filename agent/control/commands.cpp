@@ -8,6 +8,8 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include "common/wake.hpp"
+
 namespace instanced::control {
 namespace asio = boost::asio;
 namespace json = boost::json;
@@ -39,8 +41,8 @@ std::vector<std::string> CommandRegistry::names() const {
 
 // The command that runs under an id; duplicates wait on `done` for its result.
 struct CommandRegistry::Running {
-  explicit Running(asio::any_io_executor ex) : done(ex, asio::steady_timer::time_point::max()) {}
-  asio::steady_timer done;
+  explicit Running(asio::any_io_executor ex) : done(std::move(ex)) {}
+  Wake done;  // pulsed when it ends
   std::optional<CommandResult> result;  // none when it was cancelled
 };
 
@@ -114,8 +116,7 @@ asio::awaitable<CommandResult> CommandRegistry::execute(const Command& command) 
   if (auto it = running_.find(command.id); it != running_.end()) {
     // A duplicate while the first runs: its result, when it is ready.
     auto running = it->second;
-    boost::system::error_code ec;
-    co_await running->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await running->done.wait();
     if (!running->result) throw boost::system::system_error(asio::error::operation_aborted);
     co_return *running->result;
   }
@@ -129,7 +130,7 @@ asio::awaitable<CommandResult> CommandRegistry::execute(const Command& command) 
   remember(command, std::nullopt);  // on disk as started before the handler runs
   auto ended = [&] {
     running_.erase(command.id);
-    running->done.cancel();
+    running->done.pulse();
   };
   try {
     r = co_await handlers_.at(command.name)(command.args);

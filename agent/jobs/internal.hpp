@@ -70,11 +70,11 @@ inline std::vector<std::string> runtime_environment() {
 }
 
 struct Jobs::Live {
-  Live(asio::any_io_executor ex) : pump_done(ex, "output"), poke(ex, asio::steady_timer::time_point::max()) {}
+  Live(asio::any_io_executor ex) : pump_done(ex, "output"), poke(ex) {}
   std::unique_ptr<Process> proc;
   std::unique_ptr<RunLog> log;
   Gate pump_done;
-  asio::steady_timer poke;  // cancelled when a cancel is asked for
+  Wake poke;  // pulsed when a cancel is asked for
   asio::cancellation_signal stop;  // the agent is stopping
   std::optional<ContainerRuntimeCli> cli;  // container jobs
   bool cancel = false;

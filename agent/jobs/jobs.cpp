@@ -227,7 +227,7 @@ Result<json::object> Jobs::cancel(const std::string& id) {
   l->second->cancel_reason = "cancelled while running";
   job.cancel_requested = true;
   (void)persist(job);
-  l->second->poke.cancel();
+  l->second->poke.pulse();
   return json::object{{"id", id}, {"state", to_string(job.state)}, {"cancel", "requested"}};
 }
 
@@ -282,7 +282,7 @@ asio::awaitable<Result<std::string>> Jobs::drain(std::string action) {
     live->cancel = true;
     live->cancel_reason = fmt::format("cancelled by {}: still running after jobs.stop_wait ({})", action,
                                       format_duration(config_.stop_wait));
-    live->poke.cancel();
+    live->poke.pulse();
   }
   if (!cancelled.empty()) {
     auto ended = until_no_live_jobs();

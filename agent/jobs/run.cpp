@@ -98,8 +98,7 @@ asio::awaitable<ExitStatus> Jobs::supervise(JobRecord& job, Live& live) {
     }
     auto exit = p.wait();
     auto limit = api_.clock.sleep_until(deadline);
-    boost::system::error_code ec;
-    auto poked = live.poke.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    auto poked = live.poke.wait();
     auto any = std::move(exit) || std::move(limit) || std::move(poked);
     auto r = co_await first_error(std::move(any));
     if (r.index() == 0) {

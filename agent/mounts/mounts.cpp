@@ -670,14 +670,14 @@ asio::awaitable<void> Mounts::run() {
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   publish();
   // Shared with the supervisors' completions, which may come after this frame is gone.
-  auto all_done = std::make_shared<asio::steady_timer>(ex_);
+  auto all_done = std::make_shared<Wake>(ex_);
   for (auto& s : mounts_) {
     Supervised* p = s.get();
     asio::co_spawn(ex_, supervise(*p),
                    asio::bind_cancellation_slot(p->cancel.slot(), [this, p, all_done](std::exception_ptr e) {
                      p->done = true;
                      if (e && !is_cancellation(e)) log_->error("{}: {}", p->config.name, describe(e));
-                     all_done->cancel();
+                     all_done->pulse();
                    }));
   }
   asio::steady_timer forever(ex_, asio::steady_timer::time_point::max());
@@ -692,8 +692,7 @@ asio::awaitable<void> Mounts::run() {
     bool pending = false;
     for (auto& s : mounts_) pending = pending || !s->done;
     if (!pending) break;
-    all_done->expires_at(asio::steady_timer::time_point::max());
-    co_await all_done->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await all_done->wait();
   }
   if (!config_.unmount_on_stop) co_return;
   for (auto& s : mounts_) {

@@ -71,7 +71,7 @@ Setup::Setup(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Se
       env_(std::move(env)),
       log_(api.logging.get("setup")),
       done_(ex, "setup"),
-      wake_(ex, asio::steady_timer::time_point::max()),
+      wake_(ex),
       runs_changed_(ex) {
   if (auto id = api_.fs.read_file("/proc/sys/kernel/random/boot_id", 128)) {
     boot_id_ = *id;
@@ -102,7 +102,7 @@ void Setup::reconfigure(const SetupConfig& config) {
     if (kept == config.scripts.end()) api_.state.metrics().forget("instanced_setup_", "script", before.name);
   }
   config_ = config;
-  wake_.cancel();  // scripts added to the list run now
+  wake_.pulse();  // scripts added to the list run now
   publish();
 }
 
@@ -120,11 +120,8 @@ asio::awaitable<void> Setup::run() {
       persist();
       if (!dirty_) continue;  // recorded again: what waited for it runs now
     }
-    wake_.expires_at(dirty_ ? api_.clock.now() + 10s : asio::steady_timer::time_point::max());
-    boost::system::error_code ec;
-    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    // Until a rerun, a reload or (with records not yet written) 10 s to try writing them again.
+    co_await wake_.sleep_until(api_.clock, dirty_ ? api_.clock.now() + 10s : Clock::steady_time::max());
   }
 }
 
@@ -577,7 +574,7 @@ Result<std::string> Setup::rerun(const std::string& name) {
   reruns_.push_back(name);
   std::string ticket = random_id();
   tickets_[ticket] = name;
-  wake_.cancel();
+  wake_.pulse();
   log_->info("rerun of script {} requested", name);
   return ticket;
 }

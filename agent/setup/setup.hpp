@@ -123,7 +123,7 @@ class Setup final : public Subsystem {
   std::deque<std::string> reruns_;  // names queued by rerun()
   std::map<std::string, std::string> tickets_;  // ticket -> name, until its run ends
   std::map<std::string, std::string> finished_tickets_;  // ticket -> name
-  boost::asio::steady_timer wake_;  // cancelled to wake the loop
+  Wake wake_;  // pulsed to wake the loop (a rerun, a reload)
   Wake runs_changed_;  // pulsed when a run ends or a ticket goes
   std::string phase_ = "starting";
   std::unique_ptr<Live> live_;  // the run in progress

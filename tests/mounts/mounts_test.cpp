@@ -329,6 +329,7 @@ TEST_CASE("a blob container through rclone: files cross between the mount and th
   // Stopping the agent flushes and unmounts; rclone ends with it.
   agent.signal(SIGTERM);
   REQUIRE(agent.wait_exit(15s) == 0);
+  INFO(agent.log());  // says whether shutdown.timeout ran out first
   CHECK_FALSE(mounted(dir / "mnt/data"));
   CHECK(wait_until([&] { return pids_with((dir / "mnt/data").string()).empty(); }, 5s));
 }
