@@ -110,7 +110,7 @@ asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock&
         if (out.output.size() < max_output) out.output.append(buf.data(), std::min(n, max_output - out.output.size()));
       }
     } catch (const boost::system::system_error& e) {
-      if (e.code() == asio::error::operation_aborted) throw;  // cancelled: not the end of the output
+      if (is_cancelled(e)) throw;  // cancelled: not the end of the output
     }
   };
   auto reading = read_all();

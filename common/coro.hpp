@@ -54,13 +54,18 @@ inline std::string describe(std::exception_ptr e) {
   return "unknown error";
 }
 
+// Whether an operation was cancelled (the agent stopping).
+inline bool is_cancelled(const boost::system::system_error& e) {
+  return e.code() == boost::asio::error::operation_aborted;
+}
+
 // Whether it ended by cancellation (the agent stopping): nothing to log.
 inline bool is_cancellation(std::exception_ptr e) {
   if (!e) return false;
   try {
     std::rethrow_exception(e);
   } catch (const boost::system::system_error& ex) {
-    return ex.code() == boost::asio::error::operation_aborted;
+    return is_cancelled(ex);
   } catch (...) {
   }
   return false;

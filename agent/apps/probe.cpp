@@ -1,4 +1,5 @@
 #include "agent/apps/probe.hpp"
+#include "common/coro.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -66,7 +67,7 @@ asio::awaitable<Result<HttpAnswer>> http_get(const Url& url, const Secret& token
     stream.socket().shutdown(tcp::socket::shutdown_both, ec);
     co_return a;
   } catch (const boost::system::system_error& e) {
-    if (e.code() == asio::error::operation_aborted) throw;
+    if (is_cancelled(e)) throw;
     co_return Error{fmt::format("GET {}: {}", url.target, describe(e))};
   }
 }
@@ -89,7 +90,7 @@ asio::awaitable<Result<Duration>> websocket_handshake(const Url& url, const Secr
     co_await ws.async_close(beast::websocket::close_code::normal, asio::redirect_error(asio::use_awaitable, ec));
     co_return elapsed;
   } catch (const boost::system::system_error& e) {
-    if (e.code() == asio::error::operation_aborted) throw;
+    if (is_cancelled(e)) throw;
     co_return Error{fmt::format("WebSocket {}: {}", url.target, describe(e))};
   }
 }

@@ -304,7 +304,7 @@ asio::awaitable<void> ControlChannel::run() {
   try {
     co_await connect_loop(*ep);
   } catch (const boost::system::system_error& e) {
-    if (e.code() != asio::error::operation_aborted) throw;
+    if (!is_cancelled(e)) throw;
   }
   // Stopping: what is not acknowledged waits in the outbox; running commands end.
   co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "common/wake.hpp"
+#include "common/coro.hpp"
 
 namespace instanced::control {
 namespace asio = boost::asio;
@@ -135,7 +136,7 @@ asio::awaitable<CommandResult> CommandRegistry::execute(const Command& command) 
   try {
     r = co_await handlers_.at(command.name)(command.args);
   } catch (const boost::system::system_error& e) {
-    if (e.code() == asio::error::operation_aborted) {
+    if (is_cancelled(e)) {
       ended();  // stays "started": the next start answers it interrupted
       throw;
     }

@@ -122,7 +122,7 @@ asio::awaitable<std::optional<std::string>> Daemon::run_once(Subsystem& subsyste
   try {
     co_await subsystem.run();
   } catch (const boost::system::system_error& ex) {
-    if (ex.code() == asio::error::operation_aborted) co_return std::nullopt;  // a normal stop
+    if (is_cancelled(ex)) co_return std::nullopt;  // a normal stop
     co_return std::string(ex.what());
   } catch (const std::exception& ex) {
     co_return std::string(ex.what());

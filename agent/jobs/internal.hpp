@@ -44,8 +44,6 @@ inline constexpr auto kStoreRetry = 10s;       // while state_dir/jobs cannot be
 inline constexpr std::size_t kToolOutputMax = 64 << 10;
 inline const char* const kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-inline bool is_cancelled(const boost::system::system_error& e) { return e.code() == asio::error::operation_aborted; }
-
 // Of a steady or a wall clock: their durations differ in libc++ (microseconds for the wall).
 template <class Rep, class Period>
 inline double seconds(std::chrono::duration<Rep, Period> d) { return std::chrono::duration<double>(d).count(); }

@@ -116,7 +116,7 @@ asio::awaitable<ExitStatus> read_to_end(Process& proc, std::string& out) {
       keep_tail(out, std::string_view(buf, n));
     }
   } catch (const boost::system::system_error& e) {
-    if (e.code() == asio::error::operation_aborted) throw;
+    if (is_cancelled(e)) throw;
   }
   co_return co_await proc.wait();
 }

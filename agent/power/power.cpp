@@ -106,7 +106,7 @@ asio::awaitable<void> Power::run() {
     if (logind) co_await watch_logind();
     for (;;) co_await api_.clock.sleep_for(std::chrono::hours(24));
   } catch (const boost::system::system_error& e) {
-    if (e.code() != asio::error::operation_aborted) throw;
+    if (!is_cancelled(e)) throw;
     stopping = true;
   }
   if (!stopping || reported_) co_return;

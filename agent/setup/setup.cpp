@@ -46,8 +46,6 @@ std::string compact_time(Clock::wall_time t) {
   return out + "Z";
 }
 
-bool is_cancelled(const boost::system::system_error& e) { return e.code() == asio::error::operation_aborted; }
-
 }  // namespace
 
 struct Setup::Live {
@@ -590,7 +588,7 @@ asio::awaitable<std::optional<ScriptRecord>> Setup::wait_for_run(std::string tic
     try {
       co_await runs_changed_.wait();
     } catch (const boost::system::system_error& e) {
-      if (e.code() != asio::error::operation_aborted) throw;
+      if (!is_cancelled(e)) throw;
       co_return std::nullopt;  // the agent stops: the command says so
     }
   }

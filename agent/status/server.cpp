@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/fs.hpp"
+#include "common/coro.hpp"
 
 #ifndef SO_PEERGROUPS
 #define SO_PEERGROUPS 59  // Linux 4.13; the portable build's 3.10 kernel headers lack it
@@ -196,7 +197,7 @@ asio::awaitable<void> StatusServer::run() {
       asio::co_spawn(ex_, serve(session), asio::detached);
     }
   } catch (const boost::system::system_error& e) {
-    if (e.code() != asio::error::operation_aborted) log_->error("accept failed: {}", e.what());
+    if (!is_cancelled(e)) log_->error("accept failed: {}", e.what());
   }
   // Shutdown: stop accepting and end every open connection.
   boost::system::error_code ignored;

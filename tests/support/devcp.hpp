@@ -65,13 +65,7 @@ class DevCp {
   // Polls instances() until `pred` holds, for up to `timeout`.
   template <class Pred>
   bool wait(Pred pred, std::chrono::milliseconds timeout = 10s) const {
-    auto until = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < until) {
-      auto v = instances();
-      if (pred(v)) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
+    return eventually([&] { return pred(instances()); }, timeout);
   }
   int agent_port = 0;
   int api_port = 0;
