@@ -1,10 +1,14 @@
 #include "common/run_log.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/fs.hpp"
@@ -43,6 +47,54 @@ std::string pread_string(int fd, std::uint64_t offset, std::size_t n) {
   return out;
 }
 
+// The shared tail's header: a sequence lock (odd while the writer changes the stream) and
+// where the stream stands. The ring follows at kSharedHeader bytes.
+constexpr std::uint64_t kSharedMagic = 0x31474f4c4e555249;  // "IRUNLOG1"
+constexpr std::size_t kSharedHeader = 64;
+struct SharedHeader {
+  std::atomic<std::uint64_t> magic;
+  std::atomic<std::uint64_t> seq;
+  std::atomic<std::uint64_t> produced;
+  std::atomic<std::uint64_t> head;
+  std::atomic<std::uint64_t> ring_start;
+  std::atomic<std::uint64_t> ring_size;
+  std::atomic<std::uint64_t> ring_cap;
+};
+static_assert(sizeof(SharedHeader) <= kSharedHeader);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "the header is shared between processes");
+
+// A running log: `head` bytes in the file, then the last `ring_size` produced bytes in a
+// ring of `ring_cap` bytes starting at `ring_start`.
+struct Stream {
+  std::uint64_t produced = 0;
+  std::uint64_t head = 0;
+  const char* ring = nullptr;
+  std::size_t ring_cap = 0;
+  std::size_t ring_start = 0;
+  std::size_t ring_size = 0;
+};
+
+LogChunk read_running(const std::filesystem::path& file, const Stream& v, std::uint64_t from, std::size_t max) {
+  LogChunk c;
+  if (from < v.head) {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(max, v.head - from));
+    if (Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC)); fd) c.data = pread_string(fd.get(), from, want);
+    c.next = from + c.data.size();
+    return c;
+  }
+  const std::uint64_t ring_from = v.produced - v.ring_size;
+  if (from < ring_from) {
+    c.skipped = ring_from - from;
+    from = ring_from;
+  }
+  const auto start = static_cast<std::size_t>(std::min<std::uint64_t>(from - ring_from, v.ring_size));
+  const std::size_t n = std::min<std::size_t>(max, v.ring_size - start);
+  c.data.resize(n);
+  for (std::size_t i = 0; i < n; ++i) c.data[i] = v.ring[(v.ring_start + start + i) % v.ring_cap];
+  c.next = std::min(v.produced, from + n);
+  return c;
+}
+
 }  // namespace
 
 LogChunk read_finished_log(const std::filesystem::path& file, const LogLayout& l, std::uint64_t from, std::size_t max) {
@@ -70,18 +122,68 @@ LogChunk read_finished_log(const std::filesystem::path& file, const LogLayout& l
   return c;
 }
 
-RunLog::RunLog(std::filesystem::path file, std::uint64_t max_bytes, std::size_t tail_lines, LineSink to_journal)
+RunLog::RunLog(std::filesystem::path file, std::uint64_t max_bytes, std::size_t tail_lines, LineSink to_journal,
+               std::filesystem::path shared_tail)
     : file_(std::move(file)),
       head_cap_(max_bytes / 2),
       tail_cap_(max_bytes - max_bytes / 2),
       journal_budget_(max_bytes),
       tail_lines_(tail_lines),
-      to_journal_(std::move(to_journal)) {
+      to_journal_(std::move(to_journal)),
+      shared_path_(std::move(shared_tail)) {
   fd_ = Fd(::open(file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd_) error_ = fmt::format("cannot create {}: {}", file_.string(), std::strerror(errno));
+  if (!shared_path_.empty()) map_shared_tail();
 }
 
-RunLog::~RunLog() = default;
+RunLog::~RunLog() {
+  if (shared_map_) ::munmap(shared_map_, shared_len_);
+}
+
+// The ring in a file mapped shared (sparse until written). When that fails the ring is in
+// memory: the run goes on, only followers see nothing past the head until it ends.
+void RunLog::map_shared_tail() {
+  const std::size_t len = kSharedHeader + static_cast<std::size_t>(tail_cap_);
+  Fd fd(::open(shared_path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  void* map = MAP_FAILED;
+  if (fd && ::ftruncate(fd.get(), static_cast<off_t>(len)) == 0)
+    map = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (map == MAP_FAILED) {
+    if (!error_) error_ = fmt::format("cannot map {}: {}", shared_path_.string(), std::strerror(errno));
+    std::error_code ec;
+    std::filesystem::remove(shared_path_, ec);
+    shared_path_.clear();
+    return;
+  }
+  shared_map_ = map;
+  shared_len_ = len;
+  auto* h = new (map) SharedHeader{};
+  h->ring_cap.store(tail_cap_, std::memory_order_relaxed);
+  h->magic.store(kSharedMagic, std::memory_order_release);
+  ring_data_ = static_cast<char*>(map) + kSharedHeader;
+  ring_cap_ = static_cast<std::size_t>(tail_cap_);
+}
+
+void RunLog::publish() {
+  if (!shared_map_) return;
+  auto* h = static_cast<SharedHeader*>(shared_map_);
+  std::uint64_t seq = h->seq.load(std::memory_order_relaxed);
+  if (seq % 2 == 0) {  // odd while changing (feed() may have begun the change)
+    h->seq.store(++seq, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+  }
+  h->produced.store(produced_, std::memory_order_relaxed);
+  h->head.store(head_written_, std::memory_order_relaxed);
+  h->ring_start.store(ring_start_, std::memory_order_relaxed);
+  h->ring_size.store(ring_size_, std::memory_order_relaxed);
+  h->seq.store(seq + 1, std::memory_order_release);
+}
+
+std::string RunLog::ring_copy() const {
+  std::string tail(ring_size_, '\0');
+  for (std::size_t i = 0; i < ring_size_; ++i) tail[i] = ring()[(ring_start_ + i) % ring_cap_];
+  return tail;
+}
 
 void RunLog::write_file(std::string_view bytes) {
   while (fd_ && !bytes.empty()) {
@@ -110,20 +212,30 @@ void RunLog::feed(std::string_view bytes) {
     head_written_ += n;
     bytes.remove_prefix(n);
   }
+  if (!bytes.empty() && !ring_data_) {
+    ring_.resize(static_cast<std::size_t>(tail_cap_));
+    ring_data_ = ring_.data();
+    ring_cap_ = ring_.size();
+  }
+  if (!bytes.empty() && shared_map_) {  // a follower must not read the ring while it changes
+    auto* h = static_cast<SharedHeader*>(shared_map_);
+    h->seq.store(h->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+  }
   if (!bytes.empty()) {
     // After the head: the ring keeps the last tail_cap_ bytes.
-    if (ring_.empty()) ring_.resize(static_cast<std::size_t>(tail_cap_));
-    std::string_view keep = bytes.size() > ring_.size() ? bytes.substr(bytes.size() - ring_.size()) : bytes;
+    std::string_view keep = bytes.size() > ring_cap_ ? bytes.substr(bytes.size() - ring_cap_) : bytes;
     while (!keep.empty()) {
-      std::size_t end = (ring_start_ + ring_size_) % ring_.size();
-      std::size_t n = std::min(keep.size(), ring_.size() - end);
-      std::memcpy(ring_.data() + end, keep.data(), n);
+      std::size_t end = (ring_start_ + ring_size_) % ring_cap_;
+      std::size_t n = std::min(keep.size(), ring_cap_ - end);
+      std::memcpy(ring() + end, keep.data(), n);
       keep.remove_prefix(n);
-      std::size_t overflow = ring_size_ + n > ring_.size() ? ring_size_ + n - ring_.size() : 0;
+      std::size_t overflow = ring_size_ + n > ring_cap_ ? ring_size_ + n - ring_cap_ : 0;
       ring_size_ += n - overflow;
-      ring_start_ = (ring_start_ + overflow) % ring_.size();
+      ring_start_ = (ring_start_ + overflow) % ring_cap_;
     }
   }
+  publish();
   // Lines for the journal, until its budget is spent; after that the last lines come from
   // the ring.
   while (!journal_cut_ && !all.empty()) {
@@ -167,8 +279,7 @@ std::vector<std::string> RunLog::last_lines() const {
     for (const auto& l : lines_) add(l);
     if (!partial_.empty()) add(partial_);
   } else {
-    std::string tail(ring_size_, '\0');
-    for (std::size_t i = 0; i < ring_size_; ++i) tail[i] = ring_[(ring_start_ + i) % ring_.size()];
+    std::string tail = ring_copy();
     std::string_view t = tail;
     if (!t.empty() && t.back() == '\n') t.remove_suffix(1);
     std::vector<std::string_view> lines;
@@ -205,9 +316,7 @@ LogLayout RunLog::finish() {
       write_file(marker);
       l.marker = marker.size();
     }
-    std::string tail(ring_size_, '\0');
-    for (std::size_t i = 0; i < ring_size_; ++i) tail[i] = ring_[(ring_start_ + i) % ring_.size()];
-    write_file(tail);
+    write_file(ring_copy());
     l.tail = ring_size_;
   }
   fd_.reset();
@@ -217,8 +326,15 @@ LogLayout RunLog::finish() {
     l.marker = 0;
     l.tail = 0;
   }
+  if (shared_map_) {
+    ::munmap(shared_map_, shared_len_);
+    shared_map_ = nullptr;
+    std::error_code ec;
+    std::filesystem::remove(shared_path_, ec);
+  }
   ring_.clear();
   ring_.shrink_to_fit();
+  ring_data_ = nullptr;
   ring_size_ = 0;
   partial_.clear();
   lines_.clear();
@@ -228,24 +344,39 @@ LogLayout RunLog::finish() {
 
 LogChunk RunLog::read(std::uint64_t from, std::size_t max) const {
   if (finished_) return read_finished_log(file_, *finished_, from, max);
-  LogChunk c;
-  if (from < head_written_) {
-    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(max, head_written_ - from));
-    if (Fd fd(::open(file_.c_str(), O_RDONLY | O_CLOEXEC)); fd) c.data = pread_string(fd.get(), from, want);
-    c.next = from + c.data.size();
-    return c;
+  return read_running(file_, {produced_, head_written_, ring(), ring_cap_, ring_start_, ring_size_}, from, max);
+}
+
+std::optional<LogChunk> read_live_log(const std::filesystem::path& file, const std::filesystem::path& shared_tail,
+                                      std::uint64_t from, std::size_t max) {
+  Fd fd(::open(shared_tail.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < static_cast<off_t>(kSharedHeader))
+    return std::nullopt;
+  const auto len = static_cast<std::size_t>(st.st_size);
+  void* map = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (map == MAP_FAILED) return std::nullopt;
+  const auto* h = static_cast<const SharedHeader*>(map);
+  std::optional<LogChunk> out;
+  for (int attempt = 0; attempt < 100 && !out && h->magic.load(std::memory_order_acquire) == kSharedMagic; ++attempt) {
+    const std::uint64_t seq = h->seq.load(std::memory_order_acquire);
+    if (seq % 2 != 0) {
+      ::sched_yield();
+      continue;
+    }
+    Stream v{h->produced.load(std::memory_order_relaxed), h->head.load(std::memory_order_relaxed),
+             static_cast<const char*>(map) + kSharedHeader, static_cast<std::size_t>(h->ring_cap.load(std::memory_order_relaxed)),
+             static_cast<std::size_t>(h->ring_start.load(std::memory_order_relaxed)),
+             static_cast<std::size_t>(h->ring_size.load(std::memory_order_relaxed))};
+    if (v.ring_cap > len - kSharedHeader || v.ring_size > v.ring_cap || (v.ring_cap && v.ring_start >= v.ring_cap) ||
+        v.ring_size > v.produced || v.head > v.produced)
+      break;  // not a header this code wrote
+    LogChunk c = read_running(file, v, from, max);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (h->seq.load(std::memory_order_relaxed) == seq) out = std::move(c);
   }
-  const std::uint64_t ring_from = produced_ - ring_size_;
-  if (from < ring_from) {
-    c.skipped = ring_from - from;
-    from = ring_from;
-  }
-  std::size_t start = static_cast<std::size_t>(from - ring_from);
-  std::size_t n = std::min<std::size_t>(max, ring_size_ - std::min(ring_size_, start));
-  c.data.resize(n);
-  for (std::size_t i = 0; i < n; ++i) c.data[i] = ring_[(ring_start_ + start + i) % ring_.size()];
-  c.next = std::min(produced_, from + n);
-  return c;
+  ::munmap(map, len);
+  return out;
 }
 
 }  // namespace instanced

@@ -45,13 +45,25 @@ struct LogChunk {
 LogChunk read_finished_log(const std::filesystem::path& file, const LogLayout& layout, std::uint64_t from,
                            std::size_t max);
 
+// Reads a running log from another process: the head from `file`, the kept tail from the
+// writer's `shared_tail` (see RunLog). Nothing when there is no shared tail (the run has
+// not started, or has ended: then its layout says where the output is), or when the
+// writer changed it under every one of a few tries.
+std::optional<LogChunk> read_live_log(const std::filesystem::path& file, const std::filesystem::path& shared_tail,
+                                      std::uint64_t from, std::size_t max);
+
 class RunLog {
  public:
   using LineSink = std::function<void(std::string_view escaped_line)>;
 
   // Creates `file` (mode 0600). A file that cannot be written is reported by error() and
   // the run goes on: lines still reach the journal and the tail.
-  RunLog(std::filesystem::path file, std::uint64_t max_bytes, std::size_t tail_lines, LineSink to_journal);
+  // With `shared_tail`, the kept tail lives in that file (mode 0600, mapped shared) rather
+  // than in this process's memory, with a header that says where the stream stands, so
+  // that another process can follow the output (read_live_log): the workload monitor's
+  // log, read by the agent. The file is removed by finish().
+  RunLog(std::filesystem::path file, std::uint64_t max_bytes, std::size_t tail_lines, LineSink to_journal,
+         std::filesystem::path shared_tail = {});
   ~RunLog();
   RunLog(const RunLog&) = delete;
   RunLog& operator=(const RunLog&) = delete;
@@ -74,6 +86,11 @@ class RunLog {
  private:
   void write_file(std::string_view bytes);
   void line(std::string_view raw);
+  void map_shared_tail();
+  void publish();  // the shared header, after each change
+  char* ring() { return ring_data_; }
+  const char* ring() const { return ring_data_; }
+  std::string ring_copy() const;  // the kept tail, in order
 
   std::filesystem::path file_;
   Fd fd_;
@@ -85,7 +102,12 @@ class RunLog {
   std::uint64_t produced_ = 0;
   std::uint64_t head_written_ = 0;
   std::uint64_t in_file_ = 0;  // bytes that really reached the file
-  std::vector<char> ring_;  // the last tail_cap_ bytes after the head, circular
+  std::vector<char> ring_;  // the last tail_cap_ bytes after the head, circular (in memory)
+  std::filesystem::path shared_path_;
+  void* shared_map_ = nullptr;  // the shared tail's mapping: a header, then the ring
+  std::size_t shared_len_ = 0;
+  char* ring_data_ = nullptr;  // ring_'s data or the shared ring
+  std::size_t ring_cap_ = 0;
   std::size_t ring_start_ = 0;
   std::size_t ring_size_ = 0;
   std::string partial_;  // the line being assembled

@@ -22,6 +22,9 @@
 #ifndef SYS_statx
 #define SYS_statx 332
 #endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
@@ -153,5 +156,7 @@ const char* signal_abbrev(int signal) noexcept {
   if (signal > 0 && signal < static_cast<int>(std::size(kNames))) return kNames[signal];
   return nullptr;
 }
+
+int pidfd_open(int pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
 }  // namespace instanced::sys

@@ -26,6 +26,11 @@ std::optional<bool> is_mount_root(int dirfd, const char* name) noexcept;
 // is_mount_root's fallback alone (tests reach it on kernels that have the statx attribute).
 std::optional<bool> is_mount_root_by_mount_id(int dirfd, const char* name) noexcept;
 
+// pidfd_open(2) (Linux 5.3): a descriptor that becomes readable when `pid` exits, also for
+// a process that is not a child. -1 with errno set (ENOSYS on older kernels: then the
+// caller polls).
+int pidfd_open(int pid) noexcept;
+
 // "TERM" for SIGTERM (sigabbrev_np is glibc 2.32); nullptr for a number without a name.
 const char* signal_abbrev(int signal) noexcept;
 

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent/jobs/jobs.hpp"
+#include "agent/monitor/client.hpp"
 
 namespace instanced::jobs {
 namespace asio = boost::asio;
@@ -75,6 +76,9 @@ struct Jobs::Live {
   Wake poke;  // pulsed when a cancel is asked for
   asio::cancellation_signal stop;  // the agent is stopping
   std::optional<ContainerRuntimeCli> cli;  // container jobs
+  std::optional<monitor::Run> run;         // process jobs: their monitor
+  bool cancel_sent = false;                // the monitor was asked to stop it
+  std::vector<std::string> tail;           // the output's last lines, from the monitor's record
   bool cancel = false;
   std::string cancel_reason;
   bool timed_out = false;

@@ -4,7 +4,7 @@
 namespace instanced::jobs {
 
 Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const JobsConfig& config, std::string state_dir,
-           std::string status_socket, GpuSource gpus)
+           std::string status_socket, GpuSource gpus, monitor::Launcher monitors)
     : ex_(ex),
       api_(api),
       runner_(runner),
@@ -12,6 +12,7 @@ Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Jobs
       state_dir_(std::move(state_dir)),
       status_socket_(std::move(status_socket)),
       gpus_(std::move(gpus)),
+      monitors_(std::move(monitors)),
       log_(api.logging.get("jobs")),
       wake_(ex),
       live_changed_(ex) {
@@ -60,8 +61,8 @@ asio::awaitable<void> Jobs::run() {
   } catch (const boost::system::system_error& e) {
     if (!is_cancelled(e)) throw;
   }
-  // Stopping: running jobs are left as they are (containers are re-attached after the
-  // restart, processes are found and reported lost); their coroutines end now.
+  // Stopping: running jobs are left as they are, under their monitors or the container
+  // runtime, and taken back at the next start; their coroutines end now.
   stopping_ = true;
   // Each job's coroutine filters all but terminal cancellation (co_spawn's default).
   for (auto& [id, live] : live_) live->stop.emit(asio::cancellation_type::terminal);

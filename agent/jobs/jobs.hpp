@@ -5,7 +5,9 @@
 // waits until that many healthy GPUs are free and holds them alone. Nothing starts while
 // a prerequisite gate is closed (the disk's 5 GB rule, required mounts, setup scripts).
 // Every job is a file in state_dir/jobs, written before each change takes effect: queued
-// jobs survive a restart; a container still running is re-attached, a process is `lost`.
+// jobs survive a restart. A process job runs under its own monitor (instanced-run, its
+// run folder state_dir/jobs/ID.run), so it outlives an agent stop, crash or upgrade and is
+// taken back at the next start; a container still running is re-attached.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -23,6 +25,7 @@
 #include "agent/jobs/container.hpp"
 #include "agent/jobs/dispatch.hpp"
 #include "agent/jobs/spec.hpp"
+#include "agent/monitor/client.hpp"
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
 #include "common/gate.hpp"
@@ -41,8 +44,9 @@ using GpuSource = std::function<GpuView()>;
 
 class Jobs final : public Subsystem {
  public:
+  // `monitors`: how process jobs' monitors (instanced-run) are started.
   Jobs(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const JobsConfig& config, std::string state_dir,
-       std::string status_socket, GpuSource gpus);
+       std::string status_socket, GpuSource gpus, monitor::Launcher monitors);
   ~Jobs() override;
 
   std::string name() const override { return "jobs"; }
@@ -109,6 +113,15 @@ class Jobs final : public Subsystem {
   boost::asio::awaitable<Result<SpawnSpec>> container_spec(const JobRecord& job, ContainerRuntimeCli cli,
                                                            const Prepared& prepared);
   Result<void> start_process(JobRecord& job, Live& live, const SpawnSpec& spec);
+  void open_log(JobRecord& job, Live& live);
+  void mark_running(JobRecord& job, Live& live, pid_t pid);
+  // Process jobs, under their monitor (monitored.cpp).
+  boost::asio::awaitable<Result<void>> start_monitored(JobRecord& job, Live& live, SpawnSpec spec);
+  boost::asio::awaitable<Ending> watch_monitored(JobRecord& job, Live& live);
+  Ending ending_of(JobRecord& job, Live& live, const monitor::WorkloadExit& e) const;
+  boost::asio::awaitable<void> adopt_monitored(std::string id);
+  boost::asio::awaitable<bool> recover_monitored(const std::string& id);
+  void remove_run_folder(const std::string& id);
   boost::asio::awaitable<Ending> watch(JobRecord& job, Live& live);
   void conclude(JobRecord& job, Live& live, Ending end);
   boost::asio::awaitable<void> attach_container(std::string id, ContainerRuntimeCli cli);
@@ -120,6 +133,7 @@ class Jobs final : public Subsystem {
   boost::asio::awaitable<Result<std::string>> run_tool(std::vector<std::string> argv, Duration timeout);
   boost::asio::awaitable<Result<ContainerRuntimeCli>> runtime();
   boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string id);
+  std::string marker(const std::string& id) const;  // "INSTANCED_JOB_RUN=<run folder>"
   void finish(JobRecord& job, JobState state, std::string reason, std::vector<std::string> tail);
   std::vector<std::string> environment(const JobRecord& job, const UserIdentity& user) const;
   std::optional<std::string> waiting_reason(const JobRecord& job) const;
@@ -142,6 +156,7 @@ class Jobs final : public Subsystem {
   std::string state_dir_;
   std::string status_socket_;
   GpuSource gpus_;
+  monitor::Launcher monitors_;
   Logger log_;
   std::size_t slots_ = 1;
   std::vector<Gate*> prerequisites_;

@@ -97,6 +97,7 @@ asio::awaitable<void> Jobs::recover() {
         finish(*job, JobState::lost, "its container is gone (the agent was stopped while it ran)", {});
       continue;
     }
+    if (co_await recover_monitored(id)) continue;
     std::vector<pid_t> left = co_await kill_marked(id);
     job = jobs_.at(id).get();
     if (!was_running && left.empty()) {

@@ -153,6 +153,10 @@ status::Response Jobs::log_response(const status::Request& req) const {
   if (auto l = live_.find(*id); l != live_.end() && l->second->log) {
     chunk = l->second->log->read(from, kChunk);
     running = true;
+  } else if (l != live_.end() && l->second->run) {
+    // From the monitor's log and shared tail; nothing for a moment as it starts or ends.
+    if (auto c = l->second->run->read_log(j.log, from, kChunk)) chunk = std::move(*c);
+    running = true;
   } else if (j.state == JobState::queued || j.state == JobState::starting || (l != live_.end())) {
     running = !is_finished(j.state);
   } else if (!j.log.empty()) {

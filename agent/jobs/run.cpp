@@ -8,7 +8,10 @@ namespace instanced::jobs {
 std::vector<std::string> Jobs::environment(const JobRecord& job, const UserIdentity& user) const {
   std::map<std::string, std::string> env = login_environment(user);
   for (const auto& [k, v] : job.spec.env) env[k] = v;
-  env["INSTANCED_JOB_ID"] = job.spec.id;  // also the marker its processes are found by
+  env["INSTANCED_JOB_ID"] = job.spec.id;
+  // The marker its processes are found by: unique to this agent's state folder, so that
+  // another agent's job of the same id (a test beside it) is never taken for it.
+  env["INSTANCED_JOB_RUN"] = store_file(job.spec.id, ".run").string();
   env["INSTANCED_SOCKET"] = status_socket_;
   // The GPUs it holds, and no others: NVML's indices are in PCI bus order.
   GpuView view = gpus_ ? gpus_() : GpuView{};
@@ -56,9 +59,11 @@ asio::awaitable<Result<std::string>> Jobs::run_tool(std::vector<std::string> arg
   co_return std::move(ran->output);
 }
 
-// Stops what carries the job's INSTANCED_JOB_ID (SIGTERM, SIGKILL after kill_grace).
+std::string Jobs::marker(const std::string& id) const { return "INSTANCED_JOB_RUN=" + store_file(id, ".run").string(); }
+
+// Stops what carries the job's marker (SIGTERM, SIGKILL after kill_grace).
 asio::awaitable<std::vector<pid_t>> Jobs::kill_marked(std::string id) {
-  const std::string marker = "INSTANCED_JOB_ID=" + id;
+  const std::string marker = this->marker(id);
   co_return co_await stop_marked(runner_, api_.pool, api_.clock, log_, marker, config_.kill_grace);
 }
 
@@ -124,15 +129,21 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
   Ending end;
   try {
     auto spec = co_await spawn_spec(job, live);
-    Result<void> started = spec ? start_process(job, live, *spec) : Result<void>(spec.error());
-    if (started)
+    Result<void> started = !spec ? Result<void>(spec.error()) : Result<void>();
+    if (spec && live.cli)
+      started = start_process(job, live, *spec);
+    else if (spec)
+      started = co_await start_monitored(job, live, std::move(*spec));
+    if (!started)
+      end.reason = started.error().message;
+    else if (live.cli)
       end = co_await watch(job, live);
     else
-      end.reason = started.error().message;
+      end = co_await watch_monitored(job, live);
   } catch (const boost::system::system_error& e) {
     if (is_cancelled(e)) {
       // The agent is stopping: the record stays as it is (running); the next start
-      // re-attaches the container or reports the process lost.
+      // re-attaches the container or takes the monitored process back.
       if (live.log) job.layout = live.log->finish();
       (void)persist(job);
       co_return;
@@ -143,6 +154,7 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
   }
   if (end.state != JobState::succeeded && live.cancel) end = Ending{JobState::cancelled, live.cancel_reason};
   conclude(job, live, std::move(end));
+  if (live.run) remove_run_folder(id);
   if (live.cli && live.proc) {
     const ContainerRuntimeCli c = *live.cli;
     const std::string name = job.container;
@@ -254,31 +266,43 @@ asio::awaitable<Result<SpawnSpec>> Jobs::container_spec(const JobRecord& job, Co
   co_return spec;
 }
 
-// Spawns the job and opens its run log; the job is `running` (recorded) and told.
+// Spawns the job (the container runtime's `run`) and opens its run log; the job is
+// `running` (recorded) and told.
 Result<void> Jobs::start_process(JobRecord& job, Live& live, const SpawnSpec& spec) {
-  const std::string& id = job.spec.id;
   if (live.cancel) return Error{"cancelled before it started"};
   auto spawned = runner_.spawn(spec);
   // The log is made once the job runs (its output waits in the pipe meanwhile): making
   // a file costs about a millisecond on some disks, and the job need not wait for it.
+  open_log(job, live);
+  if (!spawned) return spawned.error();
+  live.proc = std::move(*spawned);
+  mark_running(job, live, live.proc->pid());
+  return {};
+}
+
+void Jobs::open_log(JobRecord& job, Live& live) {
   if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
   live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
-                                      [this, who = id](std::string_view line) {
+                                      [this, who = job.spec.id](std::string_view line) {
                                         api_.logging.workload_line(log_, spdlog::level::debug, "instanced-job",
                                                                    {"INSTANCED_JOB", who}, line);
                                       });
-  if (!spawned) return spawned.error();
-  live.proc = std::move(*spawned);
+}
+
+void Jobs::mark_running(JobRecord& job, Live& live, pid_t pid) {
+  const std::string& id = job.spec.id;
   job.state = JobState::running;
   (void)persist(job);
   {
     LogFields fields{{"MESSAGE_ID", msgid::kJobStarted}, {"INSTANCED_JOB", id}};
-    log_->info("job {} started (pid {}{}{})", id, live.proc->pid(), live.cli ? ", container " + job.container : "",
+    const std::string who = !live.run                ? fmt::format("pid {}", pid)
+                            : live.run->unit().empty() ? fmt::format("monitor pid {}", pid)
+                                                       : "monitor unit " + live.run->unit();
+    log_->info("job {} started ({}{}{})", id, who, live.cli ? ", container " + job.container : "",
                job.gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(job.gpus, ",")));
   }
   api_.state.emit("jobs", "job_started", fmt::format("job {} started", id), {{"id", id}, {"job", job.to_json()}});
   publish();
-  return {};
 }
 
 // Until the job has ended and its output is read: how it ended.
@@ -293,29 +317,25 @@ asio::awaitable<Jobs::Ending> Jobs::watch(JobRecord& job, Live& live) {
   }
   job.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
   job.signal = status.signal;
-  if (!live.cli) {
-    auto left = co_await kill_marked(id);  // what it left behind ends with it
-    if (!left.empty()) log_->info("job {}: {} processes it left behind were stopped", id, left.size());
-  }
   if (live.cancel) co_return Ending{JobState::cancelled, live.cancel_reason};
   if (live.timed_out)
     co_return Ending{JobState::timed_out, fmt::format("timed out after {}; stopped",
                                                       format_duration(job.spec.timeout.value_or(config_.default_timeout)))};
   if (status.success()) co_return Ending{JobState::succeeded, {}};
   std::string reason = status.describe();
-  if (live.cli && status.code >= 125 && status.code <= 127)
+  if (status.code >= 125 && status.code <= 127)
     reason += fmt::format(" (the container runtime could not run it: see 'instancectl job logs {}')", id);
   co_return Ending{JobState::failed, std::move(reason)};
 }
 
 // The run log closed (a job that never ran has none), then the outcome recorded and told.
 void Jobs::conclude(JobRecord& job, Live& live, Ending end) {
-  std::vector<std::string> tail;
+  std::vector<std::string> tail = std::move(live.tail);  // a monitor's record (layout set)
   if (live.log) {
     if (!live.proc) live.log->feed("[instanced: " + end.reason + "]\n");
     job.layout = live.log->finish();
     tail = live.log->last_lines();
-  } else {
+  } else if (!live.run) {
     job.log.clear();  // it never ran: no output
   }
   // Recorded first, then the container goes: a crash between the two finds the outcome.

@@ -71,7 +71,7 @@ TEST_CASE("a cancelled race whose sides both fail ends as a cancellation, not mu
   CHECK(cancelled_once(wrapped) == "aborted");
 }
 
-TEST_CASE("a gate wait inside a race hears one terminal cancellation; the cleanup after it runs", "[coro]") {
+TEST_CASE("a gate wait inside a race hears one terminal cancellation, and the cleanup after it runs", "[coro]") {
   bool cleaned = false;
   auto body = [&]() -> asio::awaitable<void> {
     co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());

@@ -63,7 +63,7 @@ TEST_CASE("a command id runs at most once, also across a restart", "[control][co
   }
 }
 
-TEST_CASE("a duplicate sent while the command runs waits for its result; it does not run again",
+TEST_CASE("a duplicate sent while the command runs waits for its result, and it does not run again",
           "[control][commands]") {
   asio::io_context ioc;
   testing::FakeClock clock;

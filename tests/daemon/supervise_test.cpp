@@ -51,7 +51,7 @@ asio::awaitable<void> every_ms(std::function<bool()> step) {
 
 }  // namespace
 
-TEST_CASE("a failed subsystem is restarted with doubling pauses; its restarts are shown and counted",
+TEST_CASE("a failed subsystem is restarted with doubling pauses, and its restarts are shown and counted",
           "[daemon][restart][simulated]") {
   asio::io_context ioc(1);
   testing::FakeClock clock;

@@ -239,27 +239,71 @@ TEST_CASE("cancel a queued and a running job, and a timeout stops the whole proc
   CHECK(log.body == "ready\n");
 }
 
-TEST_CASE("queued jobs survive an agent restart and a running process job is reported lost", "[jobs]") {
+// The issue's survival test (docs/monitor.md), shortened: a job writing a line a second
+// for 10 s, the agent stopped (SIGTERM) or killed (SIGKILL) while it runs and started again
+// once the job has gone on without it.
+TEST_CASE("a running process job outlives the agent's stop or crash, is taken back and ends with all its output", "[jobs][monitor]") {
+  const int sig = GENERATE(SIGTERM, SIGKILL);
+  INFO("agent ended by signal " << sig);
   TempDir dir;
   JobsAgent a(dir, "  slots: 1\n");
   const std::string d = dir.path().string();
-  a.submit(sh_job("long", fmt::format("echo $$ > {0}/long.pid; exec sleep 60", d)));
+  a.submit(sh_job("long", fmt::format("echo $$ > {0}/long.pid; for i in $(seq 1 10); do echo line $i; sleep 1; done", d)));
   a.submit(sh_job("next1", fmt::format("echo next1 >> {0}/order", d)));
   a.submit(sh_job("next2", fmt::format("echo next2 >> {0}/order", d)));
   a.wait_state("long", "running");
-  REQUIRE(eventually([&] { return !slurp(dir / "long.pid").empty(); }));
+  REQUIRE(eventually([&] { return a.http().get("/v1/jobs/log?id=long").body.starts_with("line 1\n"); }));
   pid_t pid = std::stoi(slurp(dir / "long.pid"));
-  a.agent().signal(SIGKILL);
-  a.agent().wait_exit(5s);
+  a.agent().signal(sig);
+  REQUIRE(a.agent().wait_exit(10s));
   CHECK(alive(pid));  // the job outlived the agent
+  // It goes on while the agent is away: its monitor writes its log.
+  REQUIRE(eventually([&] { return slurp(dir / "logs/long.log").find("line 4\n") != std::string::npos; }, 15s));
   a.start();
-  auto lost = a.wait_state("long", "lost");
-  CHECK_THAT(std::string(lost.at("reason").as_string()),
-             Catch::Contains("the agent stopped while it ran") && Catch::Contains("1 of its processes"));
-  CHECK(eventually([&] { return !alive(pid); }));
+  auto back = a.wait_state("long", "running");
+  CHECK(a.agent().wait_log("job long: still running under its monitor"));
+  CHECK(a.state("next1") == "queued");  // its slot is still taken
+  auto done = a.wait_state("long", "succeeded", 30s);
+  CHECK(done.at("exit_code") == 0);
+  std::string all;
+  for (int i = 1; i <= 10; ++i) all += fmt::format("line {}\n", i);
+  CHECK(a.http().get("/v1/jobs/log?id=long").body == all);
   a.wait_idle();
   CHECK(lines_of(dir / "order") == std::vector<std::string>{"next1", "next2"});
-  CHECK(a.state("next2") == "succeeded");
+  CHECK_THAT(a.agent().log(), !Catch::Contains("lost"));
+  CHECK_FALSE(std::filesystem::exists(dir / "state/jobs/long.run"));  // its spec (variables) is gone
+}
+
+TEST_CASE("while the agent is down: a job that fails is failed with its status, one whose monitor dies is lost", "[jobs][monitor]") {
+  TempDir dir;
+  JobsAgent a(dir, "  slots: 2\n");
+  const std::string d = dir.path().string();
+  a.submit(sh_job("fails", fmt::format("while [ ! -e {0}/go ]; do sleep 0.05; done; echo failing; exit 3", d)));
+  a.submit(sh_job("orphan", fmt::format("echo $$ > {0}/orphan.pid; exec sleep 60", d)));
+  a.wait_state("fails", "running");
+  a.wait_state("orphan", "running");
+  REQUIRE(eventually([&] { return !slurp(dir / "orphan.pid").empty(); }));
+  const pid_t orphan = std::stoi(slurp(dir / "orphan.pid"));
+  a.agent().signal(SIGKILL);
+  REQUIRE(a.agent().wait_exit(10s));
+  // The first ends while the agent is away; the second's monitor is killed.
+  dir.write("go", "");
+  REQUIRE(eventually([&] { return std::filesystem::exists(dir / "state/jobs/fails.run/exit.json"); }));
+  auto monitor = json::parse(slurp(dir / "state/jobs/orphan.run/monitor.json"));
+  const auto monitor_pid = static_cast<pid_t>(monitor.at("pid").as_int64());
+  REQUIRE(::kill(monitor_pid, SIGKILL) == 0);
+  REQUIRE(eventually([&] { return !alive(monitor_pid); }));
+  CHECK(alive(orphan));
+  a.start();
+  auto failed = a.wait_state("fails", "failed");
+  CHECK(failed.at("exit_code") == 3);
+  CHECK(failed.at("reason") == "exit status 3");
+  CHECK(a.http().get("/v1/jobs/log?id=fails").body == "failing\n");
+  auto lost = a.wait_state("orphan", "lost");
+  CHECK_THAT(std::string(lost.at("reason").as_string()),
+             Catch::Contains(fmt::format("its monitor (pid {}) ended without recording", monitor_pid)) &&
+                 Catch::Contains("1 of its processes were still running and were stopped"));
+  CHECK(eventually([&] { return !alive(orphan); }));
 }
 
 TEST_CASE("10,000 queued jobs are accepted, listed in order and kept across a restart", "[jobs]") {
@@ -445,7 +489,7 @@ TEST_CASE("instancectl submits, lists, shows, follows and cancels jobs", "[jobs]
   CHECK_THAT(bad.output, Catch::Contains("no job 'nope' (HTTP 404)"));
 }
 
-TEST_CASE("SIGTERM with jobs running stops the agent promptly and the queue is there after the restart", "[jobs]") {
+TEST_CASE("SIGTERM with jobs running stops the agent promptly, and the job and the queue are there after the restart", "[jobs]") {
   TempDir dir;
   JobsAgent a(dir, "  slots: 1\n");
   a.submit(sh_job("running", "sleep 60"));
@@ -459,7 +503,9 @@ TEST_CASE("SIGTERM with jobs running stops the agent promptly and the queue is t
   CHECK(std::chrono::steady_clock::now() - t0 < 3s);
   CHECK_THAT(a.agent().log(), !Catch::Contains("did not end"));
   a.start();
-  a.wait_state("running", "lost");
+  a.wait_state("running", "running");  // taken back, under its monitor
+  CHECK(a.http().post("/v1/jobs/cancel?id=running").status == 200);
+  CHECK(a.wait_state("running", "cancelled").at("reason") == "cancelled while running");
   a.wait_state("waiting", "succeeded");
   CHECK(a.http().get("/v1/jobs/log?id=waiting").body == "ran\n");
 }

@@ -43,7 +43,49 @@ TempDir::TempDir() {
   ::chmod(path_.c_str(), 0755);
 }
 
+// The NUL-separated strings of /proc/PID/cmdline or environ.
+static std::vector<std::string> proc_strings(pid_t pid, const char* file) {
+  std::string all = slurp("/proc/" + std::to_string(pid) + "/" + file);
+  std::vector<std::string> out;
+  for (std::size_t at = 0; at < all.size();) {
+    std::size_t end = all.find('\0', at);
+    if (end == std::string::npos) end = all.size();
+    out.push_back(all.substr(at, end - at));
+    at = end + 1;
+  }
+  return out;
+}
+
+std::vector<pid_t> workloads_in(const std::filesystem::path& dir) {
+  std::vector<pid_t> found;
+  const std::string folder = dir.string() + "/";
+  const std::string socket = "INSTANCED_SOCKET=" + folder;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = std::stoi(name);
+    auto argv = proc_strings(pid, "cmdline");
+    bool monitor = argv.size() == 2 && argv[0].ends_with("/instanced-run") && argv[1].starts_with(folder);
+    bool job = false;
+    for (const auto& e : proc_strings(pid, "environ")) job = job || e.starts_with(socket);
+    if (monitor || job) found.push_back(pid);
+  }
+  return found;
+}
+
+void stop_workloads_in(const std::filesystem::path& dir) {
+  for (int round = 0; round < 100; ++round) {
+    auto left = workloads_in(dir);
+    if (left.empty()) return;
+    for (pid_t p : left) ::kill(p, SIGKILL);
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
 TempDir::~TempDir() {
+  // What the agents of the test left running (monitors and their jobs outlive the agent).
+  stop_workloads_in(path_);
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

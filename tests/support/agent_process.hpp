@@ -70,6 +70,12 @@ std::string slurp(const std::filesystem::path& path);
 // wait for a condition instead of sleeping a fixed time.
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10s);
 
+// The workload monitors (instanced-run) started on run folders under `dir`, and the
+// jobs started with a status socket under it: what outlives the agents of a test.
+std::vector<pid_t> workloads_in(const std::filesystem::path& dir);
+// SIGKILL to them until none is left (bounded); TempDir's destructor calls it.
+void stop_workloads_in(const std::filesystem::path& dir);
+
 class AgentProcess {
  public:
   // Writes `config_yaml` (with {dir} replaced by the temp folder) to dir/instanced.yaml.

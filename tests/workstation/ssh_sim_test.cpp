@@ -74,7 +74,7 @@ TEST_CASE("ssh policy, simulated: drift is undone at the next look, not before",
   CHECK(rig.events("ssh_drift") == 1);
 }
 
-TEST_CASE("ssh policy, simulated: unmanaged is never asked about; a reload to enabled applies at once",
+TEST_CASE("ssh policy, simulated: unmanaged is never asked about, and a reload to enabled applies at once",
           "[ssh][simulated]") {
   Rig rig(SshPolicy::unmanaged);
   rig.settle();

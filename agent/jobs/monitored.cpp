@@ -1,0 +1,147 @@
+// Process jobs under their monitor (instanced-run, docs/monitor.md): started, watched,
+// cancelled, and taken back after an agent restart. The monitor holds the job's output
+// and records its end, so the job outlives the agent.
+#include "agent/jobs/internal.hpp"
+
+namespace instanced::jobs {
+
+namespace {
+constexpr auto kFindTimeout = 10s;  // reading a run folder and /proc after a restart
+}  // namespace
+
+void Jobs::remove_run_folder(const std::string& id) {
+  std::error_code ec;
+  fs::remove_all(store_file(id, ".run"), ec);  // its spec holds the job's variables
+}
+
+// Writes the job's spec into its run folder and starts its monitor; the job is `running`.
+asio::awaitable<Result<void>> Jobs::start_monitored(JobRecord& job, Live& live, SpawnSpec spec) {
+  if (live.cancel) co_return Error{"cancelled before it started"};
+  monitor::WorkloadSpec w;
+  w.name = "job " + job.spec.id;
+  w.spawn = std::move(spec);
+  w.timeout = job.spec.timeout.value_or(config_.default_timeout);
+  w.kill_grace = config_.kill_grace;
+  w.started = job.started;
+  w.log_file = job.log;
+  w.max_log_bytes = config_.max_log_bytes.bytes;
+  w.tail_lines = static_cast<std::size_t>(config_.tail_lines);
+  w.journal = api_.logging.journald();
+  // The output's lines go to the journal at the debug level, as the agent's own would.
+  if (api_.logging.level() == LogLevel::debug) w.journal_identifier = "instanced-job";
+  w.journal_field = "INSTANCED_JOB";
+  w.journal_value = job.spec.id;
+  w.marker = marker(job.spec.id);
+  if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
+  const fs::path dir = store_file(job.spec.id, ".run");
+  const std::string unit = "instanced-job-" + job.spec.id + ".service";
+  auto run = co_await monitor::Run::launch(runner_, api_.fs, api_.clock, monitors_, dir, unit, std::move(w));
+  if (!run) co_return run.error();
+  live.run = std::move(*run);
+  mark_running(job, live, live.run->pid());
+  co_return Result<void>{};
+}
+
+// Until the monitor has ended (a cancel asked for is passed on to it): how the job ended.
+asio::awaitable<Jobs::Ending> Jobs::watch_monitored(JobRecord& job, Live& live) {
+  for (;;) {
+    if (live.cancel && !live.cancel_sent) {
+      log_->info("job {}: stopping it ({})", job.spec.id, live.cancel_reason);
+      live.run->cancel(api_.fs);
+      live.cancel_sent = true;
+    }
+    auto ended = live.run->ended(ex_, api_.clock, api_.fs);
+    auto poked = live.poke.wait();
+    auto either = std::move(ended) || std::move(poked);
+    if ((co_await first_error(std::move(either))).index() == 0) break;
+  }
+  auto record = live.run->exit_record(api_.fs);
+  if (!record) {
+    auto left = co_await kill_marked(job.spec.id);
+    co_return Ending{JobState::lost, left.empty() ? record.error().message
+                                                  : fmt::format("{}; {} of its processes were stopped",
+                                                                record.error().message, left.size())};
+  }
+  co_return ending_of(job, live, *record);
+}
+
+Jobs::Ending Jobs::ending_of(JobRecord& job, Live& live, const monitor::WorkloadExit& e) const {
+  using monitor::Outcome;
+  job.layout = e.layout;
+  live.tail = e.tail;
+  if (e.outcome == Outcome::not_started) return Ending{JobState::failed, e.reason};
+  job.exit_code = e.status.signal ? std::nullopt : std::optional<int>(e.status.code);
+  job.signal = e.status.signal;
+  if (e.left_behind) log_->info("job {}: {} processes it left behind were stopped", job.spec.id, e.left_behind);
+  switch (e.outcome) {
+    case Outcome::cancelled:
+      return Ending{JobState::cancelled, live.cancel_reason.empty() ? "cancelled" : live.cancel_reason};
+    case Outcome::timed_out:
+      return Ending{JobState::timed_out, fmt::format("timed out after {}; stopped",
+                                                     format_duration(job.spec.timeout.value_or(config_.default_timeout)))};
+    default:
+      break;
+  }
+  if (e.status.success()) return Ending{JobState::succeeded, {}};
+  return Ending{JobState::failed, e.status.describe()};
+}
+
+// After a restart: a process job that was running, from its run folder. False when there
+// is none (a job started by an agent before monitors): the caller reports it as before.
+asio::awaitable<bool> Jobs::recover_monitored(const std::string& id) {
+  const fs::path dir = store_file(id, ".run");
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) co_return false;
+  auto look = [this, dir] { return monitor::Run::find(api_.fs, dir); };
+  const std::string what = "reading job " + id + "'s run folder";
+  auto found = co_await api_.pool.run(what, kFindTimeout, look);
+  JobRecord& job = *jobs_.at(id);
+  if (!found) {
+    finish(job, JobState::lost, found.error().message, {});
+    co_return true;
+  }
+  if (auto* run = std::get_if<monitor::Run>(&*found)) {
+    log_->info("job {}: still running under its monitor (pid {}); taken back", id, run->pid());
+    job.state = JobState::running;
+    auto& live = live_[id];
+    live = std::make_unique<Live>(ex_);
+    live->run = std::move(*run);
+    if (job.cancel_requested) live->cancel = true, live->cancel_reason = "cancelled while running";
+    spawn_supervisor(id, adopt_monitored(id));
+    co_return true;
+  }
+  if (auto* gone = std::get_if<monitor::Run::Gone>(&*found)) {
+    auto left = co_await kill_marked(id);
+    finish(*jobs_.at(id), JobState::lost,
+           left.empty() ? gone->reason : fmt::format("{}; {} of its processes were still running and were stopped",
+                                                     gone->reason, left.size()),
+           {});
+    remove_run_folder(id);
+    co_return true;
+  }
+  // It ended while the agent was away: its end as the monitor recorded it.
+  Live none(ex_);
+  if (job.cancel_requested) none.cancel_reason = "cancelled while running";
+  Ending end = ending_of(job, none, std::get<monitor::WorkloadExit>(*found));
+  log_->info("job {}: ended while the agent was stopped", id);
+  finish(job, end.state, std::move(end.reason), std::move(none.tail));
+  remove_run_folder(id);
+  co_return true;
+}
+
+// A job taken back: watched to its end as if this agent had started it.
+asio::awaitable<void> Jobs::adopt_monitored(std::string id) {
+  JobRecord& job = *jobs_.at(id);
+  Live& live = *live_.at(id);
+  Ending end;
+  try {
+    end = co_await watch_monitored(job, live);
+  } catch (const boost::system::system_error& e) {
+    if (is_cancelled(e)) co_return;  // stopping again: taken back at the next start
+    end = Ending{JobState::lost, e.what()};
+  }
+  finish(job, end.state, std::move(end.reason), std::move(live.tail));
+  remove_run_folder(id);
+}
+
+}  // namespace instanced::jobs

@@ -1,0 +1,227 @@
+#include "agent/monitor/monitor.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "agent/monitor/workload.hpp"
+#include "common/blocking_pool.hpp"
+#include "common/child_io.hpp"
+#include "common/coro.hpp"
+#include "common/fs.hpp"
+#include "common/log.hpp"
+#include "common/wake.hpp"
+
+namespace instanced::monitor {
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+void set_cancel_signals_blocked(bool blocked) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  ::sigprocmask(blocked ? SIG_BLOCK : SIG_UNBLOCK, &set, nullptr);
+}
+
+constexpr auto kDrainGrace = std::chrono::milliseconds(250);  // output read after the exit
+constexpr std::size_t kMaxSpecBytes = 1 << 20;
+
+// One run: the spec, the workload's process and its log, and how it ended.
+class Monitor {
+ public:
+  Monitor(fs::path dir, WorkloadSpec spec)
+      : dir_(std::move(dir)),
+        spec_(std::move(spec)),
+        runner_(ctx_.get_executor()),
+        pool_(1),
+        logging_(spec_.journal ? LogTarget::journald : LogTarget::stderr_lines, LogLevel::info),
+        log_(logging_.get("monitor")),
+        cancel_(ctx_.get_executor()),
+        pump_done_(ctx_.get_executor(), "output"),
+        signals_(ctx_.get_executor(), SIGTERM, SIGINT) {}
+
+  int run() {
+    if (exists(kCancelFile)) return record(not_started("cancelled before it started", Outcome::cancelled));
+    auto sink = [this](std::string_view line) {
+      logging_.workload_line(log_, spdlog::level::info, spec_.journal_identifier, {spec_.journal_field, spec_.journal_value},
+                             line);
+    };
+    RunLog::LineSink lines = spec_.journal_identifier.empty() ? RunLog::LineSink{} : RunLog::LineSink{sink};
+    log_file_ = std::make_unique<RunLog>(spec_.log_file, spec_.max_log_bytes, spec_.tail_lines, lines, dir_ / kLiveTailFile);
+    SpawnSpec spawn = spec_.spawn;
+    spawn.capture_output = true;
+    spawn.inherit_fd = -1;
+    auto child = runner_.spawn(spawn);
+    if (!child) {
+      log_file_->feed(fmt::format("[instanced: {}]\n", child.error().message));
+      return record(not_started(child.error().message, Outcome::not_started));
+    }
+    proc_ = std::move(*child);
+    if (!write(kMonitorFile, whoami().to_text())) return record(not_started("cannot record the monitor", Outcome::not_started));
+    signals_.async_wait([this](const boost::system::error_code& ec, int) {
+      if (!ec) cancel();
+    });
+    set_cancel_signals_blocked(false);  // one sent since the start is delivered now
+    asio::co_spawn(ctx_, supervise(), asio::detached);
+    ctx_.run();
+    return result_;
+  }
+
+ private:
+  bool exists(std::string_view name) const {
+    std::error_code ec;
+    return fs::exists(dir_ / name, ec);
+  }
+
+  bool write(std::string_view name, const std::string& text) {
+    auto w = files_.write_file_atomic(dir_ / name, text, 0600);
+    if (!w) log_->error("{}: {}", spec_.name, w.error().message);
+    return static_cast<bool>(w);
+  }
+
+  MonitorInfo whoami() const {
+    MonitorInfo m;
+    m.pid = ::getpid();
+    m.start_ticks = process_start_ticks(m.pid).value_or(0);
+    m.child = proc_->pid();
+    m.started = clock_.wall_now();
+    return m;
+  }
+
+  WorkloadExit not_started(std::string reason, Outcome outcome) {
+    WorkloadExit e;
+    e.outcome = outcome;
+    e.reason = std::move(reason);
+    return e;
+  }
+
+  void cancel() {
+    cancelled_ = true;
+    cancel_.pulse();
+  }
+
+  // Until the workload has ended (or was stopped), its output read, what it left stopped.
+  asio::awaitable<void> supervise() {
+    WorkloadExit e;
+    {
+      auto pump = pump_output(*proc_, *log_file_, pump_done_);
+      auto watch = watch_process();
+      auto both = std::move(pump) && std::move(watch);
+      e.status = co_await first_error(std::move(both));
+    }
+    e.outcome = cancelled_ ? Outcome::cancelled : timed_out_ ? Outcome::timed_out : Outcome::exited;
+    if (!spec_.marker.empty()) {
+      auto left = co_await stop_marked(runner_, pool_, clock_, log_, spec_.marker, spec_.kill_grace);
+      e.left_behind = left.size();
+    }
+    result_ = record(std::move(e));
+    signals_.cancel();
+    ctx_.stop();
+  }
+
+  // The process's end; on the deadline or a cancel it is stopped first.
+  asio::awaitable<ExitStatus> watch_process() {
+    Process& p = *proc_;
+    std::optional<ExitStatus> status;
+    while (!status && !cancelled_) {
+      auto exit = p.wait();
+      auto limit = clock_.sleep_until(deadline());
+      auto poked = cancel_.wait();
+      auto any = std::move(exit) || std::move(limit) || std::move(poked);
+      auto r = co_await first_error(std::move(any));
+      if (r.index() == 0) status = std::get<0>(r);
+      if (r.index() == 1 && !(status = p.exit_status())) {
+        timed_out_ = true;
+        break;
+      }
+    }
+    if (!status) status = co_await stop(p);
+    co_await finish_output(p, pump_done_, clock_, kDrainGrace);
+    co_return *status;
+  }
+
+  asio::awaitable<ExitStatus> stop(Process& p) {
+    log_->info("{}: stopping it ({})", spec_.name, timed_out_ ? "timed out" : "cancelled");
+    p.signal_group(SIGTERM);
+    if (auto s = co_await exit_within(p, clock_, spec_.kill_grace)) co_return *s;
+    p.signal_group(SIGKILL);
+    if (auto s = co_await exit_within(p, clock_, spec_.kill_grace)) co_return *s;
+    log_->error("{}: did not end even after SIGKILL (stuck in the kernel?)", spec_.name);
+    co_return ExitStatus{-1, SIGKILL};
+  }
+
+  Clock::steady_time deadline() const {
+    if (spec_.timeout == Duration::zero()) return Clock::steady_time::max();
+    auto left = spec_.timeout - std::chrono::duration_cast<Duration>(clock_.wall_now() - spec_.started);
+    return clock_.now() + std::max(left, Duration::zero());
+  }
+
+  // The log closed and the end written; the shared tail goes with the log's finish.
+  int record(WorkloadExit e) {
+    if (log_file_) {
+      e.layout = log_file_->finish();
+      e.tail = log_file_->last_lines();
+    }
+    e.ended = clock_.wall_now();
+    return write(kExitFile, e.to_text()) ? 0 : 1;
+  }
+
+  fs::path dir_;
+  WorkloadSpec spec_;
+  asio::io_context ctx_;
+  RealClock clock_;
+  RealFilesystem files_;
+  RealProcessRunner runner_;
+  BlockingPool pool_;
+  Logging logging_;
+  Logger log_;
+  Wake cancel_;
+  Gate pump_done_;
+  asio::signal_set signals_;
+  std::unique_ptr<RunLog> log_file_;
+  std::unique_ptr<Process> proc_;
+  bool cancelled_ = false;
+  bool timed_out_ = false;
+  int result_ = 1;
+};
+
+// The monitor protects itself from the OOM killer as the agent does: the workload (whose
+// score the runner resets to 0) goes first, and the end is still recorded.
+void protect_from_oom() {
+  if (Fd f(::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC)); f) (void)write_all(f.get(), "-500");
+}
+
+}  // namespace
+
+int run(const fs::path& run_dir) {
+  // A cancel sent before the handler is in place waits, blocked, instead of killing the
+  // monitor before it has recorded anything.
+  set_cancel_signals_blocked(true);
+  std::signal(SIGPIPE, SIG_IGN);
+  std::signal(SIGHUP, SIG_IGN);  // no terminal: the session's end is not the workload's
+  protect_from_oom();
+  RealFilesystem files;
+  auto text = read_regular_file(run_dir / kSpecFile, kMaxSpecBytes);
+  auto spec = text ? WorkloadSpec::parse(*text) : Result<WorkloadSpec>(text.error());
+  if (!spec) {
+    WorkloadExit e;
+    e.outcome = Outcome::not_started;
+    e.reason = spec.error().message;
+    e.ended = std::chrono::system_clock::now();
+    return files.write_file_atomic(run_dir / kExitFile, e.to_text(), 0600) ? 0 : 1;
+  }
+  Monitor m(run_dir, std::move(*spec));
+  return m.run();
+}
+
+}  // namespace instanced::monitor
