@@ -12,6 +12,7 @@
 //   - tsp, queue empty, through `tsp -n` (its own CLI; it has no other interface).
 // Memory per queued job: the queue's process RSS before and after 10,000 jobs are queued
 // (instanced: GPU jobs waiting; tsp: behind a long job holding its only slot).
+// Memory per running job: the RSS and PSS of the job's monitor (instanced-run).
 //
 // usage: jobs [--queued N] [--probes N]
 #include <algorithm>
@@ -82,6 +83,14 @@ long rss_kib(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/status", pid));
   for (std::string l; std::getline(in, l);)
     if (l.starts_with("VmRSS:")) return std::stol(l.substr(6));
+  return -1;
+}
+
+// A field of /proc/PID/smaps_rollup ("Pss:", "Private_Dirty:"), in KiB.
+long rollup_kib(pid_t pid, const std::string& field) {
+  std::ifstream in(fmt::format("/proc/{}/smaps_rollup", pid));
+  for (std::string l; std::getline(in, l);)
+    if (l.starts_with(field)) return std::stol(l.substr(field.size()));
   return -1;
 }
 
@@ -211,6 +220,12 @@ jobs:
   submit(json::object{{"id", "holder"}, {"command", json::array{"/bin/sleep", "3600"}}, {"gpus", 1}});
   std::this_thread::sleep_for(300ms);
   const long rss0 = rss_kib(agent.pid());
+  // What a running job costs beside its own process: its monitor (instanced-run).
+  const auto monitor_file = dir / "state/jobs/holder.run/monitor.json";
+  eventually([&] { return !slurp(monitor_file).empty(); });
+  const auto monitor_pid = static_cast<pid_t>(json::parse(slurp(monitor_file)).at("pid").as_int64());
+  const long monitor_rss = rss_kib(monitor_pid), monitor_pss = rollup_kib(monitor_pid, "Pss:"),
+             monitor_private = rollup_kib(monitor_pid, "Private_Dirty:");
   auto t0 = Clock::now();
   for (int i = 0; i < queued; ++i)
     submit(json::object{{"id", fmt::format("q{:06}", i)}, {"command", json::array{"/bin/true"}}, {"gpus", 1}});
@@ -276,6 +291,9 @@ jobs:
   if (have_tsp) tsp_cli.print("tsp (task-spooler 1.0.1), empty queue, tsp -n");
   std::printf("  ratio instancectl / tsp (p50): %.2f\n\n",
               have_tsp ? percentile(empty_cli.samples, 50) / percentile(tsp_cli.samples, 50) : 0.0);
+  std::printf("memory per running job: its monitor (instanced-run) RSS %ld KiB, PSS %ld KiB, private dirty %ld KiB "
+              "(the rest is the binary's and the libraries' pages, shared by every monitor)\n\n",
+              monitor_rss, monitor_pss, monitor_private);
   std::printf("memory per queued job (RSS of the queue's process, before and after %d jobs queued):\n", queued);
   std::printf("  instanced: %ld KiB -> %ld KiB: %.0f bytes per job (%.0f after the probes); %d submissions in %.2f s "
               "(%.0f per second, each written to disk)\n",

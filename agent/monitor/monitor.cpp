@@ -67,7 +67,9 @@ class Monitor {
       return record(not_started(child.error().message, Outcome::not_started));
     }
     proc_ = std::move(*child);
-    if (!write(kMonitorFile, whoami().to_text())) return record(not_started("cannot record the monitor", Outcome::not_started));
+    // Without it an agent started later cannot take the run back (it reports it lost); the
+    // agent that started this monitor still sees its end.
+    (void)write(kMonitorFile, whoami().to_text());
     signals_.async_wait([this](const boost::system::error_code& ec, int) {
       if (!ec) cancel();
     });

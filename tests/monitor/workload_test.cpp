@@ -27,7 +27,6 @@ WorkloadSpec sample_spec(const TempDir& dir, std::vector<std::string> argv) {
   s.spawn.argv = std::move(argv);
   s.spawn.env = {"PATH=/usr/bin:/bin", "SECRET=s3cr3t"};
   s.spawn.cwd = "/";
-  s.spawn.limits = {{7, 4096}};
   s.timeout = std::chrono::seconds(30);
   s.kill_grace = std::chrono::milliseconds(300);
   s.started = std::chrono::system_clock::now();
@@ -38,11 +37,23 @@ WorkloadSpec sample_spec(const TempDir& dir, std::vector<std::string> argv) {
   return s;
 }
 
-// instanced-run on `dir`, to its end: its exit code.
-int run_monitor(const std::filesystem::path& dir) {
-  const std::string program = (std::filesystem::path(instanced::testing::agent_binary()).parent_path() / kProgram).string();
-  auto r = instanced::testing::run_command(program + " " + dir.string() + " 2>&1");
-  return r.exit_code;
+// The monitor beside the agent under test.
+std::string monitor_program() {
+  return (std::filesystem::path(instanced::testing::agent_binary()).parent_path() / kProgram).string();
+}
+
+// A run folder under `dir` holding `spec`.
+std::filesystem::path write_run(const TempDir& dir, const WorkloadSpec& spec) {
+  const auto run = dir / "w.run";
+  std::filesystem::create_directories(run);
+  RealFilesystem files;
+  REQUIRE(files.write_file_atomic(run / kSpecFile, spec.to_text(), 0600));
+  return run;
+}
+
+// instanced-run on `run`, to its end: its exit code.
+int run_monitor(const std::filesystem::path& run) {
+  return instanced::testing::run_command(monitor_program() + " " + run.string() + " 2>&1").exit_code;
 }
 
 }  // namespace
@@ -50,6 +61,7 @@ int run_monitor(const std::filesystem::path& dir) {
 TEST_CASE("a workload's spec, its monitor and its end are read back as written", "[monitor]") {
   TempDir dir;
   WorkloadSpec s = sample_spec(dir, {"/bin/sh", "-c", "echo hi"});
+  s.spawn.limits = {{7, 4096}};
   s.spawn.user = UserIdentity{"nobody", 65534, 65534, {65534, 100}, "/nonexistent", "/usr/sbin/nologin"};
   auto back = WorkloadSpec::parse(s.to_text());
   REQUIRE(back);
@@ -143,12 +155,9 @@ TEST_CASE("a follower reads a log's head from the file and its tail from the sha
 TEST_CASE("instanced-run records a workload's end, its output and what it left behind", "[monitor]") {
   TempDir dir;
   RealFilesystem files;
-  const auto run = dir / "ok.run";
-  std::filesystem::create_directories(run);
   auto spec = sample_spec(dir, {"/bin/sh", "-c", "echo one; echo two >&2; (exec sleep 60 &) ; exit 4"});
   spec.spawn.env.push_back(spec.marker);  // what it leaves carries the marker, as a job's does
-  spec.spawn.limits.clear();
-  REQUIRE(files.write_file_atomic(run / kSpecFile, spec.to_text(), 0600));
+  const auto run = write_run(dir, spec);
   CHECK(run_monitor(run) == 0);
   auto e = WorkloadExit::parse(slurp(run / kExitFile));
   REQUIRE(e);
@@ -184,13 +193,10 @@ TEST_CASE("instanced-run records a workload's end, its output and what it left b
 TEST_CASE("instanced-run stops its workload on the timeout and on a cancel, SIGKILL after the grace", "[monitor]") {
   TempDir dir;
   RealFilesystem files;
-  const auto run = dir / "t.run";
-  std::filesystem::create_directories(run);
   auto spec = sample_spec(dir, {"/bin/sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.05; done"});
-  spec.spawn.limits.clear();
   SECTION("timeout") {
     spec.timeout = std::chrono::milliseconds(500);
-    REQUIRE(files.write_file_atomic(run / kSpecFile, spec.to_text(), 0600));
+    const auto run = write_run(dir, spec);
     CHECK(run_monitor(run) == 0);
     auto e = WorkloadExit::parse(slurp(run / kExitFile));
     REQUIRE(e);
@@ -198,9 +204,8 @@ TEST_CASE("instanced-run stops its workload on the timeout and on a cancel, SIGK
     CHECK(e->status.signal == SIGKILL);  // it ignored SIGTERM
   }
   SECTION("cancel, through the agent's side") {
-    REQUIRE(files.write_file_atomic(run / kSpecFile, spec.to_text(), 0600));
-    const std::string program =
-        (std::filesystem::path(instanced::testing::agent_binary()).parent_path() / kProgram).string();
+    const auto run = write_run(dir, spec);
+    const std::string program = monitor_program();
     pid_t pid = ::fork();
     if (pid == 0) {
       ::execl(program.c_str(), program.c_str(), run.c_str(), nullptr);
