@@ -12,7 +12,9 @@ namespace json = boost::json;
 
 namespace {
 
-constexpr std::int64_t kMaxNumber = 1LL << 50;  // about 35,000 years in milliseconds
+// About 139 years in milliseconds: a time or duration read stays far from overflowing
+// when it becomes nanoseconds (the system clock's unit in libstdc++).
+constexpr std::int64_t kMaxNumber = 1LL << 42;
 constexpr std::array<std::string_view, 4> kOutcomes{"exited", "timed_out", "cancelled", "not_started"};
 
 std::int64_t millis(Clock::wall_time t) {
