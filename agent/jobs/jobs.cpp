@@ -223,6 +223,12 @@ Result<json::object> Jobs::cancel(const std::string& id) {
     return json::object{{"id", id}, {"state", "cancelled"}};
   }
   auto l = live_.find(id);
+  if (l == live_.end() && !recovered_) {
+    // Right after a start, before the job is taken back: recorded, and acted on when it is.
+    job.cancel_requested = true;
+    (void)persist(job);
+    return json::object{{"id", id}, {"state", to_string(job.state)}, {"cancel", "requested"}};
+  }
   if (l == live_.end()) return Error{fmt::format("job {} is {} but not supervised", id, to_string(job.state))};
   l->second->cancel = true;
   l->second->cancel_reason = "cancelled while running";
