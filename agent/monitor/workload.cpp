@@ -15,6 +15,8 @@ namespace {
 // About 139 years in milliseconds: a time or duration read stays far from overflowing
 // when it becomes nanoseconds (the system clock's unit in libstdc++).
 constexpr std::int64_t kMaxNumber = 1LL << 42;
+constexpr std::int64_t kMaxId = 0xfffffffe;  // a uid or gid (-1 is "none")
+constexpr std::int64_t kMaxPid = 1 << 22;      // the kernel's highest pid_max
 constexpr std::array<std::string_view, 4> kOutcomes{"exited", "timed_out", "cancelled", "not_started"};
 
 std::int64_t millis(Clock::wall_time t) {
@@ -55,10 +57,10 @@ class Fields {
     return v && v->is_string() ? std::string(v->as_string()) : std::string();
   }
   // An integer in [min, kMaxNumber] (times in milliseconds stay far from overflow).
-  std::int64_t num(std::string_view key, bool required = true, std::int64_t min = 0) {
+  std::int64_t num(std::string_view key, bool required = true, std::int64_t min = 0, std::int64_t max = kMaxNumber) {
     const json::value* v = get(key, required);
-    const bool ok = v && v->is_int64() && v->as_int64() >= min && v->as_int64() <= kMaxNumber;
-    if (v && !ok) fail(key, fmt::format("must be an integer from {} to {}", min, kMaxNumber));
+    const bool ok = v && v->is_int64() && v->as_int64() >= min && v->as_int64() <= max;
+    if (v && !ok) fail(key, fmt::format("must be an integer from {} to {}", min, max));
     return ok ? v->as_int64() : 0;
   }
   std::vector<std::string> list(std::string_view key, bool required = true) {
@@ -98,13 +100,13 @@ Result<UserIdentity> parse_user(const json::object& o) {
   Fields f(json::serialize(o), "spec.json: user");
   UserIdentity u;
   u.name = f.str("name");
-  u.uid = static_cast<uid_t>(f.num("uid"));
-  u.gid = static_cast<gid_t>(f.num("gid"));
+  u.uid = static_cast<uid_t>(f.num("uid", true, 0, kMaxId));
+  u.gid = static_cast<gid_t>(f.num("gid", true, 0, kMaxId));
   u.home = f.str("home", false);
   u.shell = f.str("shell", false);
   if (const json::value* g = f.get("groups", false); g && g->is_array())
     for (const auto& e : g->as_array())
-      if (e.is_int64() && e.as_int64() >= 0) u.groups.push_back(static_cast<gid_t>(e.as_int64()));
+      if (e.is_int64() && e.as_int64() >= 0 && e.as_int64() <= kMaxId) u.groups.push_back(static_cast<gid_t>(e.as_int64()));
   if (f.error()) return *f.error();
   return u;
 }
@@ -142,7 +144,7 @@ Result<WorkloadSpec> WorkloadSpec::parse(std::string_view text) {
   s.spawn.argv = f.list("argv");
   s.spawn.env = f.list("env");
   s.spawn.cwd = f.str("cwd");
-  s.spawn.nice = static_cast<int>(std::min<std::int64_t>(f.num("nice", false, -20), 19));
+  s.spawn.nice = static_cast<int>(f.num("nice", false, -20, 19));
   s.timeout = Duration(f.num("timeout_ms"));
   s.kill_grace = Duration(f.num("kill_grace_ms"));
   s.started = from_millis(f.num("started_ms"));
@@ -183,9 +185,9 @@ std::string MonitorInfo::to_text() const {
 Result<MonitorInfo> MonitorInfo::parse(std::string_view text) {
   Fields f(text, "monitor.json");
   MonitorInfo m;
-  m.pid = static_cast<pid_t>(f.num("pid", true, 1));
+  m.pid = static_cast<pid_t>(f.num("pid", true, 1, kMaxPid));
   m.start_ticks = static_cast<std::uint64_t>(f.num("start_ticks"));
-  m.child = static_cast<pid_t>(f.num("child", false));
+  m.child = static_cast<pid_t>(f.num("child", false, 0, kMaxPid));
   m.started = from_millis(f.num("started_ms", false));
   if (f.error()) return *f.error();
   return m;
@@ -208,8 +210,8 @@ Result<WorkloadExit> WorkloadExit::parse(std::string_view text) {
   Fields f(text, "exit.json");
   WorkloadExit e;
   const std::string outcome = f.str("outcome");
-  e.status.code = static_cast<int>(f.num("code", true, -1));
-  e.status.signal = static_cast<int>(f.num("signal"));
+  e.status.code = static_cast<int>(f.num("code", true, -1, 255));
+  e.status.signal = static_cast<int>(f.num("signal", true, 0, 128));
   e.ended = from_millis(f.num("ended_ms"));
   e.reason = f.str("reason", false);
   if (const json::object* l = f.object("layout", false)) e.layout = LogLayout::from_json(*l);

@@ -108,15 +108,18 @@ TEST_CASE("hostile run folder files are refused with the field named", "[monitor
   CHECK(err(WorkloadSpec::parse("{" + base + R"(,"argv":["/bin/sh"],"limits":[[1]]})")) ==
         "spec.json: limits: must be [resource, value] pairs");
   CHECK(err(WorkloadSpec::parse("{" + base + R"(,"argv":["/bin/sh"],"user":{"name":"n","uid":-1,"gid":0}})")) ==
-        "spec.json: user: uid: must be an integer from 0 to 4398046511104");
+        "spec.json: user: uid: must be an integer from 0 to 4294967294");
   CHECK(err(WorkloadSpec::parse("{" + base + R"(,"argv":["/bin/sh"]})")) == "accepted");
   // A time far in the future would overflow as nanoseconds: refused, not wrapped.
   std::string far = "{" + base + R"(,"argv":["/bin/sh"]})";
   far.replace(far.find(R"("started_ms":0)"), 14, R"("started_ms":9007199254740991)");
   CHECK(err(WorkloadSpec::parse(far)) == "spec.json: started_ms: must be an integer from 0 to 4398046511104");
+  // What cannot be written back as it was read is refused (an int of 2^31 would wrap).
+  CHECK(err(WorkloadExit::parse(R"({"outcome":"exited","code":2147483648,"signal":0,"ended_ms":900})")) ==
+        "exit.json: code: must be an integer from -1 to 255");
   CHECK(err(WorkloadExit::parse(R"({"outcome":"exploded","code":0,"signal":0,"ended_ms":0})")) ==
         "exit.json: outcome: 'exploded' is not one this agent knows");
-  CHECK(err(MonitorInfo::parse(R"({"pid":0,"start_ticks":1})")) == "monitor.json: pid: must be an integer from 1 to 4398046511104");
+  CHECK(err(MonitorInfo::parse(R"({"pid":0,"start_ticks":1})")) == "monitor.json: pid: must be an integer from 1 to 4194304");
 }
 
 TEST_CASE("a process's start time tells it from a reused pid, and a zombie is not running", "[monitor]") {
