@@ -118,7 +118,8 @@ class Jobs final : public Subsystem {
   // Process jobs, under their monitor (monitored.cpp).
   boost::asio::awaitable<Result<void>> start_monitored(JobRecord& job, Live& live, SpawnSpec spec);
   boost::asio::awaitable<Ending> watch_monitored(JobRecord& job, Live& live);
-  Ending ending_of(JobRecord& job, Live& live, const monitor::WorkloadExit& e) const;
+  Ending ending_of(JobRecord& job, const std::string& cancel_reason, const monitor::WorkloadExit& e) const;
+  std::string timed_out_reason(const JobRecord& job) const;
   boost::asio::awaitable<void> adopt_monitored(std::string id);
   boost::asio::awaitable<bool> recover_monitored(const std::string& id);
   void remove_run_folder(const std::string& id);

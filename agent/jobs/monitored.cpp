@@ -62,23 +62,22 @@ asio::awaitable<Jobs::Ending> Jobs::watch_monitored(JobRecord& job, Live& live) 
                                                   : fmt::format("{}; {} of its processes were stopped",
                                                                 record.error().message, left.size())};
   }
-  co_return ending_of(job, live, *record);
+  live.tail = record->tail;
+  co_return ending_of(job, live.cancel_reason, *record);
 }
 
-Jobs::Ending Jobs::ending_of(JobRecord& job, Live& live, const monitor::WorkloadExit& e) const {
+Jobs::Ending Jobs::ending_of(JobRecord& job, const std::string& cancel_reason, const monitor::WorkloadExit& e) const {
   using monitor::Outcome;
   job.layout = e.layout;
-  live.tail = e.tail;
   if (e.outcome == Outcome::not_started) return Ending{JobState::failed, e.reason};
   job.exit_code = e.status.signal ? std::nullopt : std::optional<int>(e.status.code);
   job.signal = e.status.signal;
   if (e.left_behind) log_->info("job {}: {} processes it left behind were stopped", job.spec.id, e.left_behind);
   switch (e.outcome) {
     case Outcome::cancelled:
-      return Ending{JobState::cancelled, live.cancel_reason.empty() ? "cancelled" : live.cancel_reason};
+      return Ending{JobState::cancelled, cancel_reason.empty() ? "cancelled" : cancel_reason};
     case Outcome::timed_out:
-      return Ending{JobState::timed_out, fmt::format("timed out after {}; stopped",
-                                                     format_duration(job.spec.timeout.value_or(config_.default_timeout)))};
+      return Ending{JobState::timed_out, timed_out_reason(job)};
     default:
       break;
   }
@@ -120,11 +119,10 @@ asio::awaitable<bool> Jobs::recover_monitored(const std::string& id) {
     co_return true;
   }
   // It ended while the agent was away: its end as the monitor recorded it.
-  Live none(ex_);
-  if (job.cancel_requested) none.cancel_reason = "cancelled while running";
-  Ending end = ending_of(job, none, std::get<monitor::WorkloadExit>(*found));
+  const auto& record = std::get<monitor::WorkloadExit>(*found);
+  Ending end = ending_of(job, job.cancel_requested ? "cancelled while running" : "", record);
   log_->info("job {}: ended while the agent was stopped", id);
-  finish(job, end.state, std::move(end.reason), std::move(none.tail));
+  finish(job, end.state, std::move(end.reason), record.tail);
   remove_run_folder(id);
   co_return true;
 }

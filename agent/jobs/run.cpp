@@ -59,6 +59,10 @@ asio::awaitable<Result<std::string>> Jobs::run_tool(std::vector<std::string> arg
   co_return std::move(ran->output);
 }
 
+std::string Jobs::timed_out_reason(const JobRecord& job) const {
+  return fmt::format("timed out after {}; stopped", format_duration(job.spec.timeout.value_or(config_.default_timeout)));
+}
+
 std::string Jobs::marker(const std::string& id) const { return "INSTANCED_JOB_RUN=" + store_file(id, ".run").string(); }
 
 // Stops what carries the job's marker (SIGTERM, SIGKILL after kill_grace).
@@ -318,9 +322,7 @@ asio::awaitable<Jobs::Ending> Jobs::watch(JobRecord& job, Live& live) {
   job.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
   job.signal = status.signal;
   if (live.cancel) co_return Ending{JobState::cancelled, live.cancel_reason};
-  if (live.timed_out)
-    co_return Ending{JobState::timed_out, fmt::format("timed out after {}; stopped",
-                                                      format_duration(job.spec.timeout.value_or(config_.default_timeout)))};
+  if (live.timed_out) co_return Ending{JobState::timed_out, timed_out_reason(job)};
   if (status.success()) co_return Ending{JobState::succeeded, {}};
   std::string reason = status.describe();
   if (status.code >= 125 && status.code <= 127)
