@@ -63,6 +63,19 @@ struct SharedHeader {
 static_assert(sizeof(SharedHeader) <= kSharedHeader);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "the header is shared between processes");
 
+// The sequence lock's fences (the ring's bytes are plain stores between them, as in the
+// kernel's seqlock). GCC refuses thread fences under ThreadSanitizer, which does not model
+// them; there the compiler-only fence stands in, which is all a release or acquire fence
+// compiles to on x86 (TSan builds are x86 test builds, and the writer and the follower are
+// different processes, which TSan never sees together).
+void seq_fence(std::memory_order order) {
+#ifdef __SANITIZE_THREAD__
+  std::atomic_signal_fence(order);
+#else
+  std::atomic_thread_fence(order);
+#endif
+}
+
 // A running log: `head` bytes in the file, then the last `ring_size` produced bytes in a
 // ring of `ring_cap` bytes starting at `ring_start`.
 struct Stream {
@@ -170,7 +183,7 @@ void RunLog::publish() {
   std::uint64_t seq = h->seq.load(std::memory_order_relaxed);
   if (seq % 2 == 0) {  // odd while changing (feed() may have begun the change)
     h->seq.store(++seq, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
+    seq_fence(std::memory_order_release);
   }
   h->produced.store(produced_, std::memory_order_relaxed);
   h->head.store(head_written_, std::memory_order_relaxed);
@@ -220,7 +233,7 @@ void RunLog::feed(std::string_view bytes) {
   if (!bytes.empty() && shared_map_) {  // a follower must not read the ring while it changes
     auto* h = static_cast<SharedHeader*>(shared_map_);
     h->seq.store(h->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
+    seq_fence(std::memory_order_release);
   }
   if (!bytes.empty()) {
     // After the head: the ring keeps the last tail_cap_ bytes.
@@ -372,7 +385,7 @@ std::optional<LogChunk> read_live_log(const std::filesystem::path& file, const s
         v.ring_size > v.produced || v.head > v.produced)
       break;  // not a header this code wrote
     LogChunk c = read_running(file, v, from, max);
-    std::atomic_thread_fence(std::memory_order_acquire);
+    seq_fence(std::memory_order_acquire);
     if (h->seq.load(std::memory_order_relaxed) == seq) out = std::move(c);
   }
   ::munmap(map, len);
