@@ -175,7 +175,7 @@ Subsystems::Subsystems(boost::asio::io_context& ioc, Api& api, const Config& run
       mount_ops(immortal<mounts::RealMountOps>()),
       mounts(ioc.get_executor(), api, processes, mount_ops, running.storage, running.state_dir),
       setup(ioc.get_executor(), api, processes, running.setup, running.state_dir,
-            setup::Environment{info.instance, running.status.socket, {}}),
+            setup::Environment{info.instance, running.status.socket, {}}, monitor::default_launcher("instanced-setup.slice")),
       disk(ioc.get_executor(), api, processes, running.disk, running.state_dir),
       nvml(immortal<gpu::NvmlLibrary>(running.gpu.library)),
       gpu(ioc.get_executor(), api, nvml, running.gpu),

@@ -206,7 +206,8 @@ class RealProcess final : public Process {
   if (null_fd < 0) fail(0);
   if (::dup2(null_fd, 0) < 0) fail(0);
   int out = out_w >= 0 ? out_w : null_fd;
-  if (::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) fail(0);
+  const bool keep_stderr = out_w < 0 && spec.inherit_stderr;
+  if (::dup2(out, 1) < 0 || (!keep_stderr && ::dup2(out, 2) < 0)) fail(0);
   // The error pipe moves above the fds the child gets, so fd 3 can be given.
   int high = ::fcntl(err_fd, F_DUPFD_CLOEXEC, 10);
   if (high >= 0) err_fd = high;

@@ -56,6 +56,7 @@ struct SpawnSpec {
   std::string cwd = "/";
   std::optional<UserIdentity> user{};  // run as this user (the agent must be root)
   bool capture_output = true;        // stdout and stderr into one pipe; else /dev/null
+  bool inherit_stderr = false;       // without capture_output: stderr stays this process's
   int inherit_fd = -1;               // given to the child as its fd 3 (an inline script)
   // Resource limits set in the child before it drops privileges: {RLIMIT_*, value}, soft
   // and hard alike. A job's memory, open files and processes.

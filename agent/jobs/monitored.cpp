@@ -72,7 +72,8 @@ Jobs::Ending Jobs::ending_of(JobRecord& job, const std::string& cancel_reason, c
   if (e.outcome == Outcome::not_started) return Ending{JobState::failed, e.reason};
   job.exit_code = e.status.signal ? std::nullopt : std::optional<int>(e.status.code);
   job.signal = e.status.signal;
-  if (e.left_behind) log_->info("job {}: {} processes it left behind were stopped", job.spec.id, e.left_behind);
+  if (!e.left_behind.empty())
+    log_->info("job {}: {} processes it left behind were stopped", job.spec.id, e.left_behind.size());
   switch (e.outcome) {
     case Outcome::cancelled:
       return Ending{JobState::cancelled, cancel_reason.empty() ? "cancelled" : cancel_reason};

@@ -40,13 +40,16 @@ asio::awaitable<Result<Run>> Run::launch(ProcessRunner& runner, Filesystem& file
   if (launcher.systemd_run.empty()) {
     s.argv = {launcher.program, dir.string()};
     s.capture_output = false;
+    s.inherit_stderr = true;  // its messages (and, without the journal, the output's lines) beside the agent's
     auto child = runner.spawn(s);
     if (!child) co_return Error{fmt::format("cannot start the monitor {}: {}", launcher.program, child.error().message)};
     co_return Run(dir, std::move(*child), std::nullopt);
   }
   // A transient service in the slice; gone once it has ended (--collect).
   s.argv = {launcher.systemd_run, "--unit=" + unit, "--slice=" + launcher.slice, "--collect", "--quiet",
-            "--description=instanced: " + spec.name, "--", launcher.program, dir.string()};
+            "--description=instanced: " + spec.name};
+  for (const auto& p : launcher.properties) s.argv.push_back("--property=" + p);
+  s.argv.insert(s.argv.end(), {"--", launcher.program, dir.string()});
   auto ran = co_await run_command(runner, clock, std::move(s), std::chrono::seconds(30));
   if (!ran) co_return Error{fmt::format("cannot start the monitor as {}: {}", unit, ran.error().message)};
   if (!ran->status.success())

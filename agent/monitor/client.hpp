@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "agent/monitor/workload.hpp"
 #include "common/clock.hpp"
@@ -26,6 +27,7 @@ struct Launcher {
   std::string program;      // instanced-run
   std::string systemd_run;  // systemd-run's path; empty: not under systemd
   std::string slice;        // instanced-jobs.slice
+  std::vector<std::string> properties;  // the unit's properties ("KillMode=process"), under systemd
 };
 
 // The monitor beside this program's own binary (/proc/self/exe), where the package and the
@@ -36,8 +38,8 @@ Launcher default_launcher(std::string slice);
 class Run {
  public:
   // Writes the spec (0600) in `dir` (created 0700; an earlier run's files removed) and
-  // starts the monitor on it: through `runner` in its own session, its output to
-  // /dev/null; or as the transient unit `unit` (systemd-run, bounded). Either way it
+  // starts the monitor on it: through `runner` in its own session, its stdout to
+  // /dev/null and its stderr the agent's (its messages beside the agent's); or as the transient unit `unit` (systemd-run, bounded). Either way it
   // outlives the agent. An error names what failed.
   static boost::asio::awaitable<Result<Run>> launch(ProcessRunner& runner, Filesystem& fs, Clock& clock,
                                                     Launcher launcher, std::filesystem::path dir, std::string unit,

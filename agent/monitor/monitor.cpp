@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include "common/coro.hpp"
 #include "common/fs.hpp"
 #include "common/log.hpp"
+#include "common/syscalls.hpp"
 #include "common/wake.hpp"
 
 namespace instanced::monitor {
@@ -61,7 +63,9 @@ class Monitor {
     SpawnSpec spawn = spec_.spawn;
     spawn.capture_output = true;
     spawn.inherit_fd = -1;
-    auto child = runner_.spawn(spawn);
+    auto script = hold_inline_script();
+    if (script && *script) spawn.inherit_fd = script->get();
+    auto child = script ? runner_.spawn(spawn) : Result<std::unique_ptr<Process>>(script.error());
     if (!child) {
       log_file_->feed(fmt::format("[instanced: {}]\n", child.error().message));
       return record(not_started(child.error().message, Outcome::not_started));
@@ -89,6 +93,17 @@ class Monitor {
     auto w = files_.write_file_atomic(dir_ / name, text, 0600);
     if (!w) log_->error("{}: {}", spec_.name, w.error().message);
     return static_cast<bool>(w);
+  }
+
+  // The spec's inline script in a sealed memfd (none without one): the workload's fd 3.
+  Result<Fd> hold_inline_script() const {
+    if (spec_.inline_script.empty()) return Fd{};
+    Fd fd(sys::memfd_create("instanced-script", true));
+    if (!fd || !write_all(fd.get(), spec_.inline_script))
+      return Error{fmt::format("cannot hold the inline script: {}", std::strerror(errno))};
+    sys::seal_memfd(fd.get());
+    ::lseek(fd.get(), 0, SEEK_SET);
+    return fd;
   }
 
   MonitorInfo whoami() const {
@@ -122,10 +137,9 @@ class Monitor {
       e.status = co_await first_error(std::move(both));
     }
     e.outcome = cancelled_ ? Outcome::cancelled : timed_out_ ? Outcome::timed_out : Outcome::exited;
-    if (!spec_.marker.empty()) {
-      auto left = co_await stop_marked(runner_, pool_, clock_, log_, spec_.marker, spec_.kill_grace);
-      e.left_behind = left.size();
-    }
+    const bool keep = spec_.keep_left_behind && e.outcome == Outcome::exited;
+    if (!spec_.marker.empty() && !keep)
+      e.left_behind = co_await stop_marked(runner_, pool_, clock_, log_, spec_.marker, spec_.kill_grace);
     result_ = record(std::move(e));
     signals_.cancel();
     ctx_.stop();

@@ -1,5 +1,6 @@
 #include "agent/monitor/workload.hpp"
 
+#include <algorithm>
 #include <array>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -17,6 +18,7 @@ namespace {
 constexpr std::int64_t kMaxNumber = 1LL << 42;
 constexpr std::int64_t kMaxId = 0xfffffffe;  // a uid or gid (-1 is "none")
 constexpr std::int64_t kMaxPid = 1 << 22;      // the kernel's highest pid_max
+constexpr std::size_t kMaxPids = 1 << 16;
 constexpr std::array<std::string_view, 4> kOutcomes{"exited", "timed_out", "cancelled", "not_started"};
 
 std::int64_t millis(Clock::wall_time t) {
@@ -72,6 +74,20 @@ class Fields {
       for (const auto& e : v->as_array())
         if (e.is_string()) out.emplace_back(e.as_string());
         else fail(key, "must be an array of strings");
+    return out;
+  }
+  // Process ids (optional): at most kMaxPids of them, each within the kernel's pid_max.
+  std::vector<pid_t> pids(std::string_view key) {
+    std::vector<pid_t> out;
+    const json::value* v = get(key, false);
+    if (!v) return out;
+    const bool ok = v->is_array() && v->as_array().size() <= kMaxPids &&
+                    std::all_of(v->as_array().begin(), v->as_array().end(), [](const json::value& e) {
+                      return e.is_int64() && e.as_int64() > 0 && e.as_int64() <= kMaxPid;
+                    });
+    if (!ok) fail(key, fmt::format("must be an array of at most {} process ids", kMaxPids));
+    else
+      for (const auto& e : v->as_array()) out.push_back(static_cast<pid_t>(e.as_int64()));
     return out;
   }
   const json::object* object(std::string_view key, bool required = true) {
@@ -132,7 +148,9 @@ std::string WorkloadSpec::to_text() const {
                  {"journal_identifier", journal_identifier},
                  {"journal_field", journal_field},
                  {"journal_value", journal_value},
-                 {"marker", marker}};
+                 {"marker", marker},
+                 {"keep_left_behind", keep_left_behind},
+                 {"inline_script", inline_script}};
   if (spawn.user) o["user"] = user_json(*spawn.user);
   return json::serialize(o);
 }
@@ -156,6 +174,8 @@ Result<WorkloadSpec> WorkloadSpec::parse(std::string_view text) {
   s.journal_field = f.str("journal_field", false);
   s.journal_value = f.str("journal_value", false);
   s.marker = f.str("marker", false);
+  if (const json::value* k = f.get("keep_left_behind", false)) s.keep_left_behind = k->is_bool() && k->as_bool();
+  s.inline_script = f.str("inline_script", false);
   if (const json::value* l = f.get("limits", false); l && l->is_array())
     for (const auto& e : l->as_array()) {
       const json::array* pair = e.if_array();
@@ -203,7 +223,7 @@ std::string WorkloadExit::to_text() const {
                                       {"reason", reason},
                                       {"layout", layout.to_json()},
                                       {"tail", strings(tail)},
-                                      {"left_behind", left_behind}});
+                                      {"left_behind", json::array(left_behind.begin(), left_behind.end())}});
 }
 
 Result<WorkloadExit> WorkloadExit::parse(std::string_view text) {
@@ -216,7 +236,7 @@ Result<WorkloadExit> WorkloadExit::parse(std::string_view text) {
   e.reason = f.str("reason", false);
   if (const json::object* l = f.object("layout", false)) e.layout = LogLayout::from_json(*l);
   e.tail = f.list("tail", false);
-  e.left_behind = static_cast<std::size_t>(f.num("left_behind", false));
+  e.left_behind = f.pids("left_behind");
   if (f.error()) return *f.error();
   auto it = std::find(kOutcomes.begin(), kOutcomes.end(), outcome);
   if (it == kOutcomes.end()) return Error{fmt::format("exit.json: outcome: '{}' is not one this agent knows", outcome)};

@@ -47,6 +47,12 @@ struct WorkloadSpec {
   std::string journal_field;       // and this field ("INSTANCED_JOB")
   std::string journal_value;       // with this value
   std::string marker;  // "NAME=value" in the environment of what the workload leaves behind: stopped with it
+  // What it leaves behind runs on after it has ended by itself (setup's `leftover_processes:
+  // keep`); after a timeout or a cancel it is stopped all the same.
+  bool keep_left_behind = false;
+  // An inline script: given to the workload as its fd 3, in a sealed memfd the monitor
+  // makes, so that it is never a file other users could read (setup's `content`).
+  std::string inline_script;
 
   std::string to_text() const;
   static Result<WorkloadSpec> parse(std::string_view text);
@@ -74,7 +80,7 @@ struct WorkloadExit {
   std::string reason;         // not_started: why ("cannot run /x: Permission denied (exec)")
   LogLayout layout;
   std::vector<std::string> tail;  // the output's last lines, escaped
-  std::size_t left_behind = 0;    // processes it left that were stopped after it
+  std::vector<pid_t> left_behind;  // processes it left that were stopped after it
 
   std::string to_text() const;
   static Result<WorkloadExit> parse(std::string_view text);

@@ -30,7 +30,6 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::size_t kLogsKept = 5;               // per script
-constexpr auto kDrainGrace = 250ms;                // output after the script's exit
 constexpr auto kLookupTimeout = std::chrono::seconds(10);
 
 std::string random_id() {
@@ -48,25 +47,24 @@ std::string compact_time(Clock::wall_time t) {
 
 }  // namespace
 
+// The run in progress: started by this agent, or taken back after a restart.
 struct Setup::Live {
-  Live(asio::any_io_executor ex, std::string n, std::string id, fs::path file, const SetupConfig& c, RunLog::LineSink sink)
-      : name(std::move(n)), run_id(std::move(id)),
-        log(std::move(file), c.max_log_bytes.bytes, static_cast<std::size_t>(c.tail_lines), std::move(sink)),
-        pump_done(ex, "output") {}
   std::string name;
   std::string run_id;
-  RunLog log;
-  Gate pump_done;
+  fs::path log;
+  Clock::steady_time started;
+  std::optional<monitor::Run> run;  // once its monitor has started
 };
 
 Setup::Setup(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const SetupConfig& config, std::string state_dir,
-             Environment env)
+             Environment env, monitor::Launcher monitors)
     : ex_(ex),
       api_(api),
       runner_(runner),
       config_(config),
       state_dir_(std::move(state_dir)),
       env_(std::move(env)),
+      monitors_(std::move(monitors)),
       log_(api.logging.get("setup")),
       done_(ex, "setup"),
       wake_(ex),
@@ -248,64 +246,121 @@ asio::awaitable<std::vector<pid_t>> Setup::kill_marked(std::string run_id) {
   co_return co_await stop_marked(runner_, api_.pool, api_.clock, log_, marker, config_.kill_grace);
 }
 
+// Every run recorded as running by an earlier agent: taken back, ended, or interrupted.
 asio::awaitable<void> Setup::recover_interrupted() {
-  bool changed = false;
-  for (auto& [name, rec] : records_.scripts) {
-    if (rec.state != ScriptState::running) continue;
-    std::string script = name;
-    std::vector<pid_t> left = co_await kill_marked(rec.last.run_id);
-    ScriptRecord& r = records_.scripts[script];  // the map is not changed meanwhile
-    r.last.leftovers.assign(left.begin(), left.end());
-    r.last.reason = left.empty() ? "the agent stopped while it ran"
-                                 : fmt::format("the agent stopped while it ran; {} of its processes were still "
-                                               "running and were killed", left.size());
-    r.last.ended = iso8601(api_.clock.wall_now());
-    r.state = config_.interrupted == OnInterrupt::rerun ? ScriptState::pending : ScriptState::interrupted;
-    log_->warn("script {}: {} (run {}); {}", script, r.last.reason, r.last.run_id,
-               r.state == ScriptState::pending ? "it runs again" : "marked interrupted until a rerun");
-    api_.state.emit("setup", "script_interrupted", fmt::format("script {}: {}", script, r.last.reason),
-                    {{"name", script}, {"run", to_json(r.last)}, {"state", to_string(r.state)}});
-    changed = true;
-  }
-  if (changed) persist();
+  std::vector<std::string> running;
+  for (const auto& [name, rec] : records_.scripts)
+    if (rec.state == ScriptState::running) running.push_back(name);
+  for (const auto& name : running) co_await recover_run(name);
 }
 
-// One run of a script, top to bottom: recorded as begun, spawned, watched to its end (or
-// to the agent's stop), recorded and told.
+// A run an earlier agent left running, from its run folder: its monitor still runs (taken
+// back and followed to its end), it ended while the agent was away (its end recorded), or
+// neither (interrupted: what is left of it killed, the `interrupted` policy applied).
+asio::awaitable<void> Setup::recover_run(std::string name) {
+  const RunRecord last = records_.scripts[name].last;
+  const fs::path dir = run_folder(last.run_id);
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {  // recorded before its monitor was started, or by an agent before monitors
+    co_await interrupt(name, "the agent stopped while it ran");
+    co_return;
+  }
+  auto look = [this, dir] { return monitor::Run::find(api_.fs, dir); };
+  auto found = co_await api_.pool.run("reading script " + name + "'s run folder", kLookupTimeout, look);
+  if (!found) {
+    co_await interrupt(name, found.error().message);
+    co_return;
+  }
+  if (auto* gone = std::get_if<monitor::Run::Gone>(&*found)) {
+    co_await interrupt(name, gone->reason);
+    co_return;
+  }
+  const auto started = parse_iso8601(last.started).value_or(api_.clock.wall_now());
+  live_ = std::make_unique<Live>(Live{name, last.run_id, last.log,
+                                      api_.clock.now() - std::chrono::duration_cast<Duration>(api_.clock.wall_now() - started),
+                                      std::nullopt});
+  if (auto* run = std::get_if<monitor::Run>(&*found)) {
+    log_->info("script {}: still running under its monitor (pid {}); taken back", name, run->pid());
+    live_->run = std::move(*run);
+    publish();
+    co_await follow(name);
+    co_return;
+  }
+  log_->info("script {}: ended while the agent was stopped", name);
+  RunRecord r = last;
+  std::vector<std::string> tail;
+  const ScriptState outcome = co_await outcome_of(std::get<monitor::WorkloadExit>(*found), r, tail);
+  end_run(name, std::move(r), outcome, std::move(tail));
+}
+
+// A run whose monitor is gone without a record: what is left of it is killed, and it is
+// marked interrupted or queued again (setup.interrupted).
+asio::awaitable<void> Setup::interrupt(std::string name, std::string why) {
+  std::vector<pid_t> left = co_await kill_marked(records_.scripts[name].last.run_id);
+  ScriptRecord& r = records_.scripts[name];  // the map is not changed meanwhile
+  r.last.leftovers.assign(left.begin(), left.end());
+  r.last.reason = left.empty() ? why
+                               : fmt::format("{}; {} of its processes were still running and were killed", why, left.size());
+  r.last.ended = iso8601(api_.clock.wall_now());
+  r.state = config_.interrupted == OnInterrupt::rerun ? ScriptState::pending : ScriptState::interrupted;
+  log_->warn("script {}: {} (run {}); {}", name, r.last.reason, r.last.run_id,
+             r.state == ScriptState::pending ? "it runs again" : "marked interrupted until a rerun");
+  api_.state.emit("setup", "script_interrupted", fmt::format("script {}: {}", name, r.last.reason),
+                  {{"name", name}, {"run", to_json(r.last)}, {"state", to_string(r.state)}});
+  live_.reset();
+  remove_run_folder(r.last.run_id);
+  persist();
+}
+
+// One run of a script, top to bottom: recorded as begun, its monitor started, followed to
+// its end (or to the agent's stop), recorded and told.
 asio::awaitable<void> Setup::run_script(const ScriptConfig& script) {
   auto begun = begin_run(script);
   if (!begun) co_return;  // not recorded: the loop retries
-  RunRecord& run = begun->run;
-  ScriptState outcome = ScriptState::failed;
-  std::unique_ptr<Process> proc;
-  bool agent_stopping = false;
-  try {
-    auto spawned = co_await spawn_script(script, run.run_id);
-    if (spawned) {
-      proc = std::move(*spawned);
-      outcome = co_await watch_script(*proc, script, run);
-    } else {
-      run.reason = spawned.error().message;
-    }
-  } catch (const boost::system::system_error& e) {
-    if (!is_cancelled(e)) throw;
-    agent_stopping = true;  // no co_await inside a handler: handled below
+  auto launched = co_await launch_script(script, begun->run_id);
+  if (!launched) {
+    RunRecord run = records_.scripts[script.name].last;
+    run.reason = launched.error().message;
+    RunLog log(live_->log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines), {});
+    log.feed("[instanced: " + run.reason + "]\n");
+    run.layout = log.finish();
+    end_run(script.name, std::move(run), ScriptState::failed, log.last_lines());
+    co_return;
   }
-  if (agent_stopping) {
-    co_await asio::this_coro::reset_cancellation_state(ignore_cancellation);
-    co_await end_for_agent_stop(proc.get(), run, begun->started);
-    throw boost::system::system_error(asio::error::operation_aborted);
-  }
-  end_run(script.name, std::move(run), begun->started, outcome, proc != nullptr);
+  live_->run = std::move(*launched);
+  publish();
+  co_await follow(script.name);
 }
 
-// The run recorded as `running` (on disk before the process exists: a crash from here on
-// is seen as an interrupted run), its log opened, its start told. Nothing when it cannot be
-// recorded (disk full): a run that no record knows of could run a create script twice.
-std::optional<Setup::Begun> Setup::begin_run(const ScriptConfig& script) {
+// The run in progress to its end, then recorded. When the agent stops meanwhile the script
+// runs on under its monitor, still recorded as running: the next start takes it back.
+asio::awaitable<void> Setup::follow(std::string name) {
+  RunRecord run = records_.scripts[name].last;
+  std::vector<std::string> tail;
+  ScriptState outcome = ScriptState::failed;
+  try {
+    co_await live_->run->ended(ex_, api_.clock, api_.fs);
+    auto record = live_->run->exit_record(api_.fs);
+    if (!record) {
+      co_await interrupt(name, record.error().message);
+      co_return;
+    }
+    outcome = co_await outcome_of(*record, run, tail);
+  } catch (const boost::system::system_error& e) {
+    if (!is_cancelled(e)) throw;
+    log_->info("script {} runs on under its monitor while the agent is stopped (run {})", name, run.run_id);
+    live_.reset();
+    throw;
+  }
+  end_run(name, std::move(run), outcome, std::move(tail));
+}
+
+// The run recorded as `running` (on disk before the monitor exists: a crash from here on
+// is seen as an interrupted run), its start told. Nothing when it cannot be recorded (disk
+// full): a run that no record knows of could run a create script twice.
+std::optional<RunRecord> Setup::begin_run(const ScriptConfig& script) {
   const std::string& name = script.name;
-  Begun begun{RunRecord{}, api_.clock.now()};
-  RunRecord& run = begun.run;
+  RunRecord run;
   run.run_id = random_id();
   run.boot_id = boot_id_;
   const auto started_wall = api_.clock.wall_now();
@@ -329,9 +384,7 @@ std::optional<Setup::Begun> Setup::begin_run(const ScriptConfig& script) {
       records_.scripts.erase(name);
     return std::nullopt;
   }
-  live_ = std::make_unique<Live>(ex_, name, run.run_id, file, config_, [this, who = name](std::string_view line) {
-    api_.logging.workload_line(log_, spdlog::level::info, "instanced-setup", {"INSTANCED_SCRIPT", who}, line);
-  });
+  live_ = std::make_unique<Live>(Live{name, run.run_id, file, api_.clock.now(), std::nullopt});
   publish();
   {
     LogFields fields{{"MESSAGE_ID", msgid::kScriptStarted}, {"INSTANCED_SCRIPT", name}, {"INSTANCED_RUN", run.run_id}};
@@ -340,13 +393,13 @@ std::optional<Setup::Begun> Setup::begin_run(const ScriptConfig& script) {
   }
   api_.state.emit("setup", "script_started", fmt::format("script {} started", name),
                   {{"name", name}, {"run_id", run.run_id}, {"log", run.log}});
-  return begun;
+  return run;
 }
 
 // The user looked up and the script's folders touched off the loop (NSS and stat may block:
 // LDAP, a hung network or FUSE mount), bounded, so that a hung mount fails the run with a
-// timeout instead of stalling the loop while the child chdirs or execs; then the spawn.
-asio::awaitable<Result<std::unique_ptr<Process>>> Setup::spawn_script(const ScriptConfig& script, std::string run_id) {
+// timeout instead of stalling the loop; then the script's monitor started on its spec.
+asio::awaitable<Result<monitor::Run>> Setup::launch_script(const ScriptConfig& script, std::string run_id) {
   const std::string user_name = script.user;
   const std::string what = fmt::format("looking up user {} and the script's folders", user_name);
   const std::string workdir = script.working_directory, program = script.path;
@@ -362,76 +415,83 @@ asio::awaitable<Result<std::unique_ptr<Process>>> Setup::spawn_script(const Scri
   auto found = co_await api_.pool.run(what, kLookupTimeout, lookup);
   if (!found) co_return found.error();
   const UserIdentity& user = found->first;
-  SpawnSpec spec;
-  spec.argv = *command_line(script);
-  spec.env = environment(script, user, run_id);
-  spec.cwd = !script.working_directory.empty() ? script.working_directory : found->second ? user.home : "/";
-  if (user.uid != ::geteuid()) spec.user = user;
-  Fd memfd;
-  if (!script.content.empty()) {
-    auto held = hold_inline_script(script);
-    if (!held) co_return held.error();
-    memfd = std::move(*held);
-    spec.inherit_fd = memfd.get();
-  }
-  co_return runner_.spawn(spec);
+  monitor::WorkloadSpec w;
+  w.name = "script " + script.name;
+  w.spawn.argv = *command_line(script);
+  w.spawn.env = environment(script, user, run_id);
+  w.spawn.cwd = !script.working_directory.empty() ? script.working_directory : found->second ? user.home : "/";
+  if (user.uid != ::geteuid()) w.spawn.user = user;
+  w.inline_script = script.content.value;  // the script's fd 3, in a sealed memfd
+  w.timeout = script.timeout;
+  w.kill_grace = config_.kill_grace;
+  w.started = parse_iso8601(records_.scripts[script.name].last.started).value_or(api_.clock.wall_now());
+  w.log_file = live_->log.string();
+  w.max_log_bytes = config_.max_log_bytes.bytes;
+  w.tail_lines = static_cast<std::size_t>(config_.tail_lines);
+  w.journal = api_.logging.journald();
+  w.journal_identifier = "instanced-setup";
+  w.journal_field = "INSTANCED_SCRIPT";
+  w.journal_value = script.name;
+  w.marker = "INSTANCED_RUN_ID=" + run_id;
+  w.keep_left_behind = script.leftover_processes == Leftovers::keep;
+  monitor::Launcher launcher = monitors_;
+  // Under systemd, a kept daemon must outlive the unit's monitor: only the monitor is its main process.
+  if (w.keep_left_behind) launcher.properties.push_back("KillMode=process");
+  const std::string unit = fmt::format("instanced-setup-{}-{}.service", script.name, run_id.substr(0, 8));
+  co_return co_await monitor::Run::launch(runner_, api_.fs, api_.clock, std::move(launcher), run_folder(run_id), unit,
+                                          std::move(w));
 }
 
-// An inline script in a sealed memfd, read by its interpreter as the child's fd 3.
-Result<Fd> Setup::hold_inline_script(const ScriptConfig& script) {
-  Fd fd(sys::memfd_create(("instanced-setup-" + script.name).c_str(), true));
-  const std::string& text = script.content.value;
-  if (!fd || !write_all(fd.get(), text)) return Error{fmt::format("cannot hold the inline script: {}", std::strerror(errno))};
-  sys::seal_memfd(fd.get());
-  ::lseek(fd.get(), 0, SEEK_SET);
-  return fd;
-}
-
-// Until the script has ended and its output is read; what it left behind is killed or
-// kept (leftover_processes); how it ended.
-asio::awaitable<ScriptState> Setup::watch_script(Process& proc, const ScriptConfig& script, RunRecord& run) {
-  bool timed_out = false;
-  ExitStatus status;
-  {
-    auto pump = pump_output(proc, live_->log, live_->pump_done);
-    auto sup = supervise(proc, script, timed_out);
-    auto both = std::move(pump) && std::move(sup);
-    status = co_await first_error(std::move(both));
+// How the run ended, from its monitor's record; what it left behind is listed (kept) or
+// was stopped by the monitor (killed).
+asio::awaitable<ScriptState> Setup::outcome_of(const monitor::WorkloadExit& e, RunRecord& run,
+                                               std::vector<std::string>& tail) {
+  using monitor::Outcome;
+  const std::string name = live_->name;
+  run.layout = e.layout;
+  tail = e.tail;
+  run.leftovers.assign(e.left_behind.begin(), e.left_behind.end());
+  if (e.outcome == Outcome::not_started) {
+    run.reason = e.reason;
+    co_return ScriptState::failed;
   }
-  run.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
-  run.signal = status.signal;
-  // What the script left behind: daemons it started, in or out of its process group.
-  if (timed_out || script.leftover_processes == Leftovers::kill) {
-    // By the marker: the group id is not signalled once its leader has been reaped,
-    // since it may belong to someone else by then.
-    auto killed = co_await kill_marked(run.run_id);
-    run.leftovers.assign(killed.begin(), killed.end());
-    if (!killed.empty()) log_->info("script {}: killed {} leftover processes", script.name, killed.size());
-  } else {
+  run.exit_code = e.status.signal ? std::nullopt : std::optional<int>(e.status.code);
+  run.signal = e.status.signal;
+  if (!e.left_behind.empty()) log_->info("script {}: killed {} leftover processes", name, e.left_behind.size());
+  if (e.outcome == Outcome::exited && run.leftovers.empty()) {
     auto left = co_await marked(run.run_id);
     if (left && !left->empty()) {
       run.leftovers.assign(left->begin(), left->end());
-      log_->info("script {}: left {} processes running (leftover_processes: keep)", script.name, left->size());
+      log_->info("script {}: left {} processes running (leftover_processes: keep)", name, left->size());
     }
   }
-  if (timed_out) {
-    run.reason = fmt::format("timed out after {}; its processes were killed", format_duration(script.timeout));
-    co_return ScriptState::timed_out;
+  switch (e.outcome) {
+    case Outcome::timed_out: {
+      auto it = std::find_if(config_.scripts.begin(), config_.scripts.end(), [&](const auto& s) { return s.name == name; });
+      run.reason = it == config_.scripts.end()
+                       ? std::string("timed out; its processes were killed")
+                       : fmt::format("timed out after {}; its processes were killed", format_duration(it->timeout));
+      co_return ScriptState::timed_out;
+    }
+    case Outcome::cancelled:  // its monitor was stopped by someone else (systemctl stop)
+      run.reason = "cancelled: its monitor was stopped";
+      co_return ScriptState::failed;
+    default:
+      break;
   }
-  if (status.success()) co_return ScriptState::succeeded;
-  run.reason = status.describe();
+  if (e.status.success()) co_return ScriptState::succeeded;
+  run.reason = e.status.describe();
   co_return ScriptState::failed;
 }
 
-// The run's log closed, its outcome recorded, counted and told; waiting reruns answered.
-void Setup::end_run(const std::string& name, RunRecord run, Clock::steady_time started, ScriptState outcome, bool ran) {
-  if (!ran) live_->log.feed("[instanced: " + run.reason + "]\n");
-  run.layout = live_->log.finish();
-  if (auto& err = live_->log.error()) log_->warn("script {}: {}", name, *err);
-  std::vector<std::string> tail = live_->log.last_lines();
+// The run's outcome recorded, counted and told; its run folder removed (its spec holds
+// the script's environment); waiting reruns answered.
+void Setup::end_run(const std::string& name, RunRecord run, ScriptState outcome, std::vector<std::string> tail) {
+  const Clock::steady_time started = live_->started;
   live_.reset();
+  remove_run_folder(run.run_id);
   run.ended = iso8601(api_.clock.wall_now());
-  run.duration_seconds = std::chrono::duration<double>(api_.clock.now() - started).count();
+  run.duration_seconds = std::max(0.0, std::chrono::duration<double>(api_.clock.now() - started).count());
   {
     ScriptRecord& rec = records_.scripts[name];
     rec.state = outcome;
@@ -470,71 +530,13 @@ void Setup::end_run(const std::string& name, RunRecord run, Clock::steady_time s
   publish();
 }
 
-// Sends `sig` to every process carrying the run's marker (no waiting).
-asio::awaitable<void> Setup::signal_marked(std::string run_id, int sig) {
-  auto found = co_await marked(run_id);
-  if (found)
-    for (pid_t p : *found) runner_.signal(p, sig);
+fs::path Setup::run_folder(const std::string& run_id) const {
+  return fs::path(state_dir_) / "setup" / (run_id + ".run");
 }
 
-// The agent is stopping (its run() was cancelled). A script that has already ended keeps
-// its outcome. One still running gets SIGTERM and setup.kill_grace to end, so that the
-// mounts it uses are flushed and unmounted after it (the subsystems stop in turn); its
-// record stays "running", and the next start applies the `interrupted` policy and kills
-// what is left of it.
-asio::awaitable<void> Setup::end_for_agent_stop(Process* proc, RunRecord& run, Clock::steady_time started) {
-  const std::string name = live_->name;
-  if (proc && !proc->exit_status()) {
-    log_->info("script {} is running: SIGTERM to its process group before the agent stops", name);
-    proc->signal_group(SIGTERM);
-    if (!co_await exit_within(*proc, api_.clock, config_.kill_grace))
-      log_->warn("script {} still running {} after SIGTERM; the next start ends it", name,
-                 format_duration(config_.kill_grace));
-    run.layout = live_->log.finish();
-    live_.reset();
-    co_return;
-  }
-  run.layout = live_->log.finish();
-  live_.reset();
-  if (!proc || !proc->exit_status()) co_return;
-  auto st = *proc->exit_status();
-  run.exit_code = st.signal ? std::nullopt : std::optional<int>(st.code);
-  run.signal = st.signal;
-  run.ended = iso8601(api_.clock.wall_now());
-  run.duration_seconds = std::chrono::duration<double>(api_.clock.now() - started).count();
-  if (!st.success()) run.reason = st.describe();
-  ScriptRecord& rec = records_.scripts[name];
-  rec.state = st.success() ? ScriptState::succeeded : ScriptState::failed;
-  rec.last = run;
-  persist();
-}
-
-asio::awaitable<ExitStatus> Setup::supervise(Process& p, const ScriptConfig& script, bool& timed_out) {
-  std::optional<ExitStatus> status = co_await exit_within(p, api_.clock, script.timeout);
-  if (!status) {
-    timed_out = true;
-    const std::string run_id = live_->run_id;
-    log_->warn("script {} timed out after {}: SIGTERM to its process group and every process of the run",
-               script.name, format_duration(script.timeout));
-    p.signal_group(SIGTERM);
-    co_await signal_marked(run_id, SIGTERM);
-    status = co_await exit_within(p, api_.clock, config_.kill_grace);
-    if (!status) {
-      log_->warn("script {} still running {} after SIGTERM: SIGKILL", script.name, format_duration(config_.kill_grace));
-      p.signal_group(SIGKILL);
-      co_await signal_marked(run_id, SIGKILL);
-      // Bounded: a process stuck in the kernel (D state) does not die even of SIGKILL.
-      status = co_await exit_within(p, api_.clock, config_.kill_grace);
-      if (!status) {
-        log_->error("script {} did not end even after SIGKILL (stuck in the kernel?); given up", script.name);
-        status = ExitStatus{-1, SIGKILL};
-      }
-    }
-  }
-  // The script has ended; its output ends when the last holder of the pipe closes it. A
-  // daemon it started may hold it for ever: the agent stops reading after a short grace.
-  co_await finish_output(p, live_->pump_done, api_.clock, kDrainGrace);
-  co_return *status;
+void Setup::remove_run_folder(const std::string& run_id) {
+  std::error_code ec;
+  fs::remove_all(run_folder(run_id), ec);
 }
 
 void Setup::prune_logs(const std::string& script) {
@@ -643,9 +645,8 @@ json::object Setup::status_json() const {
     }
     if (state == ScriptState::succeeded) ++done;
     o["state"] = to_string(state);
-    if (live_ && live_->name == s.name) {
-      o["output_bytes"] = live_->log.produced();
-    }
+    if (live_ && live_->name == s.name && live_->run)
+      if (auto now = live_->run->read_log(live_->log, UINT64_MAX, 0)) o["output_bytes"] = now->next;
     scripts.push_back(std::move(o));
   }
   json::object out{{"phase", phase_}, {"boot_id", boot_id_}, {"succeeded", done}, {"total", config_.scripts.size()},
@@ -708,7 +709,11 @@ status::Response Setup::log_response(const status::Request& req) const {
   LogChunk chunk;
   bool running = false;
   if (live_ && live_->name == *name) {
-    chunk = live_->log.read(from, kChunk);
+    // Nothing yet before its monitor has started; at its end, the record (below) once kept.
+    if (auto live = live_->run ? live_->run->read_log(live_->log, from, kChunk) : std::nullopt)
+      chunk = std::move(*live);
+    else
+      chunk.next = from;
     running = true;
   } else {
     auto it = records_.scripts.find(*name);

@@ -1,9 +1,11 @@
 // Setup scripts (docs/setup.md): `create` scripts once per instance, `start` scripts once
 // per boot, in config order, after the prerequisite gates (required mounts) and before the
-// job queue (which waits for done_gate()). Each run is bounded (own session and process
-// group, timeout with SIGTERM then SIGKILL to the group and to every process carrying the
-// run's INSTANCED_RUN_ID marker), its output capped in a per-run log, forwarded to the
-// journal and summarised in the event sent when it ends.
+// job queue (which waits for done_gate()). Each run is started under its own monitor
+// (instanced-run, docs/monitor.md), which bounds it (own session and process group,
+// timeout with SIGTERM then SIGKILL to the group and to every process carrying the run's
+// INSTANCED_RUN_ID marker), writes its capped log, forwards its lines to the journal and
+// records its end. A run outlives an agent stop, crash or upgrade and is taken back at
+// the next start; its end is recorded and told once.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/monitor/client.hpp"
 #include "agent/setup/records.hpp"
 #include "common/run_log.hpp"
 #include "agent/status/router.hpp"
@@ -43,7 +46,7 @@ struct Environment {
 class Setup final : public Subsystem {
  public:
   Setup(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const SetupConfig& config, std::string state_dir,
-        Environment env);
+        Environment env, monitor::Launcher monitors);
   ~Setup() override;
 
   std::string name() const override { return "setup"; }
@@ -81,20 +84,18 @@ class Setup final : public Subsystem {
 
   boost::asio::awaitable<void> sequence();
   boost::asio::awaitable<void> run_script(const ScriptConfig& script);
-  struct Begun {
-    RunRecord run;
-    Clock::steady_time started;
-  };
-  std::optional<Begun> begin_run(const ScriptConfig& script);
-  boost::asio::awaitable<Result<std::unique_ptr<Process>>> spawn_script(const ScriptConfig& script, std::string run_id);
-  static Result<Fd> hold_inline_script(const ScriptConfig& script);
-  boost::asio::awaitable<ScriptState> watch_script(Process& proc, const ScriptConfig& script, RunRecord& run);
-  void end_run(const std::string& name, RunRecord run, Clock::steady_time started, ScriptState outcome, bool ran);
-  boost::asio::awaitable<void> end_for_agent_stop(Process* proc, RunRecord& run, Clock::steady_time started);
-  boost::asio::awaitable<ExitStatus> supervise(Process& p, const ScriptConfig& script, bool& timed_out);
-  boost::asio::awaitable<void> signal_marked(std::string run_id, int sig);
+  std::optional<RunRecord> begin_run(const ScriptConfig& script);
+  boost::asio::awaitable<Result<monitor::Run>> launch_script(const ScriptConfig& script, std::string run_id);
+  boost::asio::awaitable<void> follow(std::string name);
+  boost::asio::awaitable<ScriptState> outcome_of(const monitor::WorkloadExit& e, RunRecord& run,
+                                                 std::vector<std::string>& tail);
+  void end_run(const std::string& name, RunRecord run, ScriptState outcome, std::vector<std::string> tail);
   boost::asio::awaitable<void> until_no_run();
   boost::asio::awaitable<void> recover_interrupted();
+  boost::asio::awaitable<void> recover_run(std::string name);
+  boost::asio::awaitable<void> interrupt(std::string name, std::string why);
+  std::filesystem::path run_folder(const std::string& run_id) const;
+  void remove_run_folder(const std::string& run_id);
   boost::asio::awaitable<Result<std::vector<pid_t>>> marked(std::string run_id);
   boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string run_id);
   Decision decide(const ScriptConfig& script) const;
@@ -113,6 +114,7 @@ class Setup final : public Subsystem {
   SetupConfig config_;
   std::string state_dir_;
   Environment env_;
+  monitor::Launcher monitors_;
   Logger log_;
   std::string boot_id_;
   Records records_;

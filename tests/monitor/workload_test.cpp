@@ -74,20 +74,25 @@ TEST_CASE("a workload's spec, its monitor and its end are read back as written",
   CHECK(back->kill_grace == s.kill_grace);
   CHECK(std::chrono::abs(back->started - s.started) < std::chrono::milliseconds(1));
   CHECK(back->marker == s.marker);
+  CHECK_FALSE(back->keep_left_behind);
+  s.keep_left_behind = true;
+  s.inline_script = "echo from fd 3\n";
+  CHECK(WorkloadSpec::parse(s.to_text())->keep_left_behind);
+  CHECK(WorkloadSpec::parse(s.to_text())->inline_script == s.inline_script);
 
   WorkloadExit e;
   e.outcome = Outcome::timed_out;
   e.status = ExitStatus{-1, SIGKILL};
   e.layout = LogLayout{10, 4, 0, 6};
   e.tail = {"a", "b"};
-  e.left_behind = 2;
+  e.left_behind = {1234, 1235};
   auto eb = WorkloadExit::parse(e.to_text());
   REQUIRE(eb);
   CHECK(eb->outcome == Outcome::timed_out);
   CHECK(eb->status.signal == SIGKILL);
   CHECK(eb->layout.produced == 10);
   CHECK(eb->tail == e.tail);
-  CHECK(eb->left_behind == 2);
+  CHECK(eb->left_behind == e.left_behind);
 
   auto mi = MonitorInfo::parse(MonitorInfo{42, 7, 43, {}}.to_text());
   REQUIRE(mi);
@@ -119,6 +124,8 @@ TEST_CASE("hostile run folder files are refused with the field named", "[monitor
         "exit.json: code: must be an integer from -1 to 255");
   CHECK(err(WorkloadExit::parse(R"({"outcome":"exploded","code":0,"signal":0,"ended_ms":0})")) ==
         "exit.json: outcome: 'exploded' is not one this agent knows");
+  CHECK(err(WorkloadExit::parse(R"({"outcome":"exited","code":0,"signal":0,"ended_ms":0,"left_behind":[1,-5]})")) ==
+        "exit.json: left_behind: must be an array of at most 65536 process ids");
   CHECK(err(MonitorInfo::parse(R"({"pid":0,"start_ticks":1})")) == "monitor.json: pid: must be an integer from 1 to 4194304");
 }
 
@@ -171,13 +178,28 @@ TEST_CASE("instanced-run records a workload's end, its output and what it left b
   CHECK(e->outcome == Outcome::exited);
   CHECK(e->status.code == 4);
   CHECK(e->tail == std::vector<std::string>{"one", "two"});
-  CHECK(e->left_behind == 1);  // the sleep it left, stopped by its marker
+  CHECK(e->left_behind.size() == 1);  // the sleep it left, stopped by its marker
   CHECK(read_finished_log(dir / "out.log", e->layout, 0, 100).data == "one\ntwo\n");
   auto m = MonitorInfo::parse(slurp(run / kMonitorFile));
   REQUIRE(m);
   CHECK(m->child > 0);
   CHECK_FALSE(std::filesystem::exists(run / kLiveTailFile));
 
+  SECTION("with keep_left_behind, what it left runs on after its own end; an inline script is its fd 3") {
+    spec.keep_left_behind = true;
+    spec.spawn.argv = {"/bin/sh", "/dev/fd/3"};
+    spec.inline_script = "echo inline; sleep 60 & echo $! > " + (dir / "left.pid").string() + "\n";
+    REQUIRE(files.write_file_atomic(run / kSpecFile, spec.to_text(), 0600));
+    CHECK(run_monitor(run) == 0);
+    auto kept = WorkloadExit::parse(slurp(run / kExitFile));
+    REQUIRE(kept);
+    CHECK(kept->status.success());
+    CHECK(kept->left_behind.empty());
+    CHECK(read_finished_log(dir / "out.log", kept->layout, 0, 100).data == "inline\n");
+    const pid_t left = std::stoi(slurp(dir / "left.pid"));
+    CHECK(::kill(left, 0) == 0);  // still running
+    ::kill(left, SIGKILL);
+  }
   SECTION("a program that cannot be run is recorded as not started, with why") {
     spec.spawn.argv = {"/nonexistent/program"};
     REQUIRE(files.write_file_atomic(run / kSpecFile, spec.to_text(), 0600));

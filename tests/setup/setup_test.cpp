@@ -232,7 +232,8 @@ TEST_CASE("a daemon that keeps the output pipe open does not hold up the script'
   CHECK(state(v, "kills") == "succeeded");
   CHECK(script(v, "keeps").at("last_run").at("duration_seconds").to_number<double>() < 2.0);
   CHECK(script(v, "kills").at("last_run").at("leftovers").as_array().size() == 2);
-  // leftover_processes: keep — the daemon runs on, re-parented to the agent (subreaper).
+  // leftover_processes: keep — the daemon runs on, re-parented from its monitor to the agent
+  // (both subreapers).
   auto kept = processes_of_script("keeps");
   REQUIRE(kept.size() == 1);
   auto st = slurp(fmt::format("/proc/{}/status", kept[0]));
@@ -245,7 +246,7 @@ TEST_CASE("a daemon that keeps the output pipe open does not hold up the script'
   CHECK(log_of(agent, "keeps") == "kept\n");
 }
 
-TEST_CASE("1 GiB of output: the log is capped at head and tail, the agent's memory stays flat", "[setup][agent]") {
+TEST_CASE("1 GiB of output: the log is capped at head and tail, the agent's and the monitor's memory stay flat", "[setup][agent]") {
   TempDir dir;
   AgentProcess agent(dir, config_with(R"(
   max_log_bytes: 1MiB
@@ -259,7 +260,24 @@ TEST_CASE("1 GiB of output: the log is capped at head and tail, the agent's memo
         echo LAST-LINE
 )"));
   REQUIRE(agent.start_and_wait_ready());
-  auto v = wait_settled(agent, 110s);
+  // The monitor's peak resident memory, last seen while the script runs.
+  long monitor_hwm = 0;
+  auto peak = [&](pid_t pid) {
+    auto status = slurp(fmt::format("/proc/{}/status", pid));
+    auto at = status.find("VmHWM:");
+    return at == std::string::npos ? 0L : std::stol(status.substr(at + 6));
+  };
+  auto sample = [&] {
+    for (const auto& e : std::filesystem::directory_iterator(dir / "state" / "setup"))
+      if (e.path().extension() == ".run" && std::filesystem::exists(e.path() / "monitor.json")) {
+        auto pid = json::parse(slurp(e.path() / "monitor.json")).at("pid").as_int64();
+        monitor_hwm = std::max(monitor_hwm, peak(static_cast<pid_t>(pid)));
+      }
+    auto v = setup_of(agent);
+    return phase(v) == "done" || phase(v) == "failed";
+  };
+  REQUIRE(eventually(sample, 110s));
+  auto v = wait_settled(agent, 10s);
   REQUIRE(state(v, "loud") == "succeeded");
   auto last = script(v, "loud").at("last_run");
   std::string file(last.at("log").as_string());
@@ -271,15 +289,16 @@ TEST_CASE("1 GiB of output: the log is capped at head and tail, the agent's memo
   CHECK(text.ends_with("\nLAST-LINE\n"));
   CHECK_THAT(text, Catch::Contains("bytes of output cut here"));
   CHECK(last.at("layout").at("produced").to_number<double>() > 1073741824.0);
-  // Peak resident memory of the agent over the whole run.
-  auto status = slurp(fmt::format("/proc/{}/status", agent.pid()));
-  auto hwm = std::stol(status.substr(status.find("VmHWM:") + 6));
-  INFO("agent VmHWM " << hwm << " kB");
+  // Peak resident memory of the agent over the whole run, and of the monitor that held the output.
+  const long hwm = peak(agent.pid());
+  INFO("agent VmHWM " << hwm << " kB, monitor VmHWM " << monitor_hwm << " kB");
+  CHECK(monitor_hwm > 0);  // seen while it ran
 #if defined(__SANITIZE_ADDRESS__)
   // ASan's shadow memory and quarantine make resident size meaningless here.
   (void)hwm;
 #else
   CHECK(hwm < 40 * 1024);
+  CHECK(monitor_hwm < 16 * 1024);
 #endif
   // What reached the journal is bounded by the cap too.
   CHECK(agent.log().size() < (2 << 20));
@@ -386,8 +405,62 @@ TEST_CASE("create scripts run once per instance and start scripts once per boot"
   CHECK(slurp(dir / "start-count") == "x\nx\n");
 }
 
-TEST_CASE("kill -9 of the agent mid-script: the next start reports the interrupted run and kills what is left",
-          "[setup][agent]") {
+// The issue's survival test (docs/setup.md), shortened: a script writing a line a second
+// for 8 s, the agent stopped (SIGTERM) or killed (SIGKILL) while it runs and started again
+// once the script has gone on without it.
+TEST_CASE("a running script outlives the agent's stop or crash, is taken back and its outcome recorded once",
+          "[setup][agent][monitor]") {
+  const int sig = GENERATE(SIGTERM, SIGKILL);
+  INFO("agent ended by signal " << sig);
+  TempDir dir;
+  const std::string yaml = config_with(R"(
+  scripts:
+    - name: slow
+      when: create
+      content: |
+        echo run >> {dir}/runs
+        for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 1; done
+    - name: after
+      when: create
+      content: echo after >> {dir}/runs
+)");
+  {
+    AgentProcess agent(dir, yaml);
+    REQUIRE(agent.start_and_wait_ready());
+    REQUIRE(eventually([&] { return log_of(agent, "slow").starts_with("line 1\n"); }, 10s));
+    agent.signal(sig);
+    REQUIRE(agent.wait_exit(10s));
+  }
+  REQUIRE(processes_of_script("slow").size() == 2);  // the shell and its sleep go on
+  // Its monitor writes its log while the agent is away.
+  auto log_file = [&] {
+    for (const auto& e : std::filesystem::directory_iterator(dir / "logs" / "slow")) return e.path();
+    return std::filesystem::path();
+  };
+  REQUIRE(eventually([&] { return slurp(log_file()).find("line 4\n") != std::string::npos; }, 15s));
+  AgentProcess agent(dir, yaml);
+  REQUIRE(agent.start_and_wait_ready());
+  CHECK(agent.wait_log("script slow: still running under its monitor"));
+  auto v = wait_settled(agent, 20s);
+  CHECK(state(v, "slow") == "succeeded");
+  CHECK(script(v, "slow").at("runs") == 1);
+  CHECK(script(v, "slow").at("last_run").at("duration_seconds").to_number<double>() >= 7.0);
+  CHECK(slurp(dir / "runs") == "run\nafter\n");  // not run again; the next one after it
+  std::string all;
+  for (int i = 1; i <= 8; ++i) all += fmt::format("line {}\n", i);
+  CHECK(log_of(agent, "slow") == all);
+  const std::string logged = agent.log();
+  std::size_t told = 0;
+  for (auto p = logged.find("script slow succeeded"); p != std::string::npos; p = logged.find("script slow succeeded", p + 1))
+    ++told;
+  CHECK(told == 1);
+  CHECK_THAT(logged, !Catch::Contains("interrupted"));
+  for (const auto& e : std::filesystem::directory_iterator(dir / "state" / "setup"))
+    CHECK(e.path().extension() != ".run");  // its run folder (its environment) is gone
+}
+
+TEST_CASE("a script whose monitor dies with the agent down is interrupted: what is left is killed, the policy applied",
+          "[setup][agent][monitor]") {
   TempDir dir;
   auto yaml = [&](const std::string& policy) {
     return config_with("  interrupted: " + policy + R"(
@@ -400,13 +473,27 @@ TEST_CASE("kill -9 of the agent mid-script: the next start reports the interrupt
         echo started; sleep 1000
 )");
   };
+  // Kills the agent mid-run, then the script's monitor: its pid.
+  auto kill_both = [&](AgentProcess& agent) {
+    agent.signal(SIGKILL);
+    agent.wait_exit(5s);
+    std::filesystem::path run;
+    for (const auto& e : std::filesystem::directory_iterator(dir / "state" / "setup"))
+      if (e.path().extension() == ".run") run = e.path();
+    REQUIRE_FALSE(run.empty());
+    REQUIRE(eventually([&] { return std::filesystem::exists(run / "monitor.json"); }));
+    const auto monitor = static_cast<pid_t>(json::parse(slurp(run / "monitor.json")).at("pid").as_int64());
+    REQUIRE(::kill(monitor, SIGKILL) == 0);
+    REQUIRE(eventually([&] { return process_state(monitor).empty() || process_state(monitor) == "Z"; }));
+    return monitor;
+  };
+  pid_t monitor = 0;
   {
     AgentProcess agent(dir, yaml("fail"));
     REQUIRE(agent.start_and_wait_ready());
     CHECK(eventually([&] { return log_of(agent, "slow") == "started\n"; }, 10s));
     REQUIRE(log_of(agent, "slow") == "started\n");
-    agent.signal(SIGKILL);
-    agent.wait_exit(5s);
+    monitor = kill_both(agent);
   }
   REQUIRE(processes_of_script("slow").size() == 2);  // the shell and its sleep live on
   {
@@ -415,7 +502,9 @@ TEST_CASE("kill -9 of the agent mid-script: the next start reports the interrupt
     auto v = wait_settled(agent);
     CHECK(state(v, "slow") == "interrupted");
     CHECK_THAT(std::string(script(v, "slow").at("last_run").at("reason").as_string()),
-               Catch::Contains("the agent stopped while it ran; 2 of its processes were still running and were killed"));
+               Catch::Contains(fmt::format("its monitor (pid {}) ended without recording how the workload ended; "
+                                           "2 of its processes were still running and were killed",
+                                           monitor)));
     CHECK(processes_of_script("slow").empty());
     CHECK(slurp(dir / "runs") == "run\n");  // not run again
     agent.signal(SIGTERM);
@@ -429,8 +518,7 @@ TEST_CASE("kill -9 of the agent mid-script: the next start reports the interrupt
     auto rerun = run_command(fmt::format("{} --socket {} setup rerun slow", instancectl_binary(), agent.socket().string()));
     REQUIRE(rerun.exit_code == 0);
     CHECK(eventually([&] { return processes_of_script("slow").size() >= 2; }, 10s));
-    agent.signal(SIGKILL);
-    agent.wait_exit(5s);
+    kill_both(agent);
   }
   std::ofstream(dir / "quick").put('\n');
   {
