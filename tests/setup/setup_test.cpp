@@ -431,7 +431,7 @@ TEST_CASE("a running script outlives the agent's stop or crash, is taken back an
     agent.signal(sig);
     REQUIRE(agent.wait_exit(10s));
   }
-  REQUIRE(processes_of_script("slow").size() == 2);  // the shell and its sleep go on
+  REQUIRE_FALSE(processes_of_script("slow").empty());  // the script goes on
   // Its monitor writes its log while the agent is away.
   auto log_file = [&] {
     for (const auto& e : std::filesystem::directory_iterator(dir / "logs" / "slow")) return e.path();
