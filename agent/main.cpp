@@ -173,7 +173,8 @@ Subsystems::Subsystems(boost::asio::io_context& ioc, Api& api, const Config& run
                        control::ControlChannel& control)
     : processes(ioc.get_executor()),
       mount_ops(immortal<mounts::RealMountOps>()),
-      mounts(ioc.get_executor(), api, processes, mount_ops, running.storage, running.state_dir),
+      mounts(ioc.get_executor(), api, processes, mount_ops, running.storage, running.state_dir,
+             monitor::default_launcher("instanced-mounts.slice")),
       setup(ioc.get_executor(), api, processes, running.setup, running.state_dir,
             setup::Environment{info.instance, running.status.socket, {}}, monitor::default_launcher("instanced-setup.slice")),
       disk(ioc.get_executor(), api, processes, running.disk, running.state_dir),

@@ -98,7 +98,7 @@ struct StorageConfig {
   Duration backoff_max = std::chrono::minutes(5);       // doubling up to this
   Duration drain_hold = std::chrono::minutes(10);       // after prepare_stop: no remount for this long
   OnHung on_hung = OnHung::remount;
-  bool unmount_on_stop = true;
+  bool unmount_on_stop = false;  // mounts (and their drivers, under monitors) outlive the agent
   std::string cache_dir = "/mnt/instanced/blob-cache";  // on the temp disk, never on /
   // The helper programs: a bare name is looked up on PATH.
   std::string mount_cifs = "mount.cifs";

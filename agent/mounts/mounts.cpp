@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
+#include <random>
 
 #include "agent/mounts/blob_check.hpp"
 #include "common/coro.hpp"
@@ -32,6 +33,7 @@ namespace {
 
 constexpr std::size_t kTailBytes = 4096;  // of a helper's output, for the failure reason
 constexpr auto kHelperStopWait = 2s;      // a FUSE server's time to end after SIGTERM (and SIGKILL)
+constexpr std::uint64_t kDriverLogBytes = 1 << 20;
 
 void keep_tail(std::string& tail, std::string_view more) {
   tail.append(more);
@@ -81,26 +83,44 @@ MountPlan identity_of(MountPlan plan) {
 
 bool up(MountState s) { return s == MountState::mounted || s == MountState::degraded; }
 
-// A helper that keeps running while mounted (a FUSE server): its output and its end.
+// A FUSE server, which keeps running while mounted, under its monitor (instanced-run,
+// docs/monitor.md): it outlives the agent, which takes it back at its next start.
 struct Helper {
   explicit Helper(asio::any_io_executor ex) : ended(ex) {}
-  std::unique_ptr<Process> proc;
-  std::string tail;
-  std::optional<ExitStatus> status;
-  Wake ended;  // pulsed when it has exited
+  std::optional<monitor::Run> run;
+  std::filesystem::path log;         // its output, written by the monitor
+  std::string tail;                  // once it has ended: its last lines
+  std::optional<ExitStatus> status;  // once it has ended
+  Wake ended;                        // pulsed when it has exited
+
+  // Its output's last bytes while it runs (its end's last lines once it has ended).
+  std::string output_tail() const {
+    if (status || !run) return tail;
+    auto end = run->read_log(log, UINT64_MAX, 0);
+    if (!end) return tail;
+    auto chunk = run->read_log(log, end->next > kTailBytes ? end->next - kTailBytes : 0, kTailBytes);
+    return chunk ? chunk->data : tail;
+  }
 };
 
-asio::awaitable<void> watch_helper(std::shared_ptr<Helper> h, Wake& wake) {
-  char buf[2048];
+// Until the driver's monitor has ended: how the driver ended, from its record.
+asio::awaitable<void> watch_helper(std::shared_ptr<Helper> h, Wake& wake, Api& api, asio::any_io_executor ex) {
   try {
-    for (;;) {
-      std::size_t n = co_await h->proc->read_output(std::span<char>(buf, sizeof buf));
-      if (n == 0) break;
-      keep_tail(h->tail, std::string_view(buf, n));
-    }
+    co_await h->run->ended(ex, api.clock, api.fs);
   } catch (const boost::system::system_error&) {
+    co_return;  // the agent stops: the driver runs on
   }
-  h->status = co_await h->proc->wait();
+  auto record = h->run->exit_record(api.fs);
+  if (!record) {
+    h->status = ExitStatus{-1, 0};
+    h->tail = record.error().message;
+  } else if (record->outcome == monitor::Outcome::not_started) {
+    h->status = ExitStatus{127, 0};
+    h->tail = record->reason;
+  } else {
+    h->status = record->status;
+    for (const auto& line : record->tail) h->tail += line + "\n";
+  }
   h->ended.pulse();
   wake.pulse();
 }
@@ -172,13 +192,14 @@ struct Mounts::Supervised {
 };
 
 Mounts::Mounts(asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const StorageConfig& config,
-               const std::string& state_dir)
+               const std::string& state_dir, monitor::Launcher monitors)
     : ex_(ex),
       api_(api),
       runner_(runner),
       ops_(ops),
       config_(config),
       secrets_dir_(state_dir + "/mounts"),
+      monitors_(std::move(monitors)),
       log_(api.logging.get("mounts")),
       ready_(ex, "mounts") {
   for (const auto& m : config_.mounts) mounts_.push_back(std::make_unique<Supervised>(ex, m));
@@ -422,30 +443,74 @@ asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_fuse(Supervised& s,
                                                                   const Secrets& secrets) {
   auto access = co_await check_blob_access(ex_, s.config, secrets, config_.probe_timeout);
   if (access.reason != Reason::none) co_return Failed{access.reason, fmt::format("container check: {}", access.message)};
-  auto spawned = runner_.spawn(spec_for(plan.argv, plan.env));
-  if (!spawned) co_return Failed{Reason::driver_missing, spawned.error().message};
-  auto h = std::make_shared<Helper>(ex_);
-  h->proc = std::move(*spawned);
-  s.helper = h;
-  asio::co_spawn(ex_, watch_helper(h, s.wake), asio::detached);
+  auto launched = co_await launch_driver(s, plan);
+  if (!launched) co_return Failed{Reason::driver_missing, launched.error().message};
+  follow_driver(s, std::move(*launched));
+  auto h = s.helper;
   const std::string& mp = s.config.mount_point;
   const auto deadline = api_.clock.now() + config_.mount_timeout;
   for (;;) {
     auto entry = mounted_at(mp);
     if (entry && matches(plan, *entry)) co_return std::nullopt;
     if (h->status) {
-      const std::string tail = redact(h->tail, secrets);
+      const std::string tail = redact(h->output_tail(), secrets);
       co_return Failed{classify_output(tail),
                        fmt::format("{} exited ({}): {}", plan.driver, h->status->describe(), last_lines(tail))};
     }
     if (api_.clock.now() >= deadline) {
-      h->proc->signal_group(SIGKILL);
+      const std::string tail = redact(h->output_tail(), secrets);
+      h->run->cancel(api_.fs);
       co_return Failed{Reason::timed_out, fmt::format("{} did not mount {} within {}: {}", plan.driver, mp,
-                                                      format_duration(config_.mount_timeout),
-                                                      last_lines(redact(h->tail, secrets)))};
+                                                      format_duration(config_.mount_timeout), last_lines(tail))};
     }
     co_await s.wake.sleep_for(api_.clock, 100ms);  // mountinfo is looked at again; the helper's end cuts it short
   }
+}
+
+// The driver started under its monitor, as a unit instanced-mount-NAME-RANDOM.service of
+// instanced-mounts.slice under systemd: its spec (with the secrets of its environment) is
+// mode 0600 in the mount's run folder, as is its output.
+asio::awaitable<Result<monitor::Run>> Mounts::launch_driver(Supervised& s, const MountPlan& plan) {
+  monitor::WorkloadSpec w;
+  w.name = fmt::format("mount {} ({})", s.config.name, plan.driver);
+  w.spawn = spec_for(plan.argv, plan.env);
+  w.kill_grace = kHelperStopWait;
+  w.started = api_.clock.wall_now();
+  w.log_file = (run_folder(s) / "driver.log").string();
+  w.max_log_bytes = kDriverLogBytes;
+  w.tail_lines = 20;
+  w.journal = api_.logging.journald();
+  // A new name each time: the unit of a driver just stopped may not be collected yet.
+  const std::string unit = fmt::format("instanced-mount-{}-{:08x}.service", s.config.name, std::random_device{}());
+  co_return co_await monitor::Run::launch(runner_, api_.fs, api_.clock, monitors_, run_folder(s), unit, std::move(w));
+}
+
+// The mount's driver from now on: its end wakes the mount's supervisor.
+void Mounts::follow_driver(Supervised& s, monitor::Run run) {
+  auto h = std::make_shared<Helper>(ex_);
+  h->run = std::move(run);
+  h->log = run_folder(s) / "driver.log";
+  s.helper = h;
+  asio::co_spawn(ex_, watch_helper(h, s.wake, api_, ex_), asio::detached);
+}
+
+// At start: a driver an earlier agent started, whose monitor still runs, is this mount's
+// again (its mount is then adopted as it is, not mounted again).
+asio::awaitable<void> Mounts::take_back_driver(Supervised& s) {
+  const std::filesystem::path dir = run_folder(s);
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) co_return;
+  auto look = [this, dir] { return monitor::Run::find(api_.fs, dir); };
+  auto found = co_await api_.pool.run("reading mount " + s.config.name + "'s run folder", config_.probe_timeout, look);
+  if (!found) co_return;
+  if (auto* run = std::get_if<monitor::Run>(&*found)) {
+    log_->info("{}: its driver still runs under its monitor (pid {}); taken back", s.config.name, run->pid());
+    follow_driver(s, std::move(*run));
+  }
+}
+
+std::filesystem::path Mounts::run_folder(const Supervised& s) const {
+  return std::filesystem::path(secrets_dir_) / (s.config.name + ".run");
 }
 
 // Stops using the mount: the FUSE server is stopped (which also ends requests blocked in
@@ -453,14 +518,11 @@ asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_fuse(Supervised& s,
 asio::awaitable<void> Mounts::detach(Supervised& s, bool lazy) {
   // A copy: a drain may reset s.helper while this waits.
   if (auto h = s.helper; h && !h->status) {
-    // SIGTERM, then SIGKILL; each given kHelperStopWait to end it, so that the next attempt
-    // never starts a second driver beside one still running.
-    for (int sig : {SIGTERM, SIGKILL}) {
-      h->proc->signal_group(sig);
-      const auto until = api_.clock.now() + kHelperStopWait;
-      while (!h->status && api_.clock.now() < until) co_await h->ended.sleep_until(api_.clock, until);
-      if (h->status) break;
-    }
+    // Its monitor sends SIGTERM, then SIGKILL after kHelperStopWait; waited for, so that
+    // the next attempt never starts a second driver beside one still running.
+    h->run->cancel(api_.fs);
+    const auto until = api_.clock.now() + 2 * kHelperStopWait + 1s;
+    while (!h->status && api_.clock.now() < until) co_await h->ended.sleep_until(api_.clock, until);
   }
   s.helper.reset();
   std::string mp = s.config.mount_point;
@@ -506,7 +568,7 @@ asio::awaitable<void> Mounts::check(Supervised& s) {
       set_state(s, MountState::unmounted, Reason::other,
                 s.helper && s.helper->status
                     ? fmt::format("{} ended ({}): {}", s.identity ? s.identity->driver : "the driver",
-                                  s.helper->status->describe(), last_lines(s.helper->tail))
+                                  s.helper->status->describe(), last_lines(s.helper->output_tail()))
                     : fmt::format("{} is not mounted any more", mp));
       s.next_attempt = now;
       if (s.helper && !s.helper->status) co_await detach(s, true);
@@ -589,7 +651,7 @@ asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
   auto entry = mounted_at(mp);
   Unmounted out;
   if (!entry || !s.identity || !matches(*s.identity, *entry)) {  // not mounted, or not ours
-    if (s.helper && !s.helper->status) s.helper->proc->signal_group(SIGTERM);  // a mount under way
+    if (s.helper && !s.helper->status) s.helper->run->cancel(api_.fs);  // a mount under way
     s.helper.reset();
     out.note = "not mounted";
     co_return out;
@@ -625,7 +687,7 @@ asio::awaitable<Mounts::Unmounted> Mounts::unmount_cleanly(Supervised& s) {
   }
   if (s.helper && !s.helper->status) {
     out.note += fmt::format("; {} had not ended after {}: stopped", s.identity->driver, format_duration(config_.unmount_timeout));
-    s.helper->proc->signal_group(SIGTERM);
+    s.helper->run->cancel(api_.fs);
   }
   s.helper.reset();
   set_state(s, MountState::unmounted, out.flushed ? Reason::none : Reason::other, out.note);
@@ -671,6 +733,7 @@ asio::awaitable<void> Mounts::run() {
   publish();
   // Shared with the supervisors' completions, which may come after this frame is gone.
   auto all_done = std::make_shared<Wake>(ex_);
+  for (auto& s : mounts_) co_await take_back_driver(*s);
   for (auto& s : mounts_) {
     Supervised* p = s.get();
     asio::co_spawn(ex_, supervise(*p),

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/monitor/client.hpp"
 #include "agent/mounts/ops.hpp"
 #include "agent/mounts/plan.hpp"
 #include "agent/status/router.hpp"
@@ -35,7 +36,7 @@ std::string_view to_string(MountState s);
 class Mounts final : public Subsystem {
  public:
   Mounts(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const StorageConfig& config,
-         const std::string& state_dir);
+         const std::string& state_dir, monitor::Launcher monitors);
   ~Mounts() override;
 
   std::string name() const override { return "mounts"; }
@@ -75,6 +76,10 @@ class Mounts final : public Subsystem {
   boost::asio::awaitable<std::optional<Failed>> prepare_mount(Supervised& s, const MountPlan& plan);
   boost::asio::awaitable<std::optional<Failed>> mount_once(Supervised& s, const MountPlan& plan, const Secrets& secrets);
   boost::asio::awaitable<std::optional<Failed>> mount_fuse(Supervised& s, const MountPlan& plan, const Secrets& secrets);
+  boost::asio::awaitable<Result<monitor::Run>> launch_driver(Supervised& s, const MountPlan& plan);
+  void follow_driver(Supervised& s, monitor::Run run);
+  boost::asio::awaitable<void> take_back_driver(Supervised& s);
+  std::filesystem::path run_folder(const Supervised& s) const;
   boost::asio::awaitable<void> check(Supervised& s);
   boost::asio::awaitable<void> detach(Supervised& s, bool lazy);
   boost::asio::awaitable<Unmounted> unmount_cleanly(Supervised& s);
@@ -96,6 +101,7 @@ class Mounts final : public Subsystem {
   MountOps& ops_;
   StorageConfig config_;
   std::string secrets_dir_;
+  monitor::Launcher monitors_;
   Logger log_;
   std::vector<std::unique_ptr<Supervised>> mounts_;
   Gate ready_;
