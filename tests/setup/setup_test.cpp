@@ -63,22 +63,27 @@ std::string state(const json::value& setup, const std::string& name) {
 }
 
 
-// Processes whose environment has INSTANCED_SCRIPT=name, read from /proc.
-std::vector<pid_t> processes_of_script(const std::string& name) {
+// The processes of this test's script `name`: their environment has INSTANCED_SCRIPT=name
+// and this test's status socket (other tests' scripts may have the same name), from /proc.
+std::vector<pid_t> processes_of_script(const TempDir& dir, const std::string& name) {
   std::vector<pid_t> out;
   const std::string marker = "INSTANCED_SCRIPT=" + name;
+  const std::string socket = "INSTANCED_SOCKET=" + (dir / "status.sock").string();
   DIR* d = ::opendir("/proc");
   while (dirent* e = ::readdir(d)) {
     char* end = nullptr;
     long pid = std::strtol(e->d_name, &end, 10);
     if (*end || pid <= 0) continue;
     std::string env = slurp(fmt::format("/proc/{}/environ", pid));
+    bool named = false, ours = false;
     for (std::size_t p = 0; p < env.size();) {
       auto q = env.find('\0', p);
       if (q == std::string::npos) q = env.size();
-      if (env.compare(p, q - p, marker) == 0) out.push_back(static_cast<pid_t>(pid));
+      named = named || env.compare(p, q - p, marker) == 0;
+      ours = ours || env.compare(p, q - p, socket) == 0;
       p = q + 1;
     }
+    if (named && ours) out.push_back(static_cast<pid_t>(pid));
   }
   ::closedir(d);
   return out;
@@ -207,7 +212,7 @@ TEST_CASE("a script that never ends is timed out and its whole process group kil
   CHECK(took < 6s);
   // Nothing of it is left: no process with its marker, no zombie.
   std::this_thread::sleep_for(200ms);
-  CHECK(processes_of_script("forever").empty());
+  CHECK(processes_of_script(dir, "forever").empty());
   CHECK(log_of(agent, "forever") == "started\n");
 }
 
@@ -234,11 +239,11 @@ TEST_CASE("a daemon that keeps the output pipe open does not hold up the script'
   CHECK(script(v, "kills").at("last_run").at("leftovers").as_array().size() == 2);
   // leftover_processes: keep — the daemon runs on, re-parented from its monitor to the agent
   // (both subreapers).
-  auto kept = processes_of_script("keeps");
+  auto kept = processes_of_script(dir, "keeps");
   REQUIRE(kept.size() == 1);
   auto st = slurp(fmt::format("/proc/{}/status", kept[0]));
   CHECK_THAT(st, Catch::Contains(fmt::format("PPid:\t{}\n", agent.pid())));
-  CHECK(processes_of_script("kills").empty());
+  CHECK(processes_of_script(dir, "kills").empty());
   // When the kept daemon dies, the agent reaps it: no zombie stays behind.
   ::kill(kept[0], SIGKILL);
   std::this_thread::sleep_for(300ms);
@@ -431,7 +436,7 @@ TEST_CASE("a running script outlives the agent's stop or crash, is taken back an
     agent.signal(sig);
     REQUIRE(agent.wait_exit(10s));
   }
-  REQUIRE_FALSE(processes_of_script("slow").empty());  // the script goes on
+  REQUIRE_FALSE(processes_of_script(dir, "slow").empty());  // the script goes on
   // Its monitor writes its log while the agent is away.
   auto log_file = [&] {
     for (const auto& e : std::filesystem::directory_iterator(dir / "logs" / "slow")) return e.path();
@@ -495,7 +500,7 @@ TEST_CASE("a script whose monitor dies with the agent down is interrupted: what 
     REQUIRE(log_of(agent, "slow") == "started\n");
     monitor = kill_both(agent);
   }
-  REQUIRE(processes_of_script("slow").size() == 2);  // the shell and its sleep live on
+  REQUIRE(processes_of_script(dir, "slow").size() == 2);  // the shell and its sleep live on
   {
     AgentProcess agent(dir, yaml("fail"));
     REQUIRE(agent.start_and_wait_ready());
@@ -505,7 +510,7 @@ TEST_CASE("a script whose monitor dies with the agent down is interrupted: what 
                Catch::Contains(fmt::format("its monitor (pid {}) ended without recording how the workload ended; "
                                            "2 of its processes were still running and were killed",
                                            monitor)));
-    CHECK(processes_of_script("slow").empty());
+    CHECK(processes_of_script(dir, "slow").empty());
     CHECK(slurp(dir / "runs") == "run\n");  // not run again
     agent.signal(SIGTERM);
     REQUIRE(agent.wait_exit(10s) == 0);
@@ -517,7 +522,7 @@ TEST_CASE("a script whose monitor dies with the agent down is interrupted: what 
     wait_settled(agent);
     auto rerun = run_command(fmt::format("{} --socket {} setup rerun slow", instancectl_binary(), agent.socket().string()));
     REQUIRE(rerun.exit_code == 0);
-    CHECK(eventually([&] { return processes_of_script("slow").size() >= 2; }, 10s));
+    CHECK(eventually([&] { return processes_of_script(dir, "slow").size() >= 2; }, 10s));
     kill_both(agent);
   }
   std::ofstream(dir / "quick").put('\n');
@@ -528,7 +533,7 @@ TEST_CASE("a script whose monitor dies with the agent down is interrupted: what 
     CHECK(state(v, "slow") == "succeeded");
     CHECK(script(v, "slow").at("runs") == 3);
     CHECK(slurp(dir / "runs") == "run\nrun\nrun\n");
-    CHECK(processes_of_script("slow").empty());
+    CHECK(processes_of_script(dir, "slow").empty());
   }
 }
 
