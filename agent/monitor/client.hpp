@@ -39,8 +39,9 @@ class Run {
  public:
   // Writes the spec (0600) in `dir` (created 0700; an earlier run's files removed) and
   // starts the monitor on it: through `runner` in its own session, its stdout to
-  // /dev/null and its stderr the agent's (its messages beside the agent's); or as the transient unit `unit` (systemd-run, bounded). Either way it
-  // outlives the agent. An error names what failed.
+  // /dev/null and its stderr the agent's (its messages beside the agent's); or as the
+  // transient unit `unit` (systemd-run, bounded). Either way it outlives the agent. An
+  // error names what failed.
   static boost::asio::awaitable<Result<Run>> launch(ProcessRunner& runner, Filesystem& fs, Clock& clock,
                                                     Launcher launcher, std::filesystem::path dir, std::string unit,
                                                     WorkloadSpec spec);

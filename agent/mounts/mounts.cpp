@@ -476,7 +476,7 @@ asio::awaitable<Result<monitor::Run>> Mounts::launch_driver(Supervised& s, const
   w.spawn = spec_for(plan.argv, plan.env);
   w.kill_grace = kHelperStopWait;
   w.started = api_.clock.wall_now();
-  w.log_file = (run_folder(s) / "driver.log").string();
+  w.log_file = driver_log(s).string();
   w.max_log_bytes = kDriverLogBytes;
   w.tail_lines = 20;
   w.journal = api_.logging.journald();
@@ -489,7 +489,7 @@ asio::awaitable<Result<monitor::Run>> Mounts::launch_driver(Supervised& s, const
 void Mounts::follow_driver(Supervised& s, monitor::Run run) {
   auto h = std::make_shared<Helper>(ex_);
   h->run = std::move(run);
-  h->log = run_folder(s) / "driver.log";
+  h->log = driver_log(s);
   s.helper = h;
   asio::co_spawn(ex_, watch_helper(h, s.wake, api_, ex_), asio::detached);
 }
@@ -512,6 +512,8 @@ asio::awaitable<void> Mounts::take_back_driver(Supervised& s) {
 std::filesystem::path Mounts::run_folder(const Supervised& s) const {
   return std::filesystem::path(secrets_dir_) / (s.config.name + ".run");
 }
+
+std::filesystem::path Mounts::driver_log(const Supervised& s) const { return run_folder(s) / "driver.log"; }
 
 // Stops using the mount: the FUSE server is stopped (which also ends requests blocked in
 // it), then the mount point is detached (lazily: processes with open files keep them).

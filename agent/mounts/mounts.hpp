@@ -80,6 +80,7 @@ class Mounts final : public Subsystem {
   void follow_driver(Supervised& s, monitor::Run run);
   boost::asio::awaitable<void> take_back_driver(Supervised& s);
   std::filesystem::path run_folder(const Supervised& s) const;
+  std::filesystem::path driver_log(const Supervised& s) const;  // its output, in its run folder
   boost::asio::awaitable<void> check(Supervised& s);
   boost::asio::awaitable<void> detach(Supervised& s, bool lazy);
   boost::asio::awaitable<Unmounted> unmount_cleanly(Supervised& s);

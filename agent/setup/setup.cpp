@@ -52,7 +52,8 @@ struct Setup::Live {
   std::string name;
   std::string run_id;
   fs::path log;
-  Clock::steady_time started;
+  Clock::wall_time began;      // the run's start (its timeout counts from it)
+  Clock::steady_time started;  // the same, for its duration
   std::optional<monitor::Run> run;  // once its monitor has started
 };
 
@@ -155,8 +156,7 @@ asio::awaitable<void> Setup::sequence() {
     if (!reruns_.empty()) {
       std::string name = reruns_.front();
       reruns_.pop_front();
-      auto it = std::find_if(config_.scripts.begin(), config_.scripts.end(), [&](const auto& s) { return s.name == name; });
-      if (it != config_.scripts.end()) {
+      if (const ScriptConfig* it = configured(name)) {
         // A copy: a reload may replace the list while the script runs.
         ScriptConfig copy = *it;  // NOLINT(performance-unnecessary-copy-initialization)
         co_await run_script(copy);
@@ -275,9 +275,9 @@ asio::awaitable<void> Setup::recover_run(std::string name) {
     co_await interrupt(name, gone->reason);
     co_return;
   }
-  const auto started = parse_iso8601(last.started).value_or(api_.clock.wall_now());
-  live_ = std::make_unique<Live>(Live{name, last.run_id, last.log,
-                                      api_.clock.now() - std::chrono::duration_cast<Duration>(api_.clock.wall_now() - started),
+  const auto began = parse_iso8601(last.started).value_or(api_.clock.wall_now());
+  live_ = std::make_unique<Live>(Live{name, last.run_id, last.log, began,
+                                      api_.clock.now() - std::chrono::duration_cast<Duration>(api_.clock.wall_now() - began),
                                       std::nullopt});
   if (auto* run = std::get_if<monitor::Run>(&*found)) {
     log_->info("script {}: still running under its monitor (pid {}); taken back", name, run->pid());
@@ -384,7 +384,7 @@ std::optional<RunRecord> Setup::begin_run(const ScriptConfig& script) {
       records_.scripts.erase(name);
     return std::nullopt;
   }
-  live_ = std::make_unique<Live>(Live{name, run.run_id, file, api_.clock.now(), std::nullopt});
+  live_ = std::make_unique<Live>(Live{name, run.run_id, file, started_wall, api_.clock.now(), std::nullopt});
   publish();
   {
     LogFields fields{{"MESSAGE_ID", msgid::kScriptStarted}, {"INSTANCED_SCRIPT", name}, {"INSTANCED_RUN", run.run_id}};
@@ -424,7 +424,7 @@ asio::awaitable<Result<monitor::Run>> Setup::launch_script(const ScriptConfig& s
   w.inline_script = script.content.value;  // the script's fd 3, in a sealed memfd
   w.timeout = script.timeout;
   w.kill_grace = config_.kill_grace;
-  w.started = parse_iso8601(records_.scripts[script.name].last.started).value_or(api_.clock.wall_now());
+  w.started = live_->began;
   w.log_file = live_->log.string();
   w.max_log_bytes = config_.max_log_bytes.bytes;
   w.tail_lines = static_cast<std::size_t>(config_.tail_lines);
@@ -458,7 +458,9 @@ asio::awaitable<ScriptState> Setup::outcome_of(const monitor::WorkloadExit& e, R
   run.exit_code = e.status.signal ? std::nullopt : std::optional<int>(e.status.code);
   run.signal = e.status.signal;
   if (!e.left_behind.empty()) log_->info("script {}: killed {} leftover processes", name, e.left_behind.size());
-  if (e.outcome == Outcome::exited && run.leftovers.empty()) {
+  const ScriptConfig* script = configured(name);  // none: removed by a reload since it started
+  const bool kept = !script || script->leftover_processes == Leftovers::keep;
+  if (e.outcome == Outcome::exited && kept) {  // else its monitor has stopped them
     auto left = co_await marked(run.run_id);
     if (left && !left->empty()) {
       run.leftovers.assign(left->begin(), left->end());
@@ -466,13 +468,10 @@ asio::awaitable<ScriptState> Setup::outcome_of(const monitor::WorkloadExit& e, R
     }
   }
   switch (e.outcome) {
-    case Outcome::timed_out: {
-      auto it = std::find_if(config_.scripts.begin(), config_.scripts.end(), [&](const auto& s) { return s.name == name; });
-      run.reason = it == config_.scripts.end()
-                       ? std::string("timed out; its processes were killed")
-                       : fmt::format("timed out after {}; its processes were killed", format_duration(it->timeout));
+    case Outcome::timed_out:
+      run.reason = !script ? std::string("timed out; its processes were killed")
+                           : fmt::format("timed out after {}; its processes were killed", format_duration(script->timeout));
       co_return ScriptState::timed_out;
-    }
     case Outcome::cancelled:  // its monitor was stopped by someone else (systemctl stop)
       run.reason = "cancelled: its monitor was stopped";
       co_return ScriptState::failed;
@@ -564,9 +563,13 @@ void Setup::persist() {
 
 // ---- requests --------------------------------------------------------------------------
 
-Result<std::string> Setup::rerun(const std::string& name) {
+const ScriptConfig* Setup::configured(const std::string& name) const {
   auto it = std::find_if(config_.scripts.begin(), config_.scripts.end(), [&](const auto& s) { return s.name == name; });
-  if (it == config_.scripts.end()) return Error{fmt::format("no setup script named '{}'", name), ErrorKind::not_found};
+  return it == config_.scripts.end() ? nullptr : &*it;
+}
+
+Result<std::string> Setup::rerun(const std::string& name) {
+  if (!configured(name)) return Error{fmt::format("no setup script named '{}'", name), ErrorKind::not_found};
   if (state_error_) return Error{*state_error_};
   if (live_ && live_->name == name) return Error{fmt::format("script {} is running", name)};
   if (std::find(reruns_.begin(), reruns_.end(), name) != reruns_.end())

@@ -99,6 +99,8 @@ class Setup final : public Subsystem {
   boost::asio::awaitable<Result<std::vector<pid_t>>> marked(std::string run_id);
   boost::asio::awaitable<std::vector<pid_t>> kill_marked(std::string run_id);
   Decision decide(const ScriptConfig& script) const;
+  // The configured script of that name; nothing when the configuration has none.
+  const ScriptConfig* configured(const std::string& name) const;
   static Result<std::vector<std::string>> command_line(const ScriptConfig& script);
   std::vector<std::string> environment(const ScriptConfig& script, const UserIdentity& user,
                                        const std::string& run_id) const;
