@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent/jobs/jobs.hpp"
+#include "agent/jobs/limits.hpp"
 #include "agent/monitor/client.hpp"
 
 namespace instanced::jobs {
@@ -48,14 +49,6 @@ inline const char* const kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbi
 // Of a steady or a wall clock: their durations differ in libc++ (microseconds for the wall).
 template <class Rep, class Period>
 inline double seconds(std::chrono::duration<Rep, Period> d) { return std::chrono::duration<double>(d).count(); }
-
-// cgroup v2's cpu.weight (100 is the default share) as a niceness: each nice step is
-// about a 1.25 ratio of CPU time under the kernel's scheduler.
-inline int nice_for_weight(int weight) {
-  if (weight == 100) return 0;
-  double n = std::log(100.0 / weight) / std::log(1.25);
-  return std::clamp(static_cast<int>(std::lround(n)), -20, 19);
-}
 
 // The variables the container CLI needs from the agent's own environment.
 inline std::vector<std::string> runtime_environment() {

@@ -26,6 +26,10 @@ void Jobs::reconfigure(const JobsConfig& config) {
   config_ = config;
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   slots_ = config_.slots > 0 ? static_cast<std::size_t>(config_.slots) : static_cast<std::size_t>(std::max(1L, cpus) * 2);
+  if (auto unapplied = limits_needing_systemd(config_); !unapplied.empty() && monitors_.systemd_run.empty())
+    log_->warn("{}: not applied to process jobs: they are enforced by each job's systemd unit, and the agent does not "
+               "run under systemd (container jobs get them from the container runtime)",
+               fmt::join(unapplied, ", "));
   poke();
 }
 

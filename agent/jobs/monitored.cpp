@@ -35,7 +35,10 @@ asio::awaitable<Result<void>> Jobs::start_monitored(JobRecord& job, Live& live, 
   if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
   const fs::path dir = store_file(job.spec.id, ".run");
   const std::string unit = "instanced-job-" + job.spec.id + ".service";
-  auto run = co_await monitor::Run::launch(runner_, api_.fs, api_.clock, monitors_, dir, unit, std::move(w));
+  monitor::Launcher launcher = monitors_;
+  launcher.properties = unit_properties(
+      config_, effective_cpu_weight(job.spec.cpu_weight, job.owner_uid.has_value()), monitors_.cgroup_unified);
+  auto run = co_await monitor::Run::launch(runner_, api_.fs, api_.clock, launcher, dir, unit, std::move(w));
   if (!run) co_return run.error();
   live.run = std::move(*run);
   mark_running(job, live, live.run->pid());
@@ -82,7 +85,11 @@ Jobs::Ending Jobs::ending_of(JobRecord& job, const std::string& cancel_reason, c
     default:
       break;
   }
+  if (e.out_of_memory && e.status.signal == SIGKILL)
+    return Ending{JobState::failed, "out of memory: the kernel killed it at its memory limit (jobs.memory_limit)"};
   if (e.status.success()) return Ending{JobState::succeeded, {}};
+  if (e.out_of_memory)
+    return Ending{JobState::failed, e.status.describe() + " (the kernel killed a process of it at its memory limit)"};
   return Ending{JobState::failed, e.status.describe()};
 }
 

@@ -221,11 +221,9 @@ SpawnSpec Jobs::process_spec(const JobRecord& job, const Prepared& prepared) con
   spec.argv.front() = prepared.program;
   spec.env = environment(job, prepared.user);
   if (prepared.user.uid != ::geteuid()) spec.user = prepared.user;
-  if (config_.memory_limit.bytes) spec.limits.emplace_back(RLIMIT_AS, config_.memory_limit.bytes);
-  if (config_.max_open_files) spec.limits.emplace_back(RLIMIT_NOFILE, static_cast<std::uint64_t>(config_.max_open_files));
-  if (config_.max_processes) spec.limits.emplace_back(RLIMIT_NPROC, static_cast<std::uint64_t>(config_.max_processes));
-  spec.nice = nice_for_weight(job.spec.cpu_weight);
-  if (job.owner_uid) spec.nice = std::max(spec.nice, 0);  // raising priority is root's
+  // Under systemd the limits are the unit's (start_monitored).
+  if (monitors_.systemd_run.empty())
+    apply_process_limits(config_, effective_cpu_weight(job.spec.cpu_weight, job.owner_uid.has_value()), spec);
   return spec;
 }
 
@@ -251,7 +249,8 @@ asio::awaitable<Result<SpawnSpec>> Jobs::container_spec(const JobRecord& job, Co
   RunOptions opt;
   opt.name = job.container;
   opt.gpus = job.gpus;
-  opt.extra = config_.container_options;
+  opt.extra = container_limit_options(config_);
+  opt.extra.insert(opt.extra.end(), config_.container_options.begin(), config_.container_options.end());
   if (prepared.user.uid != 0) opt.user = std::make_pair(prepared.user.uid, prepared.user.gid);
   // An operator's container: no way back to root inside it (setuid files of the image,
   // capabilities), since its working folder is a host folder.

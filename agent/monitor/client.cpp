@@ -26,6 +26,7 @@ Launcher default_launcher(std::string slice) {
   const char* invocation = std::getenv("INVOCATION_ID");
   if (invocation && *invocation && fs::exists("/run/systemd/system", ec)) l.systemd_run = find_program("systemd-run");
   l.slice = std::move(slice);
+  l.cgroup_unified = fs::exists("/sys/fs/cgroup/cgroup.controllers", ec);
   return l;
 }
 
@@ -33,6 +34,7 @@ asio::awaitable<Result<Run>> Run::launch(ProcessRunner& runner, Filesystem& file
                                          fs::path dir, std::string unit, WorkloadSpec spec) {
   std::error_code ec;
   fs::remove_all(dir, ec);  // an earlier attempt's files: never read as this run's
+  spec.own_cgroup = !launcher.systemd_run.empty();
   if (auto r = files.create_directories(dir, 0700); !r) co_return r.error();
   if (auto r = files.write_file_atomic(dir / kSpecFile, spec.to_text(), 0600); !r) co_return r.error();
   SpawnSpec s;

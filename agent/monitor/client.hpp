@@ -28,11 +28,13 @@ struct Launcher {
   std::string systemd_run;  // systemd-run's path; empty: not under systemd
   std::string slice;        // instanced-jobs.slice
   std::vector<std::string> properties;  // the unit's properties ("KillMode=process"), under systemd
+  bool cgroup_unified = true;  // the cgroup v2 hierarchy alone (else v1's, as on Ubuntu 18.04)
 };
 
 // The monitor beside this program's own binary (/proc/self/exe), where the package and the
 // build tree put it; systemd-run when this process is a systemd service (INVOCATION_ID set
-// and /run/systemd/system present). Stats files: call it before the loop runs.
+// and /run/systemd/system present); which cgroup hierarchy the system has. Stats files:
+// call it before the loop runs.
 Launcher default_launcher(std::string slice);
 
 class Run {
@@ -40,8 +42,8 @@ class Run {
   // Writes the spec (0600) in `dir` (created 0700; an earlier run's files removed) and
   // starts the monitor on it: through `runner` in its own session, its stdout to
   // /dev/null and its stderr the agent's (its messages beside the agent's); or as the
-  // transient unit `unit` (systemd-run, bounded). Either way it outlives the agent. An
-  // error names what failed.
+  // transient unit `unit` (systemd-run, bounded; the spec's own_cgroup set). Either way it
+  // outlives the agent. An error names what failed.
   static boost::asio::awaitable<Result<Run>> launch(ProcessRunner& runner, Filesystem& fs, Clock& clock,
                                                     Launcher launcher, std::filesystem::path dir, std::string unit,
                                                     WorkloadSpec spec);

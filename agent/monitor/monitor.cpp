@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "agent/monitor/cgroup.hpp"
 #include "agent/monitor/workload.hpp"
 #include "common/blocking_pool.hpp"
 #include "common/child_io.hpp"
@@ -63,6 +64,7 @@ class Monitor {
     SpawnSpec spawn = spec_.spawn;
     spawn.capture_output = true;
     spawn.inherit_fd = -1;
+    if (spec_.own_cgroup) oom_kills_before_ = own_oom_kills();
     auto script = hold_inline_script();
     if (script && *script) spawn.inherit_fd = script->get();
     auto child = script ? runner_.spawn(spawn) : Result<std::unique_ptr<Process>>(script.error());
@@ -137,6 +139,7 @@ class Monitor {
       e.status = co_await first_error(std::move(both));
     }
     e.outcome = cancelled_ ? Outcome::cancelled : timed_out_ ? Outcome::timed_out : Outcome::exited;
+    e.out_of_memory = killed_for_memory();
     const bool keep = spec_.keep_left_behind && e.outcome == Outcome::exited;
     if (!spec_.marker.empty() && !keep)
       e.left_behind = co_await stop_marked(runner_, pool_, clock_, log_, spec_.marker, spec_.kill_grace);
@@ -164,6 +167,13 @@ class Monitor {
     if (!status) status = co_await stop(p);
     co_await finish_output(p, pump_done_, clock_, kDrainGrace);
     co_return *status;
+  }
+
+  // Whether the unit's OOM-kill counter grew while the workload ran.
+  bool killed_for_memory() const {
+    if (!oom_kills_before_) return false;
+    auto now = own_oom_kills();
+    return now && *now > *oom_kills_before_;
   }
 
   asio::awaitable<ExitStatus> stop(Process& p) {
@@ -208,6 +218,7 @@ class Monitor {
   std::unique_ptr<Process> proc_;
   bool cancelled_ = false;
   bool timed_out_ = false;
+  std::optional<std::uint64_t> oom_kills_before_;  // own_cgroup: the counter at the start
   int result_ = 1;
 };
 

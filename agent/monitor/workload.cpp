@@ -150,7 +150,8 @@ std::string WorkloadSpec::to_text() const {
                  {"journal_value", journal_value},
                  {"marker", marker},
                  {"keep_left_behind", keep_left_behind},
-                 {"inline_script", inline_script}};
+                 {"inline_script", inline_script},
+                 {"own_cgroup", own_cgroup}};
   if (spawn.user) o["user"] = user_json(*spawn.user);
   return json::serialize(o);
 }
@@ -176,6 +177,7 @@ Result<WorkloadSpec> WorkloadSpec::parse(std::string_view text) {
   s.marker = f.str("marker", false);
   if (const json::value* k = f.get("keep_left_behind", false)) s.keep_left_behind = k->is_bool() && k->as_bool();
   s.inline_script = f.str("inline_script", false);
+  if (const json::value* c = f.get("own_cgroup", false)) s.own_cgroup = c->is_bool() && c->as_bool();
   if (const json::value* l = f.get("limits", false); l && l->is_array())
     for (const auto& e : l->as_array()) {
       const json::array* pair = e.if_array();
@@ -223,7 +225,8 @@ std::string WorkloadExit::to_text() const {
                                       {"reason", reason},
                                       {"layout", layout.to_json()},
                                       {"tail", strings(tail)},
-                                      {"left_behind", json::array(left_behind.begin(), left_behind.end())}});
+                                      {"left_behind", json::array(left_behind.begin(), left_behind.end())},
+                                      {"out_of_memory", out_of_memory}});
 }
 
 Result<WorkloadExit> WorkloadExit::parse(std::string_view text) {
@@ -237,6 +240,7 @@ Result<WorkloadExit> WorkloadExit::parse(std::string_view text) {
   if (const json::object* l = f.object("layout", false)) e.layout = LogLayout::from_json(*l);
   e.tail = f.list("tail", false);
   e.left_behind = f.pids("left_behind");
+  if (const json::value* m = f.get("out_of_memory", false)) e.out_of_memory = m->is_bool() && m->as_bool();
   if (f.error()) return *f.error();
   auto it = std::find(kOutcomes.begin(), kOutcomes.end(), outcome);
   if (it == kOutcomes.end()) return Error{fmt::format("exit.json: outcome: '{}' is not one this agent knows", outcome)};

@@ -53,6 +53,9 @@ struct WorkloadSpec {
   // An inline script: given to the workload as its fd 3, in a sealed memfd the monitor
   // makes, so that it is never a file other users could read (setup's `content`).
   std::string inline_script;
+  // The monitor runs in a control group of its own (a unit): an OOM kill counted there
+  // while the workload ran was the workload's, at the unit's memory limit.
+  bool own_cgroup = false;
 
   std::string to_text() const;
   static Result<WorkloadSpec> parse(std::string_view text);
@@ -81,6 +84,7 @@ struct WorkloadExit {
   LogLayout layout;
   std::vector<std::string> tail;  // the output's last lines, escaped
   std::vector<pid_t> left_behind;  // processes it left that were stopped after it
+  bool out_of_memory = false;      // the kernel's OOM killer ended a process of it (own_cgroup)
 
   std::string to_text() const;
   static Result<WorkloadExit> parse(std::string_view text);

@@ -3,7 +3,10 @@
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+
 #include "agent/jobs/container.hpp"
+#include "agent/jobs/limits.hpp"
 #include "agent/jobs/spec.hpp"
 
 using namespace instanced;
@@ -133,4 +136,28 @@ TEST_CASE("container command lines carry no variable's value", "[jobs]") {
   CHECK(parse_inspect("running 0\n")->status == "running");
   CHECK(parse_inspect("exited 137")->exit_code == 137);
   CHECK_FALSE(parse_inspect(""));
+}
+
+TEST_CASE("a job's limits become its unit's properties, or what a process can be given", "[jobs]") {
+  JobsConfig c;
+  CHECK(unit_properties(c, 100, true) == std::vector<std::string>{"CPUWeight=100"});
+  c.memory_limit = ByteSize{64 << 20};
+  c.max_processes = 50;
+  c.max_open_files = 1024;
+  CHECK(unit_properties(c, 300, true) ==
+        std::vector<std::string>{"CPUWeight=300", "MemoryMax=67108864", "TasksMax=50", "LimitNOFILE=1024"});
+  // The v1 hierarchy (systemd 237): the older name, which every systemd with v1 reads.
+  CHECK(unit_properties(c, 300, false)[1] == "MemoryLimit=67108864");
+  CHECK(container_limit_options(c) ==
+        std::vector<std::string>{"--memory", "67108864", "--pids-limit", "50", "--ulimit", "nofile=1024:1024"});
+  CHECK(limits_needing_systemd(c) == std::vector<std::string>{"jobs.memory_limit", "jobs.max_processes"});
+  // Without systemd: no address-space limit (it breaks CUDA's reservations), a niceness.
+  SpawnSpec spec;
+  apply_process_limits(c, 25, spec);
+  CHECK(spec.limits == std::vector<std::pair<int, std::uint64_t>>{{RLIMIT_NOFILE, 1024}});
+  CHECK(spec.nice == 6);
+  // An operator's job gets no more than the default share.
+  CHECK(effective_cpu_weight(5000, true) == 100);
+  CHECK(effective_cpu_weight(5000, false) == 5000);
+  CHECK(effective_cpu_weight(50, true) == 50);
 }

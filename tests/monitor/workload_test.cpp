@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent/monitor/cgroup.hpp"
 #include "agent/monitor/client.hpp"
 #include "agent/monitor/workload.hpp"
 #include "common/run_log.hpp"
@@ -79,6 +80,9 @@ TEST_CASE("a workload's spec, its monitor and its end are read back as written",
   s.inline_script = "echo from fd 3\n";
   CHECK(WorkloadSpec::parse(s.to_text())->keep_left_behind);
   CHECK(WorkloadSpec::parse(s.to_text())->inline_script == s.inline_script);
+  CHECK_FALSE(back->own_cgroup);
+  s.own_cgroup = true;
+  CHECK(WorkloadSpec::parse(s.to_text())->own_cgroup);
 
   WorkloadExit e;
   e.outcome = Outcome::timed_out;
@@ -93,6 +97,9 @@ TEST_CASE("a workload's spec, its monitor and its end are read back as written",
   CHECK(eb->layout.produced == 10);
   CHECK(eb->tail == e.tail);
   CHECK(eb->left_behind == e.left_behind);
+  CHECK_FALSE(eb->out_of_memory);
+  e.out_of_memory = true;
+  CHECK(WorkloadExit::parse(e.to_text())->out_of_memory);
 
   auto mi = MonitorInfo::parse(MonitorInfo{42, 7, 43, {}}.to_text());
   REQUIRE(mi);
@@ -254,4 +261,28 @@ TEST_CASE("instanced-run stops its workload on the timeout and on a cancel, SIGK
     auto after = Run::find(files, run);
     CHECK(std::holds_alternative<WorkloadExit>(after));
   }
+}
+
+TEST_CASE("a unit's OOM kills are counted where its hierarchy keeps them", "[monitor]") {
+  const std::string unit = "/instanced.slice/instanced-jobs.slice/instanced-job-j1.service";
+  // cgroup v2 alone (Debian 11 and later, Ubuntu 22.04): memory.events of the group.
+  CHECK(oom_counter_file("0::" + unit + "\n", "/sys/fs/cgroup", true) ==
+        "/sys/fs/cgroup" + unit + "/memory.events");
+  // v1 (Ubuntu 18.04's systemd 237, hybrid or legacy): the memory controller's group.
+  const std::string legacy = "12:pids:" + unit + "\n4:memory:" + unit + "\n1:name=systemd:" + unit + "\n0::" + unit + "\n";
+  CHECK(oom_counter_file(legacy, "/sys/fs/cgroup", false) == "/sys/fs/cgroup/memory" + unit + "/memory.oom_control");
+  CHECK(oom_counter_file("5:cpu,memory:/\n", "/sys/fs/cgroup", false) == "/sys/fs/cgroup/memory/memory.oom_control");
+  // No memory controller anywhere, or v2 not at the root (hybrid's /sys/fs/cgroup/unified).
+  CHECK_FALSE(oom_counter_file("0::" + unit + "\n", "/sys/fs/cgroup", false));
+  CHECK_FALSE(oom_counter_file("3:pids:/a\n", "/sys/fs/cgroup", true));
+  // Paths that would lead elsewhere are not followed.
+  CHECK_FALSE(oom_counter_file("0::/a/../../etc\n", "/sys/fs/cgroup", true));
+  CHECK_FALSE(oom_counter_file("4:memory:relative\n", "/sys/fs/cgroup", false));
+  CHECK_FALSE(oom_counter_file("garbage", "/sys/fs/cgroup", true));
+
+  CHECK(oom_kills("low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n") == 2u);
+  CHECK(oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 7") == 7u);
+  CHECK_FALSE(oom_kills("oom_kill_disable 0\nunder_oom 0\n"));
+  CHECK_FALSE(oom_kills("oom_kill x\n"));
+  CHECK_FALSE(oom_kills("oom_kill 99999999999999999999999\n"));
 }
