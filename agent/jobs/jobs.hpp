@@ -112,18 +112,16 @@ class Jobs final : public Subsystem {
   SpawnSpec process_spec(const JobRecord& job, const Prepared& prepared) const;
   boost::asio::awaitable<Result<SpawnSpec>> container_spec(const JobRecord& job, ContainerRuntimeCli cli,
                                                            const Prepared& prepared);
-  Result<void> start_process(JobRecord& job, Live& live, const SpawnSpec& spec);
-  void open_log(JobRecord& job, Live& live);
   void mark_running(JobRecord& job, Live& live, pid_t pid);
-  // Process jobs, under their monitor (monitored.cpp).
+  // Jobs under their monitor (monitored.cpp); a container job's monitor runs the runtime's `run`.
   boost::asio::awaitable<Result<void>> start_monitored(JobRecord& job, Live& live, SpawnSpec spec);
   boost::asio::awaitable<Ending> watch_monitored(JobRecord& job, Live& live);
   Ending ending_of(JobRecord& job, const std::string& cancel_reason, const monitor::WorkloadExit& e) const;
   std::string timed_out_reason(const JobRecord& job) const;
   boost::asio::awaitable<void> adopt_monitored(std::string id);
   boost::asio::awaitable<bool> recover_monitored(const std::string& id);
+  boost::asio::awaitable<void> remove_job_container(const JobRecord& job);
   void remove_run_folder(const std::string& id);
-  boost::asio::awaitable<Ending> watch(JobRecord& job, Live& live);
   void conclude(JobRecord& job, Live& live, Ending end);
   boost::asio::awaitable<void> attach_container(std::string id, ContainerRuntimeCli cli);
   boost::asio::awaitable<Ending> follow_container(JobRecord& job, Live& live, const ContainerRuntimeCli& cli);

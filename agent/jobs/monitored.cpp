@@ -1,6 +1,7 @@
-// Process jobs under their monitor (instanced-run, docs/monitor.md): started, watched,
-// cancelled, and taken back after an agent restart. The monitor holds the job's output
-// and records its end, so the job outlives the agent.
+// Jobs under their monitor (instanced-run, docs/monitor.md): started, watched, cancelled,
+// and taken back after an agent restart. The monitor holds the job's output and records
+// its end, so the job outlives the agent; a container job's monitor runs the container
+// runtime's `run`, so that even its CLI is out of the agent's control group.
 #include "agent/jobs/internal.hpp"
 
 namespace instanced::jobs {
@@ -90,11 +91,15 @@ Jobs::Ending Jobs::ending_of(JobRecord& job, const std::string& cancel_reason, c
   if (e.status.success()) return Ending{JobState::succeeded, {}};
   if (e.out_of_memory)
     return Ending{JobState::failed, e.status.describe() + " (the kernel killed a process of it at its memory limit)"};
+  if (!job.container.empty() && e.status.code >= 125 && e.status.code <= 127)
+    return Ending{JobState::failed, fmt::format("{} (the container runtime could not run it: see 'instancectl job logs {}')",
+                                                e.status.describe(), job.spec.id)};
   return Ending{JobState::failed, e.status.describe()};
 }
 
-// After a restart: a process job that was running, from its run folder. False when there
-// is none (a job started by an agent before monitors): the caller reports it as before.
+// After a restart: a job that was running, from its run folder. False when there is none
+// (a job started by an agent before monitors), or when a container job's monitor is gone
+// without a record (its container may still run): the caller looks as before.
 asio::awaitable<bool> Jobs::recover_monitored(const std::string& id) {
   const fs::path dir = store_file(id, ".run");
   std::error_code ec;
@@ -117,6 +122,11 @@ asio::awaitable<bool> Jobs::recover_monitored(const std::string& id) {
     spawn_supervisor(id, adopt_monitored(id));
     co_return true;
   }
+  if (auto* gone = std::get_if<monitor::Run::Gone>(&*found); gone && !job.container.empty()) {
+    log_->info("job {}: {}; asking the container runtime", id, gone->reason);
+    remove_run_folder(id);
+    co_return false;
+  }
   if (auto* gone = std::get_if<monitor::Run::Gone>(&*found)) {
     auto left = co_await kill_marked(id);
     finish(*jobs_.at(id), JobState::lost,
@@ -132,7 +142,21 @@ asio::awaitable<bool> Jobs::recover_monitored(const std::string& id) {
   log_->info("job {}: ended while the agent was stopped", id);
   finish(job, end.state, std::move(end.reason), record.tail);
   remove_run_folder(id);
+  co_await remove_job_container(*jobs_.at(id));
   co_return true;
+}
+
+// A container job's container once its end is recorded (none for a process job).
+asio::awaitable<void> Jobs::remove_job_container(const JobRecord& job) {
+  if (job.container.empty()) co_return;
+  const std::string name = job.container;
+  auto cli = co_await runtime();
+  if (!cli) {
+    log_->warn("cannot remove container {}: {}", name, cli.error().message);
+    co_return;
+  }
+  const ContainerRuntimeCli c = *cli;
+  co_await remove_container(c, name);
 }
 
 // A job taken back: watched to its end as if this agent had started it.
@@ -148,6 +172,7 @@ asio::awaitable<void> Jobs::adopt_monitored(std::string id) {
   }
   finish(job, end.state, std::move(end.reason), std::move(live.tail));
   remove_run_folder(id);
+  co_await remove_job_container(job);
 }
 
 }  // namespace instanced::jobs

@@ -43,6 +43,8 @@ asio::awaitable<void> Jobs::recover() {
   for (const auto& id : ids) {
     JobRecord* job = jobs_.at(id).get();
     const bool was_running = job->state == JobState::running;
+    if (co_await recover_monitored(id)) continue;
+    job = jobs_.at(id).get();
     if (!job->container.empty()) {
       auto cli = co_await runtime();
       if (!cli) {
@@ -97,7 +99,6 @@ asio::awaitable<void> Jobs::recover() {
         finish(*job, JobState::lost, "its container is gone (the agent was stopped while it ran)", {});
       continue;
     }
-    if (co_await recover_monitored(id)) continue;
     std::vector<pid_t> left = co_await kill_marked(id);
     job = jobs_.at(id).get();
     if (!was_running && left.empty()) {

@@ -150,17 +150,18 @@ status::Response Jobs::log_response(const status::Request& req) const {
   constexpr std::size_t kChunk = 1 << 20;
   LogChunk chunk;
   bool running = false;
-  if (auto l = live_.find(*id); l != live_.end() && l->second->log) {
+  if (is_finished(j.state)) {
+    // Recorded: from the finished log, also while its container is being removed.
+    if (!j.log.empty()) chunk = read_finished_log(j.log, j.layout, from, kChunk);
+  } else if (auto l = live_.find(*id); l != live_.end() && l->second->log) {
     chunk = l->second->log->read(from, kChunk);
     running = true;
   } else if (l != live_.end() && l->second->run) {
     // From the monitor's log and shared tail; nothing for a moment as it starts or ends.
     if (auto c = l->second->run->read_log(j.log, from, kChunk)) chunk = std::move(*c);
     running = true;
-  } else if (j.state == JobState::queued || j.state == JobState::starting || (l != live_.end())) {
-    running = !is_finished(j.state);
-  } else if (!j.log.empty()) {
-    chunk = read_finished_log(j.log, j.layout, from, kChunk);
+  } else {
+    running = true;  // queued, starting, or between its start and its monitor's first word
   }
   if (chunk.next == 0) chunk.next = from;
   auto res = status::log_chunk_response(std::move(chunk), running);

@@ -134,21 +134,15 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
   try {
     auto spec = co_await spawn_spec(job, live);
     Result<void> started = !spec ? Result<void>(spec.error()) : Result<void>();
-    if (spec && live.cli)
-      started = start_process(job, live, *spec);
-    else if (spec)
-      started = co_await start_monitored(job, live, std::move(*spec));
+    if (spec) started = co_await start_monitored(job, live, std::move(*spec));
     if (!started)
       end.reason = started.error().message;
-    else if (live.cli)
-      end = co_await watch(job, live);
     else
       end = co_await watch_monitored(job, live);
   } catch (const boost::system::system_error& e) {
     if (is_cancelled(e)) {
       // The agent is stopping: the record stays as it is (running); the next start
-      // re-attaches the container or takes the monitored process back.
-      if (live.log) job.layout = live.log->finish();
+      // takes the job back from its monitor.
       (void)persist(job);
       co_return;
     }
@@ -159,7 +153,9 @@ asio::awaitable<void> Jobs::run_job(std::string id) {
   if (end.state != JobState::succeeded && live.cancel) end = Ending{JobState::cancelled, live.cancel_reason};
   conclude(job, live, std::move(end));
   if (live.run) remove_run_folder(id);
-  if (live.cli && live.proc) {
+  // Its container, also one a cancel or a timeout left running (the monitor stops `run`,
+  // which passes the signal on, but SIGKILL reaches only `run` itself).
+  if (live.cli && live.run) {
     const ContainerRuntimeCli c = *live.cli;
     const std::string name = job.container;
     co_await remove_container(c, name);
@@ -269,29 +265,6 @@ asio::awaitable<Result<SpawnSpec>> Jobs::container_spec(const JobRecord& job, Co
   co_return spec;
 }
 
-// Spawns the job (the container runtime's `run`) and opens its run log; the job is
-// `running` (recorded) and told.
-Result<void> Jobs::start_process(JobRecord& job, Live& live, const SpawnSpec& spec) {
-  if (live.cancel) return Error{"cancelled before it started"};
-  auto spawned = runner_.spawn(spec);
-  // The log is made once the job runs (its output waits in the pipe meanwhile): making
-  // a file costs about a millisecond on some disks, and the job need not wait for it.
-  open_log(job, live);
-  if (!spawned) return spawned.error();
-  live.proc = std::move(*spawned);
-  mark_running(job, live, live.proc->pid());
-  return {};
-}
-
-void Jobs::open_log(JobRecord& job, Live& live) {
-  if (auto r = api_.fs.create_directories(config_.log_dir, 0750); !r) log_->warn("{}", r.error().message);
-  live.log = std::make_unique<RunLog>(job.log, config_.max_log_bytes.bytes, static_cast<std::size_t>(config_.tail_lines),
-                                      [this, who = job.spec.id](std::string_view line) {
-                                        api_.logging.workload_line(log_, spdlog::level::debug, "instanced-job",
-                                                                   {"INSTANCED_JOB", who}, line);
-                                      });
-}
-
 void Jobs::mark_running(JobRecord& job, Live& live, pid_t pid) {
   const std::string& id = job.spec.id;
   job.state = JobState::running;
@@ -308,39 +281,12 @@ void Jobs::mark_running(JobRecord& job, Live& live, pid_t pid) {
   publish();
 }
 
-// Until the job has ended and its output is read: how it ended.
-asio::awaitable<Jobs::Ending> Jobs::watch(JobRecord& job, Live& live) {
-  const std::string id = job.spec.id;
-  ExitStatus status;
-  {
-    auto pump = pump_output(*live.proc, *live.log, live.pump_done);
-    auto sup = supervise(job, live);
-    auto both = std::move(pump) && std::move(sup);
-    status = co_await first_error(std::move(both));
-  }
-  job.exit_code = status.signal ? std::nullopt : std::optional<int>(status.code);
-  job.signal = status.signal;
-  if (live.cancel) co_return Ending{JobState::cancelled, live.cancel_reason};
-  if (live.timed_out) co_return Ending{JobState::timed_out, timed_out_reason(job)};
-  if (status.success()) co_return Ending{JobState::succeeded, {}};
-  std::string reason = status.describe();
-  if (status.code >= 125 && status.code <= 127)
-    reason += fmt::format(" (the container runtime could not run it: see 'instancectl job logs {}')", id);
-  co_return Ending{JobState::failed, std::move(reason)};
-}
-
-// The run log closed (a job that never ran has none), then the outcome recorded and told.
+// The outcome recorded and told, with the tail of the monitor's record (a job that never
+// ran has no output).
 void Jobs::conclude(JobRecord& job, Live& live, Ending end) {
-  std::vector<std::string> tail = std::move(live.tail);  // a monitor's record (layout set)
-  if (live.log) {
-    if (!live.proc) live.log->feed("[instanced: " + end.reason + "]\n");
-    job.layout = live.log->finish();
-    tail = live.log->last_lines();
-  } else if (!live.run) {
-    job.log.clear();  // it never ran: no output
-  }
+  if (!live.run) job.log.clear();
   // Recorded first, then the container goes: a crash between the two finds the outcome.
-  finish(job, end.state, std::move(end.reason), std::move(tail));
+  finish(job, end.state, std::move(end.reason), std::move(live.tail));
 }
 
 // `rm --force` of a finished job's container; errors (and a stop meanwhile) only logged.

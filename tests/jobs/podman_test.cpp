@@ -7,8 +7,10 @@
 #include <dirent.h>
 #include <fmt/format.h>
 #include <fstream>
+#include <signal.h>
 #include <thread>
 
+#include "agent/monitor/workload.hpp"
 #include "tests/support/agent_process.hpp"
 #include "tests/support/unix_http.hpp"
 
@@ -157,7 +159,8 @@ TEST_CASE("a container job runs its image with the share as working folder, secr
   }
 }
 
-TEST_CASE("a container that outlives an agent restart is re-attached and its end recorded", "[jobs][podman]") {
+TEST_CASE("a container job outlives an agent restart: taken back from its monitor, or re-attached without it",
+          "[jobs][podman]") {
   TempDir dir;
   auto env = podman_env(dir);
   AgentProcess agent(dir, kConfig);
@@ -169,12 +172,19 @@ TEST_CASE("a container that outlives an agent restart is re-attached and its end
   REQUIRE(eventually([&] { return http->get("/v1/jobs/log?id=r1").body == "begin\n"; }, 30s));
   agent.signal(SIGKILL);
   agent.wait_exit(5s);
+  const bool monitor_killed = GENERATE(false, true);
+  if (monitor_killed) {
+    // Its monitor gone without a record: the container still runs, and the runtime says so.
+    auto info = instanced::monitor::MonitorInfo::parse(slurp(dir / "state/jobs/r1.run/monitor.json"));
+    REQUIRE(info);
+    REQUIRE(::kill(info->pid, SIGKILL) == 0);
+  }
   REQUIRE(agent.start_and_wait_ready(10s, env));
   http = std::make_unique<UnixHttp>(agent.socket());
   CHECK(job_of(*http, "r1").at("state") == "running");
   auto v = wait_state(*http, agent, "r1", "succeeded");
   CHECK(v.at("exit_code") == 0);
   CHECK(http->get("/v1/jobs/log?id=r1").body == "begin\nend\n");
-  CHECK_THAT(agent.log(), Catch::Contains("is still running; re-attached"));
+  CHECK_THAT(agent.log(), Catch::Contains(monitor_killed ? "is still running; re-attached" : "still running under its monitor"));
   CHECK(container_removed(env, "instanced-job-r1"));
 }
