@@ -44,6 +44,7 @@ inline constexpr auto kLoadTimeout = 10min;    // podman load of an image archiv
 inline constexpr auto kGpuRecheck = 2s;        // while a job waits for GPUs
 inline constexpr auto kStoreRetry = 10s;       // while state_dir/jobs cannot be written
 inline constexpr std::size_t kToolOutputMax = 64 << 10;
+inline constexpr std::size_t kMaxTools = 4;  // container CLI commands of the agent's at once
 inline const char* const kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 // Of a steady or a wall clock: their durations differ in libc++ (microseconds for the wall).

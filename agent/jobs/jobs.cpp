@@ -15,7 +15,8 @@ Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Jobs
       monitors_(std::move(monitors)),
       log_(api.logging.get("jobs")),
       wake_(ex),
-      live_changed_(ex) {
+      live_changed_(ex),
+      tool_done_(ex) {
   reconfigure(config);
   load();
 }

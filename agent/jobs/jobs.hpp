@@ -166,6 +166,10 @@ class Jobs final : public Subsystem {
   std::uint64_t next_seq_ = 1;
   Wake wake_;                              // pulsed to run dispatch() again
   Wake live_changed_;  // pulsed when a job's supervisor ends
+  // Container CLI commands run by the agent itself (inspect, rm, load, ...), bounded so that
+  // a burst of job starts stays within the agent's unit's memory and task caps.
+  std::size_t tools_running_ = 0;
+  Wake tool_done_;
   Clock::steady_time hold_until_{};          // drain: nothing starts before this
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
   bool stopping_ = false;

@@ -45,8 +45,18 @@ asio::awaitable<Result<ContainerRuntimeCli>> Jobs::runtime() {
   co_return *found;
 }
 
-// Runs a short container CLI command to its end; its output, or an error with its last line.
+// Runs a short container CLI command to its end (at most kMaxTools at once); its output,
+// or an error with its last line.
 asio::awaitable<Result<std::string>> Jobs::run_tool(std::vector<std::string> argv, Duration timeout) {
+  while (tools_running_ >= kMaxTools) co_await tool_done_.wait();
+  ++tools_running_;
+  struct Done {
+    Jobs& jobs;
+    ~Done() {
+      --jobs.tools_running_;
+      jobs.tool_done_.pulse();
+    }
+  } done{*this};
   SpawnSpec spec;
   spec.argv = argv;
   spec.env = runtime_environment();

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fmt/format.h>
 #include <fstream>
+#include <sstream>
 #include <signal.h>
 #include <thread>
 
@@ -187,4 +188,36 @@ TEST_CASE("a container job outlives an agent restart: taken back from its monito
   CHECK(http->get("/v1/jobs/log?id=r1").body == "begin\nend\n");
   CHECK_THAT(agent.log(), Catch::Contains(monitor_killed ? "is still running; re-attached" : "still running under its monitor"));
   CHECK(container_removed(env, "instanced-job-r1"));
+}
+
+TEST_CASE("the agent runs at most four container CLI commands at once, whatever the burst of starts", "[jobs][podman]") {
+  TempDir dir;
+  auto env = podman_env(dir);
+  // podman itself, each of the agent's own commands (not a job's `run`, which its monitor
+  // runs) made to last 0.5 s and counted while it runs.
+  dir.write("podman-probe", fmt::format(R"(#!/bin/sh
+[ "$1" = run ] && exec /usr/bin/podman "$@"
+mkdir -p {0}/tools && : > {0}/tools/$$
+ls {0}/tools | wc -l >> {0}/at-once
+sleep 0.5
+/usr/bin/podman "$@"
+rc=$?
+rm -f {0}/tools/$$
+exit $rc
+)",
+                                       dir.path().string()));
+  std::filesystem::permissions(dir / "podman-probe", std::filesystem::perms::owner_all);
+  AgentProcess agent(dir, std::string(kConfig) + "  podman: " + (dir / "podman-probe").string() + "\n  slots: 10\n");
+  REQUIRE(agent.start_and_wait_ready(10s, env));
+  UnixHttp http(agent.socket());
+  for (int i = 0; i < 10; ++i) {
+    json::object job{{"id", fmt::format("b{}", i)}, {"image", kImage}, {"command", json::array{"true"}}};
+    REQUIRE(http.post("/v1/jobs", json::serialize(job)).status == 202);
+  }
+  for (int i = 0; i < 10; ++i) wait_state(http, agent, fmt::format("b{}", i), "succeeded", 60s);
+  std::istringstream counts(slurp(dir / "at-once"));
+  int most = 0, seen = 0;
+  for (int n = 0; counts >> n; ++seen) most = std::max(most, n);
+  CHECK(seen >= 20);  // image exists and rm for each job's start (and rm after its end)
+  CHECK(most == 4);   // the burst did fill the bound, and never went past it
 }
