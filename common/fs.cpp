@@ -46,7 +46,11 @@ std::string_view file_kind(unsigned mode) {
 
 Result<std::string> read_regular_file(const std::filesystem::path& path, std::size_t max_bytes, struct stat* st) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-  if (fd.get() < 0) return Error{fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno))};
+  if (fd.get() < 0) {
+    const int err = errno;
+    return Error{fmt::format("{}: cannot open: {}", path.string(), std::strerror(err)),
+                 err == ENOENT ? ErrorKind::not_found : ErrorKind::failed};
+  }
   struct stat own {};
   struct stat& s = st ? *st : own;
   if (::fstat(fd.get(), &s) != 0) return Error{fmt::format("{}: cannot stat: {}", path.string(), std::strerror(errno))};
@@ -85,7 +89,7 @@ Result<std::string> RealFilesystem::read_file(const std::filesystem::path& path,
 }
 
 Result<void> RealFilesystem::write_file_atomic(const std::filesystem::path& path, std::string_view data,
-                                               unsigned mode) {
+                                               unsigned mode, bool durable) {
   auto dir = path.parent_path();
   if (dir.empty()) dir = ".";
   std::random_device rd;
@@ -100,11 +104,28 @@ Result<void> RealFilesystem::write_file_atomic(const std::filesystem::path& path
   // The umask may have narrowed the mode; state files must have exactly `mode`.
   if (::fchmod(fd.get(), mode) != 0) return fail("chmod");
   if (!write_all(fd.get(), data)) return fail("write");
-  if (::fsync(fd.get()) != 0) return fail("fsync");
+  if (durable && ::fsync(fd.get()) != 0) return fail("fsync");
   if (::close(fd.release()) != 0) return fail("close");
   if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename");
+  if (!durable) return {};
   Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd.get() < 0 || ::fsync(dfd.get()) != 0) return errno_error("fsync directory", dir, errno);
+  return {};
+}
+
+Result<void> RealFilesystem::append_file(const std::filesystem::path& path, std::string_view data, unsigned mode,
+                                         bool sync) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode));
+  if (fd.get() < 0) return errno_error("open", path, errno);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return errno_error("stat", path, errno);
+  if (!S_ISREG(st.st_mode)) return Error{fmt::format("{} is {}, not a regular file", path.string(), file_kind(st.st_mode))};
+  if (!write_all(fd.get(), data)) {
+    const int err = errno;
+    (void)::ftruncate(fd.get(), st.st_size);  // never a partial line for the next append to follow
+    return errno_error("write", path, err);
+  }
+  if (sync && ::fdatasync(fd.get()) != 0) return errno_error("fdatasync", path, errno);
   return {};
 }
 

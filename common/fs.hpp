@@ -73,19 +73,27 @@ class Filesystem {
   virtual Result<FsUsage> usage(const std::filesystem::path& path) = 0;
   virtual Result<std::string> read_file(const std::filesystem::path& path, std::size_t max_bytes) = 0;
   // Writes a temporary file beside `path` (mode `mode`), fsyncs it, renames it over `path`
-  // and fsyncs the directory.
+  // and fsyncs the directory. With `durable` false, no fsync: the file is whole or absent
+  // after a crash of the process, not necessarily after one of the machine (for files that
+  // mean nothing after a reboot, such as a monitor's spec).
   virtual Result<void> write_file_atomic(const std::filesystem::path& path, std::string_view data,
-                                         unsigned mode = 0600) = 0;
+                                         unsigned mode = 0600, bool durable = true) = 0;
   virtual Result<void> create_directories(const std::filesystem::path& path, unsigned mode) = 0;
+  // Appends `data` to `path` (created with `mode`) whole or not at all (a short write is
+  // cut back off); with `sync`, then fdatasync: everything appended so far is durable.
+  virtual Result<void> append_file(const std::filesystem::path& path, std::string_view data, unsigned mode,
+                                   bool sync) = 0;
 };
 
 class RealFilesystem final : public Filesystem {
  public:
   Result<FsUsage> usage(const std::filesystem::path& path) override;
   Result<std::string> read_file(const std::filesystem::path& path, std::size_t max_bytes) override;
-  Result<void> write_file_atomic(const std::filesystem::path& path, std::string_view data,
-                                 unsigned mode) override;
+  Result<void> write_file_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode = 0600,
+                                 bool durable = true) override;
   Result<void> create_directories(const std::filesystem::path& path, unsigned mode) override;
+  Result<void> append_file(const std::filesystem::path& path, std::string_view data, unsigned mode,
+                           bool sync) override;
 };
 
 }  // namespace instanced

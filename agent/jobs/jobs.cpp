@@ -16,12 +16,13 @@ Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Jobs
       log_(api.logging.get("jobs")),
       wake_(ex),
       live_changed_(ex),
-      tool_done_(ex) {
+      tool_done_(ex),
+      journal_(api.fs, std::filesystem::path(state_dir_) / "jobs" / "journal") {
   reconfigure(config);
   load();
 }
 
-Jobs::~Jobs() = default;
+Jobs::~Jobs() { (void)journal_.commit(); }
 
 void Jobs::reconfigure(const JobsConfig& config) {
   config_ = config;
@@ -200,12 +201,13 @@ Jobs::Submitted Jobs::submit(JobSpec spec, std::optional<unsigned> owner) {
   // anything runs); one that waits is written as queued. Either way it is on disk before
   // the answer.
   if (was_empty) dispatch();
-  if (j.state == JobState::queued) {
-    if (auto r = persist(j); !r) {
-      queue_.erase(j.seq);
-      jobs_.erase(id);
-      return {K::refused, {}, "cannot record the job: " + r.error().message};
-    }
+  // Durable before the answer (one fdatasync for every change made so far).
+  Result<void> recorded = j.state == JobState::queued ? persist(j) : Result<void>{};
+  if (recorded) recorded = commit();
+  if (!recorded && j.state == JobState::queued) {
+    queue_.erase(j.seq);
+    jobs_.erase(id);
+    return {K::refused, {}, "cannot record the job: " + recorded.error().message};
   }
   api_.state.metrics().add_counter("instanced_jobs_submitted_total", "Jobs accepted into the queue", {});
   poke();

@@ -24,6 +24,7 @@
 
 #include "agent/jobs/container.hpp"
 #include "agent/jobs/dispatch.hpp"
+#include "agent/jobs/journal.hpp"
 #include "agent/jobs/spec.hpp"
 #include "agent/monitor/client.hpp"
 #include "agent/status/router.hpp"
@@ -137,6 +138,13 @@ class Jobs final : public Subsystem {
   std::vector<std::string> environment(const JobRecord& job, const UserIdentity& user) const;
   std::optional<std::string> waiting_reason(const JobRecord& job) const;
   Result<void> persist(const JobRecord& job);
+  Result<void> commit();
+  void store_failed(const std::string& why);
+  std::filesystem::path journal_file() const;
+  void adopt(std::unique_ptr<JobRecord> job);
+  void keep_damaged_journal(const std::vector<std::string>& problems);
+  std::size_t load_legacy_files(const std::filesystem::path& dir);
+  void compact_store();
   void prune();
   void publish();
   void poke() { wake_.pulse(); }
@@ -172,6 +180,10 @@ class Jobs final : public Subsystem {
   Wake tool_done_;
   Clock::steady_time hold_until_{};          // drain: nothing starts before this
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
+  JobJournal journal_;
+  bool commit_posted_ = false;              // a commit at the end of this turn of the loop
+  std::vector<std::filesystem::path> legacy_files_;  // read into the journal, removed once it is written
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for what is posted to the loop
   bool stopping_ = false;
   bool recovered_ = false;
   bool gpu_blocked_ = false;  // the last dispatch() left a job waiting for GPUs: look again soon  // recover() is done: dispatch() may start jobs

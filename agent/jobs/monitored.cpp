@@ -18,6 +18,8 @@ void Jobs::remove_run_folder(const std::string& id) {
 // Writes the job's spec into its run folder and starts its monitor; the job is `running`.
 asio::awaitable<Result<void>> Jobs::start_monitored(JobRecord& job, Live& live, SpawnSpec spec) {
   if (live.cancel) co_return Error{"cancelled before it started"};
+  // Its `starting` record durable before anything runs: after a crash it is never run twice.
+  if (auto r = commit(); !r) co_return Error{"cannot record the job before it starts: " + r.error().message};
   monitor::WorkloadSpec w;
   w.name = "job " + job.spec.id;
   w.spawn = std::move(spec);

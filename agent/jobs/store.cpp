@@ -1,55 +1,137 @@
-// The job store: one JSON file per job in state_dir/jobs, loaded at start, pruned.
+// The job store: the journal in state_dir/jobs (journal.hpp), loaded at start, pruned and
+// compacted. Files of one job each, as agents before the journal wrote them, are read once
+// and moved into it.
 #include "agent/jobs/internal.hpp"
 
 namespace instanced::jobs {
 
+namespace {
+constexpr std::size_t kMaxLegacyFile = 1 << 20;
+}  // namespace
+
 // ---- the store ---------------------------------------------------------------------------
 
 void Jobs::load() {
-  fs::path dir = fs::path(state_dir_) / "jobs";
+  const fs::path dir = fs::path(state_dir_) / "jobs";
   if (auto r = api_.fs.create_directories(dir, 0700); !r) {
     store_error_ = r.error().message;
     return;
   }
+  auto loaded = journal_.load();
+  if (!loaded) {
+    // Unreadable as a whole (not a regular file, too large): kept for a person, a new one begun.
+    log_->error("the job journal {} cannot be read ({}); moved to {}.bad", journal_file().string(),
+                loaded.error().message, journal_file().filename().string());
+    std::error_code ec;
+    fs::rename(journal_file(), fs::path(journal_file().string() + ".bad"), ec);
+    loaded = JobJournal::Loaded{};
+  }
+  if (!loaded->problems.empty()) keep_damaged_journal(loaded->problems);
+  for (auto& rec : loaded->records) adopt(std::make_unique<JobRecord>(std::move(rec)));
+  const std::size_t legacy = load_legacy_files(dir);
+  // A damaged journal or legacy files: rewritten at once, with what was read.
+  if (!loaded->problems.empty() || legacy) compact_store();
+  if (!jobs_.empty())
+    log_->info("{} jobs read from {} ({} queued){}", jobs_.size(), journal_file().string(), queue_.size(),
+               legacy ? fmt::format(", {} of them from the files of an earlier version", legacy) : "");
+}
+
+fs::path Jobs::journal_file() const { return fs::path(state_dir_) / "jobs" / "journal"; }
+
+void Jobs::adopt(std::unique_ptr<JobRecord> job) {
+  next_seq_ = std::max(next_seq_, job->seq + 1);
+  if (job->state == JobState::queued)
+    queue_[job->seq] = job.get();
+  else if (is_finished(job->state))
+    finished_[job->seq] = job->spec.id;
+  const std::string id = job->spec.id;
+  jobs_[id] = std::move(job);
+}
+
+// What was read is kept; the damaged lines are named and the file kept beside for a person.
+void Jobs::keep_damaged_journal(const std::vector<std::string>& problems) {
+  const fs::path copy = journal_file().string() + ".bad";
   std::error_code ec;
-  std::size_t bad = 0;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const fs::path& file = it->path();
-    if (file.extension() != ".json" || file.filename().string().starts_with(".")) continue;
-    auto text = api_.fs.read_file(file, 1 << 20);
+  fs::copy_file(journal_file(), copy, fs::copy_options::overwrite_existing, ec);
+  for (const auto& p : problems) log_->error("job journal {}: {}", journal_file().string(), p);
+  log_->error("the job journal had {} damaged line(s); a copy is kept as {}", problems.size(), copy.string());
+}
+
+// ID.json files of agents before the journal: read into it, then removed.
+std::size_t Jobs::load_legacy_files(const fs::path& dir) {
+  std::size_t n = 0;
+  std::error_code ec;
+  std::vector<fs::path> files;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".json" && !it->path().filename().string().starts_with("."))
+      files.push_back(it->path());
+  for (const fs::path& file : files) {
+    auto text = api_.fs.read_file(file, kMaxLegacyFile);
     auto rec = text ? JobRecord::parse(*text) : Result<JobRecord>(text.error());
     if (!rec || rec->spec.id + ".json" != file.filename().string()) {
       // Kept aside for a person, never silently dropped.
       std::string why = rec ? "its id does not match the file name" : rec.error().message;
       log_->error("job file {} is unreadable ({}); moved to {}.bad", file.string(), why, file.filename().string());
-      std::error_code rc;
-      fs::rename(file, fs::path(file.string() + ".bad"), rc);
-      ++bad;
+      fs::rename(file, fs::path(file.string() + ".bad"), ec);
       continue;
     }
-    auto job = std::make_unique<JobRecord>(std::move(*rec));
-    next_seq_ = std::max(next_seq_, job->seq + 1);
-    if (job->state == JobState::queued)
-      queue_[job->seq] = job.get();
-    else if (is_finished(job->state))
-      finished_[job->seq] = job->spec.id;
-    jobs_[job->spec.id] = std::move(job);
+    if (!jobs_.contains(rec->spec.id)) adopt(std::make_unique<JobRecord>(std::move(*rec)));
+    legacy_files_.push_back(file);
+    ++n;
   }
-  if (!jobs_.empty() || bad)
-    log_->info("{} jobs read from {} ({} queued){}", jobs_.size(), dir.string(), queue_.size(),
-               bad ? fmt::format(", {} unreadable", bad) : "");
+  return n;
 }
 
-// state_dir/jobs/ID.json (the record) and ID.env (a container job's variables).
+// The journal rewritten with the jobs remembered; legacy files go once it is written.
+void Jobs::compact_store() {
+  std::vector<const JobRecord*> live;
+  live.reserve(jobs_.size());
+  for (const auto& [id, job] : jobs_) live.push_back(job.get());
+  std::sort(live.begin(), live.end(), [](const JobRecord* a, const JobRecord* b) { return a->seq < b->seq; });
+  if (auto r = journal_.compact(live); !r) {
+    store_failed(r.error().message);
+    return;
+  }
+  std::error_code ec;
+  for (const auto& f : legacy_files_) fs::remove(f, ec);
+  legacy_files_.clear();
+}
+
+// state_dir/jobs/ID.run (a job's run folder) and ID.env (a container job's variables).
 fs::path Jobs::store_file(const std::string& id, const char* extension) const {
   return fs::path(state_dir_) / "jobs" / (id + extension);
 }
 
+void Jobs::store_failed(const std::string& why) {
+  if (!store_error_) log_->error("cannot record jobs in {}: {}", journal_file().string(), why);
+  store_error_ = why;
+}
+
+// The job's record appended; durable at the next commit, at the latest at the end of this
+// turn of the loop (one fdatasync for every change made in it).
 Result<void> Jobs::persist(const JobRecord& job) {
-  auto r = api_.fs.write_file_atomic(store_file(job.spec.id, ".json"), job.to_text(), 0600);
+  auto r = journal_.append(job);
   if (!r) {
-    if (!store_error_) log_->error("cannot record job {}: {}", job.spec.id, r.error().message);
-    store_error_ = r.error().message;
+    store_failed(r.error().message);
+    return r;
+  }
+  if (journal_.wants_compaction()) compact_store();
+  if (!commit_posted_) {
+    commit_posted_ = true;
+    asio::post(ex_, [this, alive = std::weak_ptr<bool>(alive_)] {
+      if (alive.expired()) return;
+      commit_posted_ = false;
+      (void)commit();
+    });
+  }
+  return {};
+}
+
+// Everything recorded so far durable (before a submission is answered, before a job starts).
+Result<void> Jobs::commit() {
+  auto r = journal_.commit();
+  if (!r) {
+    store_failed(r.error().message);
     return r;
   }
   if (store_error_) log_->info("job state recorded again");
@@ -68,8 +150,8 @@ void Jobs::prune() {
     it = finished_.erase(it);
     auto j = jobs_.find(id);
     if (j == jobs_.end()) continue;
+    if (auto r = journal_.forget(id); !r) store_failed(r.error().message);
     std::error_code ec;
-    fs::remove(store_file(id, ".json"), ec);
     if (!j->second->log.empty()) fs::remove(j->second->log, ec);
     jobs_.erase(j);
   }

@@ -36,7 +36,8 @@ asio::awaitable<Result<Run>> Run::launch(ProcessRunner& runner, Filesystem& file
   fs::remove_all(dir, ec);  // an earlier attempt's files: never read as this run's
   spec.own_cgroup = !launcher.systemd_run.empty();
   if (auto r = files.create_directories(dir, 0700); !r) co_return r.error();
-  if (auto r = files.write_file_atomic(dir / kSpecFile, spec.to_text(), 0600); !r) co_return r.error();
+  // No fsync: after a crash of the machine the monitor is gone too, and the spec is not read.
+  if (auto r = files.write_file_atomic(dir / kSpecFile, spec.to_text(), 0600, false); !r) co_return r.error();
   SpawnSpec s;
   s.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"};
   if (launcher.systemd_run.empty()) {

@@ -75,7 +75,7 @@ class Monitor {
     proc_ = std::move(*child);
     // Without it an agent started later cannot take the run back (it reports it lost); the
     // agent that started this monitor still sees its end.
-    (void)write(kMonitorFile, whoami().to_text());
+    (void)write(kMonitorFile, whoami().to_text(), false);
     signals_.async_wait([this](const boost::system::error_code& ec, int) {
       if (!ec) cancel();
     });
@@ -91,8 +91,10 @@ class Monitor {
     return fs::exists(dir_ / name, ec);
   }
 
-  bool write(std::string_view name, const std::string& text) {
-    auto w = files_.write_file_atomic(dir_ / name, text, 0600);
+  // exit.json durable (the end must survive the machine); monitor.json need not be: after a
+  // crash of the machine its monitor is gone whatever the file says.
+  bool write(std::string_view name, const std::string& text, bool durable = true) {
+    auto w = files_.write_file_atomic(dir_ / name, text, 0600, durable);
     if (!w) log_->error("{}: {}", spec_.name, w.error().message);
     return static_cast<bool>(w);
   }

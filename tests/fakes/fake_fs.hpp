@@ -39,7 +39,8 @@ class FakeFilesystem final : public Filesystem {
     if (it->second.size() > max_bytes) return Error{path.string() + ": larger than " + std::to_string(max_bytes) + " bytes"};
     return it->second;
   }
-  Result<void> write_file_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode) override {
+  Result<void> write_file_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode = 0600,
+                                 bool /*durable*/ = true) override {
     std::lock_guard lock(mu_);
     files_[path] = std::string(data);
     modes_[path] = mode;
@@ -49,6 +50,14 @@ class FakeFilesystem final : public Filesystem {
     std::lock_guard lock(mu_);
     directories_.insert(path);
     modes_[path] = mode;
+    return {};
+  }
+
+  Result<void> append_file(const std::filesystem::path& path, std::string_view data, unsigned mode,
+                           bool /*sync*/) override {
+    std::lock_guard lock(mu_);
+    files_[path] += std::string(data);
+    modes_.emplace(path, mode);
     return {};
   }
 

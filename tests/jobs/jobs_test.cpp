@@ -11,6 +11,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "agent/jobs/spec.hpp"
 #include "tests/support/agent_process.hpp"
 #include "tests/support/devcp.hpp"
 #include "tests/support/nvml_scenario.hpp"
@@ -334,6 +335,31 @@ TEST_CASE("10,000 queued jobs are accepted, listed in order and kept across a re
   auto dup = a.submit(json::serialize(json::object{{"id", "q00042"}, {"command", json::array{"true"}}}), 200);
   CHECK(dup.at("duplicate") == true);
   CHECK(dup.at("position").as_int64() == 43);
+}
+
+TEST_CASE("jobs an earlier version recorded one file each are read into the journal, a broken file kept aside", "[jobs]") {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "state/jobs");
+  instanced::JobsConfig config;
+  instanced::jobs::JobRecord old;
+  old.spec = *instanced::jobs::parse_job_spec(json::parse(R"({"id": "old", "command": ["true"]})").as_object(), config);
+  old.seq = 5;
+  dir.write("state/jobs/old.json", old.to_text());
+  dir.write("state/jobs/broken.json", "{not json");
+  JobsAgent a(dir);
+  a.wait_state("old", "succeeded");
+  CHECK_FALSE(std::filesystem::exists(dir / "state/jobs/old.json"));
+  CHECK(std::filesystem::exists(dir / "state/jobs/broken.json.bad"));
+  CHECK_THAT(a.agent().log(), Catch::Contains("job file " + (dir / "state/jobs/broken.json").string() + " is unreadable"));
+  CHECK_THAT(slurp(dir / "state/jobs/journal"), Catch::Contains(R"("id":"old")"));
+  // New jobs after it, in the journal too; all there after a restart.
+  a.submit(R"({"id": "new", "command": ["true"]})");
+  a.wait_state("new", "succeeded");
+  a.agent().signal(SIGKILL);
+  a.agent().wait_exit(5s);
+  a.start();
+  CHECK(a.job("old").at("state") == "succeeded");
+  CHECK(a.job("new").at("state") == "succeeded");
 }
 
 TEST_CASE("bad submissions are refused with the field named, from operators and the control plane", "[jobs]") {

@@ -1,0 +1,106 @@
+// The job journal (agent/jobs/journal.hpp) on a real file: the last line of each job wins,
+// a forgotten job stays forgotten, a line cut short by a crash is ignored, a damaged one is
+// named, and the file is rewritten once it holds mostly history.
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "agent/jobs/journal.hpp"
+#include "tests/support/agent_process.hpp"
+
+using namespace instanced;
+using namespace instanced::jobs;
+using instanced::testing::slurp;
+using instanced::testing::TempDir;
+
+namespace {
+
+JobRecord job(const std::string& id, JobState state, std::uint64_t seq) {
+  JobsConfig config;
+  JobRecord r;
+  r.spec = *parse_job_spec(boost::json::parse(R"({"id": ")" + id + R"(", "command": ["true"]})").as_object(), config);
+  r.seq = seq;
+  r.state = state;
+  return r;
+}
+
+std::map<std::string, JobState> states(const JobJournal::Loaded& l) {
+  std::map<std::string, JobState> out;
+  for (const auto& r : l.records) out[r.spec.id] = r.state;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the job journal: the last line of each job wins, forgotten jobs stay forgotten", "[jobs]") {
+  TempDir dir;
+  RealFilesystem files;
+  const auto file = dir / "journal";
+  {
+    JobJournal j(files, file);
+    REQUIRE(j.load());  // no file yet: nothing
+    REQUIRE(j.append(job("a", JobState::queued, 1)));
+    REQUIRE(j.append(job("b", JobState::queued, 2)));
+    CHECK(j.pending());
+    REQUIRE(j.append(job("a", JobState::running, 1)));
+    REQUIRE(j.append(job("c", JobState::succeeded, 3)));
+    REQUIRE(j.forget("c"));
+    REQUIRE(j.commit());
+    CHECK_FALSE(j.pending());
+  }
+  JobJournal again(files, file);
+  auto loaded = again.load();
+  REQUIRE(loaded);
+  CHECK(loaded->problems.empty());
+  CHECK(states(*loaded) == std::map<std::string, JobState>{{"a", JobState::running}, {"b", JobState::queued}});
+  // The file is 0600: records hold the jobs' variables.
+  CHECK((std::filesystem::status(file).permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+}
+
+TEST_CASE("a journal cut short by a crash, or damaged, loses only the lines it must", "[jobs]") {
+  TempDir dir;
+  RealFilesystem files;
+  const auto file = dir / "journal";
+  const std::string a = JobJournal::record_line(job("a", JobState::queued, 1));
+  const std::string b = JobJournal::record_line(job("b", JobState::queued, 2));
+  const std::string c = JobJournal::record_line(job("c", JobState::queued, 3));
+  SECTION("the last write did not finish") {
+    dir.write("journal", a + b + c.substr(0, c.size() / 2));
+    auto loaded = JobJournal(files, file).load();
+    REQUIRE(loaded);
+    CHECK(states(*loaded).size() == 2);
+    REQUIRE(loaded->problems.size() == 1);
+    CHECK(loaded->problems[0] == "line 3: incomplete (the last write did not finish); ignored");
+  }
+  SECTION("a byte changed in the middle") {
+    std::string damaged = b;
+    damaged[damaged.size() / 2] ^= 0x20;
+    dir.write("journal", a + damaged + c + "garbage\n");
+    auto loaded = JobJournal(files, file).load();
+    REQUIRE(loaded);
+    CHECK(states(*loaded) == std::map<std::string, JobState>{{"a", JobState::queued}, {"c", JobState::queued}});
+    CHECK(loaded->problems == std::vector<std::string>{"line 2: checksum mismatch", "line 4: not a journal line"});
+  }
+}
+
+TEST_CASE("the journal is rewritten with the live records once it holds mostly history", "[jobs]") {
+  TempDir dir;
+  RealFilesystem files;
+  const auto file = dir / "journal";
+  JobJournal j(files, file);
+  REQUIRE(j.load());
+  std::vector<JobRecord> live{job("keep", JobState::queued, 1)};
+  REQUIRE(j.append(live[0]));
+  // One job changing state over and over: history piles up, what is live stays one line.
+  JobRecord churn = job("churn", JobState::queued, 2);
+  while (!j.wants_compaction()) REQUIRE(j.append(churn));
+  CHECK(std::filesystem::file_size(file) > (1u << 20));
+  live.push_back(churn);
+  REQUIRE(j.compact({&live[0], &live[1]}));
+  CHECK(std::filesystem::file_size(file) < 2048);
+  CHECK_FALSE(j.wants_compaction());
+  auto loaded = JobJournal(files, file).load();
+  REQUIRE(loaded);
+  CHECK(states(*loaded).size() == 2);
+}
