@@ -1,6 +1,6 @@
 // A job as submitted (the control command `submit_job`, `instancectl job submit`, POST
-// /v1/jobs) and as the agent remembers it (state_dir/jobs/ID.json, one file per job,
-// written crash-safely at every change of state). docs/jobs.md has the fields.
+// /v1/jobs) and as the agent remembers it (a line of state_dir/jobs/journal at every change
+// of state, journal.hpp). docs/jobs.md has the fields.
 #pragma once
 
 #include <boost/json/object.hpp>
