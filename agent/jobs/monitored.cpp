@@ -157,7 +157,7 @@ asio::awaitable<void> Jobs::remove_job_container(const JobRecord& job) {
     log_->warn("cannot remove container {}: {}", name, cli.error().message);
     co_return;
   }
-  const ContainerRuntimeCli c = *cli;
+  const ContainerRuntimeCli& c = *cli;
   co_await remove_container(c, name);
 }
 
