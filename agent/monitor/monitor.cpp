@@ -60,7 +60,6 @@ class Monitor {
                              line);
     };
     RunLog::LineSink lines = spec_.journal_identifier.empty() ? RunLog::LineSink{} : RunLog::LineSink{sink};
-    log_file_ = std::make_unique<RunLog>(spec_.log_file, spec_.max_log_bytes, spec_.tail_lines, lines, dir_ / kLiveTailFile);
     SpawnSpec spawn = spec_.spawn;
     spawn.capture_output = true;
     spawn.inherit_fd = -1;
@@ -68,6 +67,9 @@ class Monitor {
     auto script = hold_inline_script();
     if (script && *script) spawn.inherit_fd = script->get();
     auto child = script ? runner_.spawn(spawn) : Result<std::unique_ptr<Process>>(script.error());
+    // The log and its shared tail are made once the workload runs (its output waits in the
+    // pipe meanwhile): the job need not wait for two files to be made.
+    log_file_ = std::make_unique<RunLog>(spec_.log_file, spec_.max_log_bytes, spec_.tail_lines, lines, dir_ / kLiveTailFile);
     if (!child) {
       log_file_->feed(fmt::format("[instanced: {}]\n", child.error().message));
       return record(not_started(child.error().message, Outcome::not_started));
