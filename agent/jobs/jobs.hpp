@@ -140,7 +140,6 @@ class Jobs final : public Subsystem {
   Result<void> persist(const JobRecord& job);
   Result<void> commit();
   void store_failed(const std::string& why);
-  std::filesystem::path journal_file() const;
   void adopt(std::unique_ptr<JobRecord> job);
   void keep_damaged_journal(const std::vector<std::string>& problems);
   std::size_t load_legacy_files(const std::filesystem::path& dir);

@@ -37,6 +37,7 @@ class JobJournal {
   // Everything appended so far durable; nothing to do when nothing is pending.
   Result<void> commit();
   bool pending() const { return pending_; }
+  const std::filesystem::path& file() const { return file_; }
 
   // Whether the file holds more than twice what is live; compact() rewrites it with `live`.
   bool wants_compaction() const;

@@ -124,12 +124,12 @@ asio::awaitable<bool> Jobs::recover_monitored(const std::string& id) {
     spawn_supervisor(id, adopt_monitored(id));
     co_return true;
   }
-  if (auto* gone = std::get_if<monitor::Run::Gone>(&*found); gone && !job.container.empty()) {
-    log_->info("job {}: {}; asking the container runtime", id, gone->reason);
-    remove_run_folder(id);
-    co_return false;
-  }
   if (auto* gone = std::get_if<monitor::Run::Gone>(&*found)) {
+    if (!job.container.empty()) {  // its container may still run: the runtime says
+      log_->info("job {}: {}; asking the container runtime", id, gone->reason);
+      remove_run_folder(id);
+      co_return false;
+    }
     auto left = co_await kill_marked(id);
     finish(*jobs_.at(id), JobState::lost,
            left.empty() ? gone->reason : fmt::format("{}; {} of its processes were still running and were stopped",

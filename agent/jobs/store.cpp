@@ -20,10 +20,10 @@ void Jobs::load() {
   auto loaded = journal_.load();
   if (!loaded) {
     // Unreadable as a whole (not a regular file, too large): kept for a person, a new one begun.
-    log_->error("the job journal {} cannot be read ({}); moved to {}.bad", journal_file().string(),
-                loaded.error().message, journal_file().filename().string());
+    log_->error("the job journal {} cannot be read ({}); moved to {}.bad", journal_.file().string(),
+                loaded.error().message, journal_.file().filename().string());
     std::error_code ec;
-    fs::rename(journal_file(), fs::path(journal_file().string() + ".bad"), ec);
+    fs::rename(journal_.file(), fs::path(journal_.file().string() + ".bad"), ec);
     loaded = JobJournal::Loaded{};
   }
   if (!loaded->problems.empty()) keep_damaged_journal(loaded->problems);
@@ -32,11 +32,9 @@ void Jobs::load() {
   // A damaged journal or legacy files: rewritten at once, with what was read.
   if (!loaded->problems.empty() || legacy) compact_store();
   if (!jobs_.empty())
-    log_->info("{} jobs read from {} ({} queued){}", jobs_.size(), journal_file().string(), queue_.size(),
+    log_->info("{} jobs read from {} ({} queued){}", jobs_.size(), journal_.file().string(), queue_.size(),
                legacy ? fmt::format(", {} of them from the files of an earlier version", legacy) : "");
 }
-
-fs::path Jobs::journal_file() const { return fs::path(state_dir_) / "jobs" / "journal"; }
 
 void Jobs::adopt(std::unique_ptr<JobRecord> job) {
   next_seq_ = std::max(next_seq_, job->seq + 1);
@@ -50,10 +48,10 @@ void Jobs::adopt(std::unique_ptr<JobRecord> job) {
 
 // What was read is kept; the damaged lines are named and the file kept beside for a person.
 void Jobs::keep_damaged_journal(const std::vector<std::string>& problems) {
-  const fs::path copy = journal_file().string() + ".bad";
+  const fs::path copy = journal_.file().string() + ".bad";
   std::error_code ec;
-  fs::copy_file(journal_file(), copy, fs::copy_options::overwrite_existing, ec);
-  for (const auto& p : problems) log_->error("job journal {}: {}", journal_file().string(), p);
+  fs::copy_file(journal_.file(), copy, fs::copy_options::overwrite_existing, ec);
+  for (const auto& p : problems) log_->error("job journal {}: {}", journal_.file().string(), p);
   log_->error("the job journal had {} damaged line(s); a copy is kept as {}", problems.size(), copy.string());
 }
 
@@ -103,7 +101,7 @@ fs::path Jobs::store_file(const std::string& id, const char* extension) const {
 }
 
 void Jobs::store_failed(const std::string& why) {
-  if (!store_error_) log_->error("cannot record jobs in {}: {}", journal_file().string(), why);
+  if (!store_error_) log_->error("cannot record jobs in {}: {}", journal_.file().string(), why);
   store_error_ = why;
 }
 

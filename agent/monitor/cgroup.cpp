@@ -67,13 +67,16 @@ std::optional<std::uint64_t> oom_kills(std::string_view counter_text) {
   return count;
 }
 
+bool cgroup_v2_only(std::string_view root) {
+  std::error_code ec;
+  return std::filesystem::exists(std::string(root) + "/cgroup.controllers", ec);
+}
+
 std::optional<std::uint64_t> own_oom_kills() {
   constexpr std::string_view root = "/sys/fs/cgroup";
   auto self = read_regular_file("/proc/self/cgroup", 64 << 10);
   if (!self) return std::nullopt;
-  std::error_code ec;
-  const bool unified = std::filesystem::exists(std::string(root) + "/cgroup.controllers", ec);
-  auto file = oom_counter_file(*self, root, unified);
+  auto file = oom_counter_file(*self, root, cgroup_v2_only(root));
   if (!file) return std::nullopt;
   auto text = read_regular_file(*file, 64 << 10);
   return text ? oom_kills(*text) : std::nullopt;

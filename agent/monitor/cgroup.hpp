@@ -21,6 +21,9 @@ std::optional<std::string> oom_counter_file(std::string_view proc_cgroup, std::s
 // The count in a counter file's text; nothing without an "oom_kill" line.
 std::optional<std::uint64_t> oom_kills(std::string_view counter_text);
 
+// Whether the cgroup v2 hierarchy alone is mounted at `root` (else v1's, as on Ubuntu 18.04).
+bool cgroup_v2_only(std::string_view root = "/sys/fs/cgroup");
+
 // This process's counter now, read from /proc/self/cgroup and /sys/fs/cgroup; nothing when
 // there is none to read.
 std::optional<std::uint64_t> own_oom_kills();

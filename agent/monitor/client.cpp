@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "agent/monitor/cgroup.hpp"
 #include "common/child_io.hpp"
 #include "common/syscalls.hpp"
 
@@ -26,7 +27,7 @@ Launcher default_launcher(std::string slice) {
   const char* invocation = std::getenv("INVOCATION_ID");
   if (invocation && *invocation && fs::exists("/run/systemd/system", ec)) l.systemd_run = find_program("systemd-run");
   l.slice = std::move(slice);
-  l.cgroup_unified = fs::exists("/sys/fs/cgroup/cgroup.controllers", ec);
+  l.cgroup_unified = cgroup_v2_only();
   return l;
 }
 
