@@ -161,6 +161,10 @@ void RunLog::map_shared_tail() {
   void* map = MAP_FAILED;
   if (fd && ::ftruncate(fd.get(), static_cast<off_t>(len)) == 0)
     map = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  // No read-ahead: a page's first touch would read (zero-fill) up to megabytes of the
+  // sparse file around it, and the unlink at the end drop them all again (measured: a fifth
+  // of a short run's CPU went there).
+  if (map != MAP_FAILED) ::madvise(map, len, MADV_RANDOM);
   if (map == MAP_FAILED) {
     if (!error_) error_ = fmt::format("cannot map {}: {}", shared_path_.string(), std::strerror(errno));
     std::error_code ec;

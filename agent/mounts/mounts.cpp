@@ -222,6 +222,17 @@ Tools Mounts::tools() const {
                ops_.find_program(config_.blobfuse2), ops_.find_program(config_.rclone)};
 }
 
+asio::awaitable<bool> Mounts::rclone_knows_devname(const std::string& rclone) {
+  if (auto known = rclone_devname_.find(rclone); known != rclone_devname_.end()) co_return known->second;
+  SpawnSpec spec = spec_for({rclone, "mount", "--help"}, {});
+  spec.capture_output = true;
+  auto [status, out] = co_await run_helper(spec);
+  if (!status.success()) co_return true;  // asked again at the next attempt
+  const bool knows = out.find("--devname") != std::string::npos;
+  rclone_devname_[rclone] = knows;
+  co_return knows;
+}
+
 Result<Secrets> Mounts::read_secrets(const MountConfig& m) const {
   Secrets s;
   if (!m.key_file.empty()) {
@@ -367,7 +378,9 @@ asio::awaitable<void> Mounts::attempt(Supervised& s) {
     failed_attempt(s, Reason::other, secrets.error().message);
     co_return;
   }
-  auto plan = plan_mount(s.config, config_, *secrets, tools(), secrets_dir_);
+  Tools found = tools();
+  if (!found.rclone.empty() && s.config.type == MountType::blob) found.rclone_devname = co_await rclone_knows_devname(found.rclone);
+  auto plan = plan_mount(s.config, config_, *secrets, found, secrets_dir_);
   if (!plan) {
     failed_attempt(s, Reason::driver_missing, plan.error().message);
     co_return;

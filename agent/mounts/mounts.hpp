@@ -8,6 +8,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <map>
 #include <boost/json/object.hpp>
 #include <memory>
 #include <optional>
@@ -90,6 +91,8 @@ class Mounts final : public Subsystem {
   // What /proc/self/mountinfo shows on top of `mount_point` now, if anything.
   std::optional<MountEntry> mounted_at(const std::string& mount_point);
   Tools tools() const;
+  // Whether `rclone mount` knows --devname: asked once per program (its --help).
+  boost::asio::awaitable<bool> rclone_knows_devname(const std::string& rclone);
   SpawnSpec spec_for(const std::vector<std::string>& argv, const std::vector<std::string>& env) const;
   void set_state(Supervised& s, MountState to, Reason reason, std::string error);
   void failed_attempt(Supervised& s, Reason reason, std::string error);
@@ -102,6 +105,7 @@ class Mounts final : public Subsystem {
   MountOps& ops_;
   StorageConfig config_;
   std::string secrets_dir_;
+  std::map<std::string, bool> rclone_devname_;  // rclone_knows_devname's answers, by program
   monitor::Launcher monitors_;
   Logger log_;
   std::vector<std::unique_ptr<Supervised>> mounts_;

@@ -179,15 +179,17 @@ Result<MountPlan> plan_mount(const MountConfig& m, const StorageConfig& storage,
   // --vfs-write-back 0s: a file is uploaded when it is closed. rclone finishes uploads under
   // way when it is unmounted, but drops those still waiting for their delay (they would be
   // sent at its next start from a cache on the temp disk, which a stop may wipe).
-  // --devname: mountinfo's source would otherwise carry a suffix for the overridden config.
   p.argv = {tools.rclone,        "mount",       p.source,
-            m.mount_point,       "--devname",   p.source, "--allow-other", "--vfs-cache-mode",
+            m.mount_point,       "--allow-other", "--vfs-cache-mode",
             "writes",            "--vfs-write-back", "0s",            "--cache-dir", cache,
             "--vfs-cache-max-size", fmt::format("{}M", std::max<std::uint64_t>(1, m.cache_size.bytes >> 20)),
             "--dir-cache-time",  "30s",         "--uid",
             std::to_string(m.uid), "--gid",     std::to_string(m.gid),
             "--dir-perms",       octal(m.dir_mode), "--file-perms",
             octal(m.file_mode),  "--umask",     "0000"};
+  // --devname: mountinfo's source would otherwise carry a suffix for the overridden config
+  // (rclone 1.55 and later; those before have neither the suffix nor the flag).
+  if (tools.rclone_devname) p.argv.insert(p.argv.begin() + 4, {"--devname", p.source});
   if (m.read_only) p.argv.push_back("--read-only");
   for (const auto& o : m.options) p.argv.push_back("--" + o);  // later flags win: dir-cache-time=1s
   return p;

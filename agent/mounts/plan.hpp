@@ -30,6 +30,7 @@ struct Tools {
   std::string smbclient;
   std::string blobfuse2;
   std::string rclone;
+  bool rclone_devname = true;  // its mount knows --devname (rclone 1.54 and later; Debian 11 has 1.53)
 };
 
 struct MountPlan {

@@ -1,5 +1,6 @@
 // Mount plans, mountinfo parsing, error classification, the blobfuse2 configuration and
 // the storage section of the config: pure functions, checked without mounting anything.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <set>
 #include <yaml-cpp/yaml.h>
@@ -129,6 +130,24 @@ TEST_CASE("an rclone plan: secrets in the environment only, the cache under stor
   REQUIRE(p);
   CHECK(any_contains(p->env, "RCLONE_AZUREBLOB_SAS_URL=http://127.0.0.1:10000/devstoreaccount1/training-data?" + kSecrets.sas));
   CHECK_FALSE(any_contains(p->argv, "SECRETSIG"));
+}
+
+TEST_CASE("rclone before 1.54 (Debian 11's 1.53) is not given --devname, which it refuses", "[mounts][plan]") {
+  StorageConfig storage;
+  auto m = blob_mount(BlobDriver::rclone);
+  auto modern = plan_mount(m, storage, kSecrets, kAll, "/s");
+  REQUIRE(modern);
+  std::vector<std::string> expected{"/usr/bin/rclone", "mount", ":azureblob:training-data", m.mount_point, "--devname",
+                                    ":azureblob:training-data", "--allow-other"};
+  CHECK(std::vector<std::string>(modern->argv.begin(), modern->argv.begin() + 7) == expected);
+  Tools old = kAll;
+  old.rclone_devname = false;
+  auto p = plan_mount(m, storage, kSecrets, old, "/s");
+  REQUIRE(p);
+  CHECK(p->argv.size() + 2 == modern->argv.size());
+  CHECK(std::find(p->argv.begin(), p->argv.end(), "--devname") == p->argv.end());
+  CHECK(p->argv[4] == "--allow-other");
+  CHECK(p->source == ":azureblob:training-data");  // what 1.53 puts in mountinfo without the flag
 }
 
 TEST_CASE("driver auto: blobfuse2 when installed, else rclone", "[mounts][plan]") {
