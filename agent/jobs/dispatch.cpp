@@ -25,7 +25,7 @@ DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_s
     std::vector<unsigned> give;
     if (it->gpus.any()) {
       if (auto never = never_fits(it->gpus, view)) {
-        plan.never.push_back({it->id, std::move(*never)});
+        plan.never.push_back({std::string(it->id), std::move(*never)});
         continue;
       }
       if (plan.gpu_blocked) continue;
@@ -37,7 +37,7 @@ DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_s
       give.assign(free_gpus.begin(), free_gpus.begin() + want);
       free_gpus.erase(free_gpus.begin(), free_gpus.begin() + want);
     }
-    plan.start.push_back({it->id, std::move(give)});
+    plan.start.push_back({std::string(it->id), std::move(give)});
   }
   return plan;
 }

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/jobs/spec.hpp"
@@ -19,7 +20,7 @@ struct GpuView {
 };
 
 struct Waiting {
-  std::string id;
+  std::string_view id;  // the queued job's own (the plan copies what it keeps)
   GpuRequest gpus;
 };
 

@@ -112,11 +112,14 @@ void Jobs::dispatch() {
   // Not before the jobs that were running are known again (their slots and GPUs).
   if (stopping_ || !recovered_ || !config_.enabled || queue_.empty() || closed_gate()) return;
   if (api_.clock.now() < hold_until_) return;
+  const std::size_t slots = free_slots();
+  if (slots == 0) return;  // the plan would start nothing (bench/jobs: 10,000 queued, every slot busy)
   GpuView view = gpus_ ? gpus_() : GpuView{};
-  std::vector<Waiting> waiting;
-  waiting.reserve(queue_.size());
-  for (const auto& [seq, job] : queue_) waiting.push_back({job->spec.id, job->spec.gpus});
-  DispatchPlan plan = plan_dispatch(waiting, free_slots(), view, free_gpus(view));
+  // Views of the queue, in a vector kept between calls: no copy, no allocation per dispatch.
+  waiting_.clear();
+  for (const auto& [seq, job] : queue_) waiting_.push_back({job->spec.id, job->spec.gpus});
+  DispatchPlan plan = plan_dispatch(waiting_, slots, view, free_gpus(view));
+  waiting_.clear();
   gpu_blocked_ = plan.gpu_blocked;
   for (auto& n : plan.never) {
     // Submitted before the GPUs were known: it can never run here.

@@ -185,6 +185,7 @@ class Jobs final : public Subsystem {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for what is posted to the loop
   bool stopping_ = false;
   bool recovered_ = false;
+  std::vector<Waiting> waiting_;  // dispatch()'s view of the queue (its capacity kept)
   bool gpu_blocked_ = false;  // the last dispatch() left a job waiting for GPUs: look again soon  // recover() is done: dispatch() may start jobs
   std::uint64_t started_total_ = 0;
   double wait_seconds_total_ = 0;

@@ -7,9 +7,10 @@ using namespace instanced::jobs;
 
 namespace {
 
-Waiting cpu(std::string id) { return {std::move(id), {}}; }
-Waiting gpu(std::string id, unsigned n) { return {std::move(id), {false, n}}; }
-Waiting all_gpus(std::string id) { return {std::move(id), {true, 0}}; }
+// Ids are string literals: a Waiting views its job's id.
+Waiting cpu(std::string_view id) { return {id, {}}; }
+Waiting gpu(std::string_view id, unsigned n) { return {id, {false, n}}; }
+Waiting all_gpus(std::string_view id) { return {id, {true, 0}}; }
 
 std::vector<std::string> ids(const DispatchPlan& p) {
   std::vector<std::string> out;
