@@ -18,10 +18,12 @@ bool gpus_fit(const GpuRequest& want, const GpuView& view, const std::vector<uns
   return view.known && n > 0 && free.size() >= n && (!want.all || free.size() == view.usable.size());
 }
 
-DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_slots, const GpuView& view,
+DispatchPlan plan_dispatch(QueueCursor& queue, std::size_t free_slots, const GpuView& view,
                            std::vector<unsigned> free_gpus) {
   DispatchPlan plan;
-  for (auto it = queue.begin(); it != queue.end() && plan.start.size() < free_slots; ++it) {
+  while (plan.start.size() < free_slots) {
+    std::optional<Waiting> it = queue.next();
+    if (!it) break;
     std::vector<unsigned> give;
     if (it->gpus.any()) {
       if (auto never = never_fits(it->gpus, view)) {
@@ -31,6 +33,7 @@ DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_s
       if (plan.gpu_blocked) continue;
       if (!gpus_fit(it->gpus, view, free_gpus)) {
         plan.gpu_blocked = true;
+        queue.skip_gpu_jobs();
         continue;
       }
       const auto want = static_cast<std::ptrdiff_t>(gpus_taken(it->gpus, view));
@@ -40,6 +43,16 @@ DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_s
     plan.start.push_back({std::string(it->id), std::move(give)});
   }
   return plan;
+}
+
+DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_slots, const GpuView& view,
+                           std::vector<unsigned> free_gpus) {
+  struct Every final : QueueCursor {
+    explicit Every(const std::vector<Waiting>& q) : at(q.begin()), end(q.end()) {}
+    std::optional<Waiting> next() override { return at == end ? std::nullopt : std::optional<Waiting>(*at++); }
+    std::vector<Waiting>::const_iterator at, end;
+  } every(queue);
+  return plan_dispatch(every, free_slots, view, std::move(free_gpus));
 }
 
 }  // namespace instanced::jobs

@@ -45,9 +45,22 @@ std::size_t gpus_taken(const GpuRequest& want, const GpuView& view);
 // Whether the job's GPUs can be given now from `free` (usable ones no job holds).
 bool gpus_fit(const GpuRequest& want, const GpuView& view, const std::vector<unsigned>& free);
 
+// What plan_dispatch walks: the queue in order. Once a GPU job is blocked only CPU jobs can
+// start behind it: skip_gpu_jobs() lets the cursor leave out the GPU jobs from there on (the
+// job queue's cursor does so when none of them can have become a "never fits").
+class QueueCursor {
+ public:
+  virtual ~QueueCursor() = default;
+  virtual std::optional<Waiting> next() = 0;  // none: the end of the queue
+  virtual void skip_gpu_jobs() {}
+};
+
 // `queue` in order; `free_slots` jobs may start; `free_gpus`: usable GPUs no job holds.
 // A GPU job that does not fit blocks the GPU jobs behind it (no starvation by smaller ones);
 // CPU jobs pass it.
+DispatchPlan plan_dispatch(QueueCursor& queue, std::size_t free_slots, const GpuView& view,
+                           std::vector<unsigned> free_gpus);
+// The same over every job of a list (none skipped).
 DispatchPlan plan_dispatch(const std::vector<Waiting>& queue, std::size_t free_slots, const GpuView& view,
                            std::vector<unsigned> free_gpus);
 

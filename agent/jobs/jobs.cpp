@@ -115,16 +115,15 @@ void Jobs::dispatch() {
   const std::size_t slots = free_slots();
   if (slots == 0) return;  // the plan would start nothing (bench/jobs: 10,000 queued, every slot busy)
   GpuView view = gpus_ ? gpus_() : GpuView{};
-  // Views of the queue, in a vector kept between calls: no copy, no allocation per dispatch.
-  waiting_.clear();
-  for (const auto& [seq, job] : queue_) waiting_.push_back({job->spec.id, job->spec.gpus});
-  DispatchPlan plan = plan_dispatch(waiting_, slots, view, free_gpus(view));
-  waiting_.clear();
+  const std::pair<bool, std::size_t> seen{view.known, view.total};
+  QueueWalk walk(queue_, walked_view_ == seen);
+  DispatchPlan plan = plan_dispatch(walk, slots, view, free_gpus(view));
+  if (walk.saw_every_job()) walked_view_ = seen;
   gpu_blocked_ = plan.gpu_blocked;
   for (auto& n : plan.never) {
     // Submitted before the GPUs were known: it can never run here.
     JobRecord& job = *jobs_.at(n.id);
-    queue_.erase(job.seq);
+    queue_.remove(job.seq);
     finish(job, JobState::failed, std::move(n.reason), {});
   }
   for (auto& s : plan.start) {
@@ -145,7 +144,7 @@ void Jobs::start(JobRecord& job, std::vector<unsigned> gpus) {
     job = before;
     return;
   }
-  queue_.erase(job.seq);
+  queue_.remove(job.seq);
   ++started_total_;
   wait_seconds_total_ += seconds(job.started - job.submitted);
   auto& live = live_[job.spec.id];
@@ -199,7 +198,7 @@ Jobs::Submitted Jobs::submit(JobSpec spec, std::optional<unsigned> owner) {
   const std::string id = j.spec.id;
   const bool was_empty = queue_.empty();
   jobs_[id] = std::move(job);
-  queue_[j.seq] = &j;
+  queue_.add(j);
   // A job that can start at once is written once, as starting (start() writes it before
   // anything runs); one that waits is written as queued. Either way it is on disk before
   // the answer.
@@ -208,7 +207,7 @@ Jobs::Submitted Jobs::submit(JobSpec spec, std::optional<unsigned> owner) {
   Result<void> recorded = j.state == JobState::queued ? persist(j) : Result<void>{};
   if (recorded) recorded = commit();
   if (!recorded && j.state == JobState::queued) {
-    queue_.erase(j.seq);
+    queue_.remove(j.seq);
     jobs_.erase(id);
     return {K::refused, {}, "cannot record the job: " + recorded.error().message};
   }
@@ -226,7 +225,7 @@ Result<json::object> Jobs::cancel(const std::string& id) {
   JobRecord& job = *it->second;
   if (is_finished(job.state)) return Error{fmt::format("job {} has already ended ({})", id, to_string(job.state))};
   if (job.state == JobState::queued) {
-    queue_.erase(job.seq);
+    queue_.remove(job.seq);
     finish(job, JobState::cancelled, "cancelled while queued", {});
     poke();
     publish();

@@ -24,6 +24,7 @@
 
 #include "agent/jobs/container.hpp"
 #include "agent/jobs/dispatch.hpp"
+#include "agent/jobs/queue.hpp"
 #include "agent/jobs/journal.hpp"
 #include "agent/jobs/spec.hpp"
 #include "agent/monitor/client.hpp"
@@ -167,7 +168,7 @@ class Jobs final : public Subsystem {
   std::size_t slots_ = 1;
   std::vector<Gate*> prerequisites_;
   std::unordered_map<std::string, std::unique_ptr<JobRecord>> jobs_;
-  std::map<std::uint64_t, JobRecord*> queue_;     // queued, by seq
+  JobQueue queue_;                                 // queued, by seq
   std::map<std::uint64_t, std::string> finished_;  // finished, by seq: the oldest pruned first
   std::map<std::string, std::unique_ptr<Live>> live_;  // starting or running
   std::uint64_t next_seq_ = 1;
@@ -185,8 +186,10 @@ class Jobs final : public Subsystem {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for what is posted to the loop
   bool stopping_ = false;
   bool recovered_ = false;
-  std::vector<Waiting> waiting_;  // dispatch()'s view of the queue (its capacity kept)
-  bool gpu_blocked_ = false;  // the last dispatch() left a job waiting for GPUs: look again soon  // recover() is done: dispatch() may start jobs
+  bool gpu_blocked_ = false;  // the last dispatch() left a job waiting for GPUs: look again soon
+  // The GPUs (known, count) when dispatch() last walked every queued job: while they stay so,
+  // no queued GPU job can have become a "never fits" (a new one was checked at submit).
+  std::optional<std::pair<bool, std::size_t>> walked_view_;
   std::uint64_t started_total_ = 0;
   double wait_seconds_total_ = 0;
 };

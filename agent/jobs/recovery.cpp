@@ -37,7 +37,7 @@ asio::awaitable<void> Jobs::recover() {
     job.gpus.clear();
     job.started = {};
     (void)persist(job);
-    queue_[job.seq] = &job;
+    queue_.add(job);
     log_->info("job {}: had not started when the agent stopped; queued again", job.spec.id);
   };
   for (const auto& id : ids) {

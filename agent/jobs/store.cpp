@@ -39,7 +39,7 @@ void Jobs::load() {
 void Jobs::adopt(std::unique_ptr<JobRecord> job) {
   next_seq_ = std::max(next_seq_, job->seq + 1);
   if (job->state == JobState::queued)
-    queue_[job->seq] = job.get();
+    queue_.add(*job);
   else if (is_finished(job->state))
     finished_[job->seq] = job->spec.id;
   const std::string id = job->spec.id;

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "agent/jobs/dispatch.hpp"
+#include "agent/jobs/queue.hpp"
 
 using namespace instanced::jobs;
 
@@ -66,4 +67,65 @@ TEST_CASE("more GPUs than the instance has: never, once the GPUs are known", "[j
   auto none = plan_dispatch({all_gpus("a")}, 10, GpuView{true, 0, {}}, {});
   REQUIRE(none.never.size() == 1);
   CHECK(none.never[0].reason == "gpus: all wanted; this instance has 0");
+}
+
+namespace {
+
+// A queued job of the queue (JobQueue keeps pointers to it).
+std::unique_ptr<JobRecord> queued(std::uint64_t seq, std::string id, unsigned gpus) {
+  auto j = std::make_unique<JobRecord>();
+  j->seq = seq;
+  j->spec.id = std::move(id);
+  j->spec.gpus.count = gpus;
+  return j;
+}
+
+// Every job the walk handed out, in order.
+struct Recorded final : QueueCursor {
+  explicit Recorded(QueueWalk& w) : walk(w) {}
+  std::optional<Waiting> next() override {
+    auto w = walk.next();
+    if (w) seen.emplace_back(w->id);
+    return w;
+  }
+  void skip_gpu_jobs() override { walk.skip_gpu_jobs(); }
+  QueueWalk& walk;
+  std::vector<std::string> seen;
+};
+
+}  // namespace
+
+TEST_CASE("behind a blocked GPU job only the CPU jobs are walked, unless a GPU job may have become a never",
+          "[jobs][dispatch]") {
+  std::vector<std::unique_ptr<JobRecord>> jobs;
+  jobs.push_back(queued(1, "g1", 2));
+  jobs.push_back(queued(2, "g2", 1));
+  jobs.push_back(queued(3, "huge", 8));
+  jobs.push_back(queued(4, "c1", 0));
+  jobs.push_back(queued(5, "g3", 1));
+  jobs.push_back(queued(6, "c2", 0));
+  JobQueue q;
+  for (auto& j : jobs) q.add(*j);
+  CHECK(q.size() == 6);
+  CHECK(q.cpu_jobs().size() == 2);
+  // One GPU free: g1 (two) blocks; the GPU jobs behind it are left out.
+  QueueWalk skipping(q, true);
+  Recorded a(skipping);
+  auto p = plan_dispatch(a, 10, kFour, {3});
+  CHECK(ids(p) == std::vector<std::string>{"c1", "c2"});
+  CHECK(p.gpu_blocked);
+  CHECK(a.seen == std::vector<std::string>{"g1", "c1", "c2"});
+  CHECK_FALSE(skipping.saw_every_job());
+  // Not allowed to skip (the GPUs changed since the last full walk): "huge" is found.
+  QueueWalk full(q, false);
+  Recorded b(full);
+  p = plan_dispatch(b, 10, kFour, {3});
+  CHECK(b.seen == std::vector<std::string>{"g1", "g2", "huge", "c1", "g3", "c2"});
+  REQUIRE(p.never.size() == 1);
+  CHECK(p.never[0].id == "huge");
+  CHECK(ids(p) == std::vector<std::string>{"c1", "c2"});
+  CHECK(full.saw_every_job());
+  q.remove(4);
+  CHECK(q.cpu_jobs().size() == 1);
+  CHECK(q.size() == 5);
 }
