@@ -134,6 +134,18 @@ long clients_pss_kib(const std::string& socket, pid_t server) {
   return total;
 }
 
+// SIGKILL to every process (but this one) whose environment holds `entry` ("NAME=value").
+void kill_environment(const std::string& entry) {
+  DIR* d = ::opendir("/proc");
+  while (dirent* e = ::readdir(d)) {
+    const pid_t pid = std::atoi(e->d_name);
+    if (pid <= 0 || pid == ::getpid()) continue;
+    const std::string env = slurp(std::string("/proc/") + e->d_name + "/environ");
+    if (env.find(entry + '\0') != std::string::npos || env.ends_with(entry)) ::kill(pid, SIGKILL);
+  }
+  ::closedir(d);
+}
+
 struct Latency {
   std::vector<double> samples;
   void print(const char* what) const {
@@ -281,7 +293,7 @@ jobs:
     ts_rss1 = rss_kib(server);
     ts_clients_kib = clients_pss_kib(ts_socket, server);
     run({"/usr/bin/tsp", "-K"}, ts_env);
-    run_command("pkill -f 'tsp -n' ; pkill -f 'sleep 3600' || true");
+    kill_environment("TS_SOCKET=" + ts_socket);  // the waiting clients and the long job
   }
 
   std::printf("submit-to-start (submission sent -> the job's process running):\n");

@@ -240,8 +240,8 @@ class RealProcess final : public Process {
     if (::setrlimit(resource, &rl) != 0) fail(6);
   }
   if (spec.nice != 0 && ::setpriority(PRIO_PROCESS, 0, spec.nice) != 0) fail(7);
-  // The system calls themselves: glibc's wrappers would change the credentials of every
-  // thread of the agent, whose memory this child shares until it execs.
+  // The system calls themselves: glibc's wrappers run its set-id broadcast over the
+  // thread list of the agent, whose memory this child shares until it execs.
   if (spec.user) {
     if (::syscall(SYS_setgroups, spec.user->groups.size(), spec.user->groups.data()) != 0) fail(1);
     if (::syscall(SYS_setgid, spec.user->gid) != 0) fail(2);
@@ -269,10 +269,11 @@ int child_main(void* p) {
 // The child shares the caller's memory and the caller waits until it has exec'd or exited
 // (vfork's way: no copy of the agent's page tables, which fork() took 0.3 ms to make). It
 // runs on a stack of its own, with every signal blocked until it has reset their handlers:
-// no handler of the agent's may run in it. ThreadSanitizer cannot follow a thread-less
-// child in shared memory: its build forks.
+// no handler of the agent's may run in it. The sanitizers cannot follow a child in shared
+// memory (AddressSanitizer's shadow of the child's stack frames would stay poisoned in the
+// parent's): their builds fork; the dev, release and portable builds take this path.
 pid_t start_child(ChildArgs& args) {
-#if defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
   pid_t pid = ::fork();
   if (pid == 0) child_main(&args);
   return pid;

@@ -1,5 +1,4 @@
 // The real process runner: real children, their exit, their output, their group.
-#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -9,7 +8,6 @@
 #include <fstream>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <thread>
 #include <unistd.h>
 
 #include "common/process.hpp"
@@ -121,38 +119,6 @@ TEST_CASE("an fd given to the child is its fd 3, and a user is switched to with 
   CHECK(r.status.code == 0);
   CHECK(r.output == "from-memfd\n65534\n65534\n");
   CHECK(lookup_user("no-such-user-here").error().message == "user 'no-such-user-here' does not exist");
-}
-
-// The "Uid:" line of /proc/self/task/TID/status (real, effective, saved, filesystem).
-static std::string task_uids(pid_t tid) {
-  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/status");
-  for (std::string l; std::getline(in, l);)
-    if (l.starts_with("Uid:")) return l;
-  return "";
-}
-
-TEST_CASE("a child switched to another user leaves every thread of the parent as it was", "[process]") {
-  // The child shares the parent's memory until it execs: glibc's setuid() there would
-  // change the credentials of all the parent's threads (its set-id broadcast).
-  std::atomic<pid_t> tid{0};
-  std::atomic<bool> done{false};
-  std::thread other([&] {
-    tid = static_cast<pid_t>(::gettid());
-    while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  });
-  while (tid == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  const std::string before = task_uids(tid), mine = task_uids(static_cast<pid_t>(::gettid()));
-  SpawnSpec spec{{"/usr/bin/id", "-u"}, {"PATH=/usr/bin:/bin"}, "/"};
-  auto nobody = lookup_user("nobody");
-  REQUIRE(nobody.ok());
-  spec.user = *nobody;
-  auto r = run(spec);
-  CHECK(r.output == "65534\n");
-  CHECK(task_uids(tid) == before);
-  CHECK(task_uids(static_cast<pid_t>(::gettid())) == mine);
-  CHECK(::geteuid() == 0);
-  done = true;
-  other.join();
 }
 
 TEST_CASE("orphans re-parented to the subreaper are reaped", "[process]") {
