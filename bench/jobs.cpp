@@ -8,7 +8,7 @@
 //   - instanced, queue empty, through its status socket (keep-alive HTTP) and through
 //     `instancectl job submit`;
 //   - instanced with 10,000 jobs queued ahead (GPU jobs waiting for the one GPU of the fake
-//     NVML, which a long job holds): CPU jobs pass them, so each dispatch walks the queue;
+//     NVML, which a long job holds): CPU jobs pass them (the queue keeps its CPU jobs apart);
 //   - tsp, queue empty, through `tsp -n` (its own CLI; it has no other interface).
 // Memory per queued job: the queue's process RSS before and after 10,000 jobs are queued
 // (instanced: GPU jobs waiting; tsp: behind a long job holding its only slot).
