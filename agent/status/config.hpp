@@ -19,6 +19,10 @@ struct StatusConfig {
   ByteSize max_header_bytes{8 * 1024};
   ByteSize max_body_bytes{64 * 1024};
   Duration request_timeout = std::chrono::seconds(10);
+  // node exporter's textfile collector folder: /metrics written there as instanced.prom
+  // every textfile_interval (empty: not written).
+  std::string textfile_dir;
+  Duration textfile_interval = std::chrono::seconds(15);
 
   template <class V>
   void visit(V& v) {
@@ -31,6 +35,8 @@ struct StatusConfig {
     v("max_body_bytes", max_body_bytes, check::size_range(ByteSize{0}, ByteSize{16 << 20}));
     v("request_timeout", request_timeout,
       check::duration_range(std::chrono::milliseconds(100), std::chrono::minutes(10)));
+    v("textfile_dir", textfile_dir, check::absolute_path_or_empty());
+    v("textfile_interval", textfile_interval, check::duration_range(std::chrono::seconds(1), std::chrono::hours(1)));
   }
 };
 

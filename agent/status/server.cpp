@@ -1,6 +1,7 @@
 #include "agent/status/server.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -22,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "agent/status/textfile.hpp"
 #include "common/fs.hpp"
 #include "common/coro.hpp"
 
@@ -34,6 +36,7 @@ namespace instanced::status {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using local = asio::local::stream_protocol;
+using namespace asio::experimental::awaitable_operators;
 using Stream = beast::basic_stream<local, asio::any_io_executor, beast::unlimited_rate_policy>;
 
 struct StatusServer::Session {
@@ -94,7 +97,8 @@ StatusServer::StatusServer(asio::any_io_executor ex, Api& api, const StatusConfi
       router_(router),
       log_(api.logging.get("status")),
       acceptor_(ex),
-      slot_freed_(ex) {}
+      slot_freed_(ex),
+      textfile_poke_(ex) {}
 
 StatusServer::~StatusServer() {
   if (bound_path_) ::unlink(config_.socket.c_str());
@@ -174,6 +178,7 @@ void StatusServer::reconfigure(const StatusConfig& config) {
                old_socket);
     config_.socket = old_socket;
   }
+  textfile_poke_.pulse();
   resolve_group();
   if (bound_path_) {
     if (::chown(config_.socket.c_str(), static_cast<uid_t>(-1), operators_gid_) != 0 ||
@@ -186,16 +191,11 @@ void StatusServer::reconfigure(const StatusConfig& config) {
 asio::awaitable<void> StatusServer::run() {
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   try {
-    for (;;) {
-      co_await until_admissible();
-      local::socket sock = co_await acceptor_.async_accept(asio::use_awaitable);
-      auto session = std::make_shared<Session>(std::move(sock));
-      session->peer = peer_of(session->stream.socket().native_handle());
-      if (!admit(*session)) continue;  // answered 503 and closed
-      sessions_.insert(session.get());
-      count_connections();
-      asio::co_spawn(ex_, serve(session), asio::detached);
-    }
+    // The metrics' textfile beside the socket (textfile.hpp): the two end together.
+    auto accepting = accept_loop();
+    auto textfile = write_metrics_textfile(api_, router_, config_, textfile_poke_, log_);
+    auto both = std::move(accepting) && std::move(textfile);
+    co_await std::move(both);
   } catch (const boost::system::system_error& e) {
     if (!is_cancelled(e)) log_->error("accept failed: {}", e.what());
   }
@@ -204,6 +204,19 @@ asio::awaitable<void> StatusServer::run() {
   acceptor_.close(ignored);
   for (auto* s : sessions_) s->stream.socket().close(ignored);
   co_return;
+}
+
+asio::awaitable<void> StatusServer::accept_loop() {
+  for (;;) {
+    co_await until_admissible();
+    local::socket sock = co_await acceptor_.async_accept(asio::use_awaitable);
+    auto session = std::make_shared<Session>(std::move(sock));
+    session->peer = peer_of(session->stream.socket().native_handle());
+    if (!admit(*session)) continue;  // answered 503 and closed
+    sessions_.insert(session.get());
+    count_connections();
+    asio::co_spawn(ex_, serve(session), asio::detached);
+  }
 }
 
 // While every slot is taken by a connection that is not idle, clients wait in the

@@ -19,6 +19,7 @@
 #include "common/api.hpp"
 #include "agent/status/config.hpp"
 #include "common/subsystem.hpp"
+#include "common/wake.hpp"
 
 namespace instanced::status {
 
@@ -37,6 +38,7 @@ class StatusServer final : public Subsystem {
 
  private:
   struct Session;
+  boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> serve(std::shared_ptr<Session> session);
   boost::asio::awaitable<void> until_admissible();
   bool admit(Session& session);
@@ -57,6 +59,7 @@ class StatusServer final : public Subsystem {
   gid_t operators_gid_ = 0;
   bool activated_ = false;
   bool bound_path_ = false;
+  Wake textfile_poke_;  // status.textfile_* changed
 };
 
 }  // namespace instanced::status

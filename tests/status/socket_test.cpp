@@ -2,8 +2,10 @@
 #include <boost/json/parse.hpp>
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <filesystem>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <thread>
@@ -313,4 +315,40 @@ TEST_CASE("a client holding 1,000 idle connections does not lock the operators o
     for (pid_t pid : holders) ::waitpid(pid, nullptr, 0);
   }
   CHECK(agent.running());
+}
+
+TEST_CASE("status.textfile_dir: /metrics written for node exporter's textfile collector, atomically, again and again",
+          "[status][textfile]") {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "textfile");
+  AgentProcess agent(dir, config() + "  textfile_dir: {dir}/textfile\n  textfile_interval: 1s\n");
+  REQUIRE(agent.start_and_wait_ready());
+  const auto file = dir / "textfile/instanced.prom";
+  REQUIRE(eventually([&] { return std::filesystem::exists(file); }));
+  struct stat first {};
+  REQUIRE(::stat(file.c_str(), &first) == 0);
+  CHECK((first.st_mode & 07777) == 0644);  // node exporter reads it as its own user
+  auto check = run_command("promtool check metrics < " + file.string() + " 2>&1");
+  INFO(check.output);
+  CHECK(check.exit_code == 0);
+  CHECK_THAT(slurp(file), Catch::Contains("instanced_build_info{version=") && Catch::Contains("instanced_uptime_seconds "));
+  // Written again: a new file renamed over the old one (node exporter never reads half of one).
+  REQUIRE(eventually([&] {
+    struct stat now {};
+    return ::stat(file.c_str(), &now) == 0 && now.st_ino != first.st_ino;
+  }));
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "textfile")) names.push_back(e.path().filename().string());
+  CHECK(names == std::vector<std::string>{"instanced.prom"});  // no temporary file left behind
+
+  SECTION("a folder that is not there: a warning naming it, the agent goes on, the file comes once it is made") {
+    dir.write("instanced.yaml", expand(config() + "  textfile_dir: {dir}/nowhere\n  textfile_interval: 1s\n", dir));
+    agent.signal(SIGHUP);
+    REQUIRE(eventually([&] { return agent.log().find("status.textfile_dir: ") != std::string::npos &&
+                                    agent.log().find((dir / "nowhere").string()) != std::string::npos; }));
+    CHECK(agent.curl("http://localhost/v1/health").output == "{\"status\":\"healthy\",\"state\":\"ok\"}\n");
+    std::filesystem::create_directories(dir / "nowhere");
+    REQUIRE(eventually([&] { return std::filesystem::exists(dir / "nowhere/instanced.prom"); }));
+    REQUIRE(eventually([&] { return agent.log().find("written again") != std::string::npos; }));
+  }
 }
