@@ -227,9 +227,12 @@ asio::awaitable<bool> Mounts::rclone_knows_devname(const std::string& rclone) {
   SpawnSpec spec = spec_for({rclone, "mount", "--help"}, {});
   spec.capture_output = true;
   auto [status, out] = co_await run_helper(spec);
-  if (!status.success()) co_return true;  // asked again at the next attempt
-  const bool knows = out.find("--devname") != std::string::npos;
-  rclone_devname_[rclone] = knows;
+  // A program that could not be started (127) or did not answer in time (killed) is asked
+  // again at the next attempt; one that answered is not asked again, whatever it said (a
+  // program that fails on --help is not taken for an old rclone).
+  const bool answered = status.signal == 0 && status.code != 127;
+  const bool knows = !status.success() || out.find("--devname") != std::string::npos;
+  if (answered) rclone_devname_[rclone] = knows;
   co_return knows;
 }
 
