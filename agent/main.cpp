@@ -181,7 +181,7 @@ Subsystems::Subsystems(boost::asio::io_context& ioc, Api& api, const Config& run
       nvml(immortal<gpu::NvmlLibrary>(running.gpu.library)),
       gpu(ioc.get_executor(), api, nvml, running.gpu),
       job_queue(ioc.get_executor(), api, processes, running.jobs, running.state_dir, running.status.socket,
-                [this] { return gpu_view(gpu); }, monitor::default_launcher("instanced-jobs.slice")),
+                [this] { return gpu_view(gpu); }, monitor::default_launcher("instanced-jobs.slice", true)),
       services(processes, api.clock, running.services.systemctl, running.services.timeout),
       applications(ioc.get_executor(), api, services, running.applications),
       idle_watch(ioc.get_executor(), api, host, processes, running.idle, running.schedule, running.state_dir,

@@ -4,7 +4,9 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
+#include <cstring>
 #include <fmt/format.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "agent/monitor/cgroup.hpp"
@@ -19,7 +21,33 @@ namespace {
 constexpr std::size_t kMaxRecordBytes = 4 << 20;  // exit.json: the tail lines are capped by RunLog
 }  // namespace
 
-Launcher default_launcher(std::string slice) {
+std::unique_ptr<Process> SpareMonitor::take(const fs::path& dir) {
+  auto p = std::move(process_);
+  Fd socket = std::move(socket_);
+  if (!p || p->exit_status()) return nullptr;  // none, or it ended (killed)
+  const std::string line = dir.string() + "\n";
+  // Into an empty socket buffer: all of it or nothing (it ended: closing the end is all).
+  const auto sent = ::send(socket.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (sent != static_cast<ssize_t>(line.size())) return nullptr;
+  return p;
+}
+
+Result<void> SpareMonitor::refill(ProcessRunner& runner, SpawnSpec spec) {
+  if (process_ && !process_->exit_status()) return {};
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0)
+    return Error{fmt::format("cannot start a spare monitor: socketpair: {}", std::strerror(errno))};
+  Fd mine(ends[0]);
+  Fd its(ends[1]);
+  spec.inherit_fd = its.get();
+  auto child = runner.spawn(spec);
+  if (!child) return Error{fmt::format("cannot start a spare monitor: {}", child.error().message)};
+  process_ = std::move(*child);
+  socket_ = std::move(mine);
+  return {};
+}
+
+Launcher default_launcher(std::string slice, bool spare) {
   Launcher l;
   std::error_code ec;
   fs::path self = fs::read_symlink("/proc/self/exe", ec);
@@ -28,6 +56,7 @@ Launcher default_launcher(std::string slice) {
   if (invocation && *invocation && fs::exists("/run/systemd/system", ec)) l.systemd_run = find_program("systemd-run");
   l.slice = std::move(slice);
   l.cgroup_unified = cgroup_v2_only();
+  if (spare && l.systemd_run.empty()) l.spare = std::make_shared<SpareMonitor>();
   return l;
 }
 
@@ -45,9 +74,18 @@ asio::awaitable<Result<Run>> Run::launch(ProcessRunner& runner, Filesystem& file
     s.argv = {launcher.program, dir.string()};
     s.capture_output = false;
     s.inherit_stderr = true;  // its messages (and, without the journal, the output's lines) beside the agent's
-    auto child = runner.spawn(s);
-    if (!child) co_return Error{fmt::format("cannot start the monitor {}: {}", launcher.program, child.error().message)};
-    co_return Run(dir, std::move(*child), std::nullopt);
+    std::unique_ptr<Process> child = launcher.spare ? launcher.spare->take(dir) : nullptr;
+    if (!child) {
+      auto started = runner.spawn(s);
+      if (!started)
+        co_return Error{fmt::format("cannot start the monitor {}: {}", launcher.program, started.error().message)};
+      child = std::move(*started);
+    }
+    if (launcher.spare) {  // the next one, while this one starts its workload
+      s.argv = {launcher.program, std::string(kSpareArgument)};
+      (void)launcher.spare->refill(runner, std::move(s));  // else the next launch starts one afresh
+    }
+    co_return Run(dir, std::move(child), std::nullopt);
   }
   // A transient service in the slice; gone once it has ended (--collect).
   s.argv = {launcher.systemd_run, "--unit=" + unit, "--slice=" + launcher.slice, "--collect", "--quiet",

@@ -19,6 +19,23 @@
 
 namespace instanced::monitor {
 
+// A monitor started ahead, without systemd (docs/monitor.md, "The spare monitor"): it waits
+// for its run folder on a socket, so that a workload's start does not wait for the
+// monitor's program to load. It ends, having done nothing, when the agent closes its end
+// (the agent's stop or crash). Used on the event loop only.
+class SpareMonitor {
+ public:
+  // The spare, handed `dir` (whose spec is written); nullptr when none waits or it has
+  // ended: the caller starts a monitor afresh.
+  std::unique_ptr<Process> take(const std::filesystem::path& dir);
+  // Starts one (`spec` runs the monitor's program with --spare) unless one waits.
+  Result<void> refill(ProcessRunner& runner, SpawnSpec spec);
+
+ private:
+  std::unique_ptr<Process> process_;
+  Fd socket_;  // the end the folder is written to
+};
+
 // How monitors are started: as children of the agent in their own session (without
 // systemd as PID 1: development, tests), or, when the agent is a systemd service, as
 // transient units of their own in `slice` (systemd-run), outside the agent's control group
@@ -29,13 +46,18 @@ struct Launcher {
   std::string slice;        // instanced-jobs.slice
   std::vector<std::string> properties;  // the unit's properties ("KillMode=process"), under systemd
   bool cgroup_unified = true;  // the cgroup v2 hierarchy alone (else v1's, as on Ubuntu 18.04)
+  // Without systemd: one monitor kept started ahead, shared by the launcher's copies
+  // (started after the first launch: an agent that runs no workload holds none). nullptr:
+  // every monitor is started when its workload starts.
+  std::shared_ptr<SpareMonitor> spare;
 };
 
 // The monitor beside this program's own binary (/proc/self/exe), where the package and the
 // build tree put it; systemd-run when this process is a systemd service (INVOCATION_ID set
 // and /run/systemd/system present); which cgroup hierarchy the system has. Stats files:
-// call it before the loop runs.
-Launcher default_launcher(std::string slice);
+// call it before the loop runs. `spare`: keep a monitor started ahead when not under
+// systemd (a job's start is what its user waits for; a unit cannot be started ahead).
+Launcher default_launcher(std::string slice, bool spare = false);
 
 class Run {
  public:

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "agent/monitor/monitor.hpp"
+#include "agent/monitor/workload.hpp"
 #include "common/build_info.hpp"
 
 int main(int argc, char** argv) {
@@ -11,6 +12,7 @@ int main(int argc, char** argv) {
     std::printf("instanced-run %s\n%s\n", INSTANCED_VERSION, instanced::build_toolchain().c_str());
     return 0;
   }
+  if (argc == 2 && instanced::monitor::kSpareArgument == argv[1]) return instanced::monitor::run_spare();
   if (argc != 2 || argv[1][0] != '/') {
     std::fprintf(stderr, "usage: instanced-run RUN_FOLDER (an absolute path; the agent starts this program)\n");
     return 2;

@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -253,6 +254,29 @@ int run(const fs::path& run_dir) {
   }
   Monitor m(run_dir, std::move(*spec));
   return m.run();
+}
+
+int run_spare() {
+  set_cancel_signals_blocked(true);
+  constexpr int kFolderFd = 3;
+  constexpr std::size_t kMaxLine = 4096;
+  std::string line;
+  char buffer[512];
+  while (line.find('\n') == std::string::npos && line.size() <= kMaxLine) {
+    const ssize_t n = ::read(kFolderFd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    line.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(kFolderFd);
+  const auto end = line.find('\n');
+  if (end == std::string::npos) return 0;  // the agent has no use for it
+  line.resize(end);
+  if (line.empty() || line.front() != '/') {
+    std::fprintf(stderr, "instanced-run: handed a run folder that is not an absolute path\n");
+    return 2;
+  }
+  return run(line);
 }
 
 }  // namespace instanced::monitor

@@ -17,4 +17,10 @@ namespace instanced::monitor {
 // workload's outcome); 1 when even that failed (the agent then reports the workload lost).
 int run(const std::filesystem::path& run_dir);
 
+// A spare monitor (SpareMonitor, client.hpp): waits for one line on fd 3, its run folder
+// (an absolute path), then runs it as run() does. The end of fd 3 without a line (the
+// agent stopped) ends it with 0, nothing done. SIGTERM and SIGINT stay blocked while it
+// waits, so that a cancel sent just after the hand-over waits for the handler.
+int run_spare();
+
 }  // namespace instanced::monitor

@@ -114,6 +114,20 @@ bool alive(pid_t pid) {
   return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
 }
 
+// The spare monitors (`instanced-run --spare`) whose parent is `parent`.
+std::vector<pid_t> spares_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = slurp(entry.path() / "cmdline");
+    if (!cmdline.ends_with(std::string("/instanced-run\0--spare\0", 23))) continue;
+    const std::string status = slurp(entry.path() / "status");
+    if (status.find(fmt::format("\nPPid:\t{}\n", parent)) != std::string::npos) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("50 short jobs never run more than two per CPU at once, start in order and all finish", "[jobs]") {
@@ -279,6 +293,36 @@ TEST_CASE("a running process job outlives the agent's stop or crash, is taken ba
   CHECK(lines_of(dir / "order") == std::vector<std::string>{"next1", "next2"});
   CHECK_THAT(a.agent().log(), !Catch::Contains("lost"));
   CHECK_FALSE(std::filesystem::exists(dir / "state/jobs/long.run"));  // its spec (variables) is gone
+}
+
+// docs/monitor.md, "The spare monitor".
+TEST_CASE("without systemd a job is handed a monitor started ahead, which ends with the agent", "[jobs][monitor]") {
+  TempDir dir;
+  JobsAgent a(dir);
+  const pid_t agent = a.agent().pid();
+  CHECK(spares_of(agent).empty());  // an agent that has run no job holds none
+  a.submit(sh_job("first", "true"));
+  a.wait_state("first", "succeeded");
+  std::vector<pid_t> spare;
+  REQUIRE(eventually([&] { return (spare = spares_of(agent)).size() == 1; }));
+  a.submit(sh_job("second", fmt::format("while [ ! -e {0}/go ]; do sleep 0.05; done; echo second", dir.path().string())));
+  a.wait_state("second", "running");
+  const auto info = dir / "state/jobs/second.run/monitor.json";
+  REQUIRE(eventually([&] { return !slurp(info).empty(); }));  // written once its workload runs
+  auto monitor = json::parse(slurp(info));
+  CHECK(monitor.at("pid").as_int64() == spare.front());  // the spare took it
+  std::vector<pid_t> next;  // and another waits (the one at work keeps its command line)
+  REQUIRE(eventually([&] {
+    next = spares_of(agent);
+    std::erase(next, spare.front());
+    return next.size() == 1;
+  }));
+  dir.write("go", "");
+  a.wait_state("second", "succeeded");
+  CHECK(a.http().get("/v1/jobs/log?id=second").body == "second\n");
+  a.agent().signal(SIGTERM);
+  REQUIRE(a.agent().wait_exit(10s));
+  CHECK(eventually([&] { return !alive(next.front()); }));  // its end of the socket closed
 }
 
 TEST_CASE("while the agent is down: a job that fails is failed with its status, one whose monitor dies is lost", "[jobs][monitor]") {
