@@ -1,5 +1,6 @@
 #include "common/fs.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -92,8 +93,9 @@ Result<void> RealFilesystem::write_file_atomic(const std::filesystem::path& path
                                                unsigned mode, bool durable) {
   auto dir = path.parent_path();
   if (dir.empty()) dir = ".";
-  std::random_device rd;
-  auto tmp = dir / fmt::format(".{}.tmp-{:08x}", path.filename().string(), rd());
+  // Unique in this process; random across processes (read once: a job's start writes several).
+  static std::atomic<std::uint64_t> next{(std::uint64_t{std::random_device{}()} << 32) | std::random_device{}()};
+  auto tmp = dir / fmt::format(".{}.tmp-{:016x}", path.filename().string(), next.fetch_add(1));
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (fd.get() < 0) return errno_error("create", tmp, errno);
   auto fail = [&](std::string_view what) {

@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <fmt/format.h>
+#include <optional>
 #include <unistd.h>
 
 #include "agent/monitor/cgroup.hpp"
@@ -43,21 +45,22 @@ constexpr std::size_t kMaxSpecBytes = 1 << 20;
 // One run: the spec, the workload's process and its log, and how it ended.
 class Monitor {
  public:
-  Monitor(fs::path dir, WorkloadSpec spec)
-      : dir_(std::move(dir)),
-        spec_(std::move(spec)),
-        runner_(ctx_.get_executor()),
+  // What does not depend on the workload: made by a spare before it is handed its folder.
+  Monitor()
+      : runner_(ctx_.get_executor()),
         pool_(1),
-        logging_(spec_.journal ? LogTarget::journald : LogTarget::stderr_lines, LogLevel::info),
-        log_(logging_.get("monitor")),
         cancel_(ctx_.get_executor()),
         pump_done_(ctx_.get_executor(), "output"),
         signals_(ctx_.get_executor(), SIGTERM, SIGINT) {}
 
-  int run() {
+  int run(fs::path dir, WorkloadSpec spec) {
+    dir_ = std::move(dir);
+    spec_ = std::move(spec);
+    logging_.emplace(spec_.journal ? LogTarget::journald : LogTarget::stderr_lines, LogLevel::info);
+    log_ = logging_->get("monitor");
     if (exists(kCancelFile)) return record(not_started("cancelled before it started", Outcome::cancelled));
     auto sink = [this](std::string_view line) {
-      logging_.workload_line(log_, spdlog::level::info, spec_.journal_identifier, {spec_.journal_field, spec_.journal_value},
+      logging_->workload_line(log_, spdlog::level::info, spec_.journal_identifier, {spec_.journal_field, spec_.journal_value},
                              line);
     };
     RunLog::LineSink lines = spec_.journal_identifier.empty() ? RunLog::LineSink{} : RunLog::LineSink{sink};
@@ -214,7 +217,7 @@ class Monitor {
   RealFilesystem files_;
   RealProcessRunner runner_;
   BlockingPool pool_;
-  Logging logging_;
+  std::optional<Logging> logging_;  // as the spec asks
   Logger log_;
   Wake cancel_;
   Gate pump_done_;
@@ -233,16 +236,17 @@ void protect_from_oom() {
   if (Fd f(::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC)); f) (void)write_all(f.get(), "-500");
 }
 
-}  // namespace
-
-int run(const fs::path& run_dir) {
-  // A cancel sent before the handler is in place waits, blocked, instead of killing the
-  // monitor before it has recorded anything.
+// A cancel sent before the handler is in place waits, blocked, instead of killing the
+// monitor before it has recorded anything.
+void prepare_process() {
   set_cancel_signals_blocked(true);
   std::signal(SIGPIPE, SIG_IGN);
   std::signal(SIGHUP, SIG_IGN);  // no terminal: the session's end is not the workload's
   protect_from_oom();
-  RealFilesystem files;
+}
+
+// The folder's workload run by `m`; a spec it cannot read recorded as not started.
+int run_folder(Monitor& m, const fs::path& run_dir) {
   auto text = read_regular_file(run_dir / kSpecFile, kMaxSpecBytes);
   auto spec = text ? WorkloadSpec::parse(*text) : Result<WorkloadSpec>(text.error());
   if (!spec) {
@@ -250,14 +254,14 @@ int run(const fs::path& run_dir) {
     e.outcome = Outcome::not_started;
     e.reason = spec.error().message;
     e.ended = std::chrono::system_clock::now();
+    RealFilesystem files;
     return files.write_file_atomic(run_dir / kExitFile, e.to_text(), 0600) ? 0 : 1;
   }
-  Monitor m(run_dir, std::move(*spec));
-  return m.run();
+  return m.run(run_dir, std::move(*spec));
 }
 
-int run_spare() {
-  set_cancel_signals_blocked(true);
+// The run folder a spare is handed on fd 3: empty when the agent closed its end first.
+std::string wait_for_folder() {
   constexpr int kFolderFd = 3;
   constexpr std::size_t kMaxLine = 4096;
   std::string line;
@@ -270,13 +274,29 @@ int run_spare() {
   }
   ::close(kFolderFd);
   const auto end = line.find('\n');
-  if (end == std::string::npos) return 0;  // the agent has no use for it
-  line.resize(end);
-  if (line.empty() || line.front() != '/') {
+  line.resize(end == std::string::npos ? 0 : end);
+  return line;
+}
+
+}  // namespace
+
+int run(const fs::path& run_dir) {
+  prepare_process();
+  Monitor m;
+  return run_folder(m, run_dir);
+}
+
+int run_spare() {
+  prepare_process();
+  Monitor m;  // its loop, pool and runner made while it waits
+  const std::string folder = wait_for_folder();
+  if (folder.empty()) return 0;  // the agent has no use for it
+  ::setpriority(PRIO_PROCESS, 0, 0);  // started yielding (kSpareNiceness); root may raise it back
+  if (folder.front() != '/') {
     std::fprintf(stderr, "instanced-run: handed a run folder that is not an absolute path\n");
     return 2;
   }
-  return run(line);
+  return run_folder(m, folder);
 }
 
 }  // namespace instanced::monitor
