@@ -21,6 +21,7 @@
 #include <csignal>
 #include <cstdio>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <fstream>
 #include <sys/socket.h>
@@ -29,6 +30,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/fs.hpp"
 #include "tests/support/agent_process.hpp"
 #include "tests/support/nvml_scenario.hpp"
 #include "tests/support/unix_http.hpp"
@@ -217,6 +219,21 @@ jobs:
     empty_http.samples.push_back(ms(probe_sock.wait(id) - t0));
     std::this_thread::sleep_for(kGap);
   }
+  // What the queue's durability costs each start on this disk, now: the journal's
+  // fdatasync (one per start, before the job runs), on the state folder's file system.
+  Latency disk_sync;
+  {
+    const auto file = dir / "sync-probe";
+    instanced::Fd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    const std::string record(250, 'x');
+    for (int i = 0; i < probes && fd; ++i) {
+      if (!instanced::write_all(fd.get(), record)) break;
+      auto t = Clock::now();
+      ::fdatasync(fd.get());
+      disk_sync.samples.push_back(ms(Clock::now() - t));
+      std::this_thread::sleep_for(kGap);
+    }
+  }
   const std::string socket = agent.socket().string();
   for (int i = 0; i < probes / 4; ++i) {
     std::string id = fmt::format("c{}", ++seq);
@@ -301,8 +318,11 @@ jobs:
   empty_cli.print("instanced, empty queue, instancectl job submit");
   busy_http.print(fmt::format("instanced, {} jobs queued ahead, status socket", queued).c_str());
   if (have_tsp) tsp_cli.print("tsp (task-spooler 1.0.1), empty queue, tsp -n");
-  std::printf("  ratio instancectl / tsp (p50): %.2f\n\n",
-              have_tsp ? percentile(empty_cli.samples, 50) / percentile(tsp_cli.samples, 50) : 0.0);
+  disk_sync.print("the journal's fdatasync alone (once on each start's path)");
+  if (have_tsp)
+    std::printf("  ratio socket / tsp (p50): %.2f; instancectl / tsp (p50): %.2f\n\n",
+                percentile(empty_http.samples, 50) / percentile(tsp_cli.samples, 50),
+                percentile(empty_cli.samples, 50) / percentile(tsp_cli.samples, 50));
   std::printf("memory per running job: its monitor (instanced-run) RSS %ld KiB, PSS %ld KiB, private dirty %ld KiB "
               "(the rest is the binary's and the libraries' pages, shared by every monitor)\n\n",
               monitor_rss, monitor_pss, monitor_private);
