@@ -16,6 +16,7 @@
 #include "agent/disk/guardian.hpp"
 #include "agent/gpu/gpu.hpp"
 #include "agent/idle/idle.hpp"
+#include "agent/inventory/inventory.hpp"
 #include "agent/jobs/jobs.hpp"
 #include "agent/monitor/client.hpp"
 #include "agent/mounts/mounts.hpp"
@@ -153,6 +154,8 @@ struct Subsystems {
   ssh::Ssh ssh_policy;
   power::SdBusLogind& logind;  // its library stays loaded
   power::Power power_watch;
+  // What the agent runs on: in every hello, and get_inventory's answer.
+  inventory::Inventory inventory;
 };
 
 template <class T, class... Args>
@@ -196,7 +199,9 @@ Subsystems::Subsystems(boost::asio::io_context& ioc, Api& api, const Config& run
       ssh_policy(ioc.get_executor(), api, services, running.ssh, running.state_dir),
       logind(immortal<power::SdBusLogind>()),
       power_watch(ioc.get_executor(), api, services, logind, running.power,
-                  [&control](Clock::steady_time::duration d) { return control.wait_delivered(d); }) {
+                  [&control](Clock::steady_time::duration d) { return control.wait_delivered(d); }),
+      inventory(ioc.get_executor(), api, running.inventory, [this] { return gpu.inventory_json(); }) {
+  control.set_inventory([this] { return inventory.get(); });
   setup.add_prerequisite(mounts.ready_gate());
   job_queue.add_prerequisite(disk.work_gate());
   job_queue.add_prerequisite(mounts.ready_gate());
@@ -218,6 +223,11 @@ void Subsystems::add_routes(status::Router& router) {
 // the file share), then setup's scripts, then the mounts are flushed and unmounted; the
 // disk's veto before idle's.
 void Subsystems::add_commands(control::CommandRegistry& commands) {
+  commands.add("get_inventory", [this](const json::object&) -> boost::asio::awaitable<CommandResult> {
+    auto asking = inventory.get();
+    json::object now = co_await std::move(asking);
+    co_return CommandResult{Status::ok, {{"inventory", std::move(now)}}, {}};
+  });
   job_queue.add_commands(commands);
   setup.add_commands(commands);
   mounts.add_commands(commands);

@@ -17,22 +17,6 @@ namespace http = beast::http;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
 
-namespace {
-
-asio::awaitable<void> connect(beast::tcp_stream& stream, const Url& url) {
-  auto ex = co_await asio::this_coro::executor;
-  tcp::resolver resolver(ex);
-  auto endpoints = co_await resolver.async_resolve(url.host, url.port, asio::use_awaitable);
-  co_await stream.async_connect(endpoints, asio::use_awaitable);
-}
-
-std::string describe(const boost::system::system_error& e) {
-  if (e.code() == beast::error::timeout) return "no answer within the timeout";
-  return e.code().message();
-}
-
-}  // namespace
-
 std::string_view to_string(AppState s) {
   switch (s) {
     case AppState::unknown: return "unknown";
@@ -45,31 +29,9 @@ std::string_view to_string(AppState s) {
 
 asio::awaitable<Result<HttpAnswer>> http_get(const Url& url, const Secret& token, Duration timeout,
                                              std::size_t max_body) {
-  auto started = std::chrono::steady_clock::now();
-  beast::tcp_stream stream(co_await asio::this_coro::executor);
-  try {
-    stream.expires_after(timeout);
-    co_await connect(stream, url);
-    http::request<http::empty_body> req{http::verb::get, url.target, 11};
-    req.set(http::field::host, url.authority());
-    req.set(http::field::user_agent, "instanced-probe");
-    if (!token.empty()) req.set(http::field::authorization, "token " + token.reveal());
-    co_await http::async_write(stream, req, asio::use_awaitable);
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(max_body);
-    co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
-    HttpAnswer a;
-    a.status = parser.get().result_int();
-    a.body = std::move(parser.get().body());
-    a.elapsed = std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - started);
-    boost::system::error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-    co_return a;
-  } catch (const boost::system::system_error& e) {
-    if (is_cancelled(e)) throw;
-    co_return Error{fmt::format("GET {}: {}", url.target, describe(e))};
-  }
+  HttpHeaders headers;
+  if (!token.empty()) headers.emplace_back("Authorization", "token " + token.reveal());
+  co_return co_await instanced::http_get(url, headers, timeout, max_body);
 }
 
 asio::awaitable<Result<Duration>> websocket_handshake(const Url& url, const Secret& token, Duration timeout) {
@@ -77,9 +39,9 @@ asio::awaitable<Result<Duration>> websocket_handshake(const Url& url, const Secr
   beast::websocket::stream<beast::tcp_stream> ws(co_await asio::this_coro::executor);
   try {
     beast::get_lowest_layer(ws).expires_after(timeout);
-    co_await connect(beast::get_lowest_layer(ws), url);
+    co_await connect_to(beast::get_lowest_layer(ws), url);
     ws.set_option(beast::websocket::stream_base::decorator([&token](beast::websocket::request_type& req) {
-      req.set(http::field::user_agent, "instanced-probe");
+      req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
       if (!token.empty()) req.set(http::field::authorization, "token " + token.reveal());
     }));
     beast::websocket::response_type res;
@@ -91,7 +53,7 @@ asio::awaitable<Result<Duration>> websocket_handshake(const Url& url, const Secr
     co_return elapsed;
   } catch (const boost::system::system_error& e) {
     if (is_cancelled(e)) throw;
-    co_return Error{fmt::format("WebSocket {}: {}", url.target, describe(e))};
+    co_return Error{fmt::format("WebSocket {}: {}", url.target, describe_io_error(e))};
   }
 }
 

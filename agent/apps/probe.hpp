@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/clock.hpp"
+#include "common/http_get.hpp"
 #include "common/result.hpp"
 #include "common/secret.hpp"
 #include "common/units.hpp"
@@ -16,11 +17,7 @@
 
 namespace instanced::apps {
 
-struct HttpAnswer {
-  unsigned status = 0;
-  std::string body;  // the first max_body bytes
-  Duration elapsed{};
-};
+using instanced::HttpAnswer;
 
 // GET url (http:// only) with `Authorization: token T` when a token is given.
 boost::asio::awaitable<Result<HttpAnswer>> http_get(const Url& url, const Secret& token, Duration timeout,

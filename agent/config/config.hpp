@@ -16,6 +16,7 @@
 #include "agent/disk/config.hpp"
 #include "agent/gpu/config.hpp"
 #include "agent/idle/config.hpp"
+#include "agent/inventory/config.hpp"
 #include "agent/jobs/config.hpp"
 #include "agent/mounts/config.hpp"
 #include "agent/power/config.hpp"
@@ -86,6 +87,7 @@ struct Config {
   ScheduleConfig schedule;
   SshConfig ssh;
   PowerConfig power;
+  InventoryConfig inventory;
   DebugConfig debug;
 
   template <class V>
@@ -107,6 +109,7 @@ struct Config {
     v("schedule", schedule);
     v("ssh", ssh);
     v("power", power);
+    v("inventory", inventory);
     v("debug", debug);
   }
 };

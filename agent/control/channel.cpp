@@ -358,6 +358,10 @@ asio::awaitable<bool> ControlChannel::wait_delivered(Clock::steady_time::duratio
 // value (an I/O step's error code, redirected); only the agent's stop is thrown. The token
 // is read afresh each time (it may have been rotated).
 asio::awaitable<Error> ControlChannel::connect_once(const Endpoint& ep) {
+  if (inventory_) {
+    auto asking = inventory_();
+    inventory_now_ = co_await std::move(asking);
+  }
   auto token = read_token(config_.token_file);
   if (!token) co_return token.error();
   auto proxy = proxy_for(ep, config_.proxy);
@@ -528,6 +532,7 @@ std::string ControlChannel::hello_text() const {
                                  {"next", outbox_->next_seq()},
                                  {"held", outbox_->held()},
                                  {"dropped", outbox_->dropped() + outbox_->held_dropped()}};
+  if (!inventory_now_.empty()) hello["inventory"] = inventory_now_;
   return encode(make("hello", std::move(hello)));
 }
 

@@ -8,6 +8,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -62,6 +63,10 @@ class ControlChannel final : public Subsystem {
   // plane, at most `limit`: true when it was. What is not stays in the outbox for the next
   // connection (after a reboot too).
   boost::asio::awaitable<bool> wait_delivered(Clock::steady_time::duration limit);
+  // What `hello` carries as `inventory` (docs/protocol.md): asked before each connection
+  // attempt (the source bounds itself). Without one, hello has none.
+  using InventorySource = std::function<boost::asio::awaitable<boost::json::object>()>;
+  void set_inventory(InventorySource source) { inventory_ = std::move(source); }
   // Round trip of the last heartbeat the control plane acknowledged, if it does.
   std::optional<Clock::steady_time::duration> heartbeat_rtt() const { return heartbeat_rtt_; }
 
@@ -132,6 +137,8 @@ class ControlChannel final : public Subsystem {
   double* heartbeat_rtt_seconds_ = nullptr;
   Clock::steady_time heartbeat_sent_{};
   std::optional<Clock::steady_time::duration> heartbeat_rtt_;
+  InventorySource inventory_;
+  boost::json::object inventory_now_;  // for the next hello
 };
 
 }  // namespace instanced::control

@@ -364,6 +364,21 @@ asio::awaitable<void> Gpu::run() {
   }
 }
 
+json::object Gpu::inventory_json() const {
+  if (!system_.library || system_.init != nvml::kSuccess) return {};
+  json::object o;
+  if (!system_.driver_version.empty()) o["driver_version"] = system_.driver_version;
+  if (system_.cuda_driver_version) o["cuda_version"] = cuda_version_text(*system_.cuda_driver_version);
+  json::array gpus;
+  for (const auto& g : system_.gpus) {
+    json::object one{{"name", g.name}};
+    if (g.memory_total) one["memory_bytes"] = *g.memory_total;
+    gpus.push_back(std::move(one));
+  }
+  o["gpus"] = std::move(gpus);
+  return o;
+}
+
 json::object Gpu::status_json() const {
   json::object o;
   o["state"] = state_;

@@ -45,6 +45,9 @@ class Gpu final : public Subsystem {
   std::optional<double> busiest_utilization() const;
 
   boost::json::object status_json() const;
+  // For the inventory: the driver's and CUDA's versions, each GPU's model and memory; empty
+  // before the first sample and without a working NVIDIA driver.
+  boost::json::object inventory_json() const;
   void add_routes(status::Router& router);
 
  private:

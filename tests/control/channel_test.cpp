@@ -394,6 +394,22 @@ int start_peer(const TempDir& dir, const std::string& extra = "") {
   return port;
 }
 
+// tests/inventory/imds.py, a stand-in for Azure's metadata service, for the test's length.
+struct MetadataService {
+  explicit MetadataService(const TempDir& dir, const std::string& extra = "") {
+    auto r = run_command(std::string("/usr/bin/python3 ") + TEST_SOURCE_DIR + "/inventory/imds.py --port-file " +
+                         (dir / "imds-port").string() + " " + extra + " > " + (dir / "imds.log").string() +
+                         " 2>&1 & echo $!");
+    pid = std::stoi(r.output);
+    int port = 0;
+    REQUIRE(eventually([&] { return (std::ifstream(dir / "imds-port") >> port) && port > 0; }));
+    endpoint = "http://127.0.0.1:" + std::to_string(port) + "/metadata/instance/compute?api-version=2021-02-01";
+  }
+  ~MetadataService() { ::kill(pid, SIGKILL); }
+  pid_t pid = -1;
+  std::string endpoint;
+};
+
 json::value wait_report(const TempDir& dir) {
   // Complete once it parses (the peer may still be writing it when it appears).
   json::value report;
@@ -409,7 +425,10 @@ json::value wait_report(const TempDir& dir) {
 TEST_CASE("an independent Python peer: every message validates against docs/schema", "[control][channel][schema]") {
   TempDir dir;
   int port = start_peer(dir);
-  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent"));
+  MetadataService metadata(dir);
+  const std::string& imds = metadata.endpoint;
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent",
+                                       "inventory:\n  metadata_endpoint: " + imds + "\n"));
   REQUIRE(agent.start_and_wait_ready());
   // Make an event happen: a reload.
   agent.signal(SIGHUP);
@@ -425,6 +444,36 @@ TEST_CASE("an independent Python peer: every message validates against docs/sche
   CHECK(results.at("py-3").at("status") == "ok");
   CHECK(results.at("py-4").at("status") == "expired");
   for (const auto& b : report.at("heartbeat_bytes").as_array()) CHECK(b.to_number<int>() <= 512);
+  // The inventory: in hello (its schema checked by the peer), the same from get_inventory.
+  const auto& inventory = report.at("hello").at("inventory");
+  CHECK(inventory.at("cloud") == json::parse(R"({"provider":"azure","vm_id":"13f56399-bd52-4150-9748-7190aae1ff21",
+    "size":"Standard_NC24ads_A100_v4","region":"westeurope","image":"microsoft-dsvm:ubuntu-hpc:1804:18.04.2021120101"})"));
+  CHECK(inventory.at("agent").at("version") == INSTANCED_VERSION);
+  CHECK(inventory.at("cpu").at("count").to_number<long>() == ::sysconf(_SC_NPROCESSORS_ONLN));
+  CHECK_FALSE(inventory.as_object().contains("gpu"));  // no NVIDIA driver on this machine
+  CHECK(results.at("py-5").at("status") == "ok");
+  CHECK(results.at("py-5").at("result").at("inventory").at("cloud") == inventory.at("cloud"));
+  CHECK_THAT(slurp(dir / "imds.log"), Catch::Contains("GET /metadata/instance/compute?api-version=2021-02-01 Metadata=true"));
+  std::printf("hello with the inventory (no GPUs): %zu bytes; the inventory alone %zu\n",
+              json::serialize(report.at("hello")).size(), json::serialize(inventory).size());
+}
+
+TEST_CASE("without a metadata service that answers in time, hello comes without the VM's identity", "[control][channel][schema]") {
+  TempDir dir;
+  int port = start_peer(dir);
+  MetadataService metadata(dir, "--delay 30");
+  const std::string& imds = metadata.endpoint;
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(port) + "/v1/agent",
+                                       "inventory:\n  metadata_endpoint: " + imds + "\n  metadata_timeout: 300ms\n"));
+  REQUIRE(agent.start_and_wait_ready());
+  auto report = wait_report(dir);
+  INFO(json::serialize(report) << "\n" << agent.log());
+  CHECK(report.at("errors").as_array().empty());
+  const auto& inventory = report.at("hello").at("inventory");
+  CHECK_FALSE(inventory.as_object().contains("cloud"));
+  CHECK(inventory.at("agent").at("version") == INSTANCED_VERSION);
+  CHECK(agent.wait_log("no VM identity from the metadata service at " + imds + ": GET "));
+  CHECK_THAT(agent.log(), Catch::Contains("no answer within the timeout"));
 }
 
 namespace {

@@ -44,6 +44,7 @@ COMMANDS = [
     {"id": "py-2", "name": "no_such_command"},
     {"id": "py-3", "name": "prepare_restart", "args": {}},
     {"id": "py-4", "name": "ping", "deadline": "2001-01-01T00:00:00Z"},
+    {"id": "py-5", "name": "get_inventory"},
 ]
 
 

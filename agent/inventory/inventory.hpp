@@ -1,0 +1,65 @@
+// What the agent runs on (docs/protocol.md, "Inventory"): sent in every `hello` and
+// answered to `get_inventory`. The host's part (OS, kernel, CPUs, memory, disks) is read
+// afresh each time from files under /etc, /proc and /sys, on the blocking pool; the GPUs'
+// part is the GPU subsystem's last sample; the VM's identity is asked of the cloud's
+// instance metadata service once per agent run (and again after its endpoint changes),
+// bounded by inventory.metadata_timeout, and is absent where there is none.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "agent/inventory/config.hpp"
+#include "common/api.hpp"
+#include "common/log.hpp"
+#include "common/result.hpp"
+
+namespace instanced::inventory {
+
+// The host's part from the files under `root` ("/" on a host; a folder in tests): `os`
+// (/etc/os-release), `kernel`, `arch`, `cpu` (count and model, /proc/cpuinfo),
+// `memory_bytes` (/proc/meminfo), `disks` (/sys/block entries backed by a device, with
+// their sizes). What cannot be read is left out.
+boost::json::object host_part(const std::filesystem::path& root);
+
+// The agent itself: version, toolchain, TLS library.
+boost::json::object agent_part();
+
+// Azure IMDS's compute document as `cloud`: provider, vm_id, size, region, image. An error
+// names the field that is missing or not a string ("vmId: missing").
+Result<boost::json::object> parse_azure_compute(std::string_view body);
+
+class Inventory {
+ public:
+  // The GPUs' part: driver and CUDA versions, each GPU's model and memory; an empty object
+  // before the first sample or without NVIDIA's driver (then `gpu` is left out).
+  using GpuPart = std::function<boost::json::object()>;
+
+  // `config` is read at each use (the running configuration's section: a reload applies
+  // at the next inventory).
+  Inventory(boost::asio::any_io_executor ex, Api& api, const InventoryConfig& config, GpuPart gpus,
+            std::filesystem::path root = "/");
+
+  // The whole inventory, as of now. Never fails: what is unknown is left out.
+  boost::asio::awaitable<boost::json::object> get();
+
+ private:
+  boost::asio::awaitable<void> ask_metadata();
+
+  boost::asio::any_io_executor ex_;
+  Api& api_;
+  const InventoryConfig& config_;
+  GpuPart gpus_;
+  std::filesystem::path root_;
+  Logger log_;
+  std::optional<std::string> asked_;  // the endpoint whose answer `cloud_` holds
+  boost::json::object cloud_;        // empty: none
+};
+
+}  // namespace instanced::inventory
