@@ -294,6 +294,27 @@ TEST_CASE("an XID 79 from NVML events makes that GPU unhealthy, with an event an
   CHECK(hb.at("unhealthy").at(0) == 1);
 }
 
+// The GPUs' part of the inventory (docs/protocol.md, "Inventory"), asked with get_inventory.
+TEST_CASE("the inventory names the driver, CUDA and each GPU's model and memory", "[gpu][agent][inventory]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  GpuAgent a(dir, with_gpus(2), FAKE_NVML_DIR,
+             fmt::format("instance:\n  name: gpu-test\ncontrol:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n"
+                         "  token_file: {{dir}}/token\n  initial_delay_max: 0s\ninventory:\n  metadata_endpoint: ''\n",
+                         cp.agent_port));
+  a.wait([](const json::value& v) { return state_is(v, "sampled"); });
+  REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("gpu-test"); }));
+  cp.command("gpu-test", R"({"id":"inv-1","name":"get_inventory"})");
+  REQUIRE(cp.wait([](const json::value& v) { return v.at("gpu-test").at("results").as_object().contains("inv-1"); }));
+  auto inventory = cp.instances().at("gpu-test").at("results").at("inv-1").at("result").at("inventory");
+  INFO(json::serialize(inventory));
+  CHECK(inventory.at("gpu") == json::parse(R"({"driver_version":"550.54.15","cuda_version":"12.4","gpus":[
+    {"name":"NVIDIA H100 80GB HBM3","memory_bytes":85520809984},{"name":"NVIDIA H100 80GB HBM3","memory_bytes":85520809984}]})"));
+  CHECK_FALSE(inventory.as_object().contains("cloud"));  // not asked: the endpoint is empty
+  CHECK_THAT(a.agent().log(), !Catch::Contains("metadata service"));
+}
+
 TEST_CASE("an XID in the kernel log is mapped to its GPU by PCI address, once", "[gpu][agent]") {
   TempDir dir;
   GpuAgent a(dir, with_gpus(2));

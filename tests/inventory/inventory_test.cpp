@@ -32,7 +32,7 @@ void write_host(const TempDir& root) {
 
 }  // namespace
 
-TEST_CASE("the host's inventory is read from /etc, /proc and /sys; what is missing is left out", "[inventory]") {
+TEST_CASE("the host's inventory is read from /etc, /proc and /sys, and what is missing is left out", "[inventory]") {
   TempDir root;
   write_host(root);
   auto host = host_part(root.path());
@@ -75,7 +75,7 @@ TEST_CASE("the host's inventory of this machine names its kernel, CPUs and memor
   CHECK_THAT(std::string(agent.at("tls").as_string()), Catch::StartsWith("OpenSSL"));
 }
 
-TEST_CASE("Azure's compute document gives the VM's identity; a hostile one is refused with the field named", "[inventory]") {
+TEST_CASE("Azure's compute document gives the VM's identity, and a hostile one is refused with the field named", "[inventory]") {
   const std::string doc = R"({"location":"westeurope","vmId":"13f56399-bd52","vmSize":"Standard_NC24ads_A100_v4",
     "storageProfile":{"imageReference":{"id":"","publisher":"microsoft-dsvm","offer":"ubuntu-hpc","sku":"1804",
     "version":"18.04.2021120101"}},"name":"ws-gpu-01"})";
