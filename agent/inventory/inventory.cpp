@@ -55,9 +55,9 @@ Result<json::object> parse_azure_compute(std::string_view body) {
   for (auto [field, name] : {std::pair{"vmId", "vm_id"}, {"vmSize", "size"}, {"location", "region"}}) {
     auto v = text_field(compute, field);
     if (!v) return v.error();
-    cloud[name] = std::move(*v);
+    cloud[name] = *v;
   }
-  if (auto image = image_of(compute)) cloud["image"] = std::move(*image);
+  if (auto image = image_of(compute)) cloud["image"] = *image;
   return cloud;
 }
 

@@ -181,6 +181,14 @@ class GpuAgent {
   AgentProcess agent_;
 };
 
+// The agent `gpu-test` connected to the development control plane on `port`.
+std::string with_control(int port, const std::string& more = "") {
+  return fmt::format("instance:\n  name: gpu-test\ncontrol:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n"
+                     "  token_file: {{dir}}/token\n  initial_delay_max: 0s\n",
+                     port) +
+         more;
+}
+
 bool state_is(const json::value& v, const char* s) { return v.at("state") == s; }
 std::string health_of(const json::value& v, std::size_t i) { return std::string(v.at("gpus").at(i).at("health").as_string()); }
 
@@ -264,10 +272,7 @@ TEST_CASE("an XID 79 from NVML events makes that GPU unhealthy, with an event an
   TempDir dir;
   DevCp cp(dir);
   cp.start();
-  GpuAgent a(dir, with_gpus(2), FAKE_NVML_DIR,
-             fmt::format("instance:\n  name: gpu-test\ncontrol:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n"
-                         "  token_file: {{dir}}/token\n  initial_delay_max: 0s\n  heartbeat_interval: 200ms\n",
-                         cp.agent_port));
+  GpuAgent a(dir, with_gpus(2), FAKE_NVML_DIR, with_control(cp.agent_port, "  heartbeat_interval: 200ms\n"));
   a.wait([](const json::value& v) { return state_is(v, "sampled"); });
   write_scenario(dir, with_gpus(2, R"("xids": [{"gpu": 1, "xid": 79}], )"));
   auto v = a.wait([](const json::value& v) { return health_of(v, 1) == "unhealthy"; });
@@ -299,10 +304,7 @@ TEST_CASE("the inventory names the driver, CUDA and each GPU's model and memory"
   TempDir dir;
   DevCp cp(dir);
   cp.start();
-  GpuAgent a(dir, with_gpus(2), FAKE_NVML_DIR,
-             fmt::format("instance:\n  name: gpu-test\ncontrol:\n  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n"
-                         "  token_file: {{dir}}/token\n  initial_delay_max: 0s\ninventory:\n  metadata_endpoint: ''\n",
-                         cp.agent_port));
+  GpuAgent a(dir, with_gpus(2), FAKE_NVML_DIR, with_control(cp.agent_port, "inventory:\n  metadata_endpoint: ''\n"));
   a.wait([](const json::value& v) { return state_is(v, "sampled"); });
   REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("gpu-test"); }));
   cp.command("gpu-test", R"({"id":"inv-1","name":"get_inventory"})");
