@@ -95,7 +95,8 @@ json::array disks_part(const fs::path& root) {
   std::error_code ec;
   for (fs::directory_iterator it(root / "sys/block", ec), end; !ec && it != end; it.increment(ec)) {
     const fs::path dir = it->path();
-    if (!fs::exists(dir / "device", ec) || found.size() >= kMaxDisks) continue;
+    std::error_code missing;  // apart from `ec`, which ends the walk
+    if (!fs::exists(dir / "device", missing) || found.size() >= kMaxDisks) continue;
     auto sectors = number(trimmed(read_text(dir / "size")));
     if (sectors) found.emplace_back(dir.filename().string().substr(0, kMaxText), *sectors * 512);
   }
