@@ -51,6 +51,17 @@ using control::CommandResult;
 using control::Status;
 namespace json = boost::json;
 
+// get_config's answer: the effective configuration (as --check-config prints it, without
+// the comments), the files in the order they were read, and where each set key came from.
+json::object config_json(const LoadedConfig& loaded) {
+  json::array files{json::value(loaded.file.string())};
+  for (const auto& d : loaded.dropins) files.emplace_back(d.string());
+  json::object origins;
+  for (const auto& [key, file] : loaded.origins) origins[key] = file.string();
+  return json::object{{"yaml", dump_config(loaded.config)}, {"files", std::move(files)},
+                      {"origins", std::move(origins)}, {"config_hash", loaded.hash}};
+}
+
 void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, status::AgentInfo& info,
                           StateRegistry& state, Clock& clock) {
   commands.add("ping", [&clock](const json::object&) -> boost::asio::awaitable<CommandResult> {
@@ -58,6 +69,9 @@ void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, st
   });
   commands.add("get_status", [&](const json::object&) -> boost::asio::awaitable<CommandResult> {
     co_return CommandResult{Status::ok, status::status_json(info, state, clock, 20), {}};
+  });
+  commands.add("get_config", [&daemon](const json::object&) -> boost::asio::awaitable<CommandResult> {
+    co_return CommandResult{Status::ok, config_json(daemon.loaded()), {}};
   });
   commands.add("reload_config", [&](const json::object&) -> boost::asio::awaitable<CommandResult> {
     co_await daemon.reload();
@@ -98,7 +112,7 @@ std::optional<int> answer_without_running(const Options& options, Result<LoadedC
   if (options.check_config) {
     std::cout << "# " << loaded->file.string() << " is valid";
     for (const auto& d : loaded->dropins) std::cout << ", with " << d.string();
-    std::cout << "\n" << dump_config(loaded->config);
+    std::cout << "\n" << dump_config_with_origins(*loaded);
     return 0;
   }
   return std::nullopt;

@@ -24,9 +24,11 @@
 namespace instanced::config_yaml {
 
 // Collects every problem found while loading, each with its place.
+// What reading one document found: its problems, and the keys it set.
 struct Problems {
   std::string file;
   std::vector<std::string> lines;
+  std::vector<std::string> assigned{};  // dotted paths of the values it set: where settings came from
 
   void add(const YAML::Mark& mark, std::string_view key, std::string_view message) {
     if (mark.is_null())
@@ -139,7 +141,9 @@ class Reader {
         }
       };
       (run(checks), ...);
-      if (good) out = std::move(*value);
+      if (!good) return;
+      out = std::move(*value);
+      problems_.assigned.push_back(full);
     }
   }
 

@@ -18,8 +18,10 @@ void apply(std::string_view text, Config& config, Problems& problems) {
 
 Result<LoadedConfig> load_config(const std::filesystem::path& file) {
   LoadedConfig loaded;
-  auto files = config_yaml::read_config_files(
-      file, [&loaded](std::string_view text, Problems& problems) { apply(text, loaded.config, problems); });
+  auto files = config_yaml::read_config_files(file, [&loaded](std::string_view text, Problems& problems) {
+    apply(text, loaded.config, problems);
+    for (const auto& key : problems.assigned) loaded.origins[key] = problems.file;
+  });
   if (!files) return files.error();
   loaded.file = std::move(files->file);
   loaded.dropins = std::move(files->dropins);
@@ -38,6 +40,14 @@ Result<Config> parse_config_text(std::string_view text, std::string_view name) {
 std::string dump_config(const Config& config) {
   Config copy = config;  // visit() is shared with the reader, so it takes a mutable object
   return config_yaml::write_document([&copy](config_yaml::Writer& writer) { copy.visit(writer); });
+}
+
+std::string dump_config_with_origins(const LoadedConfig& loaded) {
+  std::string out = dump_config(loaded.config);
+  if (loaded.origins.empty()) return out + "# every setting above is a default\n";
+  out += "# set by a file (every other setting above is a default):\n";
+  for (const auto& [key, file] : loaded.origins) out += fmt::format("#   {}: {}\n", key, file.string());
+  return out;
 }
 
 }  // namespace instanced

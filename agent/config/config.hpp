@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -119,7 +120,14 @@ struct LoadedConfig {
   std::filesystem::path file;                 // the main file
   std::vector<std::filesystem::path> dropins; // applied in this order
   std::string hash;                           // sha256 over the files' names and bytes
+  // Each setting a file made (dotted key path) and the file that made it last; a key
+  // absent here has its default.
+  std::map<std::string, std::filesystem::path> origins;
 };
+
+// The effective configuration as YAML (secrets as ***), then, as comments, each key a
+// file set and the file it came from.
+std::string dump_config_with_origins(const LoadedConfig& loaded);
 
 inline constexpr const char* kDefaultConfigPath = "/etc/instanced/instanced.yaml";
 

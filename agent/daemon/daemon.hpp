@@ -41,6 +41,8 @@ class Daemon {
   int run();
 
   const Config& config() const { return config_.config; }
+  // The running configuration with the files it was read from and each setting's origin.
+  const LoadedConfig& loaded() const { return config_; }
   // Reads and validates the configuration again and swaps it in if valid (SIGHUP does
   // the same). The outcome is in AgentInfo::last_reload.
   boost::asio::awaitable<void> reload();

@@ -105,15 +105,24 @@ TEST_CASE("hello and heartbeats reach the development control plane", "[control]
     cp.command("ws-test", R"({"id":"cmd-2","name":"frobnicate"})");
     cp.command("ws-test", R"({"id":"cmd-3","name":"prepare_stop"})");
     cp.command("ws-test", R"({"id":"cmd-4","name":"get_status"})");
+    cp.command("ws-test", R"({"id":"cmd-5","name":"get_config"})");
     REQUIRE(cp.wait([](const json::value& v) {
       auto& r = v.at("ws-test").at("results").as_object();
-      return r.contains("cmd-4") && r.at("cmd-1").at("received") == 2;
+      return r.contains("cmd-4") && r.contains("cmd-5") && r.at("cmd-1").at("received") == 2;
     }));
     auto r = cp.instances().at("ws-test").at("results");
     CHECK(r.at("cmd-1").at("result").at("time") == first.at("result").at("time"));  // not run again
     CHECK(r.at("cmd-2").at("status") == "unsupported");
     CHECK(r.at("cmd-3").at("status") == "ok");
     CHECK(r.at("cmd-4").at("result").at("phase") == "running");
+    // The effective configuration, the files read, and where each set key came from.
+    const auto& config = r.at("cmd-5").at("result");
+    const std::string file = agent.config_file().string();
+    CHECK(config.at("files") == json::array{json::value(file)});
+    CHECK(config.at("origins").at("control.heartbeat_interval") == json::value(file));
+    CHECK_FALSE(config.at("origins").as_object().contains("control.ping_interval"));  // a default
+    CHECK_THAT(std::string(config.at("yaml").as_string()), Catch::Contains("heartbeat_interval: 200ms") &&
+                                                               Catch::Contains("ping_interval: 20s"));
     CHECK(cp.instances().at("ws-test").at("duplicates") == 0);
   }
   SECTION("SIGTERM while connected is prompt, and says goodbye with a close frame (1001)") {

@@ -238,6 +238,16 @@ TEST_CASE("command line: --version, --check-config, unknown flags", "[daemon][ag
   auto c = run_command(bin + " --config " + (dir / "c.yaml").string() + " --check-config");
   CHECK(c.exit_code == 0);
   CHECK_THAT(c.output, Catch::Contains("is valid") && Catch::Contains("request_timeout: 2s"));
+  // Where each setting came from: the main file, a drop-in overriding it.
+  dir.write("c.yaml.d/50-jobs.yaml", "jobs:\n  slots: 3\nstatus:\n  request_timeout: 4s\n");
+  auto o = run_command(bin + " --config " + (dir / "c.yaml").string() + " --check-config");
+  CHECK(o.exit_code == 0);
+  INFO(o.output);
+  CHECK_THAT(o.output, Catch::Contains("request_timeout: 4s") && Catch::Contains("slots: 3"));
+  CHECK_THAT(o.output, Catch::Contains("#   jobs.slots: " + (dir / "c.yaml.d/50-jobs.yaml").string() + "\n") &&
+                           Catch::Contains("#   status.request_timeout: " + (dir / "c.yaml.d/50-jobs.yaml").string() + "\n") &&
+                           Catch::Contains("#   state_dir: " + (dir / "c.yaml").string() + "\n"));
+  CHECK_THAT(o.output, !Catch::Contains("#   jobs.kill_grace"));  // a default
 
   dir.write("bad.yaml", "status:\n  mode: rw\n");
   auto b = run_command(bin + " --config " + (dir / "bad.yaml").string() + " --check-config 2>&1");
