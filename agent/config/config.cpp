@@ -1,6 +1,8 @@
 #include "agent/config/config.hpp"
 
+#include <algorithm>
 #include <fmt/format.h>
+#include <set>
 
 #include "common/config_yaml.hpp"
 
@@ -14,13 +16,27 @@ void apply(std::string_view text, Config& config, Problems& problems) {
   config_yaml::apply_document(text, problems, [&config](config_yaml::Reader& reader) { config.visit(reader); });
 }
 
+// The keys one file set, from `file`. A key it set replaces what an earlier file set below
+// it (a list is replaced whole: the earlier file's `storage.mounts[2].name` is gone).
+void note_origins(std::map<std::string, std::filesystem::path>& origins, const std::vector<std::string>& assigned,
+                  const std::string& file) {
+  const std::set<std::string> now(assigned.begin(), assigned.end());
+  auto below = [&now](const std::string& key) {
+    return std::any_of(now.begin(), now.end(), [&key](const std::string& set) {
+      return key.size() > set.size() && key.starts_with(set) && (key[set.size()] == '[' || key[set.size()] == '.');
+    });
+  };
+  std::erase_if(origins, [&](const auto& entry) { return !now.contains(entry.first) && below(entry.first); });
+  for (const auto& key : now) origins[key] = file;
+}
+
 }  // namespace
 
 Result<LoadedConfig> load_config(const std::filesystem::path& file) {
   LoadedConfig loaded;
   auto files = config_yaml::read_config_files(file, [&loaded](std::string_view text, Problems& problems) {
     apply(text, loaded.config, problems);
-    for (const auto& key : problems.assigned) loaded.origins[key] = problems.file;
+    note_origins(loaded.origins, problems.assigned, problems.file);
   });
   if (!files) return files.error();
   loaded.file = std::move(files->file);

@@ -7,6 +7,7 @@
 #include "agent/inventory/inventory.hpp"
 #include "common/build_info.hpp"
 #include "common/fs.hpp"
+#include "common/text.hpp"
 #include "common/tls.hpp"
 
 namespace instanced::inventory {
@@ -24,11 +25,21 @@ std::string read_text(const fs::path& file) {
   return text ? *text : std::string();
 }
 
-std::string trimmed(std::string_view s) {
+std::string_view trimmed(std::string_view s) {
   const auto begin = s.find_first_not_of(" \t\r\n");
   if (begin == std::string_view::npos) return {};
-  const auto end = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(begin, std::min(end - begin + 1, kMaxText)));
+  return s.substr(begin, s.find_last_not_of(" \t\r\n") - begin + 1);
+}
+
+// A value to send: trimmed, what is not UTF-8 (or a control character) escaped as \xNN,
+// cut to kMaxText bytes at a character's boundary.
+std::string text_value(std::string_view s) {
+  std::string v = escape_for_log(trimmed(s));
+  if (v.size() <= kMaxText) return v;
+  std::size_t cut = kMaxText;
+  while (cut > 0 && (static_cast<unsigned char>(v[cut]) & 0xc0) == 0x80) --cut;
+  v.resize(cut);
+  return v;
 }
 
 // "KEY: value" or KEY=value lines: the first value of `key`.
@@ -41,7 +52,7 @@ std::optional<std::string> first_value(std::string_view text, std::string_view k
     at = end + 1;
     const auto sep = line.find(separator);
     if (sep == std::string_view::npos || trimmed(line.substr(0, sep)) != key) continue;
-    return trimmed(line.substr(sep + 1));
+    return text_value(line.substr(sep + 1));
   }
   return std::nullopt;
 }
@@ -97,8 +108,8 @@ json::array disks_part(const fs::path& root) {
     const fs::path dir = it->path();
     std::error_code missing;  // apart from `ec`, which ends the walk
     if (!fs::exists(dir / "device", missing) || found.size() >= kMaxDisks) continue;
-    auto sectors = number(trimmed(read_text(dir / "size")));
-    if (sectors) found.emplace_back(dir.filename().string().substr(0, kMaxText), *sectors * 512);
+    auto sectors = number(std::string(trimmed(read_text(dir / "size"))));
+    if (sectors) found.emplace_back(text_value(dir.filename().string()), *sectors * 512);
   }
   std::sort(found.begin(), found.end());
   json::array disks;
@@ -111,9 +122,9 @@ json::array disks_part(const fs::path& root) {
 json::object host_part(const fs::path& root) {
   json::object host;
   if (auto os = os_part(root); !os.empty()) host["os"] = std::move(os);
-  if (auto kernel = trimmed(read_text(root / "proc/sys/kernel/osrelease")); !kernel.empty()) host["kernel"] = kernel;
+  if (auto kernel = text_value(read_text(root / "proc/sys/kernel/osrelease")); !kernel.empty()) host["kernel"] = kernel;
   struct utsname u {};
-  if (::uname(&u) == 0) host["arch"] = u.machine;
+  if (::uname(&u) == 0) host["arch"] = text_value(u.machine);
   if (auto cpu = cpu_part(root); !cpu.empty()) host["cpu"] = std::move(cpu);
   if (auto memory = memory_bytes(root)) host["memory_bytes"] = *memory;
   if (auto disks = disks_part(root); !disks.empty()) host["disks"] = std::move(disks);

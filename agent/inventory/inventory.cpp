@@ -16,6 +16,8 @@ namespace {
 constexpr std::size_t kMaxAnswer = 64 << 10;  // IMDS's compute document is a few KiB
 constexpr std::size_t kMaxField = 256;
 constexpr auto kHostTimeout = std::chrono::seconds(5);  // reading /proc and /sys
+constexpr Duration kFirstRetry = std::chrono::minutes(1);  // after a metadata service failed
+constexpr Duration kMaxRetry = std::chrono::hours(1);
 
 // A string field of `o`, non-empty and at most kMaxField long; the error names it.
 Result<std::string> text_field(const json::object& o, std::string_view name) {
@@ -57,8 +59,20 @@ Result<json::object> parse_azure_compute(std::string_view body) {
     if (!v) return v.error();
     cloud[name] = *v;
   }
-  if (auto image = image_of(compute)) cloud["image"] = *image;
+  if (auto image = image_of(compute); image && image->size() <= kMaxField) cloud["image"] = *image;
   return cloud;
+}
+
+// The compute document at `endpoint` (http:// only: the service is link-local), as `cloud`.
+asio::awaitable<Result<json::object>> fetch_cloud(const std::string& endpoint, Duration timeout) {
+  auto url = parse_url(endpoint);
+  if (url && url->tls) url = Error{"only http:// is supported (the service is link-local)"};
+  if (!url) co_return Error{fmt::format("inventory.metadata_endpoint: {}", url.error().message)};
+  const HttpHeaders headers{{"Metadata", "true"}};  // what IMDS requires of a caller
+  auto answer = co_await http_get(*url, headers, timeout, kMaxAnswer);
+  if (!answer) co_return answer.error();
+  if (answer->status != 200) co_return Error{fmt::format("answered {}", answer->status)};
+  co_return parse_azure_compute(answer->body);
 }
 
 Inventory::Inventory(asio::any_io_executor ex, Api& api, const InventoryConfig& config, GpuPart gpus,
@@ -78,30 +92,34 @@ asio::awaitable<json::object> Inventory::get() {
   all["agent"] = agent_part();
   if (gpus_)
     if (auto g = gpus_(); !g.empty()) all["gpu"] = std::move(g);
-  if (asked_ != config_.metadata_endpoint) co_await ask_metadata();
+  const bool changed = asked_ != config_.metadata_endpoint;
+  const bool retry = cloud_.empty() && !config_.metadata_endpoint.empty() && api_.clock.now() >= retry_at_;
+  if (!asking_ && (changed || retry)) co_await ask_metadata();
   if (!cloud_.empty()) all["cloud"] = cloud_;
   co_return all;
 }
 
-// Once per endpoint: its answer, or none (logged, at info: outside a cloud there is none).
+// Its answer kept for the agent's run; none: asked again at a later inventory, after a
+// pause doubling from a minute to an hour (IMDS may not answer yet just after boot).
 asio::awaitable<void> Inventory::ask_metadata() {
   const std::string endpoint = config_.metadata_endpoint;
-  asked_ = endpoint;
-  cloud_ = {};
-  if (endpoint.empty()) co_return;
-  auto url = parse_url(endpoint);
-  if (url && url->tls) url = Error{"only http:// is supported (the service is link-local)"};
-  if (!url) {
-    log_->warn("inventory.metadata_endpoint '{}': {}", endpoint, url.error().message);
-    co_return;
+  if (asked_ != endpoint) {
+    cloud_ = {};
+    retry_after_ = kFirstRetry;
   }
-  const HttpHeaders headers{{"Metadata", "true"}};  // what IMDS requires of a caller
-  auto answer = co_await http_get(*url, headers, config_.metadata_timeout, kMaxAnswer);
-  Result<json::object> cloud = !answer                 ? Result<json::object>(answer.error())
-                               : answer->status != 200 ? Error{fmt::format("answered {}", answer->status)}
-                                                       : parse_azure_compute(answer->body);
+  asked_ = endpoint;
+  if (endpoint.empty()) co_return;
+  asking_ = true;
+  struct Done {
+    bool& asking;
+    ~Done() { asking = false; }
+  } done{asking_};
+  auto cloud = co_await fetch_cloud(endpoint, config_.metadata_timeout);
   if (!cloud) {
-    log_->info("no VM identity from the metadata service at {}: {}", endpoint, cloud.error().message);
+    retry_at_ = api_.clock.now() + retry_after_;
+    log_->info("no VM identity from the metadata service at {}: {}; asked again in {}", endpoint,
+               cloud.error().message, format_duration(retry_after_));
+    retry_after_ = std::min(retry_after_ * 2, kMaxRetry);
     co_return;
   }
   cloud_ = std::move(*cloud);

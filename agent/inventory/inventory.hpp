@@ -2,8 +2,9 @@
 // answered to `get_inventory`. The host's part (OS, kernel, CPUs, memory, disks) is read
 // afresh each time from files under /etc, /proc and /sys, on the blocking pool; the GPUs'
 // part is the GPU subsystem's last sample; the VM's identity is asked of the cloud's
-// instance metadata service once per agent run (and again after its endpoint changes),
-// bounded by inventory.metadata_timeout, and is absent where there is none.
+// instance metadata service (bounded by inventory.metadata_timeout), kept for the agent's
+// run once it answered, asked again after a failure (a minute later, doubling to an hour)
+// and after its endpoint changes; absent where there is none.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -17,8 +18,10 @@
 
 #include "agent/inventory/config.hpp"
 #include "common/api.hpp"
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "common/result.hpp"
+#include "common/units.hpp"
 
 namespace instanced::inventory {
 
@@ -58,8 +61,15 @@ class Inventory {
   GpuPart gpus_;
   std::filesystem::path root_;
   Logger log_;
-  std::optional<std::string> asked_;  // the endpoint whose answer `cloud_` holds
-  boost::json::object cloud_;        // empty: none
+  std::optional<std::string> asked_;  // the endpoint `cloud_` is for
+  boost::json::object cloud_;        // its answer; empty: none (yet)
+  bool asking_ = false;
+  Clock::steady_time retry_at_{};    // a failed ask is repeated from then on
+  Duration retry_after_{};
 };
+
+// The compute document at `endpoint`, as `cloud` (parse_azure_compute); an error says why
+// there is none. Bounded by `timeout`.
+boost::asio::awaitable<Result<boost::json::object>> fetch_cloud(const std::string& endpoint, Duration timeout);
 
 }  // namespace instanced::inventory

@@ -83,7 +83,6 @@ asio::awaitable<Result<Run>> Run::launch(ProcessRunner& runner, Filesystem& file
     }
     if (launcher.spare) {  // the next one, while this one starts its workload
       s.argv = {launcher.program, std::string(kSpareArgument)};
-      s.nice = kSpareNiceness;
       (void)launcher.spare->refill(runner, std::move(s));  // else the next launch starts one afresh
     }
     co_return Run(dir, std::move(child), std::nullopt);

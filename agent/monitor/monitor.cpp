@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
-#include <sys/resource.h>
+#include <poll.h>
 #include <fmt/format.h>
 #include <optional>
 #include <unistd.h>
@@ -50,8 +50,7 @@ class Monitor {
       : runner_(ctx_.get_executor()),
         pool_(1),
         cancel_(ctx_.get_executor()),
-        pump_done_(ctx_.get_executor(), "output"),
-        signals_(ctx_.get_executor(), SIGTERM, SIGINT) {}
+        pump_done_(ctx_.get_executor(), "output") {}
 
   int run(fs::path dir, WorkloadSpec spec) {
     dir_ = std::move(dir);
@@ -82,7 +81,9 @@ class Monitor {
     // Without it an agent started later cannot take the run back (it reports it lost); the
     // agent that started this monitor still sees its end.
     (void)write(kMonitorFile, whoami().to_text(), false);
-    signals_.async_wait([this](const boost::system::error_code& ec, int) {
+    // Its handler from here on (a spare's wait left SIGTERM's default: it ended the spare).
+    signals_.emplace(ctx_.get_executor(), SIGTERM, SIGINT);
+    signals_->async_wait([this](const boost::system::error_code& ec, int) {
       if (!ec) cancel();
     });
     set_cancel_signals_blocked(false);  // one sent since the start is delivered now
@@ -152,7 +153,7 @@ class Monitor {
     if (!spec_.marker.empty() && !keep)
       e.left_behind = co_await stop_marked(runner_, pool_, clock_, log_, spec_.marker, spec_.kill_grace);
     result_ = record(std::move(e));
-    signals_.cancel();
+    signals_->cancel();
     ctx_.stop();
   }
 
@@ -221,7 +222,7 @@ class Monitor {
   Logger log_;
   Wake cancel_;
   Gate pump_done_;
-  asio::signal_set signals_;
+  std::optional<asio::signal_set> signals_;  // made when the workload starts
   std::unique_ptr<RunLog> log_file_;
   std::unique_ptr<Process> proc_;
   bool cancelled_ = false;
@@ -261,9 +262,17 @@ int run_folder(Monitor& m, const fs::path& run_dir) {
 }
 
 // The run folder a spare is handed on fd 3: empty when the agent closed its end first.
+// SIGTERM and SIGINT are let through while nothing is handed (their default action ends
+// the spare: no job is cancelled by a signal meant for an idle spare), and blocked again
+// from the moment there is something to read.
 std::string wait_for_folder() {
   constexpr int kFolderFd = 3;
   constexpr std::size_t kMaxLine = 4096;
+  sigset_t none;
+  sigemptyset(&none);
+  struct pollfd readable {kFolderFd, POLLIN, 0};
+  while (::ppoll(&readable, 1, nullptr, &none) < 0 && errno == EINTR) {
+  }
   std::string line;
   char buffer[512];
   while (line.find('\n') == std::string::npos && line.size() <= kMaxLine) {
@@ -291,7 +300,6 @@ int run_spare() {
   Monitor m;  // its loop, pool and runner made while it waits
   const std::string folder = wait_for_folder();
   if (folder.empty()) return 0;  // the agent has no use for it
-  ::setpriority(PRIO_PROCESS, 0, 0);  // started yielding (kSpareNiceness); root may raise it back
   if (folder.front() != '/') {
     std::fprintf(stderr, "instanced-run: handed a run folder that is not an absolute path\n");
     return 2;

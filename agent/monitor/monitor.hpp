@@ -19,8 +19,9 @@ int run(const std::filesystem::path& run_dir);
 
 // A spare monitor (SpareMonitor, client.hpp): waits for one line on fd 3, its run folder
 // (an absolute path), then runs it as run() does. The end of fd 3 without a line (the
-// agent stopped) ends it with 0, nothing done. SIGTERM and SIGINT stay blocked while it
-// waits, so that a cancel sent just after the hand-over waits for the handler.
+// agent stopped) ends it with 0, nothing done; so does SIGTERM or SIGINT while it waits
+// (their default action). From the moment a line can be read they are blocked, so that a
+// cancel sent just after the hand-over waits for the workload's handler.
 int run_spare();
 
 }  // namespace instanced::monitor

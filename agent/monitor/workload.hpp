@@ -33,9 +33,6 @@ inline constexpr std::string_view kCancelFile = "cancel";
 inline constexpr std::string_view kProgram = "instanced-run";
 // `instanced-run --spare`: started ahead, its run folder comes as a line on its fd 3.
 inline constexpr std::string_view kSpareArgument = "--spare";
-// A spare loads at this niceness, so that it yields the CPU to the job just started; it
-// takes 0 when handed its folder.
-inline constexpr int kSpareNiceness = 19;
 
 // What to run and how: written by the agent (mode 0600: the environment may hold secrets).
 struct WorkloadSpec {

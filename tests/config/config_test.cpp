@@ -239,6 +239,23 @@ TEST_CASE("drop-in files override in name order", "[config]") {
                Catch::Contains((dir / "instanced.yaml.d/30-bad.yaml").string() +
                                ":3:3: status.max_conections: unknown key; did you mean 'max_connections'?"));
   }
+  SECTION("each key a file set is remembered with that file, a replaced list without its earlier items") {
+    const std::string main = (dir / "instanced.yaml").string(), first = (dir / "instanced.yaml.d/10-first.yaml").string(),
+                      later = (dir / "instanced.yaml.d/20-later.yaml").string();
+    CHECK(r->origins == std::map<std::string, std::filesystem::path>{{"log.level", first},
+                                                                     {"status.group", main},
+                                                                     {"status.max_connections", later}});
+    dir.write("instanced.yaml", "setup:\n  scripts:\n    - {name: a, path: /a.sh}\n    - {name: b, path: /b.sh, timeout: 1m}\n");
+    dir.write("instanced.yaml.d/20-later.yaml", "setup:\n  scripts:\n    - {name: c, path: /c.sh}\n");
+    auto lists = load_config(dir / "instanced.yaml");
+    REQUIRE(lists.ok());
+    REQUIRE(lists->config.setup.scripts.size() == 1);
+    CHECK(lists->origins == std::map<std::string, std::filesystem::path>{{"log.level", first},
+                                                                         {"setup.scripts", later},
+                                                                         {"setup.scripts[0].name", later},
+                                                                         {"setup.scripts[0].path", later},
+                                                                         {"status.max_connections", first}});
+  }
   SECTION("the hash changes when a drop-in changes") {
     dir.write("instanced.yaml.d/20-later.yaml", "status:\n  max_connections: 31\n");
     auto changed = load_config(dir / "instanced.yaml");

@@ -4,6 +4,7 @@
 // a metadata service on loopback and without one: tests/control/channel_test.cpp.
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include "agent/inventory/inventory.hpp"
 #include "tests/support/agent_process.hpp"
@@ -57,6 +58,22 @@ TEST_CASE("the host's inventory is read from /etc, /proc and /sys, and what is m
     CHECK_FALSE(partial.contains("cpu"));
     CHECK(partial.at("kernel") == "4.15.0-212-generic");
   }
+  SECTION("text that is not UTF-8 is escaped, and a long value is cut at a character's boundary") {
+    root.write("etc/os-release", "NAME=\"Ubu\xffntu\"\nPRETTY_NAME=\"" + std::string(200, 'a') + std::string(40, '\xc3') +
+                                     "\"\nVERSION_ID=" + [] {
+                                       std::string e;
+                                       for (int i = 0; i < 200; ++i) e += "\xc3\xa9";  // é
+                                       return e;
+                                     }() + "\n");
+    auto os = host_part(root.path()).at("os");
+    CHECK(os.at("name") == "Ubu\\xffntu");
+    const std::string version(os.at("version").as_string());
+    CHECK(version.size() == 256);  // 128 whole characters
+    CHECK(version.substr(0, 2) == "\xc3\xa9");
+    CHECK(version.substr(254) == "\xc3\xa9");
+    CHECK(os.at("pretty").as_string().size() <= 256);
+    CHECK_NOTHROW(json::parse(json::serialize(os)));  // valid UTF-8 throughout
+  }
   SECTION("a FIFO where a file should be is not waited for") {
     std::filesystem::remove(root / "proc/meminfo");
     REQUIRE(::mkfifo((root / "proc/meminfo").c_str(), 0600) == 0);
@@ -92,6 +109,12 @@ TEST_CASE("Azure's compute document gives the VM's identity, and a hostile one i
     auto bare = parse_azure_compute(R"({"location":"x","vmId":"y","vmSize":"z","storageProfile":7})");
     REQUIRE(bare);
     CHECK_FALSE(bare->contains("image"));
+    const std::string part(100, 'p');  // four parts of 100: over the cap when joined
+    auto long_image = parse_azure_compute(fmt::format(
+        R"({{"location":"x","vmId":"y","vmSize":"z","storageProfile":{{"imageReference":{{"publisher":"{0}","offer":"{0}","sku":"{0}","version":"{0}"}}}}}})",
+        part));
+    REQUIRE(long_image);
+    CHECK_FALSE(long_image->contains("image"));
   }
   SECTION("hostile answers") {
     auto refused = [](const std::string& body) {
@@ -105,6 +128,6 @@ TEST_CASE("Azure's compute document gives the VM's identity, and a hostile one i
           "vmSize: empty or over 256 characters");
     CHECK(refused("[1,2]") == "not a JSON object");
     CHECK_THAT(refused("<html>"), Catch::StartsWith("not JSON: "));
-    CHECK_THAT(refused(std::string(100000, '[')), Catch::StartsWith("not JSON: "));  // too deep
+    CHECK(refused(std::string(100000, '[') + std::string(100000, ']')) == "not JSON: too deep");
   }
 }

@@ -56,6 +56,17 @@ static std::vector<std::string> proc_strings(pid_t pid, const char* file) {
   return out;
 }
 
+// Whether one of `pid`'s open files is under `folder`.
+static bool holds_file_in(pid_t pid, const std::string& folder) {
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/fd", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    std::error_code unreadable;
+    if (std::filesystem::read_symlink(it->path(), unreadable).string().starts_with(folder)) return true;
+  }
+  return false;
+}
+
 std::vector<pid_t> workloads_in(const std::filesystem::path& dir) {
   std::vector<pid_t> found;
   const std::string folder = dir.string() + "/";
@@ -66,7 +77,9 @@ std::vector<pid_t> workloads_in(const std::filesystem::path& dir) {
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     const pid_t pid = std::stoi(name);
     auto argv = proc_strings(pid, "cmdline");
-    bool monitor = argv.size() == 2 && argv[0].ends_with("/instanced-run") && argv[1].starts_with(folder);
+    // A monitor on a run folder here; one started ahead (--spare) once it holds a file here.
+    bool monitor = argv.size() == 2 && argv[0].ends_with("/instanced-run") &&
+                   (argv[1].starts_with(folder) || (argv[1] == "--spare" && holds_file_in(pid, folder)));
     bool job = false;
     for (const auto& e : proc_strings(pid, "environ")) job = job || e.starts_with(socket);
     if (monitor || job) found.push_back(pid);
