@@ -214,7 +214,7 @@ Subsystems::Subsystems(boost::asio::io_context& ioc, Api& api, const Config& run
       logind(immortal<power::SdBusLogind>()),
       power_watch(ioc.get_executor(), api, services, logind, running.power,
                   [&control](Clock::steady_time::duration d) { return control.wait_delivered(d); }),
-      inventory(ioc.get_executor(), api, running.inventory, [this] { return gpu.inventory_json(); }) {
+      inventory(api, running.inventory, [this] { return gpu.inventory_json(); }) {
   control.set_inventory([this] { return inventory.get(); });
   setup.add_prerequisite(mounts.ready_gate());
   job_queue.add_prerequisite(disk.work_gate());

@@ -134,17 +134,15 @@ Result<void> RealFilesystem::append_file(const std::filesystem::path& path, std:
 Result<void> RealFilesystem::create_directories(const std::filesystem::path& path, unsigned mode) {
   struct stat st{};
   // The usual cases first, one call each: made earlier, or only the last part missing.
-  if (::stat(path.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) return Error{fmt::format("{} exists and is not a directory", path.string())};
-    return {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (::mkdir(path.c_str(), mode) == 0) return {};
+    std::filesystem::path cur;
+    for (const auto& part : path) {
+      cur /= part;
+      if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return errno_error("mkdir", cur, errno);
+    }
+    if (::stat(path.c_str(), &st) != 0) return errno_error("stat", path, errno);
   }
-  if (::mkdir(path.c_str(), mode) == 0) return {};
-  std::filesystem::path cur;
-  for (const auto& part : path) {
-    cur /= part;
-    if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return errno_error("mkdir", cur, errno);
-  }
-  if (::stat(path.c_str(), &st) != 0) return errno_error("stat", path, errno);
   if (!S_ISDIR(st.st_mode)) return Error{fmt::format("{} exists and is not a directory", path.string())};
   return {};
 }

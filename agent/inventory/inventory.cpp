@@ -75,10 +75,8 @@ asio::awaitable<Result<json::object>> fetch_cloud(const std::string& endpoint, D
   co_return parse_azure_compute(answer->body);
 }
 
-Inventory::Inventory(asio::any_io_executor ex, Api& api, const InventoryConfig& config, GpuPart gpus,
-                     std::filesystem::path root)
-    : ex_(std::move(ex)),
-      api_(api),
+Inventory::Inventory(Api& api, const InventoryConfig& config, GpuPart gpus, std::filesystem::path root)
+    : api_(api),
       config_(config),
       gpus_(std::move(gpus)),
       root_(std::move(root)),

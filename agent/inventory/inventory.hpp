@@ -7,7 +7,6 @@
 // and after its endpoint changes; absent where there is none.
 #pragma once
 
-#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/object.hpp>
 #include <filesystem>
@@ -46,8 +45,7 @@ class Inventory {
 
   // `config` is read at each use (the running configuration's section: a reload applies
   // at the next inventory).
-  Inventory(boost::asio::any_io_executor ex, Api& api, const InventoryConfig& config, GpuPart gpus,
-            std::filesystem::path root = "/");
+  Inventory(Api& api, const InventoryConfig& config, GpuPart gpus, std::filesystem::path root = "/");
 
   // The whole inventory, as of now. Never fails: what is unknown is left out.
   boost::asio::awaitable<boost::json::object> get();
@@ -55,7 +53,6 @@ class Inventory {
  private:
   boost::asio::awaitable<void> ask_metadata();
 
-  boost::asio::any_io_executor ex_;
   Api& api_;
   const InventoryConfig& config_;
   GpuPart gpus_;
