@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <sstream>
 #include <stdexcept>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -87,18 +88,57 @@ std::vector<pid_t> workloads_in(const std::filesystem::path& dir) {
   return found;
 }
 
-void stop_workloads_in(const std::filesystem::path& dir) {
-  for (int round = 0; round < 100; ++round) {
-    auto left = workloads_in(dir);
-    if (left.empty()) return;
-    for (pid_t p : left) ::kill(p, SIGKILL);
-    std::this_thread::sleep_for(20ms);
+// SIGKILL to what the test left running under `dir`: its workloads, and every process with
+// an argument naming something there (drivers, stand-ins). Whether any was found.
+static bool kill_what_runs_in(const std::filesystem::path& dir) {
+  const std::string below = dir.string() + "/";
+  std::vector<pid_t> found = workloads_in(dir);
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = std::stoi(name);
+    for (const auto& arg : proc_strings(pid, "cmdline"))
+      if (arg.find(below) != std::string::npos) {
+        found.push_back(pid);
+        break;
+      }
+  }
+  bool any = false;
+  for (pid_t pid : found) any = (pid != ::getpid() && ::kill(pid, SIGKILL) == 0) || any;
+  return any;
+}
+
+void detach_mounts_under(const std::filesystem::path& dir) {
+  const std::string below = dir.string() + "/";
+  // The FUSE control file system, where connections are aborted (not always mounted).
+  std::error_code ec;
+  if (!std::filesystem::exists("/sys/fs/fuse/connections", ec) || std::filesystem::is_empty("/sys/fs/fuse/connections", ec))
+    ::mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
+  std::ifstream in("/proc/self/mountinfo");
+  std::vector<std::pair<std::string, std::string>> found;  // mount point, device's minor number
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, device, root, point;
+    fields >> id >> parent >> device >> root >> point;
+    if (point.starts_with(below)) found.emplace_back(point, device.substr(device.find(':') + 1));
+  }
+  for (auto it = found.rbegin(); it != found.rend(); ++it) {  // mountinfo lists parents first
+    std::ofstream("/sys/fs/fuse/connections/" + it->second + "/abort") << "1";  // absent unless FUSE
+    ::umount2(it->first.c_str(), MNT_DETACH);
   }
 }
 
 TempDir::~TempDir() {
-  // What the agents of the test left running (monitors and their jobs outlive the agent).
-  stop_workloads_in(path_);
+  // What the agents of the test left running (monitors and their jobs outlive the agent),
+  // and what they mounted: a driver started just before its agent was killed may mount
+  // after the test's own clean-up.
+  for (int round = 0; round < 100; ++round) {
+    detach_mounts_under(path_);  // first: a process blocked in a hung mount dies only then
+    if (!kill_what_runs_in(path_)) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  detach_mounts_under(path_);
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

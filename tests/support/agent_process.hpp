@@ -17,7 +17,9 @@ namespace instanced::testing {
 using namespace std::chrono_literals;
 
 // A folder under /tmp, removed with its content at the end (mode 0755 so that clients
-// running as other users can reach a socket inside).
+// running as other users can reach a socket inside). What is mounted inside is detached
+// first, its FUSE connections aborted: the removal never waits on a server that does not
+// answer (a process blocked in a request the server has read cannot even be killed).
 class TempDir {
  public:
   TempDir();
@@ -73,8 +75,10 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
 // The workload monitors (instanced-run) started on run folders under `dir`, and the
 // jobs started with a status socket under it: what outlives the agents of a test.
 std::vector<pid_t> workloads_in(const std::filesystem::path& dir);
-// SIGKILL to them until none is left (bounded); TempDir's destructor calls it.
-void stop_workloads_in(const std::filesystem::path& dir);
+// Every mount below `dir`, innermost first: a FUSE connection is aborted (its blocked
+// requests fail at once), then the mount is lazily detached. Reads only /proc/self/mountinfo,
+// never the mount points themselves. TempDir's destructor calls it.
+void detach_mounts_under(const std::filesystem::path& dir);
 
 class AgentProcess {
  public:
