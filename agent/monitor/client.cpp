@@ -2,6 +2,7 @@
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
 #include <cstring>
@@ -21,15 +22,22 @@ namespace {
 constexpr std::size_t kMaxRecordBytes = 4 << 20;  // exit.json: the tail lines are capped by RunLog
 }  // namespace
 
-std::unique_ptr<Process> SpareMonitor::take(const fs::path& dir) {
+asio::awaitable<std::unique_ptr<Process>> SpareMonitor::take(const fs::path& dir) {
   auto p = std::move(process_);
   Fd socket = std::move(socket_);
-  if (!p || p->exit_status()) return nullptr;  // none, or it ended (killed)
+  if (!p || p->exit_status()) co_return nullptr;  // none, or it ended (killed)
   const std::string line = dir.string() + "\n";
   // Into an empty socket buffer: all of it or nothing (it ended: closing the end is all).
   const auto sent = ::send(socket.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-  if (sent != static_cast<ssize_t>(line.size())) return nullptr;
-  return p;
+  if (sent != static_cast<ssize_t>(line.size())) co_return nullptr;
+  // Its answer, or the end of its socket (a dying spare's threads may still hold it when
+  // the send went in): only a spare that answered runs the folder.
+  asio::posix::stream_descriptor answer(co_await asio::this_coro::executor, socket.release());
+  char taken = 0;
+  boost::system::error_code ec;
+  const std::size_t n = co_await answer.async_read_some(asio::buffer(&taken, 1), asio::redirect_error(asio::use_awaitable, ec));
+  if (n != 1 || taken != kSpareTaken) co_return nullptr;
+  co_return p;
 }
 
 Result<void> SpareMonitor::refill(ProcessRunner& runner, SpawnSpec spec) {
@@ -74,7 +82,8 @@ asio::awaitable<Result<Run>> Run::launch(ProcessRunner& runner, Filesystem& file
     s.argv = {launcher.program, dir.string()};
     s.capture_output = false;
     s.inherit_stderr = true;  // its messages (and, without the journal, the output's lines) beside the agent's
-    std::unique_ptr<Process> child = launcher.spare ? launcher.spare->take(dir) : nullptr;
+    std::unique_ptr<Process> child;
+    if (launcher.spare) child = co_await launcher.spare->take(dir);
     if (!child) {
       auto started = runner.spawn(s);
       if (!started)
@@ -164,6 +173,9 @@ Result<WorkloadExit> Run::exit_record(Filesystem& files) const {
   auto text = files.read_file(dir_ / kExitFile, kMaxRecordBytes);
   if (!text && !unit_.empty() && !info_)
     return Error{fmt::format("its monitor (unit {}) did not start within {}s", unit_, kStartLimit.count())};
+  if (!text && child_ && child_->exit_status())
+    return Error{fmt::format("its monitor (pid {}) ended without recording how the workload ended: {}", child_->pid(),
+                             child_->exit_status()->describe())};
   if (!text) return Error{"its monitor ended without recording how the workload ended"};
   return WorkloadExit::parse(*text);
 }

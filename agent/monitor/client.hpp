@@ -25,9 +25,11 @@ namespace instanced::monitor {
 // (the agent's stop or crash). Used on the event loop only.
 class SpareMonitor {
  public:
-  // The spare, handed `dir` (whose spec is written); nullptr when none waits or it has
-  // ended: the caller starts a monitor afresh.
-  std::unique_ptr<Process> take(const std::filesystem::path& dir);
+  // The spare, handed `dir` (whose spec is written) and having said it took it; nullptr
+  // when none waits, or it ended before it took the folder (killed, or a SIGTERM meant for
+  // it arrived with the folder): the caller starts a monitor afresh. Waits for the spare's
+  // answer or its end (its end of the socket closes), nothing else.
+  boost::asio::awaitable<std::unique_ptr<Process>> take(const std::filesystem::path& dir);
   // Starts one (`spec` runs the monitor's program with --spare) unless one waits.
   Result<void> refill(ProcessRunner& runner, SpawnSpec spec);
 

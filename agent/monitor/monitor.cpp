@@ -264,7 +264,8 @@ int run_folder(Monitor& m, const fs::path& run_dir) {
 // The run folder a spare is handed on fd 3: empty when the agent closed its end first.
 // SIGTERM and SIGINT are let through while nothing is handed (their default action ends
 // the spare: no job is cancelled by a signal meant for an idle spare), and blocked again
-// from the moment there is something to read.
+// from the moment there is something to read; one that came with the folder still ends
+// the spare, which then does not answer (the agent starts a monitor afresh).
 std::string wait_for_folder() {
   constexpr int kFolderFd = 3;
   constexpr std::size_t kMaxLine = 4096;
@@ -281,9 +282,14 @@ std::string wait_for_folder() {
     if (n <= 0) break;
     line.append(buffer, static_cast<std::size_t>(n));
   }
-  ::close(kFolderFd);
   const auto end = line.find('\n');
   line.resize(end == std::string::npos ? 0 : end);
+  sigset_t pending;
+  sigemptyset(&pending);
+  ::sigpending(&pending);
+  if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)) line.clear();
+  if (!line.empty() && ::write(kFolderFd, &kSpareTaken, 1) != 1) line.clear();  // the agent is gone
+  ::close(kFolderFd);
   return line;
 }
 
@@ -299,7 +305,7 @@ int run_spare() {
   prepare_process();
   Monitor m;  // its loop, pool and runner made while it waits
   const std::string folder = wait_for_folder();
-  if (folder.empty()) return 0;  // the agent has no use for it
+  if (folder.empty()) return 0;  // the agent has no use for it, or a signal meant for it came
   if (folder.front() != '/') {
     std::fprintf(stderr, "instanced-run: handed a run folder that is not an absolute path\n");
     return 2;

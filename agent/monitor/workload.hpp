@@ -31,8 +31,10 @@ inline constexpr std::string_view kExitFile = "exit.json";
 inline constexpr std::string_view kLiveTailFile = "live.ring";
 inline constexpr std::string_view kCancelFile = "cancel";
 inline constexpr std::string_view kProgram = "instanced-run";
-// `instanced-run --spare`: started ahead, its run folder comes as a line on its fd 3.
+// `instanced-run --spare`: started ahead, its run folder comes as a line on its fd 3, and
+// it answers with this byte once it has taken it (a spare that ends instead never runs it).
 inline constexpr std::string_view kSpareArgument = "--spare";
+inline constexpr char kSpareTaken = '1';
 
 // What to run and how: written by the agent (mode 0600: the environment may hold secrets).
 struct WorkloadSpec {

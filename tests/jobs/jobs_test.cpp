@@ -320,9 +320,16 @@ TEST_CASE("without systemd a job is handed a monitor started ahead, which ends w
   dir.write("go", "");
   a.wait_state("second", "succeeded");
   CHECK(a.http().get("/v1/jobs/log?id=second").body == "second\n");
+  // A SIGTERM meant for a waiting spare ends it, and cancels no later job.
+  REQUIRE(::kill(next.front(), SIGTERM) == 0);
+  REQUIRE(eventually([&] { return !alive(next.front()); }));
+  a.submit(sh_job("third", "echo third"));
+  CHECK(a.wait_state("third", "succeeded").at("exit_code") == 0);
+  std::vector<pid_t> last;
+  REQUIRE(eventually([&] { return (last = spares_of(agent)).size() == 1; }));  // started afresh, then a spare again
   a.agent().signal(SIGTERM);
   REQUIRE(a.agent().wait_exit(10s));
-  CHECK(eventually([&] { return !alive(next.front()); }));  // its end of the socket closed
+  CHECK(eventually([&] { return !alive(last.front()); }));  // its end of the socket closed
 }
 
 TEST_CASE("while the agent is down: a job that fails is failed with its status, one whose monitor dies is lost", "[jobs][monitor]") {
