@@ -11,6 +11,7 @@
 #include "agent/control/channel.hpp"
 #include "agent/control/commands.hpp"
 #include "agent/daemon/cli.hpp"
+#include "agent/daemon/config_push.hpp"
 #include "agent/daemon/daemon.hpp"
 #include "agent/daemon/run_record.hpp"
 #include "agent/disk/guardian.hpp"
@@ -62,8 +63,8 @@ json::object config_json(const LoadedConfig& loaded) {
                       {"origins", std::move(origins)}, {"config_hash", loaded.hash}};
 }
 
-void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, status::AgentInfo& info,
-                          StateRegistry& state, Clock& clock) {
+void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, ConfigPush& push,
+                          status::AgentInfo& info, StateRegistry& state, Clock& clock) {
   commands.add("ping", [&clock](const json::object&) -> boost::asio::awaitable<CommandResult> {
     co_return CommandResult{Status::ok, {{"pong", true}, {"time", iso8601(clock.wall_now())}}, {}};
   });
@@ -72,6 +73,12 @@ void add_builtin_commands(control::CommandRegistry& commands, Daemon& daemon, st
   });
   commands.add("get_config", [&daemon](const json::object&) -> boost::asio::awaitable<CommandResult> {
     co_return CommandResult{Status::ok, config_json(daemon.loaded()), {}};
+  });
+  commands.add("set_config", [&push](const json::object& args) -> boost::asio::awaitable<CommandResult> {
+    auto setting = push.set(args);
+    auto outcome = co_await std::move(setting);
+    static constexpr Status kStatus[] = {Status::ok, Status::invalid, Status::refused, Status::failed};
+    co_return CommandResult{kStatus[static_cast<int>(outcome.answer)], std::move(outcome.result), outcome.error};
   });
   commands.add("reload_config", [&](const json::object&) -> boost::asio::awaitable<CommandResult> {
     co_await daemon.reload();
@@ -290,7 +297,8 @@ int run_agent(const Options& options, LoadedConfig loaded) {
   const Config& running = daemon.config();
   // The commands every agent answers; subsystems add theirs (and their vetoes and drains).
   control::CommandRegistry commands(clock, fs, std::filesystem::path(running.state_dir) / "control" / "commands.json");
-  add_builtin_commands(commands, daemon, info, state, clock);
+  ConfigPush push(ioc.get_executor(), api, daemon);
+  add_builtin_commands(commands, daemon, push, info, state, clock);
   control::ControlChannel control(ioc.get_executor(), api, running.control, running.state_dir, commands, info);
   Subsystems subsystems(ioc, api, running, info, control);
   subsystems.add_routes(router);
@@ -298,6 +306,7 @@ int run_agent(const Options& options, LoadedConfig loaded) {
 
   daemon.add(status_server, &Config::status);
   daemon.add(control, &Config::control);
+  daemon.add(push);
   subsystems.add_to(daemon);
   return daemon.run();
 }

@@ -315,14 +315,16 @@ std::string write_document(const std::function<void(Writer&)>& visit) {
 }
 
 Result<ConfigFiles> read_config_files(const fs::path& file,
-                                      const std::function<void(std::string_view text, Problems&)>& apply) {
+                                      const std::function<void(std::string_view text, Problems&)>& apply,
+                                      const ReplacedDropin* replaced) {
   ConfigFiles files;
   files.file = file;
   std::vector<std::string> all_problems;
   std::string hash_input;
 
   auto apply_file = [&](const fs::path& path) -> bool {
-    auto text = read_regular_file(path, kMaxConfigFileBytes);
+    auto text = replaced && replaced->text && path == replaced->path ? Result<std::string>(*replaced->text)
+                                                                     : read_regular_file(path, kMaxConfigFileBytes);
     if (!text) {
       all_problems.push_back(text.error().message);
       return false;
@@ -343,6 +345,10 @@ Result<ConfigFiles> read_config_files(const fs::path& file,
   dropin_dir += ".d";
   auto dropins = list_dropins(dropin_dir);
   if (!dropins) all_problems.push_back(dropins.error().message);
+  if (dropins && replaced) {
+    std::erase(*dropins, replaced->path);
+    if (replaced->text) dropins->insert(std::upper_bound(dropins->begin(), dropins->end(), replaced->path), replaced->path);
+  }
   for (const auto& f : dropins ? *dropins : std::vector<fs::path>{})
     if (apply_file(f)) files.dropins.push_back(f);
   if (!all_problems.empty()) return Error{fmt::format("{}", fmt::join(all_problems, "\n"))};

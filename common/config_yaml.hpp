@@ -310,9 +310,17 @@ struct ConfigFiles {
   std::string hash;                            // sha256 over the files' names and bytes
 };
 
+// One drop-in as it would be: `text` read in place of the file at `path` (added there when
+// there is none), or, without text, the file left out. To check a change before writing it.
+struct ReplacedDropin {
+  std::filesystem::path path;  // FILE.d/NAME.yaml
+  std::optional<std::string> text;
+};
+
 // Reads FILE, then FILE.d/*.yaml in name order, handing each file's text to `apply`. On
 // failure the error lists every problem, one per line.
 Result<ConfigFiles> read_config_files(const std::filesystem::path& file,
-                                      const std::function<void(std::string_view text, Problems&)>& apply);
+                                      const std::function<void(std::string_view text, Problems&)>& apply,
+                                      const ReplacedDropin* replaced = nullptr);
 
 }  // namespace instanced::config_yaml

@@ -32,12 +32,12 @@ void note_origins(std::map<std::string, std::filesystem::path>& origins, const s
 
 }  // namespace
 
-Result<LoadedConfig> load_config(const std::filesystem::path& file) {
+Result<LoadedConfig> load_config(const std::filesystem::path& file, const config_yaml::ReplacedDropin* replaced) {
   LoadedConfig loaded;
   auto files = config_yaml::read_config_files(file, [&loaded](std::string_view text, Problems& problems) {
     apply(text, loaded.config, problems);
     note_origins(loaded.origins, problems.assigned, problems.file);
-  });
+  }, replaced);
   if (!files) return files.error();
   loaded.file = std::move(files->file);
   loaded.dropins = std::move(files->dropins);

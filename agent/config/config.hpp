@@ -31,6 +31,10 @@
 
 namespace instanced {
 
+namespace config_yaml {
+struct ReplacedDropin;  // common/config_yaml.hpp
+}  // namespace config_yaml
+
 struct InstanceConfig {
   std::string name;  // empty: the host name
 
@@ -134,7 +138,8 @@ inline constexpr const char* kDefaultConfigPath = "/etc/instanced/instanced.yaml
 // Loads FILE, then FILE.d/*.yaml in name order, each overriding the keys it sets.
 // On failure the error message lists every problem, one per line, as
 // "file:line:column: key: message".
-Result<LoadedConfig> load_config(const std::filesystem::path& file);
+Result<LoadedConfig> load_config(const std::filesystem::path& file,
+                                 const config_yaml::ReplacedDropin* replaced = nullptr);
 // The same from text, for tests and the fuzzer; `name` is used in messages.
 Result<Config> parse_config_text(std::string_view text, std::string_view name);
 // The effective configuration as YAML, secrets shown as ***.

@@ -34,6 +34,10 @@ struct ControlConfig {
   std::int64_t max_json_depth = 32;
   ByteSize outbox_max_bytes{64ULL << 20};
   std::int64_t replay_per_second = 200;
+  // set_config: whether the control plane may set settings (a managed drop-in), and how
+  // long after a push no subsystem may be less healthy than before it for it to be kept.
+  bool allow_set_config = true;
+  Duration set_config_confirm_after = std::chrono::minutes(2);
 
   template <class V>
   void visit(V& v) {
@@ -60,6 +64,9 @@ struct ControlConfig {
     v("max_json_depth", max_json_depth, check::range<std::int64_t>(4, 256));
     v("outbox_max_bytes", outbox_max_bytes, check::size_range(ByteSize{64 << 10}, ByteSize{16ULL << 30}));
     v("replay_per_second", replay_per_second, check::range<std::int64_t>(1, 100000));
+    v("allow_set_config", allow_set_config);
+    v("set_config_confirm_after", set_config_confirm_after,
+      check::duration_range(std::chrono::seconds(1), std::chrono::hours(24)));
   }
 };
 

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "agent/config/config.hpp"
+#include "common/config_yaml.hpp"
 #include "tests/support/agent_process.hpp"
 
 using namespace instanced;
@@ -255,6 +256,25 @@ TEST_CASE("drop-in files override in name order", "[config]") {
                                                                          {"setup.scripts[0].name", later},
                                                                          {"setup.scripts[0].path", later},
                                                                          {"status.max_connections", first}});
+  }
+  SECTION("a drop-in checked as it would be, before it is written (set_config)") {
+    const auto pushed = dir / "instanced.yaml.d/90-control-plane.yaml";
+    const config_yaml::ReplacedDropin added{pushed, "status:\n  max_connections: 40\n"};
+    auto with = load_config(dir / "instanced.yaml", &added);
+    REQUIRE(with.ok());
+    CHECK(with->config.status.max_connections == 40);  // read last, after 20-later
+    CHECK(with->origins.at("status.max_connections") == pushed);
+    CHECK_FALSE(std::filesystem::exists(pushed));  // nothing written
+    const config_yaml::ReplacedDropin bad{pushed, "status:\n\n  max_connections: lots\n"};
+    auto refused = load_config(dir / "instanced.yaml", &bad);
+    REQUIRE_FALSE(refused.ok());
+    CHECK_THAT(refused.error().message, Catch::StartsWith(pushed.string() + ":3:20: status.max_connections:"));
+    const config_yaml::ReplacedDropin removed{dir / "instanced.yaml.d/20-later.yaml", std::nullopt};
+    auto without = load_config(dir / "instanced.yaml", &removed);
+    REQUIRE(without.ok());
+    CHECK(without->config.status.max_connections == 20);
+    CHECK(without->dropins.size() == 1);
+    CHECK(without->hash != r->hash);
   }
   SECTION("the hash changes when a drop-in changes") {
     dir.write("instanced.yaml.d/20-later.yaml", "status:\n  max_connections: 31\n");

@@ -1,5 +1,6 @@
 // The control channel of the real agent against the development control plane
 // (instanced-devcp), both real processes on loopback.
+#include <algorithm>
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 #include <csignal>
@@ -139,6 +140,80 @@ TEST_CASE("hello and heartbeats reach the development control plane", "[control]
     CHECK(how.at("code") == 1001);
     CHECK(how.at("reason") == "agent stopping");
   }
+}
+
+// docs/protocol.md, "Configuration from the control plane".
+TEST_CASE("set_config: a drop-in checked whole, applied, confirmed, or taken back when the agent is less healthy",
+          "[control][channel][set_config]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent",
+                                       "  set_config_confirm_after: 2s\ndisk:\n  interval: 100ms\n  hold: 0s\n  scan_root: {dir}\n  paths:\n"
+                                       "    - path: {dir}\n      low: 1KiB\n      recovery: 1KiB\n"));
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test") && v.at("ws-test").at("connected") == true; }));
+  const auto dropin = std::filesystem::path(agent.config_file().string() + ".d") / "90-control-plane.yaml";
+  auto result = [&](const std::string& id) {
+    REQUIRE(cp.wait([&](const json::value& v) { return v.at("ws-test").at("results").as_object().contains(id); }));
+    return cp.instances().at("ws-test").at("results").at(id);
+  };
+  auto events = [&](const char* type) { return recent(cp, "config", type); };
+
+  // An error in the sent text: refused with its line, nothing written.
+  cp.command("ws-test", R"({"id":"bad","name":"set_config","args":{"yaml":"jobs:\n  keep_finished: 7\n  slots: -5\n"}})");
+  auto bad = result("bad");
+  CHECK(bad.at("status") == "invalid");
+  CHECK_THAT(std::string(bad.at("error").as_string()),
+             Catch::Contains(dropin.string() + ":3:") && Catch::Contains("jobs.slots"));
+  CHECK_FALSE(std::filesystem::exists(dropin));
+
+  // A valid one: written (0600), loaded, where each key came from, then kept.
+  cp.command("ws-test", R"({"id":"good","name":"set_config","args":{"yaml":"jobs:\n  keep_finished: 7\n"}})");
+  auto good = result("good");
+  REQUIRE(good.at("status") == "ok");
+  CHECK(good.at("result").at("file") == json::value(dropin.string()));
+  CHECK(slurp(dropin) == "jobs:\n  keep_finished: 7\n");
+  const auto mode = std::filesystem::status(dropin).permissions() & std::filesystem::perms::all;
+  CHECK(mode == (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+  cp.command("ws-test", R"({"id":"busy","name":"set_config","args":{"yaml":""}})");
+  CHECK(result("busy").at("status") == "refused");  // one push at a time
+  cp.command("ws-test", R"({"id":"config","name":"get_config"})");
+  auto config = result("config").at("result");
+  CHECK(config.at("origins").at("jobs.keep_finished") == json::value(dropin.string()));
+  CHECK(config.at("config_hash") == good.at("result").at("config_hash"));
+  REQUIRE(cp.wait([&](const json::value&) { return events("set_config_confirmed") == 1; }));
+  CHECK(slurp(dropin) == "jobs:\n  keep_finished: 7\n");
+  CHECK_FALSE(std::filesystem::exists(dir / "state/agent/set_config.json"));
+
+  // One that makes a subsystem less healthy (the disk guardian finds its path low): taken
+  // back after the time, and the control plane is told why.
+  cp.command("ws-test", fmt::format(R"({{"id":"cut","name":"set_config","args":{{"yaml":"disk:\n  interval: 100ms\n  )"
+                                    R"(scan_root: {0}\n  paths:\n    - path: {0}\n      low: 1000TiB\n      recovery: 1KiB\n"}}}})",
+                                    dir.path().string()));
+  const bool rolled_back = cp.wait([&](const json::value&) { return events("set_config_rolled_back") == 1; }, 30s);
+  INFO(agent.log());
+  REQUIRE(rolled_back);
+  CHECK(result("cut").at("status") == "ok");  // it was applied, then taken back
+  CHECK(slurp(dropin) == "jobs:\n  keep_finished: 7\n");  // the previous drop-in is back
+  auto v = cp.instances().at("ws-test").at("recent_events").as_array();
+  auto back = std::find_if(v.begin(), v.end(), [](const json::value& e) { return e.at("type") == "set_config_rolled_back"; });
+  REQUIRE(back != v.end());
+  CHECK_THAT(std::string(back->at("message").as_string()), Catch::Contains("less healthy than before the push: disk: " + dir.path().string() + " is low"));
+  CHECK(eventually([&] { return json::parse(agent.curl("http://localhost/v1/status").output).at("subsystems").at("disk").at("state") == "ok"; }));
+  CHECK(events("set_config_confirmed") == 1);
+
+  // An empty text removes the drop-in; a site can refuse pushes altogether.
+  REQUIRE(cp.wait([&](const json::value&) { return !std::filesystem::exists(dir / "state/agent/set_config.json"); }));
+  cp.command("ws-test", R"({"id":"clear","name":"set_config","args":{"yaml":""}})");
+  CHECK(result("clear").at("status") == "ok");
+  CHECK_FALSE(std::filesystem::exists(dropin));
+  REQUIRE(cp.wait([&](const json::value&) { return events("set_config_confirmed") == 2; }));
+  cp.command("ws-test", R"({"id":"off","name":"set_config","args":{"yaml":"control:\n  allow_set_config: false\n"}})");
+  CHECK(result("off").at("status") == "ok");
+  cp.command("ws-test", R"({"id":"refused","name":"set_config","args":{"yaml":""}})");
+  CHECK(result("refused").at("status") == "refused");
+  CHECK_THAT(std::string(result("refused").at("error").as_string()), Catch::Contains("control.allow_set_config is false"));
 }
 
 TEST_CASE("events during an outage arrive after the reconnect, in order, once", "[control][channel][outage]") {
