@@ -67,6 +67,26 @@ int recent(const DevCp& cp, const char* subsystem, const char* type) {
   return n;
 }
 
+// set_config's tests: an agent whose disk guardian watches the test's folder with limits it
+// never reaches, so that a pushed limit can make it less healthy.
+std::string set_config_agent(const DevCp& cp) {
+  return agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent",
+                      "  set_config_confirm_after: 2s\ndisk:\n  interval: 100ms\n  hold: 0s\n  scan_root: {dir}\n  paths:\n"
+                      "    - path: {dir}\n      low: 1KiB\n      recovery: 1KiB\n");
+}
+
+// set_config with a disk limit the test's folder is below.
+std::string push_low_disk(const std::string& id, const TempDir& dir) {
+  return fmt::format(R"({{"id":"{0}","name":"set_config","args":{{"yaml":"disk:\n  interval: 100ms\n  )"
+                     R"(scan_root: {1}\n  paths:\n    - path: {1}\n      low: 1000TiB\n      recovery: 1KiB\n"}}}})",
+                     id, dir.path().string());
+}
+
+json::value result_of(const DevCp& cp, const std::string& id) {
+  REQUIRE(cp.wait([&](const json::value& v) { return v.at("ws-test").at("results").as_object().contains(id); }));
+  return cp.instances().at("ws-test").at("results").at(id);
+}
+
 std::size_t count_of(const std::string& text, const std::string& what) {
   std::size_t n = 0;
   for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
@@ -148,16 +168,11 @@ TEST_CASE("set_config: a drop-in checked whole, applied, confirmed, or taken bac
   TempDir dir;
   DevCp cp(dir);
   cp.start();
-  AgentProcess agent(dir, agent_config("ws://127.0.0.1:" + std::to_string(cp.agent_port) + "/v1/agent",
-                                       "  set_config_confirm_after: 2s\ndisk:\n  interval: 100ms\n  hold: 0s\n  scan_root: {dir}\n  paths:\n"
-                                       "    - path: {dir}\n      low: 1KiB\n      recovery: 1KiB\n"));
+  AgentProcess agent(dir, set_config_agent(cp));
   REQUIRE(agent.start_and_wait_ready());
   REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test") && v.at("ws-test").at("connected") == true; }));
   const auto dropin = std::filesystem::path(agent.config_file().string() + ".d") / "90-control-plane.yaml";
-  auto result = [&](const std::string& id) {
-    REQUIRE(cp.wait([&](const json::value& v) { return v.at("ws-test").at("results").as_object().contains(id); }));
-    return cp.instances().at("ws-test").at("results").at(id);
-  };
+  auto result = [&](const std::string& id) { return result_of(cp, id); };
   auto events = [&](const char* type) { return recent(cp, "config", type); };
 
   // An error in the sent text: refused with its line, nothing written.
@@ -188,9 +203,7 @@ TEST_CASE("set_config: a drop-in checked whole, applied, confirmed, or taken bac
 
   // One that makes a subsystem less healthy (the disk guardian finds its path low): taken
   // back after the time, and the control plane is told why.
-  cp.command("ws-test", fmt::format(R"({{"id":"cut","name":"set_config","args":{{"yaml":"disk:\n  interval: 100ms\n  )"
-                                    R"(scan_root: {0}\n  paths:\n    - path: {0}\n      low: 1000TiB\n      recovery: 1KiB\n"}}}})",
-                                    dir.path().string()));
+  cp.command("ws-test", push_low_disk("cut", dir));
   const bool rolled_back = cp.wait([&](const json::value&) { return events("set_config_rolled_back") == 1; }, 30s);
   INFO(agent.log());
   REQUIRE(rolled_back);
@@ -214,6 +227,30 @@ TEST_CASE("set_config: a drop-in checked whole, applied, confirmed, or taken bac
   cp.command("ws-test", R"({"id":"refused","name":"set_config","args":{"yaml":""}})");
   CHECK(result("refused").at("status") == "refused");
   CHECK_THAT(std::string(result("refused").at("error").as_string()), Catch::Contains("control.allow_set_config is false"));
+}
+
+TEST_CASE("set_config: a push under confirmation when the agent is killed is judged after the restart",
+          "[control][channel][set_config]") {
+  TempDir dir;
+  DevCp cp(dir);
+  cp.start();
+  AgentProcess agent(dir, set_config_agent(cp));
+  REQUIRE(agent.start_and_wait_ready());
+  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test") && v.at("ws-test").at("connected") == true; }));
+  cp.command("ws-test", push_low_disk("low", dir));
+  REQUIRE(result_of(cp, "low").at("status") == "ok");
+  agent.signal(SIGKILL);
+  REQUIRE(agent.wait_exit(10s));
+  const auto dropin = std::filesystem::path(agent.config_file().string() + ".d") / "90-control-plane.yaml";
+  CHECK(std::filesystem::exists(dropin));  // the push is in force
+  CHECK(std::filesystem::exists(dir / "state/agent/set_config.json"));  // and what undoes it is kept
+
+  REQUIRE(agent.start_and_wait_ready());
+  CHECK(agent.wait_log("(the agent restarted meanwhile)"));
+  REQUIRE(cp.wait([&](const json::value&) { return recent(cp, "config", "set_config_rolled_back") == 1; }, 30s));
+  CHECK_FALSE(std::filesystem::exists(dropin));  // there was none before the push
+  CHECK_FALSE(std::filesystem::exists(dir / "state/agent/set_config.json"));
+  CHECK(recent(cp, "config", "set_config_confirmed") == 0);
 }
 
 TEST_CASE("events during an outage arrive after the reconnect, in order, once", "[control][channel][outage]") {
