@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <sys/wait.h>
 #include <thread>
@@ -74,6 +75,22 @@ std::string set_config_agent(const DevCp& cp) {
                       "  set_config_confirm_after: 2s\ndisk:\n  interval: 100ms\n  hold: 0s\n  scan_root: {dir}\n  paths:\n"
                       "    - path: {dir}\n      low: 1KiB\n      recovery: 1KiB\n");
 }
+
+// A development control plane, and an agent of set_config_agent() connected to it.
+class SetConfigAgent {
+ public:
+  SetConfigAgent() : cp(dir) {
+    cp.start();
+    agent_.emplace(dir, set_config_agent(cp));
+    REQUIRE(agent_->start_and_wait_ready());
+    REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test") && v.at("ws-test").at("connected") == true; }));
+  }
+
+ protected:
+  TempDir dir;
+  DevCp cp;
+  std::optional<AgentProcess> agent_;  // made once the control plane's port is known; stopped first
+};
 
 // set_config with a disk limit the test's folder is below.
 std::string push_low_disk(const std::string& id, const TempDir& dir) {
@@ -163,14 +180,10 @@ TEST_CASE("hello and heartbeats reach the development control plane", "[control]
 }
 
 // docs/protocol.md, "Configuration from the control plane".
-TEST_CASE("set_config: a drop-in checked whole, applied, confirmed, or taken back when the agent is less healthy",
-          "[control][channel][set_config]") {
-  TempDir dir;
-  DevCp cp(dir);
-  cp.start();
-  AgentProcess agent(dir, set_config_agent(cp));
-  REQUIRE(agent.start_and_wait_ready());
-  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test") && v.at("ws-test").at("connected") == true; }));
+TEST_CASE_METHOD(SetConfigAgent,
+                 "set_config: a drop-in checked whole, applied, confirmed, or taken back when the agent is less healthy",
+                 "[control][channel][set_config]") {
+  AgentProcess& agent = *agent_;
   const auto dropin = std::filesystem::path(agent.config_file().string() + ".d") / "90-control-plane.yaml";
   auto result = [&](const std::string& id) { return result_of(cp, id); };
   auto events = [&](const char* type) { return recent(cp, "config", type); };
@@ -229,14 +242,9 @@ TEST_CASE("set_config: a drop-in checked whole, applied, confirmed, or taken bac
   CHECK_THAT(std::string(result("refused").at("error").as_string()), Catch::Contains("control.allow_set_config is false"));
 }
 
-TEST_CASE("set_config: a push under confirmation when the agent is killed is judged after the restart",
-          "[control][channel][set_config]") {
-  TempDir dir;
-  DevCp cp(dir);
-  cp.start();
-  AgentProcess agent(dir, set_config_agent(cp));
-  REQUIRE(agent.start_and_wait_ready());
-  REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test") && v.at("ws-test").at("connected") == true; }));
+TEST_CASE_METHOD(SetConfigAgent, "set_config: a push under confirmation when the agent is killed is judged after the restart",
+                 "[control][channel][set_config]") {
+  AgentProcess& agent = *agent_;
   cp.command("ws-test", push_low_disk("low", dir));
   REQUIRE(result_of(cp, "low").at("status") == "ok");
   agent.signal(SIGKILL);
