@@ -14,6 +14,7 @@
 #include "agent/daemon/config_push.hpp"
 #include "agent/daemon/daemon.hpp"
 #include "agent/daemon/run_record.hpp"
+#include "agent/diagnostics/diagnostics.hpp"
 #include "agent/disk/guardian.hpp"
 #include "agent/gpu/gpu.hpp"
 #include "agent/idle/idle.hpp"
@@ -257,6 +258,28 @@ void Subsystems::add_commands(control::CommandRegistry& commands) {
   ssh_policy.add_commands(commands);
 }
 
+// The diagnostics bundle's sources: the status views, the configuration (and the secret
+// files it names), the inventory, the disk rule, the setup and job logs.
+diagnostics::Sources diagnostics_sources(const status::Router& router, Daemon& daemon, Subsystems& subsystems,
+                                         StateRegistry& state) {
+  diagnostics::Sources s;
+  s.router = &router;
+  s.effective_config = [&daemon] { return dump_config_with_origins(daemon.loaded()); };
+  s.secret_files = [&daemon] { return secret_files(daemon.config()); };
+  s.inventory = [&subsystems] { return subsystems.inventory.get(); };
+  s.refusal = [&subsystems, &state]() -> std::optional<std::string> {
+    if (subsystems.disk.work_gate().is_open()) return std::nullopt;
+    auto it = state.subsystems().find("disk");
+    return fmt::format("refused while the disk guardian holds work back (the 5 GB rule): {}",
+                       it == state.subsystems().end() ? "not checked yet" : it->second.summary);
+  };
+  s.log_dirs = [&daemon] {
+    return std::vector<std::pair<std::string, std::string>>{{"setup", daemon.config().setup.log_dir},
+                                                            {"jobs", daemon.config().jobs.log_dir}};
+  };
+  return s;
+}
+
 void Subsystems::add_to(Daemon& daemon) {
   daemon.add(disk, &Config::disk);
   daemon.add(mounts, &Config::storage);
@@ -303,11 +326,16 @@ int run_agent(const Options& options, LoadedConfig loaded) {
   Subsystems subsystems(ioc, api, running, info, control);
   subsystems.add_routes(router);
   subsystems.add_commands(commands);
+  diagnostics::Diagnostics diagnostics(ioc.get_executor(), api, subsystems.processes, running.diagnostics,
+                                       running.state_dir, diagnostics_sources(router, daemon, subsystems, state));
+  diagnostics.add_routes(router);
+  diagnostics.add_commands(commands);
 
   daemon.add(status_server, &Config::status);
   daemon.add(control, &Config::control);
   daemon.add(push);
   subsystems.add_to(daemon);
+  daemon.add(diagnostics, &Config::diagnostics);
   return daemon.run();
 }
 

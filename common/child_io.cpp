@@ -94,20 +94,20 @@ std::string command_label(const std::vector<std::string>& argv) {
   return argv.size() > 1 ? fmt::format("{} {}", name, argv[1]) : name;
 }
 
-asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock& clock, SpawnSpec spec,
-                                                   Clock::steady_time::duration timeout, std::size_t max_output) {
+asio::awaitable<Result<ExitStatus>> run_command_into(ProcessRunner& runner, Clock& clock, SpawnSpec spec,
+                                                     Clock::steady_time::duration timeout,
+                                                     std::function<void(std::string_view)> sink) {
   spec.capture_output = true;
   auto spawned = runner.spawn(spec);
   if (!spawned) co_return spawned.error();
   Process& p = **spawned;
-  CommandOutput out;
-  std::vector<char> buf(16 * 1024);
+  std::vector<char> buf(64 * 1024);
   auto read_all = [&]() -> asio::awaitable<void> {
     try {
       for (;;) {
         std::size_t n = co_await p.read_output(std::span<char>(buf));
         if (n == 0) break;
-        if (out.output.size() < max_output) out.output.append(buf.data(), std::min(n, max_output - out.output.size()));
+        sink(std::string_view(buf.data(), n));
       }
     } catch (const boost::system::system_error& e) {
       if (is_cancelled(e)) throw;  // cancelled: not the end of the output
@@ -126,8 +126,21 @@ asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock&
   // Cancelled (the agent is stopping) or out of time: the tool does not outlive the call.
   if (cancelled || r.index() == 1) p.signal_group(SIGKILL);
   if (cancelled) std::rethrow_exception(cancelled);
-  out.status = co_await p.wait();
+  ExitStatus status = co_await p.wait();
   if (r.index() == 1) co_return Error{fmt::format("{}: no answer within {}", command_label(spec.argv), format_duration(std::chrono::duration_cast<Duration>(timeout)))};
+  co_return status;
+}
+
+asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock& clock, SpawnSpec spec,
+                                                   Clock::steady_time::duration timeout, std::size_t max_output) {
+  CommandOutput out;
+  auto keep = [&out, max_output](std::string_view bytes) {
+    if (out.output.size() < max_output) out.output.append(bytes.substr(0, max_output - out.output.size()));
+  };
+  auto running = run_command_into(runner, clock, std::move(spec), timeout, keep);
+  auto status = co_await std::move(running);
+  if (!status) co_return status.error();
+  out.status = *status;
   co_return out;
 }
 

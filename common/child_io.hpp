@@ -4,7 +4,9 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <functional>
 #include <optional>
+#include <string_view>
 
 #include "common/blocking_pool.hpp"
 #include "common/clock.hpp"
@@ -51,6 +53,11 @@ struct CommandOutput {
 boost::asio::awaitable<Result<CommandOutput>> run_command(ProcessRunner& runner, Clock& clock, SpawnSpec spec,
                                                          Clock::steady_time::duration timeout,
                                                          std::size_t max_output = 64 << 10);
+
+// As run_command, the output handed to `sink` as it comes instead of kept.
+boost::asio::awaitable<Result<ExitStatus>> run_command_into(ProcessRunner& runner, Clock& clock, SpawnSpec spec,
+                                                            Clock::steady_time::duration timeout,
+                                                            std::function<void(std::string_view)> sink);
 
 // "NAME ARG1" of a command line, for messages.
 std::string command_label(const std::vector<std::string>& argv);

@@ -66,4 +66,14 @@ std::string dump_config_with_origins(const LoadedConfig& loaded) {
   return out;
 }
 
+std::vector<std::string> secret_files(const Config& config) {
+  std::vector<std::string> files{config.control.token_file};
+  for (const auto& m : config.storage.mounts)
+    for (const auto* f : {&m.key_file, &m.sas_file})
+      if (!f->empty()) files.push_back(*f);
+  for (const auto& a : config.applications.apps)
+    if (!a.token_file.empty()) files.push_back(a.token_file);
+  return files;
+}
+
 }  // namespace instanced

@@ -17,6 +17,7 @@
 #include "agent/disk/config.hpp"
 #include "agent/gpu/config.hpp"
 #include "agent/idle/config.hpp"
+#include "agent/diagnostics/config.hpp"
 #include "agent/inventory/config.hpp"
 #include "agent/jobs/config.hpp"
 #include "agent/mounts/config.hpp"
@@ -93,6 +94,7 @@ struct Config {
   SshConfig ssh;
   PowerConfig power;
   InventoryConfig inventory;
+  DiagnosticsConfig diagnostics;
   DebugConfig debug;
 
   template <class V>
@@ -115,6 +117,7 @@ struct Config {
     v("ssh", ssh);
     v("power", power);
     v("inventory", inventory);
+    v("diagnostics", diagnostics);
     v("debug", debug);
   }
 };
@@ -144,5 +147,10 @@ Result<LoadedConfig> load_config(const std::filesystem::path& file,
 Result<Config> parse_config_text(std::string_view text, std::string_view name);
 // The effective configuration as YAML, secrets shown as ***.
 std::string dump_config(const Config& config);
+
+// The files the configuration names whose contents are secret (the control plane's token,
+// storage keys and SAS tokens, the applications' tokens): what a diagnostics bundle must
+// not contain.
+std::vector<std::string> secret_files(const Config& config);
 
 }  // namespace instanced

@@ -107,4 +107,11 @@ Response Router::handle(const Request& request) const {
   return m->second(request);
 }
 
+std::vector<std::string> Router::paths(http::verb method) const {
+  std::vector<std::string> out;
+  for (const auto& [path, methods] : routes_)
+    if (methods.contains(method)) out.push_back(path);
+  return out;
+}
+
 }  // namespace instanced::status

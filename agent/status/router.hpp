@@ -60,6 +60,8 @@ class Router {
   // 404 for an unknown path, 405 (with Allow) for a known path and another method.
   // The query string is not part of the path: "/metrics?x=1" routes to "/metrics".
   Response handle(const Request& request) const;
+  // The paths that take `method`, in order.
+  std::vector<std::string> paths(http::verb method) const;
 
  private:
   std::map<std::string, std::map<http::verb, Handler>> routes_;

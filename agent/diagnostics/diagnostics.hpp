@@ -1,0 +1,138 @@
+// The diagnostics bundle (docs/diagnostics.md): a bounded .tar.gz of what a support
+// engineer needs from a VM they cannot log in to: the agent's journal, its effective
+// configuration (secrets as ***), its state files, every status view, the mount table,
+// the kernel log's tail, nvidia-smi -q, the setup scripts' and jobs' log tails. Asked for
+// by the control plane (collect_diagnostics, uploaded to a pre-signed URL) or through the
+// status socket (instancectl diagnostics: fetched, or uploaded). One at a time; made in
+// state_dir/diagnostics, where the last bundle is kept for diagnostics.keep_for.
+//
+// Nothing secret leaves: the value of every secret file the configuration names is
+// replaced by *** in every file before it is packed, whatever wrote it there.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/diagnostics/config.hpp"
+#include "agent/status/router.hpp"
+#include "common/api.hpp"
+#include "common/process.hpp"
+#include "common/secret.hpp"
+#include "common/subsystem.hpp"
+#include "common/url.hpp"
+#include "common/wake.hpp"
+
+namespace instanced::control {
+class CommandRegistry;
+}  // namespace instanced::control
+
+namespace instanced::diagnostics {
+
+// Where the bundle's parts come from, outside this subsystem (wired in main.cpp).
+struct Sources {
+  const status::Router* router = nullptr;  // every GET view that answers without parameters
+  std::function<std::string()> effective_config;              // as --check-config prints it
+  std::function<std::vector<std::string>()> secret_files;     // files whose values are secret
+  std::function<boost::asio::awaitable<boost::json::object>()> inventory;
+  std::function<std::optional<std::string>()> refusal;        // a reason not to write now (the disk rule)
+  std::function<std::vector<std::pair<std::string, std::string>>()> log_dirs;  // {"setup", DIR}, {"jobs", DIR}
+};
+
+class Diagnostics final : public Subsystem {
+ public:
+  Diagnostics(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const DiagnosticsConfig& config,
+              std::string state_dir, Sources sources);
+  ~Diagnostics() override;
+
+  std::string name() const override { return "diagnostics"; }
+  boost::asio::awaitable<void> run() override;
+  void reconfigure(const DiagnosticsConfig& config);
+
+  enum class Answer { started, invalid, refused };
+  struct Start {
+    Answer answer = Answer::started;
+    std::string id_or_error;
+  };
+  // Starts a bundle, and its upload when `upload_url` is not empty (http(s), its query the
+  // SAS). `requested_by`: "control plane", "status socket".
+  Start start(const std::string& upload_url, std::string requested_by);
+  // Until the bundle `id` is made (and uploaded, or not). The agent's stop is thrown.
+  boost::asio::awaitable<void> finished(std::string id);
+
+  // GET /v1/diagnostics: the bundle being made or the last one.
+  boost::json::object status_json() const;
+  void add_routes(status::Router& router);
+  void add_commands(control::CommandRegistry& commands);
+
+ private:
+  struct Run {
+    std::string id;
+    std::string requested_by;
+    std::optional<Url> upload;  // its target holds the SAS: never shown
+    std::string state = "queued";  // collecting, packing, uploading; ready, uploaded, failed
+    std::string step;
+    int steps_done = 0;
+    int steps = 0;
+    std::uint64_t bytes = 0;
+    std::string sha256;
+    std::uint64_t sent = 0;
+    int attempts = 0;
+    std::uint64_t redacted = 0;
+    std::string error;
+    std::vector<std::string> problems;  // parts left out or cut short, and why
+    Clock::wall_time started{};
+    std::optional<Clock::wall_time> ended;
+    Clock::steady_time expires = Clock::steady_time::max();
+    bool kept = false;  // the bundle file is there to fetch
+    bool done() const { return state == "ready" || state == "uploaded" || state == "failed"; }
+  };
+
+  struct Build;
+  using StepFn = boost::asio::awaitable<void> (Diagnostics::*)(Build&);
+
+  boost::asio::awaitable<void> make();
+  boost::asio::awaitable<Result<void>> collect(Build& b);
+  boost::asio::awaitable<Result<void>> pack(Build& b);
+  boost::asio::awaitable<void> upload();
+  void end(std::string error);
+  boost::asio::awaitable<void> clear();
+
+  // The steps, in order (the journal last: it takes what is left of the cap).
+  boost::asio::awaitable<void> views(Build& b);
+  boost::asio::awaitable<void> configuration(Build& b);
+  boost::asio::awaitable<void> inventory(Build& b);
+  boost::asio::awaitable<void> state_files(Build& b);
+  boost::asio::awaitable<void> system(Build& b);
+  boost::asio::awaitable<void> gpu(Build& b);
+  boost::asio::awaitable<void> logs(Build& b);
+  boost::asio::awaitable<void> journal(Build& b);
+
+  // One file of the bundle: made by `produce` on the pool (the bytes it wrote), or a tool's
+  // output: its last `cap` bytes.
+  boost::asio::awaitable<void> add_file(Build& b, const std::string& name, std::function<Result<std::uint64_t>(const std::filesystem::path&)> produce);
+  boost::asio::awaitable<void> add_tool(Build& b, const std::string& name, std::vector<std::string> argv, std::uint64_t cap);
+  void record(Build& b, const std::string& name, std::uint64_t bytes, const std::string& error);
+
+  std::filesystem::path folder() const;
+  std::filesystem::path bundle_file() const;
+  void publish();
+
+  boost::asio::any_io_executor ex_;
+  Api& api_;
+  ProcessRunner& runner_;
+  DiagnosticsConfig config_;
+  std::string state_dir_;
+  Sources sources_;
+  Logger log_;
+  Wake requested_;
+  Wake ended_;
+  std::unique_ptr<Run> run_;  // the bundle being made, or the last one
+};
+
+}  // namespace instanced::diagnostics

@@ -1,0 +1,127 @@
+#include "agent/diagnostics/upload.hpp"
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+#include <vector>
+
+#include "common/coro.hpp"
+#include "common/fs.hpp"
+#include "common/http_get.hpp"
+#include "common/text.hpp"
+#include "common/tls.hpp"
+
+namespace instanced::diagnostics {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+namespace {
+
+constexpr const char* kVersion = "2021-08-06";
+constexpr std::size_t kChunk = 256 << 10;
+
+PutOutcome answered(const http::response<http::string_body>& res) {
+  PutOutcome o;
+  o.status = res.result_int();
+  o.ok = o.status == 201 || o.status == 200;
+  if (o.ok) return o;
+  o.retry = o.status == 408 || o.status == 429 || o.status >= 500;
+  std::string code(res["x-ms-error-code"]);
+  o.error = fmt::format("the Blob service answered {} {}{}{}", o.status, escape_for_log(std::string(res.reason())),
+                        code.empty() ? "" : ": ", escape_for_log(code));
+  return o;
+}
+
+// The request's header, then the file in chunks, then the answer.
+template <class Stream>
+asio::awaitable<PutOutcome> exchange(Stream& stream, const Url& url, const std::filesystem::path& file,
+                                     std::uint64_t size, const std::function<void(std::uint64_t)>& sent) {
+  Fd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) co_return PutOutcome{false, false, 0, fmt::format("{}: cannot open: {}", file.string(), std::strerror(errno))};
+  http::request<http::buffer_body> req{http::verb::put, url.target, 11};
+  req.set(http::field::host, url.authority());
+  req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+  req.set(http::field::content_type, "application/gzip");
+  req.set("x-ms-blob-type", "BlockBlob");
+  req.set("x-ms-version", kVersion);
+  req.content_length(size);
+  req.body().data = nullptr;
+  req.body().more = true;
+  http::request_serializer<http::buffer_body> sr{req};
+  co_await http::async_write_header(stream, sr, asio::use_awaitable);
+  std::vector<char> buf(kChunk);
+  std::uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = ::read(in.get(), buf.data(), static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - done)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) co_return PutOutcome{false, false, 0, fmt::format("{}: read: {}", file.string(), n == 0 ? "shorter than it was" : std::strerror(errno))};
+    req.body().data = buf.data();
+    req.body().size = static_cast<std::size_t>(n);
+    req.body().more = done + static_cast<std::uint64_t>(n) < size;
+    boost::system::error_code ec;
+    co_await http::async_write(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec && ec != http::error::need_buffer) throw boost::system::system_error(ec);
+    done += static_cast<std::uint64_t>(n);
+    sent(done);
+  }
+  if (size == 0) {
+    req.body().more = false;
+    co_await http::async_write(stream, sr, asio::use_awaitable);
+  }
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 10);
+  co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
+  co_return answered(parser.get());
+}
+
+asio::awaitable<PutOutcome> over_tls(beast::tcp_stream tcp, const Url& url, const std::filesystem::path& file,
+                                     std::uint64_t size, const std::function<void(std::uint64_t)>& sent) {
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  ctx.set_verify_mode(asio::ssl::verify_peer);
+  tls::use_system_ca_store(ctx);
+  beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), ctx);
+  SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str());
+  stream.set_verify_callback(asio::ssl::host_name_verification(url.host));
+  co_await stream.async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+  auto put = exchange(stream, url, file, size, sent);
+  co_return co_await std::move(put);
+}
+
+}  // namespace
+
+std::string shown_url(const Url& url) {
+  std::string path = url.target.substr(0, url.target.find('?'));
+  return fmt::format("{}://{}{}", url.scheme, url.authority(), path);
+}
+
+asio::awaitable<PutOutcome> put_blob(const Url& url, const std::filesystem::path& file, std::uint64_t size,
+                                     Duration timeout, std::function<void(std::uint64_t)> sent) {
+  beast::tcp_stream tcp(co_await asio::this_coro::executor);
+  tcp.expires_after(timeout);
+  try {
+    co_await connect_to(tcp, url);
+    if (url.tls) {
+      auto secured = over_tls(std::move(tcp), url, file, size, sent);
+      co_return co_await std::move(secured);
+    }
+    auto plain = exchange(tcp, url, file, size, sent);
+    co_return co_await std::move(plain);
+  } catch (const boost::system::system_error& e) {
+    if (is_cancelled(e)) throw;
+    co_return PutOutcome{false, true, 0, fmt::format("PUT {}: {}", shown_url(url), describe_io_error(e))};
+  }
+}
+
+}  // namespace instanced::diagnostics
