@@ -1,6 +1,7 @@
 // instancectl's shared parts: the exit statuses, the request over the status socket, the
 // JSON helpers and the output style; each command group is a file of its own
-// (status.cpp, setup.cpp, disk.cpp, mounts.cpp, gpu.cpp, jobs.cpp, workstation.cpp).
+// (status.cpp, setup.cpp, disk.cpp, mounts.cpp, gpu.cpp, jobs.cpp, workstation.cpp,
+// diagnostics.cpp).
 #pragma once
 
 #include <boost/asio/connect.hpp>
@@ -92,5 +93,6 @@ int cmd_job(const Args& a);
 int cmd_apps(const Args& a, const Style& st);
 int cmd_idle(const Args& a);
 int cmd_ssh(const Args& a);
+int cmd_diagnostics(const Args& a);
 
 }  // namespace instanced::ctl

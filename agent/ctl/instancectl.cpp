@@ -39,6 +39,10 @@ const char* kUsageText =
     "            restarts, Jupyter kernels and terminals\n"
     "  idle      idle or not and what is active; the schedule and the next stop\n"
     "  ssh       the SSH policy, the unit's state, drift undone\n"
+    "  diagnostics [-o FILE] [--upload-url-file FILE|-]\n"
+    "            a bundle for support (journal, configuration without secrets, state,\n"
+    "            status, logs' tails): into FILE (default instanced-diagnostics-ID.tar.gz),\n"
+    "            or uploaded by the agent to the pre-signed URL in FILE (- reads stdin)\n"
     "\n"
     "  --socket PATH  status socket (default $INSTANCED_SOCKET or /run/instanced/status.sock)\n"
     "  --json         print the agent's JSON answer unchanged\n"
@@ -58,6 +62,8 @@ int main(int argc, char** argv) {
       a.socket = args[++i];
     } else if (arg.starts_with("--socket=")) {
       a.socket = arg.substr(9);
+    } else if (a.command == "diagnostics" && arg != "--json") {
+      a.operands.push_back(arg);
     } else if (a.command == "job") {
       // Everything after "job" is the subcommand's (submit has options of its own).
       if (arg == "--follow" || arg == "-f") a.follow = true;
@@ -102,6 +108,7 @@ int main(int argc, char** argv) {
     if (a.command == "apps") return cmd_apps(a, style);
     if (a.command == "idle") return cmd_idle(a);
     if (a.command == "ssh") return cmd_ssh(a);
+    if (a.command == "diagnostics") return cmd_diagnostics(a);
     std::cerr << (a.command.empty() ? std::string("instancectl: a command is needed\n")
                                     : "instancectl: unknown command '" + a.command + "'\n")
               << kUsageText;

@@ -127,7 +127,10 @@ fs::path Diagnostics::folder() const { return fs::path(state_dir_) / "diagnostic
 fs::path Diagnostics::bundle_file() const { return folder() / fmt::format("instanced-diagnostics-{}.tar.gz", run_->id); }
 
 asio::awaitable<void> Diagnostics::run() {
-  co_await clear();  // what an earlier run of the agent left
+  // A bundle under way when this coroutine last ended (it failed, and is restarted): never
+  // finished, so its waiters are answered now.
+  if (run_ && !run_->done()) end("interrupted: the diagnostics subsystem failed while making it");
+  co_await clear();  // what an earlier run of the agent (or of this coroutine) left
   publish();
   for (;;) {
     if (run_ && run_->state == "queued") {
@@ -254,7 +257,7 @@ void Diagnostics::record(Build& b, const std::string& name, std::uint64_t bytes,
   b.budget -= std::min(b.budget, bytes + kPerFile);
 }
 
-asio::awaitable<void> Diagnostics::add_file(Build& b, const std::string& name,
+asio::awaitable<void> Diagnostics::add_file(Build& b, std::string name,
                                             std::function<Result<std::uint64_t>(const fs::path&)> produce) {
   if (b.budget < kPerFile) {
     record(b, name, 0, "left out: the bundle's cap was reached");
@@ -270,7 +273,7 @@ asio::awaitable<void> Diagnostics::add_file(Build& b, const std::string& name,
   record(b, name, made ? *made : 0, made ? std::string() : made.error().message);
 }
 
-asio::awaitable<void> Diagnostics::add_tool(Build& b, const std::string& name, std::vector<std::string> argv,
+asio::awaitable<void> Diagnostics::add_tool(Build& b, std::string name, std::vector<std::string> argv,
                                             std::uint64_t cap) {
   cap = std::min(cap, b.budget > kPerFile ? b.budget - kPerFile : 0);
   auto find = [program = argv[0]] { return find_program(program); };

@@ -115,8 +115,8 @@ class Diagnostics final : public Subsystem {
 
   // One file of the bundle: made by `produce` on the pool (the bytes it wrote), or a tool's
   // output: its last `cap` bytes.
-  boost::asio::awaitable<void> add_file(Build& b, const std::string& name, std::function<Result<std::uint64_t>(const std::filesystem::path&)> produce);
-  boost::asio::awaitable<void> add_tool(Build& b, const std::string& name, std::vector<std::string> argv, std::uint64_t cap);
+  boost::asio::awaitable<void> add_file(Build& b, std::string name, std::function<Result<std::uint64_t>(const std::filesystem::path&)> produce);
+  boost::asio::awaitable<void> add_tool(Build& b, std::string name, std::vector<std::string> argv, std::uint64_t cap);
   void record(Build& b, const std::string& name, std::uint64_t bytes, const std::string& error);
 
   std::filesystem::path folder() const;

@@ -71,9 +71,9 @@ std::string cut_line(std::uint64_t left_out) {
 }
 
 Result<TailFile> TailFile::create(const fs::path& ring, std::uint64_t cap) {
-  auto fd = create_file(ring);
-  if (!fd) return fd.error();
-  return TailFile(ring, std::move(*fd), std::max<std::uint64_t>(cap, 1));
+  Fd fd(::open(ring.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return os_error(ring, "create");
+  return TailFile(ring, std::move(fd), std::max<std::uint64_t>(cap, 1));
 }
 
 Result<void> TailFile::write(std::string_view bytes) {

@@ -106,7 +106,7 @@ std::string shown_url(const Url& url) {
   return fmt::format("{}://{}{}", url.scheme, url.authority(), path);
 }
 
-asio::awaitable<PutOutcome> put_blob(const Url& url, const std::filesystem::path& file, std::uint64_t size,
+asio::awaitable<PutOutcome> put_blob(Url url, std::filesystem::path file, std::uint64_t size,
                                      Duration timeout, std::function<void(std::uint64_t)> sent) {
   beast::tcp_stream tcp(co_await asio::this_coro::executor);
   tcp.expires_after(timeout);

@@ -26,7 +26,7 @@ std::string shown_url(const Url& url);
 
 // PUTs `file` (`size` bytes) to `url`; `sent` is told the bytes written so far. The whole
 // try is bounded by `timeout`. The agent's stop is thrown.
-boost::asio::awaitable<PutOutcome> put_blob(const Url& url, const std::filesystem::path& file, std::uint64_t size,
+boost::asio::awaitable<PutOutcome> put_blob(Url url, std::filesystem::path file, std::uint64_t size,
                                             Duration timeout, std::function<void(std::uint64_t)> sent);
 
 }  // namespace instanced::diagnostics
