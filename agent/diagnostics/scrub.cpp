@@ -75,6 +75,7 @@ std::vector<std::string> secrets_in(std::string_view file_text) {
   };
   add(line);
   std::string_view query = line.starts_with("?") ? line.substr(1) : line;
+  add(query);
   add(signature_of(query));
   return {found.begin(), found.end()};
 }

@@ -20,18 +20,13 @@
 #include <unistd.h>
 
 #include "tests/support/agent_process.hpp"
+#include "tests/support/azurite.hpp"
 #include "tests/support/devcp.hpp"
 
 using namespace instanced::testing;
 namespace json = boost::json;
 
 namespace {
-
-// Azurite's well-known development account key (documented, not a secret).
-const std::string kAccount = "devstoreaccount1";
-const std::string kKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-
 
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) { return eventually(pred, timeout); }
 
@@ -54,47 +49,6 @@ class MountCleanup {
 
  private:
   std::string dir_;
-};
-
-// Azurite's Blob service on a free loopback port, its data in the test's folder.
-class Azurite {
- public:
-  explicit Azurite(const TempDir& dir) : dir_(dir) {}
-  ~Azurite() { stop(); }
-  static std::string binary() {
-    if (const char* e = std::getenv("AZURITE_BLOB")) return e;
-    return "/var/cache/instanced-test/npm/node_modules/.bin/azurite-blob";
-  }
-  void start() {
-    if (port == 0) port = free_port();
-    std::filesystem::create_directories(dir_ / "azurite");
-    REQUIRE(std::filesystem::exists(binary()));
-    const std::size_t logged = slurp(dir_ / "azurite.log").size();  // a restart appends to the log
-    pid_ = spawn({binary(), "--blobHost", "127.0.0.1", "--blobPort", std::to_string(port), "--location",
-                  (dir_ / "azurite").string(), "--skipApiVersionCheck", "--loose", "--disableTelemetry"},
-                 (dir_ / "azurite.log").string());
-    REQUIRE(wait_until([&] { return slurp(dir_ / "azurite.log").find("successfully listens", logged) != std::string::npos; }, 30s));
-  }
-  void stop() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  std::string endpoint() const { return fmt::format("http://127.0.0.1:{}/{}", port, kAccount); }
-  // rclone as an independent Blob REST client (not the mount).
-  CommandResult rclone(const std::string& args) const {
-    return run_command(fmt::format(
-        "RCLONE_CONFIG=/dev/null RCLONE_AZUREBLOB_ACCOUNT={} RCLONE_AZUREBLOB_KEY='{}' RCLONE_AZUREBLOB_ENDPOINT={} "
-        "RCLONE_AZUREBLOB_USE_EMULATOR=true rclone {} 2>&1",
-        kAccount, kKey, endpoint(), args));
-  }
-  int port = 0;
-
- private:
-  const TempDir& dir_;
-  pid_t pid_ = -1;
 };
 
 // smbd serving one share on a loopback port, with one user (the storage account name).
