@@ -152,8 +152,8 @@ echo "journal end"
   CHECK(state.at("available") == true);
 }
 
-TEST_CASE("collect_diagnostics: uploaded to Azurite through a SAS URL, retried while the service is down; a refused "
-          "signature is reported at once",
+TEST_CASE("collect_diagnostics: uploaded to Azurite through a SAS URL, retried while the service is down, and a "
+          "refused signature reported at once",
           "[diagnostics][agent][blob]") {
   TempDir dir;
   DevCp cp(dir);

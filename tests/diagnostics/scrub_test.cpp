@@ -113,7 +113,7 @@ TEST_CASE("a tail file under its cap is copied whole", "[diagnostics][files]") {
   CHECK(slurp(dir / "out") == "one\ntwo\n");
 }
 
-TEST_CASE("copy_tail: a file's last bytes, mode 0600; a FIFO is refused", "[diagnostics][files]") {
+TEST_CASE("copy_tail: a file's last bytes, mode 0600, and a FIFO refused", "[diagnostics][files]") {
   TempDir dir;
   std::string text;
   for (int i = 0; i < 1000; ++i) text += "entry " + std::to_string(i) + "\n";
@@ -135,7 +135,7 @@ TEST_CASE("copy_tail: a file's last bytes, mode 0600; a FIFO is refused", "[diag
   CHECK(f.error().message.find("a FIFO, not a regular file") != std::string::npos);
 }
 
-TEST_CASE("scrub_file rewrites a file without its secrets; sha256_file", "[diagnostics][files]") {
+TEST_CASE("scrub_file rewrites a file without its secrets, and sha256_file hashes one", "[diagnostics][files]") {
   TempDir dir;
   std::string text;
   for (int i = 0; i < 100000; ++i) text += i % 1000 == 0 ? "key=hunter2-secret\n" : "nothing here\n";
