@@ -46,7 +46,7 @@ bool ended(const std::string& state) { return state == "ready" || state == "uplo
 
 // "collecting: journal (8/8)", "uploading: 40% of 12.1 MiB (attempt 2 of …)".
 std::string progress_line(const json::value& s) {
-  const std::string state = str(s, "state");
+  std::string state = str(s, "state");
   if (state == "collecting" && num(s, "steps") > 0)
     return fmt::format("collecting: {} ({}/{})", str(s, "step"), num(s, "steps_done") + 1, num(s, "steps"));
   if (state == "uploading") {

@@ -74,6 +74,7 @@ std::vector<fs::path> files_below(const fs::path& dir, const fs::path& skip) {
   }
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<fs::path> out;
+  out.reserve(found.size());
   for (auto& f : found) out.push_back(std::move(f.second));
   return out;
 }
