@@ -198,7 +198,7 @@ Subsystems::Subsystems(boost::asio::io_context& ioc, Api& api, const Config& run
                        control::ControlChannel& control)
     : processes(ioc.get_executor()),
       mount_ops(immortal<mounts::RealMountOps>()),
-      mounts(ioc.get_executor(), api, processes, mount_ops, running.storage, running.state_dir,
+      mounts(ioc.get_executor(), api, processes, mount_ops, running.storage, running.proxy, running.state_dir,
              monitor::default_launcher("instanced-mounts.slice")),
       setup(ioc.get_executor(), api, processes, running.setup, running.state_dir,
             setup::Environment{info.instance, running.status.socket, {}}, monitor::default_launcher("instanced-setup.slice")),
@@ -282,7 +282,7 @@ diagnostics::Sources diagnostics_sources(const status::Router& router, Daemon& d
 
 void Subsystems::add_to(Daemon& daemon) {
   daemon.add(disk, &Config::disk);
-  daemon.add(mounts, &Config::storage);
+  daemon.add(mounts, [this](const Config& c) { mounts.reconfigure(c.storage, c.proxy); });
   daemon.add(gpu, &Config::gpu);
   daemon.add(setup, &Config::setup);
   daemon.add(job_queue, &Config::jobs);
@@ -322,20 +322,21 @@ int run_agent(const Options& options, LoadedConfig loaded) {
   control::CommandRegistry commands(clock, fs, std::filesystem::path(running.state_dir) / "control" / "commands.json");
   ConfigPush push(ioc.get_executor(), api, daemon);
   add_builtin_commands(commands, daemon, push, info, state, clock);
-  control::ControlChannel control(ioc.get_executor(), api, running.control, running.state_dir, commands, info);
+  control::ControlChannel control(ioc.get_executor(), api, running.control, running.proxy, running.state_dir, commands,
+                                 info);
   Subsystems subsystems(ioc, api, running, info, control);
   subsystems.add_routes(router);
   subsystems.add_commands(commands);
   diagnostics::Diagnostics diagnostics(ioc.get_executor(), api, subsystems.processes, running.diagnostics,
-                                       running.state_dir, diagnostics_sources(router, daemon, subsystems, state));
+                                       running.proxy, running.state_dir, diagnostics_sources(router, daemon, subsystems, state));
   diagnostics.add_routes(router);
   diagnostics.add_commands(commands);
 
   daemon.add(status_server, &Config::status);
-  daemon.add(control, &Config::control);
+  daemon.add(control, [&control](const Config& c) { control.reconfigure(c.control, c.proxy); });
   daemon.add(push);
   subsystems.add_to(daemon);
-  daemon.add(diagnostics, &Config::diagnostics);
+  daemon.add(diagnostics, [&diagnostics](const Config& c) { diagnostics.reconfigure(c.diagnostics, c.proxy); });
   return daemon.run();
 }
 

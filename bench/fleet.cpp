@@ -53,7 +53,7 @@ struct Instance {
     info.started = clock.now();
     info.config_hash = std::string(64, 'a');
     state.publish("status", Health::ok, "serving");
-    channel = std::make_unique<control::ControlChannel>(ioc.get_executor(), api, config, state_dir, commands, info);
+    channel = std::make_unique<control::ControlChannel>(ioc.get_executor(), api, config, ProxyConfig{}, state_dir, commands, info);
   }
   StateRegistry state;
   Api api;

@@ -68,6 +68,7 @@ std::string dump_config_with_origins(const LoadedConfig& loaded) {
 
 std::vector<std::string> secret_files(const Config& config) {
   std::vector<std::string> files{config.control.token_file};
+  if (!config.proxy.credentials_file.empty()) files.push_back(config.proxy.credentials_file);
   for (const auto& m : config.storage.mounts)
     for (const auto* f : {&m.key_file, &m.sas_file})
       if (!f->empty()) files.push_back(*f);

@@ -18,6 +18,7 @@
 #include "agent/gpu/config.hpp"
 #include "agent/idle/config.hpp"
 #include "agent/diagnostics/config.hpp"
+#include "common/proxy_config.hpp"
 #include "agent/inventory/config.hpp"
 #include "agent/jobs/config.hpp"
 #include "agent/mounts/config.hpp"
@@ -82,6 +83,7 @@ struct Config {
   StatusConfig status;
   ShutdownConfig shutdown;
   ControlConfig control;
+  ProxyConfig proxy;
   SetupConfig setup;
   DiskConfig disk;
   StorageConfig storage;
@@ -105,6 +107,7 @@ struct Config {
     v("status", status);
     v("shutdown", shutdown);
     v("control", control);
+    v("proxy", proxy);
     v("setup", setup);
     v("disk", disk);
     v("storage", storage);
@@ -149,7 +152,7 @@ Result<Config> parse_config_text(std::string_view text, std::string_view name);
 std::string dump_config(const Config& config);
 
 // The files the configuration names whose contents are secret (the control plane's token,
-// storage keys and SAS tokens, the applications' tokens): what a diagnostics bundle must
+// the proxy's credentials, storage keys and SAS tokens, the applications' tokens): what a diagnostics bundle must
 // not contain.
 std::vector<std::string> secret_files(const Config& config);
 

@@ -59,59 +59,23 @@ constexpr auto kHeldRetry = std::chrono::seconds(5);
 constexpr auto kCommandsStop = std::chrono::seconds(2);  // for running commands to end at a stop
 constexpr auto kCloseWait = std::chrono::seconds(1);     // for the control plane to answer our close frame
 
-const char* env_either(const char* lower, const char* upper) {
-  const char* v = std::getenv(lower);
-  if (!v || !*v) v = std::getenv(upper);
-  return v && *v ? v : nullptr;
-}
-
-bool no_proxy_matches(const std::string& host) {
-  const char* list = env_either("no_proxy", "NO_PROXY");
-  if (!list) return false;
-  std::string_view rest(list);
-  while (!rest.empty()) {
-    auto comma = rest.find(',');
-    std::string_view item = rest.substr(0, comma);
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (item.empty()) continue;
-    if (item == "*") return true;
-    if (item.front() == '.') item.remove_prefix(1);
-    if (host == item || (host.size() > item.size() && host.ends_with(item) && host[host.size() - item.size() - 1] == '.'))
-      return true;
-  }
-  return false;
-}
-
 }  // namespace
 
-Result<std::optional<Proxy>> proxy_for(const Endpoint& ep, const std::string& configured) {
-  std::string url = configured;
-  if (url.empty()) {
-    if (no_proxy_matches(ep.host)) return std::optional<Proxy>{};
-    const char* env = ep.tls ? env_either("https_proxy", "HTTPS_PROXY") : env_either("http_proxy", "HTTP_PROXY");
-    if (!env) return std::optional<Proxy>{};
-    url = env;
-  }
-  // "proxy.corp:3128" (no scheme) is how many environments write it.
-  if (auto sep = url.find("://"); sep == std::string::npos)
-    url = "http://" + url;
-  else if (url.substr(0, sep) != "http")
-    return Error{fmt::format("control.proxy: '{}://…': only http:// proxies (HTTP CONNECT) are supported", url.substr(0, sep))};
-  auto u = parse_url(url, true);
-  if (!u) return Error{"control.proxy: " + u.error().message};
-  if (u->user) return Error{"control.proxy: credentials in the proxy URL are not supported"};
-  return std::optional<Proxy>{Proxy{u->host, u->port}};
+Result<std::optional<Proxy>> channel_proxy(const Endpoint& ep, const std::string& control_proxy, const ProxyConfig& proxy) {
+  if (control_proxy.empty()) return proxy_for(ep.host, ep.tls, proxy);
+  auto p = parse_proxy(control_proxy, proxy.credentials_file, "control.proxy");
+  if (!p) return p.error();
+  return std::optional<Proxy>{std::move(*p)};
 }
 
 Result<Secret> read_token(const std::string& path) { return read_secret_file(path, "control.token_file"); }
 
-ControlChannel::ControlChannel(asio::any_io_executor ex, Api& api, const ControlConfig& config, std::string state_dir, CommandRegistry& commands,
-                               const status::AgentInfo& info)
+ControlChannel::ControlChannel(asio::any_io_executor ex, Api& api, const ControlConfig& config, const ProxyConfig& proxy,
+                               std::string state_dir, CommandRegistry& commands, const status::AgentInfo& info)
     : ex_(ex),
       api_(api),
       config_(config),
+      proxy_(proxy),
       state_dir_(std::move(state_dir)),
       commands_(commands),
       info_(info),
@@ -123,7 +87,8 @@ ControlChannel::~ControlChannel() {
   if (subscription_) api_.state.unsubscribe(subscription_);
 }
 
-void ControlChannel::reconfigure(const ControlConfig& config) {
+void ControlChannel::reconfigure(const ControlConfig& config, const ProxyConfig& proxy) {
+  proxy_ = proxy;
   if (config.endpoint != config_.endpoint)
     log_->warn("control.endpoint changed; it takes effect at the next restart");
   auto endpoint = config_.endpoint;
@@ -364,7 +329,7 @@ asio::awaitable<Error> ControlChannel::connect_once(const Endpoint& ep) {
   }
   auto token = read_token(config_.token_file);
   if (!token) co_return token.error();
-  auto proxy = proxy_for(ep, config_.proxy);
+  auto proxy = channel_proxy(ep, config_.proxy, proxy_);
   if (!proxy) co_return proxy.error();
   if (ep.tls) co_return co_await connect_tls(ep, *token, *proxy);
   websocket::stream<beast::tcp_stream> ws(ex_);
@@ -410,31 +375,11 @@ asio::awaitable<Error> ControlChannel::connect_tls(const Endpoint& ep, const Sec
 
 // TCP to the control plane or the proxy, under the connect timeout; through an HTTP CONNECT
 // proxy the tunnel is opened first (TLS and WebSocket run inside it).
-template <class Stream>
-asio::awaitable<Result<void>> ControlChannel::dial(Stream& stream, const Endpoint& ep, const std::optional<Proxy>& proxy) {
-  tcp::resolver resolver(ex_);
-  boost::system::error_code ec;
-  auto results = co_await resolver.async_resolve(proxy ? proxy->host : ep.host, proxy ? proxy->port : ep.port,
-                                                 asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return Error{ec.message()};
+asio::awaitable<Result<void>> ControlChannel::dial(beast::tcp_stream& stream, const Endpoint& ep,
+                                                   const std::optional<Proxy>& proxy) {
   stream.expires_after(config_.connect_timeout);
-  co_await stream.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return Error{ec.message()};
-  if (!proxy) co_return Result<void>{};
-  http::request<http::empty_body> req{http::verb::connect, host_port(ep.host, ep.port), 11};
-  req.set(http::field::host, host_port(ep.host, ep.port));
-  req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
-  co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return Error{ec.message()};
-  beast::flat_buffer buffer;
-  http::response_parser<http::empty_body> parser;
-  parser.skip(true);  // a CONNECT answer has no body
-  co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return Error{ec.message()};
-  if (auto code = parser.get().result_int(); code != 200)
-    co_return Error{fmt::format("proxy {} refused CONNECT {}: HTTP {}", host_port(proxy->host, proxy->port),
-                                host_port(ep.host, ep.port), code)};
-  co_return Result<void>{};
+  auto dialling = instanced::dial(stream, ep.host, ep.port, proxy);
+  co_return co_await std::move(dialling);
 }
 
 // The WebSocket upgrade with the bearer token and subprotocol, then the conversation.

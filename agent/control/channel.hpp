@@ -19,6 +19,7 @@
 #include "agent/control/outbox.hpp"
 #include "agent/status/views.hpp"
 #include "common/api.hpp"
+#include "common/proxy.hpp"
 #include "common/secret.hpp"
 #include "common/subsystem.hpp"
 #include "common/wake.hpp"
@@ -34,26 +35,22 @@ struct Endpoint {
 // "wss://cp.example.net:8443/v1/agent" → parts; errors name what is wrong.
 Result<Endpoint> parse_endpoint(std::string_view url, bool insecure_allowed);
 
-struct Proxy {
-  std::string host;
-  std::string port;
-};
-// The proxy for `ep`: `configured` (http://host:port) if set, else https_proxy (wss) or
-// http_proxy (ws) from the environment unless no_proxy matches the host.
-Result<std::optional<Proxy>> proxy_for(const Endpoint& ep, const std::string& configured);
+// The proxy for the control plane at `ep`: control.proxy (the channel's own, older key)
+// if set, else the agent's one proxy setting.
+Result<std::optional<Proxy>> channel_proxy(const Endpoint& ep, const std::string& control_proxy, const ProxyConfig& proxy);
 
 // The token file: must exist, be a regular file of mode 0600 or 0400, and be non-empty.
 Result<Secret> read_token(const std::string& path);
 
 class ControlChannel final : public Subsystem {
  public:
-  ControlChannel(boost::asio::any_io_executor ex, Api& api, const ControlConfig& config, std::string state_dir, CommandRegistry& commands,
-                 const status::AgentInfo& info);
+  ControlChannel(boost::asio::any_io_executor ex, Api& api, const ControlConfig& config, const ProxyConfig& proxy,
+                 std::string state_dir, CommandRegistry& commands, const status::AgentInfo& info);
   ~ControlChannel() override;
   std::string name() const override { return "control"; }
   boost::asio::awaitable<void> run() override;
-  // A reloaded `control` section (the endpoint is kept until the next start).
-  void reconfigure(const ControlConfig& config);
+  // A reloaded `control` section (the endpoint is kept until the next start) and `proxy`.
+  void reconfigure(const ControlConfig& config, const ProxyConfig& proxy);
 
   // The compact heartbeat body (also used by tests and the fleet benchmark).
   boost::json::object heartbeat_body() const;
@@ -73,8 +70,8 @@ class ControlChannel final : public Subsystem {
  private:
   boost::asio::awaitable<Error> connect_once(const Endpoint& ep);
   boost::asio::awaitable<Error> connect_tls(const Endpoint& ep, const Secret& token, const std::optional<Proxy>& proxy);
-  template <class Stream>
-  boost::asio::awaitable<Result<void>> dial(Stream& stream, const Endpoint& ep, const std::optional<Proxy>& proxy);
+  boost::asio::awaitable<Result<void>> dial(boost::beast::tcp_stream& stream, const Endpoint& ep,
+                                            const std::optional<Proxy>& proxy);
   template <class WebSocket>
   boost::asio::awaitable<Error> upgrade(WebSocket& ws, const Endpoint& ep, const Secret& token);
   template <class WebSocket>
@@ -111,6 +108,7 @@ class ControlChannel final : public Subsystem {
   boost::asio::any_io_executor ex_;
   Api& api_;
   ControlConfig config_;
+  ProxyConfig proxy_;
   std::string state_dir_;
   CommandRegistry& commands_;
   const status::AgentInfo& info_;

@@ -28,6 +28,9 @@ constexpr std::uint64_t kSystemCap = 2ULL << 20;   // the kernel log, nvidia-smi
 constexpr std::uint64_t kLogTailCap = 256 << 10;   // one setup or job log
 constexpr std::size_t kSetupRunsPerScript = 3;
 constexpr std::size_t kJobLogs = 20;
+// The job queue's journal holds every job as submitted, its environment too: users' data
+// (API keys among it), never put in a bundle. /v1/jobs shows the jobs without it.
+constexpr std::string_view kJobSpecs = "jobs/journal";
 
 // What the cap leaves for the files: tar's end blocks and the manifest, and gzip's worst
 // case on data that does not compress (5 bytes per 16 KiB block), taken off first.
@@ -109,11 +112,12 @@ struct Diagnostics::Build {
 };
 
 Diagnostics::Diagnostics(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const DiagnosticsConfig& config,
-                         std::string state_dir, Sources sources)
+                         const ProxyConfig& proxy, std::string state_dir, Sources sources)
     : ex_(ex),
       api_(api),
       runner_(runner),
       config_(config),
+      proxy_(proxy),
       state_dir_(std::move(state_dir)),
       sources_(std::move(sources)),
       log_(api.logging.get("diagnostics")),
@@ -122,7 +126,10 @@ Diagnostics::Diagnostics(asio::any_io_executor ex, Api& api, ProcessRunner& runn
 
 Diagnostics::~Diagnostics() = default;
 
-void Diagnostics::reconfigure(const DiagnosticsConfig& config) { config_ = config; }
+void Diagnostics::reconfigure(const DiagnosticsConfig& config, const ProxyConfig& proxy) {
+  config_ = config;
+  proxy_ = proxy;
+}
 
 fs::path Diagnostics::folder() const { return fs::path(state_dir_) / "diagnostics"; }
 fs::path Diagnostics::bundle_file() const { return folder() / fmt::format("instanced-diagnostics-{}.tar.gz", run_->id); }
@@ -365,7 +372,11 @@ asio::awaitable<void> Diagnostics::inventory(Build& b) {
 asio::awaitable<void> Diagnostics::state_files(Build& b) {
   auto copy = [dir = b.dir, state = fs::path(state_dir_), skip = folder(), total = std::min(kStateCap, b.budget)] {
     std::vector<Tail> tails;
-    for (const auto& f : files_below(state, skip)) tails.push_back({"state" / f.lexically_relative(state), f});
+    for (const auto& f : files_below(state, skip)) {
+      const fs::path relative = f.lexically_relative(state);
+      if (relative.string().starts_with(kJobSpecs)) continue;
+      tails.push_back({"state" / relative, f});
+    }
     return copy_tails(dir, tails, kStateFileCap, total);
   };
   auto copied_task = api_.pool.run("diagnostics: state files", config_.tool_timeout, copy);
@@ -505,7 +516,7 @@ asio::awaitable<void> Diagnostics::upload() {
     r.sent = 0;
     publish();
     auto on_sent = [this](std::uint64_t sent) { run_->sent = sent; };
-    auto put = put_blob(*r.upload, bundle_file(), r.bytes, config_.upload_timeout, on_sent);
+    auto put = put_blob(*r.upload, bundle_file(), r.bytes, config_.upload_timeout, on_sent, proxy_);
     PutOutcome o = co_await std::move(put);
     if (o.ok) {
       r.state = "uploaded";

@@ -23,6 +23,7 @@
 #include "agent/status/router.hpp"
 #include "common/api.hpp"
 #include "common/process.hpp"
+#include "common/proxy_config.hpp"
 #include "common/secret.hpp"
 #include "common/subsystem.hpp"
 #include "common/url.hpp"
@@ -47,12 +48,13 @@ struct Sources {
 class Diagnostics final : public Subsystem {
  public:
   Diagnostics(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, const DiagnosticsConfig& config,
-              std::string state_dir, Sources sources);
+              const ProxyConfig& proxy, std::string state_dir, Sources sources);
   ~Diagnostics() override;
 
   std::string name() const override { return "diagnostics"; }
   boost::asio::awaitable<void> run() override;
-  void reconfigure(const DiagnosticsConfig& config);
+  // A reloaded `diagnostics` section and `proxy` (the upload's).
+  void reconfigure(const DiagnosticsConfig& config, const ProxyConfig& proxy);
 
   enum class Answer { started, invalid, refused };
   struct Start {
@@ -127,6 +129,7 @@ class Diagnostics final : public Subsystem {
   Api& api_;
   ProcessRunner& runner_;
   DiagnosticsConfig config_;
+  ProxyConfig proxy_;
   std::string state_dir_;
   Sources sources_;
   Logger log_;

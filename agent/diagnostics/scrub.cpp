@@ -74,6 +74,8 @@ std::vector<std::string> secrets_in(std::string_view file_text) {
       if (s.size() >= kMinSecret) found.insert(s);
   };
   add(line);
+  // "user:password" (a proxy's credentials): the password alone too.
+  if (auto colon = line.find(':'); colon != std::string_view::npos) add(line.substr(colon + 1));
   std::string_view query = line.starts_with("?") ? line.substr(1) : line;
   add(query);
   add(signature_of(query));

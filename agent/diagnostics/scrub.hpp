@@ -14,7 +14,8 @@ namespace instanced::diagnostics {
 inline constexpr std::size_t kMinSecret = 6;
 
 // The secret values in a secret file's text, as the agent reads it (the first line, blanks
-// trimmed): that line, a SAS token's signature (`sig=` value) on its own, and the
+// trimmed): that line, what follows its first ':' (the password of "user:password"), a SAS
+// token's signature (`sig=` value) on its own, and the
 // percent-encoded and percent-decoded spellings of each where they differ.
 std::vector<std::string> secrets_in(std::string_view file_text);
 

@@ -17,6 +17,7 @@
 #include "common/coro.hpp"
 #include "common/fs.hpp"
 #include "common/http_get.hpp"
+#include "common/proxy.hpp"
 #include "common/text.hpp"
 #include "common/tls.hpp"
 
@@ -107,11 +108,15 @@ std::string shown_url(const Url& url) {
 }
 
 asio::awaitable<PutOutcome> put_blob(Url url, std::filesystem::path file, std::uint64_t size,
-                                     Duration timeout, std::function<void(std::uint64_t)> sent) {
+                                     Duration timeout, std::function<void(std::uint64_t)> sent, ProxyConfig proxy) {
+  auto through = proxy_for(url.host, url.tls, proxy);
+  if (!through) co_return PutOutcome{false, false, 0, through.error().message};
   beast::tcp_stream tcp(co_await asio::this_coro::executor);
   tcp.expires_after(timeout);
   try {
-    co_await connect_to(tcp, url);
+    auto dialling = dial(tcp, url.host, url.port, *through);
+    auto dialled = co_await std::move(dialling);
+    if (!dialled) co_return PutOutcome{false, true, 0, fmt::format("PUT {}: {}", shown_url(url), dialled.error().message)};
     if (url.tls) {
       auto secured = over_tls(std::move(tcp), url, file, size, sent);
       co_return co_await std::move(secured);

@@ -9,6 +9,7 @@
 #include <functional>
 #include <string>
 
+#include "common/proxy_config.hpp"
 #include "common/units.hpp"
 #include "common/url.hpp"
 
@@ -24,9 +25,10 @@ struct PutOutcome {
 // "https://host:port/path": what may be shown of an upload URL.
 std::string shown_url(const Url& url);
 
-// PUTs `file` (`size` bytes) to `url`; `sent` is told the bytes written so far. The whole
-// try is bounded by `timeout`. The agent's stop is thrown.
+// PUTs `file` (`size` bytes) to `url`, through `proxy` unless its no_proxy names the host;
+// `sent` is told the bytes written so far. The whole try is bounded by `timeout`. The
+// agent's stop is thrown.
 boost::asio::awaitable<PutOutcome> put_blob(Url url, std::filesystem::path file, std::uint64_t size,
-                                            Duration timeout, std::function<void(std::uint64_t)> sent);
+                                            Duration timeout, std::function<void(std::uint64_t)> sent, ProxyConfig proxy);
 
 }  // namespace instanced::diagnostics

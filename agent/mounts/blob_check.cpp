@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "common/proxy.hpp"
 #include "common/text.hpp"
 #include "common/tls.hpp"
 #include "common/url.hpp"
@@ -104,7 +105,7 @@ Result<std::string> shared_key_authorization(const std::string& account, const s
 }
 
 asio::awaitable<AccessCheck> check_blob_access(asio::any_io_executor ex, const MountConfig& m, const Secrets& secrets,
-                                                Duration timeout) {
+                                                Duration timeout, const ProxyConfig& proxy) {
   if (m.managed_identity) co_return AccessCheck{};
   auto url = container_url(m);
   if (!url) co_return AccessCheck{Reason::other, url.error().message};
@@ -122,15 +123,15 @@ asio::awaitable<AccessCheck> check_blob_access(asio::any_io_executor ex, const M
     req.set(http::field::authorization, *auth);
   }
 
-  asio::ip::tcp::resolver resolver(ex);
+  auto proxy_to = proxy_for(url->host, url->tls, proxy);
+  if (!proxy_to) co_return AccessCheck{Reason::other, proxy_to.error().message};
   beast::tcp_stream tcp(ex);
   tcp.expires_after(timeout);
-  boost::system::error_code ec;
   const std::string host = url->host, port = url->port;
-  auto results = co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return AccessCheck{Reason::unreachable, fmt::format("cannot resolve {}: {}", host, ec.message())};
-  co_await tcp.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return AccessCheck{Reason::unreachable, fmt::format("cannot connect to {} port {}: {}", host, port, ec.message())};
+  auto dialling = dial(tcp, host, port, *proxy_to);
+  auto dialled = co_await std::move(dialling);
+  if (!dialled) co_return AccessCheck{Reason::unreachable, dialled.error().message};
+  boost::system::error_code ec;
   if (!url->tls) co_return co_await get(tcp, req);
 
   asio::ssl::context ctx(asio::ssl::context::tls_client);

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "agent/mounts/plan.hpp"
+#include "common/proxy_config.hpp"
 #include "common/units.hpp"
 
 namespace instanced::mounts {
@@ -35,7 +36,8 @@ struct AccessCheck {
   std::string message;
 };
 // Managed identity is not checked (it needs a token from the instance metadata service).
+// Through `proxy` (its CONNECT tunnel) unless the endpoint is in its no_proxy list.
 boost::asio::awaitable<AccessCheck> check_blob_access(boost::asio::any_io_executor ex, const MountConfig& m,
-                                                      const Secrets& secrets, Duration timeout);
+                                                      const Secrets& secrets, Duration timeout, const ProxyConfig& proxy);
 
 }  // namespace instanced::mounts

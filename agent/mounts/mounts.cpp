@@ -1,5 +1,7 @@
 #include "agent/mounts/mounts.hpp"
 
+#include "common/proxy.hpp"
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -192,12 +194,13 @@ struct Mounts::Supervised {
 };
 
 Mounts::Mounts(asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const StorageConfig& config,
-               const std::string& state_dir, monitor::Launcher monitors)
+               const ProxyConfig& proxy, const std::string& state_dir, monitor::Launcher monitors)
     : ex_(ex),
       api_(api),
       runner_(runner),
       ops_(ops),
       config_(config),
+      proxy_(proxy),
       secrets_dir_(state_dir + "/mounts"),
       monitors_(std::move(monitors)),
       log_(api.logging.get("mounts")),
@@ -207,7 +210,8 @@ Mounts::Mounts(asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountO
 
 Mounts::~Mounts() = default;
 
-void Mounts::reconfigure(const StorageConfig& config) {
+void Mounts::reconfigure(const StorageConfig& config, const ProxyConfig& proxy) {
+  proxy_ = proxy;
   auto mounts = config_.mounts;
   config_ = config;
   if (config.mounts != mounts) {
@@ -457,9 +461,12 @@ asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_once(Supervised& s,
 // the FUSE helper, which is the file system: mounted once mountinfo shows it.
 asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_fuse(Supervised& s, const MountPlan& plan,
                                                                   const Secrets& secrets) {
-  auto access = co_await check_blob_access(ex_, s.config, secrets, config_.probe_timeout);
+  // The drivers read the proxy from their environment (never their command line).
+  auto proxy_env = proxy_environment(proxy_);
+  if (!proxy_env) co_return Failed{Reason::other, proxy_env.error().message};
+  auto access = co_await check_blob_access(ex_, s.config, secrets, config_.probe_timeout, proxy_);
   if (access.reason != Reason::none) co_return Failed{access.reason, fmt::format("container check: {}", access.message)};
-  auto launched = co_await launch_driver(s, plan);
+  auto launched = co_await launch_driver(s, plan, *proxy_env);
   if (!launched) co_return Failed{Reason::driver_missing, launched.error().message};
   follow_driver(s, std::move(*launched));
   auto h = s.helper;
@@ -486,10 +493,12 @@ asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_fuse(Supervised& s,
 // The driver started under its monitor, as a unit instanced-mount-NAME-RANDOM.service of
 // instanced-mounts.slice under systemd: its spec (with the secrets of its environment) is
 // mode 0600 in the mount's run folder, as is its output.
-asio::awaitable<Result<monitor::Run>> Mounts::launch_driver(Supervised& s, const MountPlan& plan) {
+asio::awaitable<Result<monitor::Run>> Mounts::launch_driver(Supervised& s, const MountPlan& plan,
+                                                           const std::vector<std::string>& proxy_env) {
   monitor::WorkloadSpec w;
   w.name = fmt::format("mount {} ({})", s.config.name, plan.driver);
   w.spawn = spec_for(plan.argv, plan.env);
+  w.spawn.env.insert(w.spawn.env.end(), proxy_env.begin(), proxy_env.end());
   w.kill_grace = kHelperStopWait;
   w.started = api_.clock.wall_now();
   w.log_file = driver_log(s).string();

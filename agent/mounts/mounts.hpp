@@ -22,6 +22,7 @@
 #include "common/api.hpp"
 #include "common/gate.hpp"
 #include "common/process.hpp"
+#include "common/proxy_config.hpp"
 #include "common/single_flight.hpp"
 #include "common/subsystem.hpp"
 
@@ -37,13 +38,14 @@ std::string_view to_string(MountState s);
 class Mounts final : public Subsystem {
  public:
   Mounts(boost::asio::any_io_executor ex, Api& api, ProcessRunner& runner, MountOps& ops, const StorageConfig& config,
-         const std::string& state_dir, monitor::Launcher monitors);
+         const ProxyConfig& proxy, const std::string& state_dir, monitor::Launcher monitors);
   ~Mounts() override;
 
   std::string name() const override { return "mounts"; }
   boost::asio::awaitable<void> run() override;
-  // A reloaded `storage` section (the list of mounts is kept until the next start).
-  void reconfigure(const StorageConfig& config);
+  // A reloaded `storage` section (the list of mounts is kept until the next start) and
+  // `proxy` (the blob pre-check's and the FUSE drivers' proxy, from the next attempt).
+  void reconfigure(const StorageConfig& config, const ProxyConfig& proxy);
 
   // Open while every required mount is mounted (or only slow): setup and jobs wait on it.
   Gate& ready_gate() { return ready_; }
@@ -77,7 +79,8 @@ class Mounts final : public Subsystem {
   boost::asio::awaitable<std::optional<Failed>> prepare_mount(Supervised& s, const MountPlan& plan);
   boost::asio::awaitable<std::optional<Failed>> mount_once(Supervised& s, const MountPlan& plan, const Secrets& secrets);
   boost::asio::awaitable<std::optional<Failed>> mount_fuse(Supervised& s, const MountPlan& plan, const Secrets& secrets);
-  boost::asio::awaitable<Result<monitor::Run>> launch_driver(Supervised& s, const MountPlan& plan);
+  boost::asio::awaitable<Result<monitor::Run>> launch_driver(Supervised& s, const MountPlan& plan,
+                                                             const std::vector<std::string>& proxy_env);
   void follow_driver(Supervised& s, monitor::Run run);
   boost::asio::awaitable<void> take_back_driver(Supervised& s);
   std::filesystem::path run_folder(const Supervised& s) const;
@@ -104,6 +107,7 @@ class Mounts final : public Subsystem {
   ProcessRunner& runner_;
   MountOps& ops_;
   StorageConfig config_;
+  ProxyConfig proxy_;
   std::string secrets_dir_;
   std::map<std::string, bool> rclone_devname_;  // rclone_knows_devname's answers, by program
   monitor::Launcher monitors_;

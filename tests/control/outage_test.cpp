@@ -60,7 +60,7 @@ TEST_CASE("a ten-minute outage under a simulated clock: buffered events arrive a
   info.instance = "outage-test";
   info.phase = "running";
   info.config_hash = std::string(64, 'c');
-  control::ControlChannel channel(ioc.get_executor(), api, config, state_dir, commands, info);
+  control::ControlChannel channel(ioc.get_executor(), api, config, ProxyConfig{}, state_dir, commands, info);
   auto run = channel.run();
   asio::co_spawn(ioc, std::move(run), asio::detached);
 
@@ -151,7 +151,7 @@ TEST_CASE("the heartbeat frame written directly is the envelope of heartbeat_bod
   info.phase = "running";
   info.started = clock.now();
   info.config_hash = std::string(64, 'f');
-  control::ControlChannel channel(ioc.get_executor(), api, config, state_dir, commands, info);
+  control::ControlChannel channel(ioc.get_executor(), api, config, ProxyConfig{}, state_dir, commands, info);
   clock.advance(std::chrono::seconds(42));
   auto m = control::decode(channel.heartbeat_text("hb-1"), control::Limits{});
   REQUIRE(m.ok());

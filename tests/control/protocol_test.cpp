@@ -113,23 +113,26 @@ TEST_CASE("endpoints and proxies are parsed, no_proxy honoured", "[control][prox
   ::unsetenv("HTTPS_PROXY");
   ::setenv("https_proxy", "http://proxy.corp:3128", 1);
   ::setenv("no_proxy", "localhost, .internal.example", 1);
-  auto p = proxy_for(*ep, "");
+  const instanced::ProxyConfig none;
+  auto p = channel_proxy(*ep, "", none);
   REQUIRE(p.ok());
   REQUIRE(*p);
   CHECK((*p)->host == "proxy.corp");
   CHECK((*p)->port == "3128");
   auto internal = parse_endpoint("wss://cp.internal.example/v1", false);
-  CHECK_FALSE(*proxy_for(*internal, ""));  // no_proxy suffix
-  CHECK((*proxy_for(*internal, "http://explicit:8080"))->host == "explicit");  // config wins
-  CHECK_THAT(proxy_for(*ep, "socks5://x:1").error().message, Catch::Contains("only http:// proxies"));
-  CHECK((*proxy_for(*ep, "proxy.corp:3128"))->port == "3128");  // no scheme: http://
-  CHECK((*proxy_for(*ep, "http://[fd00::1]:3128"))->host == "fd00::1");
-  CHECK((*proxy_for(*ep, "http://[fd00::1]:3128"))->port == "3128");
-  CHECK(proxy_for(*ep, "http://u:secret@p:1").error().message == "control.proxy: credentials in the proxy URL are not supported");
+  CHECK_FALSE(*channel_proxy(*internal, "", none));  // no_proxy suffix
+  CHECK((*channel_proxy(*internal, "http://explicit:8080", none))->host == "explicit");  // control.proxy wins
+  instanced::ProxyConfig configured;
+  configured.url = "http://site-proxy:3128";
+  CHECK((*channel_proxy(*ep, "", configured))->host == "site-proxy");  // proxy.url over the environment
+  CHECK_THAT(channel_proxy(*ep, "socks5://x:1", none).error().message, Catch::Contains("only http:// proxies"));
+  CHECK((*channel_proxy(*ep, "proxy.corp:3128", none))->port == "3128");  // no scheme: http://
+  CHECK((*channel_proxy(*ep, "http://[fd00::1]:3128", none))->host == "fd00::1");
+  CHECK((*channel_proxy(*ep, "http://[fd00::1]:3128", none))->port == "3128");
   CHECK(parse_endpoint("wss://[::1]:8443/v1", false)->port == "8443");
   CHECK(parse_endpoint("wss://u:p@cp/v1", false).error().message ==
         "control.endpoint: a user or password in the URL is not supported");
   ::unsetenv("https_proxy");
   ::unsetenv("no_proxy");
-  CHECK_FALSE(*proxy_for(*ep, ""));
+  CHECK_FALSE(*channel_proxy(*ep, "", none));
 }

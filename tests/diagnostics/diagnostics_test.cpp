@@ -107,6 +107,17 @@ echo "journal end"
   REQUIRE(agent.start_and_wait_ready(10s, path_with_bin(dir)));
   REQUIRE(eventually([&] { return agent.curl("http://localhost/v1/setup").output.find("succeeded") != std::string::npos; }));
 
+  // A job whose environment holds a user's key: the queue's journal keeps it; the bundle must not.
+  const std::string user_key = "sk-user-key-2718281828";
+  auto job = run_command(fmt::format("INSTANCED_SOCKET={} {} job submit --id keyed --env API_KEY={} -- /bin/sh -c "
+                                     "'echo hello from the job'",
+                                     agent.socket().string(), instancectl_binary(), user_key));
+  REQUIRE(job.exit_code == 0);
+  REQUIRE(eventually([&] {
+    return agent.curl("http://localhost/v1/jobs/job?id=keyed").output.find("\"succeeded\"") != std::string::npos;
+  }));
+  REQUIRE(slurp(dir / "state/jobs/journal").find(user_key) != std::string::npos);
+
   auto ctl = run_command(fmt::format("INSTANCED_SOCKET={} {} diagnostics -o {}/bundle.tar.gz 2>{}/progress",
                                      agent.socket().string(), instancectl_binary(), dir.path().string(),
                                      dir.path().string()));
@@ -141,8 +152,10 @@ echo "journal end"
   // The setup script's log, with the token it printed replaced.
   auto setup_logs = holding(x / "logs/setup/leak", "the token is ***");
   CHECK(setup_logs.size() == 1);
+  CHECK(slurp(x / "logs/jobs/keyed.log").find("hello from the job") != std::string::npos);
+  CHECK(!fs::exists(x / "state/jobs/journal"));
   // No secret anywhere, in any spelling.
-  for (const auto& secret : {token, sas, sig_of(sas), percent_decoded(sig_of(sas))}) {
+  for (const auto& secret : {token, sas, sig_of(sas), percent_decoded(sig_of(sas)), user_key}) {
     INFO(secret);
     CHECK(holding(x, secret).empty());
   }

@@ -67,6 +67,10 @@ TEST_CASE("a secret file's values: its first line, a SAS's signature, each spell
   CHECK(std::find(token.begin(), token.end(), "tok%2Fen%2Bvalue%3D%3D") != token.end());
   CHECK(std::find(token.begin(), token.end(), "second line is not read") == token.end());
 
+  auto creds = secrets_in("proxy-user:pa ss/word\n");
+  CHECK(std::find(creds.begin(), creds.end(), "pa ss/word") != creds.end());
+  CHECK(std::find(creds.begin(), creds.end(), "pa%20ss%2Fword") != creds.end());
+
   auto sas = secrets_in("?sv=2017-07-29&sr=c&sp=rw&se=2099-01-01T00:00:00Z&sig=ab%2Bcd%2Fef%3D\n");
   CHECK(std::find(sas.begin(), sas.end(), "ab%2Bcd%2Fef%3D") != sas.end());  // as sent
   CHECK(std::find(sas.begin(), sas.end(), "ab+cd/ef=") != sas.end());        // decoded

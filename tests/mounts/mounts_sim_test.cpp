@@ -40,7 +40,7 @@ struct Rig : SimApi {
       if (c.spec.argv[0].ends_with("mount.cifs")) ops.add_mount((dir / "mnt/users").string(), "cifs", "//127.0.0.1/workspace");
       c.exit(0);
     };
-    mounts = std::make_unique<mounts::Mounts>(ioc.get_executor(), api, runner, ops, config, (dir / "state").string(),
+    mounts = std::make_unique<mounts::Mounts>(ioc.get_executor(), api, runner, ops, config, ProxyConfig{}, (dir / "state").string(),
                                               monitor::Launcher{});  // SMB only: no driver to monitor
     start(mounts->run());
   }
