@@ -17,6 +17,7 @@
 
 #include "tests/support/agent_process.hpp"
 #include "tests/support/devcp.hpp"
+#include "tests/support/tinyproxy.hpp"
 #include "tests/support/tmpfs.hpp"
 
 using namespace instanced::testing;
@@ -607,31 +608,6 @@ TEST_CASE("without a metadata service that answers in time, hello comes without 
   CHECK_THAT(agent.log(), Catch::Contains("no answer within the timeout"));
 }
 
-namespace {
-
-// tinyproxy (Debian's) in the foreground; `connect_ports` limits where CONNECT may go.
-struct TinyProxy {
-  TinyProxy(const TempDir& dir, const std::string& connect_ports) : port(free_port()) {
-    std::string conf = "User nobody\nGroup nogroup\nPort " + std::to_string(port) +
-                       "\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nLogLevel Connect\n";
-    if (!connect_ports.empty()) conf += "ConnectPort " + connect_ports + "\n";
-    dir.write("tinyproxy.conf", conf);
-    log = (dir / "tinyproxy.log").string();
-    auto r = run_command("tinyproxy -d -c " + (dir / "tinyproxy.conf").string() + " > " + log + " 2>&1 & echo $!");
-    pid = std::stoi(r.output);
-    for (int i = 0; i < 100; ++i) {
-      if (run_command("grep -q 'listening on' " + log + " 2>/dev/null || grep -qi 'Reloading config file finished' " + log).exit_code == 0) break;
-      std::this_thread::sleep_for(20ms);
-    }
-  }
-  ~TinyProxy() { ::kill(pid, SIGTERM); }
-  std::string output() const { return run_command("cat " + log).output; }
-  int port;
-  pid_t pid = -1;
-  std::string log;
-};
-}  // namespace
-
 TEST_CASE("through an HTTP CONNECT proxy, and refused cleanly when the proxy refuses", "[control][channel][proxy]") {
   TempDir dir;
   DevCp cp(dir);
@@ -642,14 +618,14 @@ TEST_CASE("through an HTTP CONNECT proxy, and refused cleanly when the proxy ref
     return c;
   };
   SECTION("tunnelled") {
-    TinyProxy proxy(dir, "");
+    TinyProxy proxy(dir);
     AgentProcess agent(dir, with_proxy(proxy.port));
     REQUIRE(agent.start_and_wait_ready());
     REQUIRE(cp.wait([](const json::value& v) { return has(v, "ws-test"); }));
     CHECK_THAT(proxy.output(), Catch::Contains("CONNECT 127.0.0.1:" + std::to_string(cp.agent_port)));
   }
   SECTION("refused by the proxy") {
-    TinyProxy proxy(dir, "443");
+    TinyProxy proxy(dir, {.connect_ports = "443", .basic_auth = ""});
     AgentProcess agent(dir, with_proxy(proxy.port));
     REQUIRE(agent.start_and_wait_ready());
     REQUIRE(wait_error(agent));

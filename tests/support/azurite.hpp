@@ -34,7 +34,7 @@ class Azurite {
     std::filesystem::create_directories(dir_ / "azurite");
     REQUIRE(std::filesystem::exists(binary()));
     const std::size_t logged = slurp(dir_ / "azurite.log").size();  // a restart appends to the log
-    pid_ = spawn({binary(), "--blobHost", "127.0.0.1", "--blobPort", std::to_string(port), "--location",
+    pid_ = spawn({binary(), "--blobHost", host, "--blobPort", std::to_string(port), "--location",
                   (dir_ / "azurite").string(), "--skipApiVersionCheck", "--loose", "--disableTelemetry"},
                  (dir_ / "azurite.log").string());
     REQUIRE(eventually([&] { return slurp(dir_ / "azurite.log").find("successfully listens", logged) != std::string::npos; }, 30s));
@@ -46,7 +46,7 @@ class Azurite {
       pid_ = -1;
     }
   }
-  std::string endpoint() const { return fmt::format("http://127.0.0.1:{}/{}", port, kAccount); }
+  std::string endpoint() const { return fmt::format("http://{}:{}/{}", host, port, kAccount); }
   // rclone as an independent Blob REST client (not the mount).
   CommandResult rclone(const std::string& args) const {
     return run_command(fmt::format(
@@ -55,6 +55,7 @@ class Azurite {
         kAccount, kKey, endpoint(), args));
   }
   int port = 0;
+  std::string host = "127.0.0.1";  // the address it listens on
 
  private:
   const TempDir& dir_;

@@ -1,0 +1,182 @@
+// The one proxy setting, end to end: the agent in a network namespace from which nothing
+// is reachable but tinyproxy (with a user and password). The control plane and Azurite
+// listen on an address of the host that no route inside leads to. Through the proxy the
+// control channel connects, the blob container passes its pre-check and rclone mounts it,
+// and a diagnostics bundle is uploaded; without the setting each fails, saying why.
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <random>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests/support/agent_process.hpp"
+#include "tests/support/azurite.hpp"
+#include "tests/support/devcp.hpp"
+#include "tests/support/tinyproxy.hpp"
+
+using namespace instanced::testing;
+namespace json = boost::json;
+
+namespace {
+
+// A network namespace with a veth pair to the host (10.213.N.1 outside, .2 inside) and
+// nothing else; on the host, the loopback interface also holds 10.214.N.1, where the
+// services listen: inside, that address is "Network is unreachable".
+class ProxyOnlyNetwork {
+ public:
+  ProxyOnlyNetwork() {
+    const unsigned n = std::random_device{}() % 250 + 1;
+    const std::string tag = fmt::format("{:x}", (static_cast<unsigned>(::getpid()) << 8 | n) & 0xffffff);
+    name_ = "instpx-" + tag;
+    outside_ = "vpx" + tag;
+    proxy_address = fmt::format("10.213.{}.1", n);
+    service_address = fmt::format("10.214.{}.1", n);
+    auto r = run_command(fmt::format(
+        "set -e; ip netns add {0}; ip link add {1} type veth peer name in0 netns {0}; "
+        "ip addr add {2}/24 dev {1}; ip link set {1} up; "
+        "ip -n {0} addr add 10.213.{3}.2/24 dev in0; ip -n {0} link set in0 up; ip -n {0} link set lo up; "
+        "ip addr add {4}/32 dev lo 2>&1",
+        name_, outside_, proxy_address, n, service_address));
+    INFO(r.output);
+    if (r.exit_code != 0) remove();
+    REQUIRE(r.exit_code == 0);
+  }
+  ~ProxyOnlyNetwork() { remove(); }
+  // Put before the agent's command line: only its network namespace changes.
+  std::vector<std::string> enter() const { return {"/usr/bin/nsenter", "--net=/run/netns/" + name_}; }
+  std::string proxy_address;
+  std::string service_address;
+
+ private:
+  void remove() const {
+    // Deleting the namespace deletes the veth pair with it.
+    run_command(fmt::format("{{ ip netns del {0}; ip link del {1}; ip addr del {2}/32 dev lo; }} 2>/dev/null", name_,
+                            outside_, service_address));
+  }
+  std::string name_, outside_;
+};
+
+std::string write_secret(const TempDir& dir, const std::string& name, const std::string& value) {
+  dir.write(name, value + "\n");
+  ::chmod((dir / name).c_str(), 0600);
+  return (dir / name).string();
+}
+
+std::string agent_config(const DevCp& cp, const Azurite& az, const std::string& net, const std::string& proxy) {
+  return fmt::format(R"(instance:
+  name: ws-test
+state_dir: {{dir}}/state
+status:
+  socket: {{dir}}/status.sock
+  group: root
+control:
+  endpoint: ws://{0}:{1}/v1/agent
+  insecure: true
+  token_file: {{dir}}/token
+  initial_delay_max: 0s
+  backoff_initial: 100ms
+  backoff_max: 400ms
+inventory:
+  metadata_endpoint: ''
+diagnostics:
+  upload_attempts: 1
+storage:
+  probe_interval: 1s
+  backoff_initial: 500ms
+  backoff_max: 2s
+  mount_timeout: 20s
+  cache_dir: {{dir}}/cache
+  mounts:
+    - name: data
+      type: blob
+      account: {2}
+      container: data
+      endpoint: {3}
+      key_file: {{dir}}/key
+      driver: rclone
+      mount_point: {{dir}}/mnt/data
+{4})",
+                     net, cp.agent_port, kAccount, az.endpoint(), proxy);
+}
+
+json::value mount_of(const AgentProcess& agent) {
+  auto v = json::parse(agent.curl("http://localhost/v1/mounts").output);
+  return v.at("mounts").at(0);
+}
+
+}  // namespace
+
+TEST_CASE("behind a proxy: control channel, blob pre-check, rclone mount and diagnostics upload go through it",
+          "[proxy][agent][blob]") {
+  TempDir dir;
+  ProxyOnlyNetwork net;
+  DevCp cp(dir);
+  cp.start(net.service_address + ":0");
+  Azurite az(dir);
+  az.host = net.service_address;
+  az.start();
+  REQUIRE(az.rclone("mkdir :azureblob:data").exit_code == 0);
+  REQUIRE(az.rclone("mkdir :azureblob:diag").exit_code == 0);
+  write_secret(dir, "key", kKey);
+  const std::string password = "pr0xy-pass-6180339";
+  write_secret(dir, "proxy-credentials", "agent:" + password);
+  TinyProxy proxy(dir, {.listen = net.proxy_address, .allow = net.proxy_address + "/24", .connect_ports = "",
+                        .basic_auth = "agent " + password});
+  const std::string upload = az.endpoint() + "/diag/bundle.tar.gz?" + container_sas("diag", "rcw");
+
+  SECTION("with proxy.url and its credentials") {
+    AgentProcess agent(dir, agent_config(cp, az, net.service_address,
+                                         fmt::format("proxy:\n  url: http://{}:{}\n  credentials_file: {{dir}}/proxy-credentials\n",
+                                                     net.proxy_address, proxy.port)));
+    agent.wrapper = net.enter();
+    REQUIRE(agent.start_and_wait_ready());
+    INFO(agent.log() << proxy.output());
+    REQUIRE(cp.wait([](const json::value& v) {
+      return v.as_object().contains("ws-test") && v.at("ws-test").at("connected") == true;
+    }, 30s));
+    CHECK(proxy.output().find(fmt::format("CONNECT {}:{}", net.service_address, cp.agent_port)) != std::string::npos);
+    // The pre-check (CONNECT) and rclone (an HTTP proxy from its environment) reach Azurite.
+    REQUIRE(eventually([&] { return mount_of(agent).at("state") == "mounted"; }, 40s));
+    dir.write("mnt/data/through-the-proxy.txt", "written through the mount\n");
+    REQUIRE(eventually([&] {
+      return az.rclone("cat :azureblob:data/through-the-proxy.txt").output == "written through the mount\n";
+    }, 30s));
+    cp.command("ws-test", fmt::format(R"({{"id":"diag","name":"collect_diagnostics","args":{{"upload_url":"{}"}}}})", upload));
+    REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("results").as_object().contains("diag"); }, 60s));
+    auto r = cp.instances().at("ws-test").at("results").at("diag");
+    INFO(json::serialize(r));
+    CHECK(r.at("status") == "ok");
+    // The bundle holds the driver's environment (its run folder): without the password.
+    REQUIRE(az.rclone(fmt::format("copyto :azureblob:diag/bundle.tar.gz {}/down.tar.gz", dir.path().string())).exit_code == 0);
+    std::filesystem::create_directories(dir / "y");
+    REQUIRE(run_command(fmt::format("tar -xzf {0}/down.tar.gz -C {0}/y", dir.path().string())).exit_code == 0);
+    CHECK(run_command(fmt::format("grep -rlF -- '{}' {}/y", password, dir.path().string())).output.empty());
+    CHECK(agent.log().find(password) == std::string::npos);
+  }
+
+  SECTION("without it, each says why") {
+    AgentProcess agent(dir, agent_config(cp, az, net.service_address, ""));
+    agent.wrapper = net.enter();
+    REQUIRE(agent.start_and_wait_ready());
+    INFO(agent.log());
+    REQUIRE(eventually([&] {
+      auto e = json::parse(agent.curl("http://localhost/v1/status").output).at("subsystems").at("control").at("details");
+      return e.as_object().contains("last_error") &&
+             std::string(e.at("last_error").as_string()).find("Network is unreachable") != std::string::npos;
+    }, 20s));
+    REQUIRE(eventually([&] {
+      auto m = mount_of(agent);
+      return m.as_object().contains("reason") && m.at("reason") == "unreachable" &&
+             json::serialize(m).find("Network is unreachable") != std::string::npos;
+    }, 20s));
+    dir.write("upload-url", upload + "\n");
+    auto ctl = run_command(fmt::format("INSTANCED_SOCKET={} {} diagnostics --upload-url-file {}/upload-url 2>&1",
+                                       agent.socket().string(), instancectl_binary(), dir.path().string()));
+    CHECK(ctl.exit_code == 2);
+    CHECK(ctl.output.find("failed after 1 attempt: PUT " + az.endpoint() + "/diag/bundle.tar.gz: cannot connect to " +
+                          net.service_address) != std::string::npos);
+    CHECK(ctl.output.find("Network is unreachable") != std::string::npos);
+    CHECK(proxy.output().find("CONNECT") == std::string::npos);
+  }
+}
