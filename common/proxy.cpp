@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include "common/text.hpp"
 #include "common/url.hpp"
 
 namespace instanced {
@@ -33,21 +34,6 @@ std::vector<std::string> split_list(std::string_view list) {
     out.emplace_back(list.substr(0, comma));
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
-std::string percent_encoded(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
   }
   return out;
 }

@@ -1,5 +1,6 @@
 #include "common/text.hpp"
 
+#include <cctype>
 #include <fmt/format.h>
 
 namespace instanced {
@@ -29,6 +30,21 @@ std::string escape_for_log(std::string_view s) {
     }
     out.append(s.substr(i, len));
     i += len;
+  }
+  return out;
+}
+
+std::string percent_encoded(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
   }
   return out;
 }

@@ -1,4 +1,5 @@
-// Text from the outside world (script and job output) made safe for the journal and JSON.
+// Text from the outside world (script and job output) made safe for the journal and JSON,
+// and for a URL.
 #pragma once
 
 #include <string>
@@ -9,5 +10,9 @@ namespace instanced {
 // Valid UTF-8 is kept; every byte of an invalid sequence and every control character but
 // tab is written as \xNN, so a line is printable and a JSON string can hold it.
 std::string escape_for_log(std::string_view bytes);
+
+// RFC 3986 percent-encoding: every byte but the unreserved characters (letters, digits,
+// "-", "_", ".", "~") as %XX, for a user or password in a URL.
+std::string percent_encoded(std::string_view bytes);
 
 }  // namespace instanced

@@ -1,30 +1,12 @@
 #include "agent/diagnostics/scrub.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <set>
+
+#include "common/text.hpp"
 
 namespace instanced::diagnostics {
 namespace {
-
-bool unreserved(unsigned char c) {
-  return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
-}
-
-std::string percent_encoded(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (unreserved(c)) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
 
 int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
