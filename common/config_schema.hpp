@@ -135,6 +135,22 @@ inline auto size_range(ByteSize lo, ByteSize hi) {
   };
 }
 
+// A proxy's URL: empty, "host:port" or "http://host:port"; no user or password in it (they
+// go in proxy.credentials_file: the configuration is shown by get_config and in
+// diagnostics bundles). The value is never repeated in the message.
+inline auto proxy_url() {
+  return [](const std::string& v) -> std::optional<std::string> {
+    if (v.empty()) return std::nullopt;
+    const auto sep = v.find("://");
+    if (sep != std::string::npos && v.substr(0, sep) != "http")
+      return fmt::format("'{}://…': only http:// proxies are supported", v.substr(0, std::min<std::size_t>(sep, 16)));
+    const std::string_view authority = std::string_view(v).substr(sep == std::string::npos ? 0 : sep + 3);
+    if (authority.substr(0, authority.find('/')).find('@') != std::string_view::npos)
+      return std::string("a user or password in the URL is not allowed: put them in proxy.credentials_file");
+    return std::nullopt;
+  };
+}
+
 inline auto duration_range(Duration lo, Duration hi) {
   return [lo, hi](const Duration& v) -> std::optional<std::string> {
     if (v < lo || v > hi)

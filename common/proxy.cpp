@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
 #include <cstdlib>
 #include <fmt/format.h>
 #include <openssl/evp.h>
@@ -60,14 +61,22 @@ std::string io_error(const boost::system::error_code& ec) {
 
 }  // namespace
 
-bool host_in(std::string_view host, const std::vector<std::string>& list) {
-  for (std::string_view item : list) {
+bool host_in(std::string_view host_name, const std::vector<std::string>& list) {
+  auto lower = [](std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+  };
+  const std::string host = lower(host_name);  // names are not case-sensitive
+  for (const std::string& entry : list) {
+    std::string_view item = entry;
     while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
     while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
     if (item == "*") return true;
     if (!item.empty() && item.front() == '.') item.remove_prefix(1);
     if (item.empty()) continue;
-    if (host == item || (host.size() > item.size() && host.ends_with(item) && host[host.size() - item.size() - 1] == '.'))
+    const std::string name = lower(item);
+    if (host == name || (host.size() > name.size() && host.ends_with(name) && host[host.size() - name.size() - 1] == '.'))
       return true;
   }
   return false;
@@ -83,8 +92,10 @@ Result<Proxy> parse_proxy(std::string url, const std::string& credentials_file, 
   if (!u) return Error{fmt::format("{}: {}", key, u.error().message)};
   Proxy p{u->host, u->port, {}, {}};
   if (u->user) {
-    // In the environment (never on a command line) a URL may carry them; not in the config.
-    if (key == "proxy.url") return Error{"proxy.url: put the user and password in proxy.credentials_file, not in the URL"};
+    // In the environment (never on a command line) a URL may carry them; not in the
+    // configuration, which get_config and every diagnostics bundle show.
+    if (key.find('.') != std::string_view::npos)
+      return Error{fmt::format("{}: put the user and password in proxy.credentials_file, not in the URL", key)};
     set_credentials(p, *u->user, u->password);
   }
   if (!credentials_file.empty()) {
@@ -137,7 +148,7 @@ asio::awaitable<Result<void>> dial(beast::tcp_stream& stream, const std::string&
   parser.skip(true);  // a CONNECT answer has no body
   co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return Error{fmt::format("{}: {}", what, io_error(ec))};
-  if (auto code = parser.get().result_int(); code != 200)
+  if (auto code = parser.get().result_int(); code < 200 || code > 299)
     co_return Error{fmt::format("proxy {} refused CONNECT {}: HTTP {}{}", host_port(to_host, to_port), host_port(host, port),
                                 code, code == 407 ? " (proxy authentication required: proxy.credentials_file)" : "")};
   co_return Result<void>{};
@@ -145,18 +156,25 @@ asio::awaitable<Result<void>> dial(beast::tcp_stream& stream, const std::string&
 
 Result<std::vector<std::string>> proxy_environment(const ProxyConfig& config) {
   std::vector<std::string> env;
+  // proxy.no_proxy always (the metadata service: a driver's managed identity token), and
+  // the environment's own list when the proxy comes from the environment.
+  std::vector<std::string> bypass = config.no_proxy;
   if (config.url.empty()) {
-    for (const char* name : {"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"})
+    const char* own = env_either("no_proxy", "NO_PROXY");
+    if (own) bypass.insert(bypass.begin(), std::string(own));
+    for (const char* name : {"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"})
       if (const char* v = std::getenv(name); v && *v) env.push_back(fmt::format("{}={}", name, v));
-    return env;
+  } else {
+    auto p = parse_proxy(config.url, config.credentials_file, "proxy.url");
+    if (!p) return p.error();
+    const std::string url = fmt::format("http://{}{}{}", p->userinfo.reveal(), p->userinfo.empty() ? "" : "@",
+                                        host_port(p->host, p->port));
+    for (const char* name : {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"})
+      env.push_back(fmt::format("{}={}", name, url));
   }
-  auto p = parse_proxy(config.url, config.credentials_file, "proxy.url");
-  if (!p) return p.error();
-  const std::string url = fmt::format("http://{}{}{}", p->userinfo.reveal(), p->userinfo.empty() ? "" : "@",
-                                      host_port(p->host, p->port));
-  std::string bypass = fmt::format("{}", fmt::join(config.no_proxy, ","));
-  for (const char* name : {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"}) env.push_back(fmt::format("{}={}", name, url));
-  for (const char* name : {"NO_PROXY", "no_proxy"}) env.push_back(fmt::format("{}={}", name, bypass));
+  if (env.empty()) return env;  // no proxy: nothing to bypass
+  const std::string list = fmt::format("{}", fmt::join(bypass, ","));
+  for (const char* name : {"NO_PROXY", "no_proxy"}) env.push_back(fmt::format("{}={}", name, list));
   return env;
 }
 

@@ -23,7 +23,7 @@ struct ProxyConfig {
 
   template <class V>
   void visit(V& v) {
-    v("url", url, check::max_length(2048));
+    v("url", url, check::max_length(2048), check::proxy_url());
     v("credentials_file", credentials_file, check::absolute_path_or_empty());
     v("no_proxy", no_proxy);
   }

@@ -63,7 +63,8 @@ constexpr auto kCloseWait = std::chrono::seconds(1);     // for the control plan
 
 Result<std::optional<Proxy>> channel_proxy(const Endpoint& ep, const std::string& control_proxy, const ProxyConfig& proxy) {
   if (control_proxy.empty()) return proxy_for(ep.host, ep.tls, proxy);
-  auto p = parse_proxy(control_proxy, proxy.credentials_file, "control.proxy");
+  // The channel's own proxy: proxy.credentials_file belongs to proxy.url's proxy, not to it.
+  auto p = parse_proxy(control_proxy, {}, "control.proxy");
   if (!p) return p.error();
   return std::optional<Proxy>{std::move(*p)};
 }

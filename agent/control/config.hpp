@@ -16,8 +16,8 @@ struct ControlConfig {
   bool insecure = false;  // allow ws:// (local development only)
   std::string token_file = "/etc/instanced/control-token";
   std::string ca_file;  // empty: the system CA store
-  // http://host:port of an HTTP CONNECT proxy. Empty: https_proxy / http_proxy from the
-  // environment, minus the hosts in no_proxy.
+  // http://host:port of the channel's own HTTP CONNECT proxy, over the agent's proxy
+  // setting (proxy.url, common/proxy_config.hpp). Empty: that setting.
   std::string proxy;
   Duration heartbeat_interval = std::chrono::seconds(10);
   Duration ping_interval = std::chrono::seconds(20);
@@ -45,7 +45,7 @@ struct ControlConfig {
     v("insecure", insecure);
     v("token_file", token_file, check::absolute_path());
     v("ca_file", ca_file);
-    v("proxy", proxy, check::max_length(2048));
+    v("proxy", proxy, check::max_length(2048), check::proxy_url());
     v("heartbeat_interval", heartbeat_interval,
       check::duration_range(std::chrono::milliseconds(100), std::chrono::hours(1)));
     v("ping_interval", ping_interval, check::duration_range(std::chrono::milliseconds(100), std::chrono::hours(1)));

@@ -75,29 +75,38 @@ json::value wait_for(const Args& a, const std::string& id) {
   }
 }
 
-// The kept bundle into `file` (mode 0600), through FILE.part renamed when whole.
+// The kept bundle into `file` (mode 0600), through FILE.part (made new: never a file or
+// link that was there) renamed when whole; FILE.part is removed on failure.
 void fetch(const Args& a, const std::string& id, const std::string& file) {
   const std::string part = file + ".part";
-  int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ::unlink(part.c_str());
+  int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) throw Failure(kFailed, fmt::format("{}: {}", part, std::strerror(errno)));
-  ::fchmod(fd, 0600);
+  auto fail = [&](const std::string& why) {
+    ::close(fd);
+    ::unlink(part.c_str());
+    throw Failure(kFailed, why);
+  };
   std::uint64_t from = 0, size = 1;
   while (from < size) {
-    auto reply = request(a.socket, http::verb::get, fmt::format("/v1/diagnostics/bundle?from={}", from));
-    if (reply.status != 200) {
-      ::close(fd);
-      agent_refused(reply);
+    Reply reply;
+    try {
+      reply = request(a.socket, http::verb::get, fmt::format("/v1/diagnostics/bundle?from={}", from));
+      if (reply.status != 200) agent_refused(reply);
+    } catch (const Failure& f) {
+      fail(f.what());
     }
-    if (reply.headers["X-Instanced-Id"] != id) throw Failure(kFailed, fmt::format("bundle {} is no longer kept", id));
+    if (reply.headers["X-Instanced-Id"] != id) fail(fmt::format("bundle {} is no longer kept", id));
     size = std::stoull(reply.headers["X-Instanced-Size"]);
     const std::uint64_t next = std::stoull(reply.headers["X-Instanced-Next"]);
     if (::write(fd, reply.body.data(), reply.body.size()) != static_cast<ssize_t>(reply.body.size()))
-      throw Failure(kFailed, fmt::format("{}: {}", part, std::strerror(errno)));
-    if (next <= from && from < size) throw Failure(kFailed, "the agent's bundle ended early");
+      fail(fmt::format("{}: {}", part, std::strerror(errno)));
+    if (next <= from && from < size) fail("the agent's bundle ended early");
     from = next;
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(part.c_str(), file.c_str()) != 0)
-    throw Failure(kFailed, fmt::format("{}: {}", file, std::strerror(errno)));
+  if (::fsync(fd) != 0) fail(fmt::format("{}: {}", part, std::strerror(errno)));
+  ::close(fd);
+  if (::rename(part.c_str(), file.c_str()) != 0) throw Failure(kFailed, fmt::format("{}: {}", file, std::strerror(errno)));
 }
 
 }  // namespace

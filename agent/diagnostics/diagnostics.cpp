@@ -20,7 +20,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::uint64_t kPerFile = 1024;           // a tar header and the padding of the file's last block
 constexpr std::uint64_t kViewCap = 4ULL << 20;     // one status view
 constexpr std::uint64_t kStateCap = 8ULL << 20;    // all state files together
 constexpr std::uint64_t kStateFileCap = 2ULL << 20;
@@ -28,13 +27,27 @@ constexpr std::uint64_t kSystemCap = 2ULL << 20;   // the kernel log, nvidia-smi
 constexpr std::uint64_t kLogTailCap = 256 << 10;   // one setup or job log
 constexpr std::size_t kSetupRunsPerScript = 3;
 constexpr std::size_t kJobLogs = 20;
+constexpr std::size_t kOutcomesKept = 16;  // the last bundles' outcomes, for their commands
 // The job queue's journal holds every job as submitted, its environment too: users' data
 // (API keys among it), never put in a bundle. /v1/jobs shows the jobs without it.
 constexpr std::string_view kJobSpecs = "jobs/journal";
 
-// What the cap leaves for the files: tar's end blocks and the manifest, and gzip's worst
-// case on data that does not compress (5 bytes per 16 KiB block), taken off first.
+// What the cap leaves for the files: tar's end blocks and the manifest's fixed part, and
+// gzip's worst case on data that does not compress (5 bytes per 16 KiB block), taken off first.
 std::uint64_t content_budget(std::uint64_t max_bytes) { return max_bytes - (64 << 10) - max_bytes / 1024; }
+
+// What a file costs in the bundle beyond its bytes: its tar header and the padding of its
+// last block, a share of its folder's header, a GNU long-name header, its manifest entry.
+std::uint64_t overhead(const std::string& name) { return 2048 + 2 * name.size(); }
+
+// State files that are put in a bundle: the agent's records (JSON) and logs. Not a
+// workload's spec.json (its environment: a job's variables, a driver's keys), a container
+// job's .env, the job queue's journal (every job as submitted), nor the mounts' credential
+// files: users' data and secrets.
+bool bundled_state_file(const fs::path& relative) {
+  const auto ext = relative.extension();
+  return (ext == ".json" && relative.filename() != "spec.json") || ext == ".log";
+}
 
 std::string new_id(Clock::wall_time now) {
   std::random_device rd;
@@ -88,17 +101,44 @@ struct Copy {
   std::string error;
 };
 
+
 // Each tail into dir/name, at most `each` bytes, until `total` is spent.
 std::vector<Copy> copy_tails(const fs::path& dir, const std::vector<Tail>& tails, std::uint64_t each, std::uint64_t total) {
   std::vector<Copy> out;
   for (const auto& t : tails) {
-    if (total < kPerFile) break;
+    const std::uint64_t cost = overhead(t.name);
+    if (total < cost) break;
     const fs::path to = dir / t.name;
     std::error_code ec;
     fs::create_directories(to.parent_path(), ec);
-    auto c = copy_tail(t.from, to, std::min(each, total - kPerFile));
+    auto c = copy_tail(t.from, to, std::min(each, total - cost));
     out.push_back(c ? Copy{t.name, c->bytes, {}} : Copy{t.name, 0, c.error().message});
-    total -= std::min(total, (c ? c->bytes : 0) + kPerFile);
+    total -= std::min(total, (c ? c->bytes : 0) + cost);
+  }
+  return out;
+}
+
+// The text into `out`, cut to `cap` bytes.
+Produced write_head(const fs::path& out, std::string_view text, std::uint64_t cap) {
+  const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(text.size(), cap));
+  if (auto w = write_text(out, text.substr(0, n)); !w) return {0, w.error().message};
+  if (n < text.size()) return {n, fmt::format("the last {} bytes were left out (the cap)", text.size() - n)};
+  return {n, {}};
+}
+
+// "user:password" of each proxy URL in the agent's environment (it passes them on to the
+// drivers): secrets too.
+std::vector<std::string> environment_proxy_credentials() {
+  std::vector<std::string> out;
+  for (const char* name : {"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"}) {
+    const char* v = std::getenv(name);
+    if (!v) continue;
+    std::string_view url(v);
+    auto at = url.rfind('@');
+    if (at == std::string_view::npos) continue;
+    auto start = url.find("://");
+    start = start == std::string_view::npos ? 0 : start + 3;
+    if (start < at) out.emplace_back(url.substr(start, at - start));
   }
   return out;
 }
@@ -109,6 +149,9 @@ struct Diagnostics::Build {
   fs::path dir;
   std::uint64_t budget = 0;
   json::array pieces;
+  // A part's work that ran past its time: it may still write into `dir`, so nothing of it
+  // is packed. Why, or "".
+  std::string abandoned;
 };
 
 Diagnostics::Diagnostics(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const DiagnosticsConfig& config,
@@ -136,9 +179,10 @@ fs::path Diagnostics::bundle_file() const { return folder() / fmt::format("insta
 
 asio::awaitable<void> Diagnostics::run() {
   // A bundle under way when this coroutine last ended (it failed, and is restarted): never
-  // finished, so its waiters are answered now.
+  // finished, so its waiters are answered now; its files go below.
   if (run_ && !run_->done()) end("interrupted: the diagnostics subsystem failed while making it");
   co_await clear();  // what an earlier run of the agent (or of this coroutine) left
+  if (run_) run_->kept = false;
   publish();
   for (;;) {
     if (run_ && run_->state == "queued") {
@@ -159,14 +203,10 @@ Diagnostics::Start Diagnostics::start(const std::string& upload_url, std::string
   if (run_ && !run_->done()) return {Answer::refused, fmt::format("diagnostics bundle {} is being made", run_->id)};
   std::optional<Url> upload;
   if (!upload_url.empty()) {
+    // The URL holds a SAS: no message repeats any of it.
     auto parsed = parse_url(upload_url);
-    if (!parsed || parsed->scheme.starts_with("ws")) {
-      // The URL holds a SAS: the message must not repeat it.
-      std::string why = parsed ? "not an http(s):// URL" : parsed.error().message;
-      for (auto p = why.find(upload_url); p != std::string::npos; p = why.find(upload_url))
-        why.replace(p, upload_url.size(), "…");
-      return {Answer::invalid, "upload_url: " + why};
-    }
+    if (!parsed || parsed->scheme.starts_with("ws"))
+      return {Answer::invalid, "upload_url: not an http:// or https:// URL with a host"};
     upload = std::move(*parsed);
   }
   if (sources_.refusal)
@@ -183,35 +223,24 @@ Diagnostics::Start Diagnostics::start(const std::string& upload_url, std::string
   return {Answer::started, run_->id};
 }
 
-asio::awaitable<void> Diagnostics::finished(std::string id) {
-  while (run_ && run_->id == id && !run_->done()) co_await ended_.wait();
+asio::awaitable<Diagnostics::Outcome> Diagnostics::finished(std::string id) {
+  for (;;) {
+    if (auto it = outcomes_.find(id); it != outcomes_.end()) co_return it->second;
+    co_await ended_.wait();
+  }
 }
 
 asio::awaitable<void> Diagnostics::make() {
-  Run& r = *run_;
-  r.state = "collecting";
+  run_->state = "collecting";
   publish();
   co_await clear();
-  const std::uint64_t cap = config_.max_bytes.bytes;
-  const fs::path dir = folder();
-  auto usage_of = [this, dir] () -> Result<FsUsage> {
-    if (auto made = api_.fs.create_directories(dir, 0700); !made) return made.error();
-    return api_.fs.usage(dir);
-  };
-  auto usage_task = api_.pool.run("diagnostics: free space", 10s, usage_of);
-  auto usage = co_await std::move(usage_task);
-  if (!usage) co_return end(usage.error().message);
-  if (usage->avail_bytes < 2 * cap)
-    co_return end(fmt::format("{} has {} free; a bundle needs up to {} while it is made", dir.string(),
-                              human_size(usage->avail_bytes), human_size(2 * cap)));
-  Build b{dir / ("bundle-" + r.id), content_budget(cap), {}};
-  auto collected = co_await collect(b);
-  if (!collected) co_return end(collected.error().message);
-  r.state = "packing";
-  r.step.clear();
-  publish();
-  auto packed = co_await pack(b);
-  if (!packed) co_return end(packed.error().message);
+  auto building = build();
+  auto built = co_await std::move(building);
+  if (!built) {
+    co_await clear();  // the staging folder and a partial bundle
+    co_return end(built.error().message);
+  }
+  Run& r = *run_;
   r.kept = true;
   r.expires = api_.clock.now() + config_.keep_for;
   if (r.upload) {
@@ -222,6 +251,30 @@ asio::awaitable<void> Diagnostics::make() {
   end({});
 }
 
+// The parts collected in a staging folder, then packed. Error: no bundle.
+asio::awaitable<Result<void>> Diagnostics::build() {
+  const std::uint64_t cap = config_.max_bytes.bytes;
+  auto usage_of = [&fs = api_.fs, dir = folder()]() -> Result<FsUsage> {
+    if (auto made = fs.create_directories(dir, 0700); !made) return made.error();
+    return fs.usage(dir);
+  };
+  auto usage_task = api_.pool.run("diagnostics: free space", 10s, usage_of);
+  auto usage = co_await std::move(usage_task);
+  if (!usage) co_return usage.error();
+  if (usage->avail_bytes < 2 * cap)
+    co_return Error{fmt::format("{} has {} free; a bundle needs up to {} while it is made", folder().string(),
+                                human_size(usage->avail_bytes), human_size(2 * cap))};
+  Build b{folder() / ("bundle-" + run_->id), content_budget(cap), {}, {}};
+  auto collecting = collect(b);
+  auto collected = co_await std::move(collecting);
+  if (!collected) co_return collected.error();
+  run_->state = "packing";
+  run_->step.clear();
+  publish();
+  auto packing = pack(b);
+  co_return co_await std::move(packing);
+}
+
 asio::awaitable<Result<void>> Diagnostics::collect(Build& b) {
   static constexpr std::pair<const char*, StepFn> kSteps[] = {
       {"status views", &Diagnostics::views},   {"configuration", &Diagnostics::configuration},
@@ -229,7 +282,7 @@ asio::awaitable<Result<void>> Diagnostics::collect(Build& b) {
       {"system", &Diagnostics::system},        {"gpu", &Diagnostics::gpu},
       {"logs", &Diagnostics::logs},            {"journal", &Diagnostics::journal},
   };
-  auto mkdir = [this, dir = b.dir]() { return api_.fs.create_directories(dir, 0700); };
+  auto mkdir = [&fs = api_.fs, dir = b.dir]() { return fs.create_directories(dir, 0700); };
   auto made_task = api_.pool.run("diagnostics: " + b.dir.string(), 10s, mkdir);
   auto made = co_await std::move(made_task);
   if (!made) co_return made.error();
@@ -238,6 +291,7 @@ asio::awaitable<Result<void>> Diagnostics::collect(Build& b) {
     run_->step = name;
     publish();
     co_await (this->*step)(b);
+    if (!b.abandoned.empty()) co_return Error{b.abandoned + "; the bundle is not made"};
     ++run_->steps_done;
   }
   json::object manifest{{"id", run_->id},
@@ -255,35 +309,41 @@ asio::awaitable<Result<void>> Diagnostics::collect(Build& b) {
   co_return co_await std::move(writing);
 }
 
-void Diagnostics::record(Build& b, const std::string& name, std::uint64_t bytes, const std::string& error) {
+void Diagnostics::record(Build& b, const std::string& name, std::uint64_t bytes, const std::string& problem) {
   json::object piece{{"file", name}, {"bytes", bytes}};
-  if (!error.empty()) {
-    piece["error"] = error;
-    run_->problems.push_back(fmt::format("{}: {}", name, error));
+  if (!problem.empty()) {
+    piece["problem"] = problem;
+    run_->problems.push_back(fmt::format("{}: {}", name, problem));
   }
   b.pieces.emplace_back(std::move(piece));
-  b.budget -= std::min(b.budget, bytes + kPerFile);
+  b.budget -= std::min(b.budget, bytes + overhead(name));
 }
 
-asio::awaitable<void> Diagnostics::add_file(Build& b, std::string name,
-                                            std::function<Result<std::uint64_t>(const fs::path&)> produce) {
-  if (b.budget < kPerFile) {
+void Diagnostics::abandon(Build& b, const Error& e) {
+  if (b.abandoned.empty()) b.abandoned = e.message;
+}
+
+asio::awaitable<void> Diagnostics::add_file(Build& b, std::string name, Producer produce) {
+  const std::uint64_t cost = overhead(name);
+  if (b.budget < cost) {
     record(b, name, 0, "left out: the bundle's cap was reached");
     co_return;
   }
-  auto make = [out = b.dir / name, produce]() -> Result<std::uint64_t> {
+  auto make = [out = b.dir / name, produce, cap = b.budget - cost]() {
     std::error_code ec;
     fs::create_directories(out.parent_path(), ec);
-    return produce(out);
+    return produce(out, cap);
   };
   auto made_task = api_.pool.run("diagnostics: " + name, config_.tool_timeout, make);
   auto made = co_await std::move(made_task);
-  record(b, name, made ? *made : 0, made ? std::string() : made.error().message);
+  if (!made) co_return abandon(b, made.error());
+  record(b, name, made->bytes, made->problem);
 }
 
 asio::awaitable<void> Diagnostics::add_tool(Build& b, std::string name, std::vector<std::string> argv,
                                             std::uint64_t cap) {
-  cap = std::min(cap, b.budget > kPerFile ? b.budget - kPerFile : 0);
+  const std::uint64_t cost = overhead(name);
+  cap = std::min(cap, b.budget > cost ? b.budget - cost : 0);
   auto find = [program = argv[0]] { return find_program(program); };
   auto found_task = api_.pool.run("diagnostics: finding " + argv[0], 10s, find);
   auto found = co_await std::move(found_task);
@@ -314,15 +374,19 @@ asio::awaitable<void> Diagnostics::add_tool(Build& b, std::string name, std::vec
   SpawnSpec spec{argv, {fmt::format("PATH={}", path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL=C", "SYSTEMD_COLORS=0"}};
   auto running = run_command_into(runner_, api_.clock, spec, config_.tool_timeout, sink);
   auto status = co_await std::move(running);
-  auto finish = [tail, out] { return tail->finish(out); };
+  auto finish = [tail, out] {
+    auto kept = tail->finish(out);
+    return kept ? Produced{*kept, {}} : Produced{0, kept.error().message};
+  };
   auto kept_task = api_.pool.run("diagnostics: " + name, config_.tool_timeout, finish);
   auto kept = co_await std::move(kept_task);
-  std::string error = !status ? status.error().message
-                      : !status->success() ? fmt::format("{}: {}", command_label(argv), status->describe())
-                                           : write_error;
-  if (!kept && error.empty()) error = kept.error().message;
-  if (error.empty() && tail->written() > cap) error = fmt::format("the first {} bytes were left out (the cap)", tail->written() - cap);
-  record(b, name, kept ? *kept : 0, error);
+  if (!kept) co_return abandon(b, kept.error());
+  std::string problem = !status ? status.error().message
+                        : !status->success() ? fmt::format("{}: {}", command_label(argv), status->describe())
+                                             : !write_error.empty() ? write_error : kept->problem;
+  if (problem.empty() && tail->written() > cap)
+    problem = fmt::format("the first {} bytes were left out (the cap)", tail->written() - cap);
+  record(b, name, kept->bytes, problem);
 }
 
 asio::awaitable<void> Diagnostics::views(Build& b) {
@@ -334,39 +398,26 @@ asio::awaitable<void> Diagnostics::views(Build& b) {
     std::string name = path == "/metrics" ? "agent/metrics.txt" : "agent" + path.substr(3) + ".json";
     std::string text = std::move(res.body());
     if (text.size() > kViewCap) text.resize(kViewCap);
-    auto write = [text = std::move(text)](const fs::path& out) -> Result<std::uint64_t> {
-      if (auto w = write_text(out, text); !w) return w.error();
-      return text.size();
-    };
-    {
-      auto adding = add_file(b, name, write);
-      co_await std::move(adding);
-    }
+    auto write = [text = std::move(text)](const fs::path& out, std::uint64_t cap) { return write_head(out, text, cap); };
+    auto adding = add_file(b, name, write);
+    co_await std::move(adding);
   }
 }
 
 asio::awaitable<void> Diagnostics::configuration(Build& b) {
-  auto write = [text = sources_.effective_config()](const fs::path& out) -> Result<std::uint64_t> {
-    if (auto w = write_text(out, text); !w) return w.error();
-    return text.size();
+  auto write = [text = sources_.effective_config()](const fs::path& out, std::uint64_t cap) {
+    return write_head(out, text, cap);
   };
-  {
-    auto adding = add_file(b, "agent/config.yaml", write);
-    co_await std::move(adding);
-  }
+  auto adding = add_file(b, "agent/config.yaml", write);
+  co_await std::move(adding);
 }
 
 asio::awaitable<void> Diagnostics::inventory(Build& b) {
   auto asking = sources_.inventory();
   json::object now = co_await std::move(asking);
-  auto write = [text = json::serialize(now)](const fs::path& out) -> Result<std::uint64_t> {
-    if (auto w = write_text(out, text); !w) return w.error();
-    return text.size();
-  };
-  {
-    auto adding = add_file(b, "system/inventory.json", write);
-    co_await std::move(adding);
-  }
+  auto write = [text = json::serialize(now)](const fs::path& out, std::uint64_t cap) { return write_head(out, text, cap); };
+  auto adding = add_file(b, "system/inventory.json", write);
+  co_await std::move(adding);
 }
 
 asio::awaitable<void> Diagnostics::state_files(Build& b) {
@@ -374,38 +425,30 @@ asio::awaitable<void> Diagnostics::state_files(Build& b) {
     std::vector<Tail> tails;
     for (const auto& f : files_below(state, skip)) {
       const fs::path relative = f.lexically_relative(state);
-      if (relative.string().starts_with(kJobSpecs)) continue;
-      tails.push_back({"state" / relative, f});
+      if (bundled_state_file(relative)) tails.push_back({"state" / relative, f});
     }
     return copy_tails(dir, tails, kStateFileCap, total);
   };
   auto copied_task = api_.pool.run("diagnostics: state files", config_.tool_timeout, copy);
   auto copied = co_await std::move(copied_task);
-  if (!copied) co_return record(b, "state", 0, copied.error().message);
+  if (!copied) co_return abandon(b, copied.error());
   for (const auto& c : *copied) record(b, c.name, c.bytes, c.error);
 }
 
 asio::awaitable<void> Diagnostics::system(Build& b) {
-  auto mountinfo = [](const fs::path& out) -> Result<std::uint64_t> {
-    auto c = copy_tail("/proc/self/mountinfo", out, kSystemCap);
-    if (!c) return c.error();
-    return c->bytes;
+  auto mountinfo = [](const fs::path& out, std::uint64_t cap) {
+    auto c = copy_tail("/proc/self/mountinfo", out, std::min(cap, kSystemCap));
+    return c ? Produced{c->bytes, {}} : Produced{0, c.error().message};
   };
-  {
-    auto adding = add_file(b, "system/mountinfo.txt", mountinfo);
-    co_await std::move(adding);
-  }
-  {
-    auto adding = add_tool(b, "system/kernel.log", {"dmesg", "-T"}, kSystemCap);
-    co_await std::move(adding);
-  }
+  auto adding = add_file(b, "system/mountinfo.txt", mountinfo);
+  co_await std::move(adding);
+  auto running = add_tool(b, "system/kernel.log", {"dmesg", "-T"}, kSystemCap);
+  co_await std::move(running);
 }
 
 asio::awaitable<void> Diagnostics::gpu(Build& b) {
-  {
-    auto adding = add_tool(b, "gpu/nvidia-smi-q.txt", {"nvidia-smi", "-q"}, kSystemCap);
-    co_await std::move(adding);
-  }
+  auto running = add_tool(b, "gpu/nvidia-smi-q.txt", {"nvidia-smi", "-q"}, kSystemCap);
+  co_await std::move(running);
 }
 
 asio::awaitable<void> Diagnostics::logs(Build& b) {
@@ -425,40 +468,45 @@ asio::awaitable<void> Diagnostics::logs(Build& b) {
   };
   auto copied_task = api_.pool.run("diagnostics: logs", config_.tool_timeout, copy);
   auto copied = co_await std::move(copied_task);
-  if (!copied) co_return record(b, "logs", 0, copied.error().message);
+  if (!copied) co_return abandon(b, copied.error());
   for (const auto& c : *copied) record(b, c.name, c.bytes, c.error);
 }
 
 asio::awaitable<void> Diagnostics::journal(Build& b) {
   const auto since = std::chrono::duration_cast<std::chrono::seconds>(config_.journal_since).count();
-  {
-    auto adding = add_tool(b, "journal.txt",
-                    {"journalctl", "--no-pager", "--quiet", "--output=short-iso-precise",
-                     fmt::format("--since=-{}s", since), "--unit=" + own_unit(api_.fs)},
-                    b.budget);
-    co_await std::move(adding);
-  }
+  auto running = add_tool(b, "journal.txt",
+                          {"journalctl", "--no-pager", "--quiet", "--output=short-iso-precise",
+                           fmt::format("--since=-{}s", since), "--unit=" + own_unit(api_.fs)},
+                          b.budget);
+  co_await std::move(running);
 }
 
 asio::awaitable<Result<void>> Diagnostics::pack(Build& b) {
   Run& r = *run_;
-  // Every secret value the agent holds, and the upload URL's signature.
-  auto gather = [files = sources_.secret_files(), query = r.upload ? r.upload->target : std::string()] {
-    std::vector<std::string> secrets, unreadable;
+  // Every secret value the agent holds, the proxy credentials of its environment, and the
+  // upload URL's signature. A secret file that is there but cannot be read fails the
+  // bundle: what it holds could not be looked for. (One that is not there holds nothing
+  // the agent could have written anywhere.)
+  auto gather = [files = sources_.secret_files(), query = r.upload ? r.upload->target : std::string()]()
+      -> Result<std::vector<std::string>> {
+    std::vector<std::string> secrets;
     for (const auto& f : files) {
+      std::error_code ec;
+      if (!fs::exists(f, ec)) continue;
       auto text = read_regular_file(f, 64 << 10);
-      if (!text) unreadable.push_back(text.error().message);
-      for (auto& s : secrets_in(text ? *text : std::string())) secrets.push_back(std::move(s));
+      if (!text) return Error{fmt::format("a secret file cannot be read, so its value cannot be kept out: {}", text.error().message)};
+      for (auto& s : secrets_in(*text)) secrets.push_back(std::move(s));
     }
+    for (const auto& credentials : environment_proxy_credentials())
+      for (auto& s : secrets_in(credentials)) secrets.push_back(std::move(s));
     if (auto q = query.find('?'); q != std::string::npos)
       for (auto& s : secrets_in(query.substr(q))) secrets.push_back(std::move(s));
-    return std::pair{secrets, unreadable};
+    return secrets;
   };
   auto gathered_task = api_.pool.run("diagnostics: secrets", 10s, gather);
   auto gathered = co_await std::move(gathered_task);
   if (!gathered) co_return gathered.error();
-  for (const auto& u : gathered->second) log_->warn("diagnostics: a secret file could not be read: {}", u);
-  auto scrub = [dir = b.dir, secrets = gathered->first]() -> Result<std::uint64_t> {
+  auto scrub = [dir = b.dir, secrets = *gathered]() -> Result<std::uint64_t> {
     std::uint64_t replaced = 0;
     for (const auto& f : files_below(dir, {})) {
       Scrubber s(secrets);
@@ -473,7 +521,8 @@ asio::awaitable<Result<void>> Diagnostics::pack(Build& b) {
   r.redacted = *scrubbed;
 
   const fs::path partial = bundle_file().string() + ".partial";
-  auto tar_path_task = api_.pool.run("diagnostics: finding tar", 10s, [] { return find_program("tar"); });
+  auto find_tar = [] { return find_program("tar"); };
+  auto tar_path_task = api_.pool.run("diagnostics: finding tar", 10s, find_tar);
   auto tar_path = co_await std::move(tar_path_task);
   if (!tar_path || tar_path->empty()) co_return Error{"tar is not installed"};
   SpawnSpec spec{{*tar_path, "--create", "--gzip", "--numeric-owner", "--owner=0", "--group=0",
@@ -552,6 +601,8 @@ void Diagnostics::end(std::string error) {
     log_->warn("diagnostics bundle {} failed: {}", r.id, r.error);
     api_.state.emit("diagnostics", "diagnostics_failed", r.error, data);
   }
+  outcomes_[r.id] = Outcome{r.state == "uploaded" || r.state == "ready", status_json(), r.error};
+  if (outcomes_.size() > kOutcomesKept) outcomes_.erase(outcomes_.begin());  // ids sort by time
   publish();
   ended_.pulse();
 }

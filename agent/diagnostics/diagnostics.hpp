@@ -15,6 +15,7 @@
 #include <boost/json/object.hpp>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,12 @@ class CommandRegistry;
 }  // namespace instanced::control
 
 namespace instanced::diagnostics {
+
+// What a part's producer made: its bytes, and what went wrong or was cut ("": nothing).
+struct Produced {
+  std::uint64_t bytes = 0;
+  std::string problem;
+};
 
 // Where the bundle's parts come from, outside this subsystem (wired in main.cpp).
 struct Sources {
@@ -64,8 +71,13 @@ class Diagnostics final : public Subsystem {
   // Starts a bundle, and its upload when `upload_url` is not empty (http(s), its query the
   // SAS). `requested_by`: "control plane", "status socket".
   Start start(const std::string& upload_url, std::string requested_by);
-  // Until the bundle `id` is made (and uploaded, or not). The agent's stop is thrown.
-  boost::asio::awaitable<void> finished(std::string id);
+  struct Outcome {
+    bool ok = false;            // ready or uploaded
+    boost::json::object status;  // as status_json() said when it ended
+    std::string error;
+  };
+  // Until the bundle `id` is made (and uploaded, or not): how it ended. The agent's stop is thrown.
+  boost::asio::awaitable<Outcome> finished(std::string id);
 
   // GET /v1/diagnostics: the bundle being made or the last one.
   boost::json::object status_json() const;
@@ -99,6 +111,7 @@ class Diagnostics final : public Subsystem {
   using StepFn = boost::asio::awaitable<void> (Diagnostics::*)(Build&);
 
   boost::asio::awaitable<void> make();
+  boost::asio::awaitable<Result<void>> build();
   boost::asio::awaitable<Result<void>> collect(Build& b);
   boost::asio::awaitable<Result<void>> pack(Build& b);
   boost::asio::awaitable<void> upload();
@@ -115,11 +128,14 @@ class Diagnostics final : public Subsystem {
   boost::asio::awaitable<void> logs(Build& b);
   boost::asio::awaitable<void> journal(Build& b);
 
-  // One file of the bundle: made by `produce` on the pool (the bytes it wrote), or a tool's
-  // output: its last `cap` bytes.
-  boost::asio::awaitable<void> add_file(Build& b, std::string name, std::function<Result<std::uint64_t>(const std::filesystem::path&)> produce);
+  // One file of the bundle: made by `produce` on the pool, within the bytes the cap leaves
+  // (it says what it wrote, and a problem or ""), or a tool's output: its last `cap` bytes.
+  // A part whose work ran past diagnostics.tool_timeout abandons the bundle.
+  using Producer = std::function<Produced(const std::filesystem::path& out, std::uint64_t cap)>;
+  boost::asio::awaitable<void> add_file(Build& b, std::string name, Producer produce);
   boost::asio::awaitable<void> add_tool(Build& b, std::string name, std::vector<std::string> argv, std::uint64_t cap);
-  void record(Build& b, const std::string& name, std::uint64_t bytes, const std::string& error);
+  void record(Build& b, const std::string& name, std::uint64_t bytes, const std::string& problem);
+  void abandon(Build& b, const Error& e);
 
   std::filesystem::path folder() const;
   std::filesystem::path bundle_file() const;
@@ -136,6 +152,7 @@ class Diagnostics final : public Subsystem {
   Wake requested_;
   Wake ended_;
   std::unique_ptr<Run> run_;  // the bundle being made, or the last one
+  std::map<std::string, Outcome> outcomes_;  // of the last bundles, by id
 };
 
 }  // namespace instanced::diagnostics

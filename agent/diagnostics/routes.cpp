@@ -19,6 +19,12 @@ namespace {
 constexpr std::size_t kMaxUrl = 8 << 10;
 constexpr std::size_t kChunk = 1 << 20;  // one GET of the bundle
 
+// A bundle holds the agent's journal, the kernel log and the agent's state: root's to make
+// and fetch (the status socket's operators may watch it being made).
+constexpr const char* kRootOnly =
+    "only root may make or fetch a diagnostics bundle: it holds the agent's journal, the kernel log and its state";
+bool from_root(const status::Request& req) { return req[status::kPeerUidHeader] == "0"; }
+
 // {"upload_url": URL} (or no body at all): the URL, or what is wrong.
 Result<std::string> upload_url_of(std::string_view body) {
   if (body.empty()) return std::string();
@@ -52,6 +58,7 @@ void Diagnostics::add_routes(status::Router& router) {
     return status::json_response(S::ok, json::serialize(status_json()));
   });
   router.add(status::http::verb::post, "/v1/diagnostics", [this](const status::Request& req) {
+    if (!from_root(req)) return status::error_response(S::forbidden, kRootOnly);
     auto url = upload_url_of(req.body());
     if (!url) return status::error_response(S::bad_request, url.error().message);
     auto s = start(*url, "status socket");
@@ -62,6 +69,7 @@ void Diagnostics::add_routes(status::Router& router) {
   // The bundle's bytes from ?from=N (X-Instanced-Next: the offset to ask for next;
   // X-Instanced-Size: the whole size).
   router.add(status::http::verb::get, "/v1/diagnostics/bundle", [this](const status::Request& req) {
+    if (!from_root(req)) return status::error_response(S::forbidden, kRootOnly);
     if (!run_ || !run_->kept) return status::error_response(S::not_found, "no diagnostics bundle is kept");
     auto from = status::offset_param(req, "from");
     if (!from) return status::error_response(S::bad_request, "from: must be a byte offset");
@@ -88,9 +96,8 @@ void Diagnostics::add_commands(control::CommandRegistry& commands) {
     if (s.answer != Answer::started)
       co_return CommandResult{s.answer == Answer::invalid ? Status::invalid : Status::refused, {}, s.id_or_error};
     auto waiting = finished(s.id_or_error);
-    co_await std::move(waiting);
-    const bool uploaded = run_->state == "uploaded";
-    co_return CommandResult{uploaded ? Status::ok : Status::failed, status_json(), run_->error};
+    Outcome outcome = co_await std::move(waiting);
+    co_return CommandResult{outcome.ok ? Status::ok : Status::failed, std::move(outcome.status), outcome.error};
   });
 }
 

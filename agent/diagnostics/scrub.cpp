@@ -80,28 +80,30 @@ std::string Scrubber::feed(std::string_view bytes) {
 std::string Scrubber::finish() { return take(pending_.size()); }
 
 // Replaces the matches that start before `safe_end` (each is wholly in pending_: no secret
-// is longer than hold_ + 1) and returns the text up to there, or up to the end of a match
-// that reaches past it.
+// is longer than hold_ + 1); overlapping matches are one replaced span, so no part of
+// either is left. Returns the text up to `safe_end`; a span reaching past it is remembered
+// (covered_), so that a match found next time inside it only extends it.
 std::string Scrubber::take(std::size_t safe_end) {
   std::vector<std::pair<std::size_t, std::size_t>> matches;  // start, length
   for (const auto& s : secrets_)
     for (auto p = pending_.find(s); p != std::string::npos && p < safe_end; p = pending_.find(s, p + 1))
       matches.emplace_back(p, s.size());
-  std::sort(matches.begin(), matches.end(), [](const auto& a, const auto& b) {
-    return a.first != b.first ? a.first < b.first : a.second > b.second;
-  });
+  std::sort(matches.begin(), matches.end());
   std::string out;
-  std::size_t cursor = 0;
+  std::size_t cursor = covered_;  // text before it is already replaced
   for (const auto& [start, length] : matches) {
-    if (start < cursor) continue;  // inside a longer match already replaced
+    if (start < cursor) {
+      cursor = std::max(cursor, start + length);  // overlaps the span being replaced
+      continue;
+    }
     out.append(pending_, cursor, start - cursor);
     out += "***";
     cursor = start + length;
     ++replaced_;
   }
-  const std::size_t end = std::max(cursor, safe_end);
-  out.append(pending_, cursor, end - cursor);
-  pending_.erase(0, end);
+  if (cursor < safe_end) out.append(pending_, cursor, safe_end - cursor);
+  covered_ = cursor > safe_end ? cursor - safe_end : 0;
+  pending_.erase(0, safe_end);
   return out;
 }
 

@@ -20,8 +20,8 @@ inline constexpr std::size_t kMinSecret = 6;
 std::vector<std::string> secrets_in(std::string_view file_text);
 
 // Replaces every occurrence of any secret in a stream fed in pieces of any size (a secret
-// cut between two pieces is found too). What feed() returns is final; finish() returns
-// the rest.
+// cut between two pieces is found too); occurrences that overlap are replaced together
+// by one "***". What feed() returns is final; finish() returns the rest.
 class Scrubber {
  public:
   explicit Scrubber(std::vector<std::string> secrets);
@@ -36,6 +36,7 @@ class Scrubber {
   std::vector<std::string> secrets_;
   std::size_t hold_ = 0;  // the longest secret's length - 1: kept back for the next piece
   std::string pending_;
+  std::size_t covered_ = 0;  // bytes at pending_'s start inside a span already replaced
   std::uint64_t replaced_ = 0;
 };
 

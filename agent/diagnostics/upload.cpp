@@ -9,6 +9,7 @@
 #include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -43,12 +44,13 @@ PutOutcome answered(const http::response<http::string_body>& res) {
   return o;
 }
 
-// The request's header, then the file in chunks, then the answer.
+// The request's header, then the file in chunks; the file's bytes so far are told to `sent`.
+// Error: the file could not be read. A failed write is thrown.
 template <class Stream>
-asio::awaitable<PutOutcome> exchange(Stream& stream, const Url& url, const std::filesystem::path& file,
-                                     std::uint64_t size, const std::function<void(std::uint64_t)>& sent) {
+asio::awaitable<Result<void>> send(Stream& stream, const Url& url, const std::filesystem::path& file, std::uint64_t size,
+                                   const std::function<void(std::uint64_t)>& sent) {
   Fd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) co_return PutOutcome{false, false, 0, fmt::format("{}: cannot open: {}", file.string(), std::strerror(errno))};
+  if (!in) co_return Error{fmt::format("{}: cannot open: {}", file.string(), std::strerror(errno))};
   http::request<http::buffer_body> req{http::verb::put, url.target, 11};
   req.set(http::field::host, url.authority());
   req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
@@ -65,7 +67,7 @@ asio::awaitable<PutOutcome> exchange(Stream& stream, const Url& url, const std::
   while (done < size) {
     ssize_t n = ::read(in.get(), buf.data(), static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - done)));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) co_return PutOutcome{false, false, 0, fmt::format("{}: read: {}", file.string(), n == 0 ? "shorter than it was" : std::strerror(errno))};
+    if (n <= 0) co_return Error{fmt::format("{}: read: {}", file.string(), n == 0 ? "shorter than it was" : std::strerror(errno))};
     req.body().data = buf.data();
     req.body().size = static_cast<std::size_t>(n);
     req.body().more = done + static_cast<std::uint64_t>(n) < size;
@@ -79,10 +81,31 @@ asio::awaitable<PutOutcome> exchange(Stream& stream, const Url& url, const std::
     req.body().more = false;
     co_await http::async_write(stream, sr, asio::use_awaitable);
   }
+  co_return Result<void>{};
+}
+
+// The request, then the answer. The service may answer (403: a wrong signature) and close
+// before the whole body is sent: after a failed write the answer is still read, and it is
+// what is reported; only without one is the write's error thrown.
+template <class Stream>
+asio::awaitable<PutOutcome> exchange(Stream& stream, const Url& url, const std::filesystem::path& file,
+                                     std::uint64_t size, const std::function<void(std::uint64_t)>& sent) {
+  std::exception_ptr write_failed;
+  try {
+    auto sending = send(stream, url, file, size, sent);
+    auto sent_all = co_await std::move(sending);
+    if (!sent_all) co_return PutOutcome{false, false, 0, sent_all.error().message};
+  } catch (const boost::system::system_error& e) {
+    if (is_cancelled(e)) throw;
+    write_failed = std::current_exception();
+  }
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(64 << 10);
-  co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
+  boost::system::error_code ec;
+  co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec && write_failed) std::rethrow_exception(write_failed);
+  if (ec) throw boost::system::system_error(ec);
   co_return answered(parser.get());
 }
 

@@ -464,7 +464,8 @@ asio::awaitable<std::optional<Mounts::Failed>> Mounts::mount_fuse(Supervised& s,
   // The drivers read the proxy from their environment (never their command line).
   auto proxy_env = proxy_environment(proxy_);
   if (!proxy_env) co_return Failed{Reason::other, proxy_env.error().message};
-  auto access = co_await check_blob_access(ex_, s.config, secrets, config_.probe_timeout, proxy_);
+  auto checking = check_blob_access(ex_, s.config, secrets, config_.probe_timeout, proxy_);
+  auto access = co_await std::move(checking);
   if (access.reason != Reason::none) co_return Failed{access.reason, fmt::format("container check: {}", access.message)};
   auto launched = co_await launch_driver(s, plan, *proxy_env);
   if (!launched) co_return Failed{Reason::driver_missing, launched.error().message};

@@ -41,6 +41,7 @@ TEST_CASE("no_proxy: names with their subdomains, dotted suffixes, addresses, ev
   CHECK(host_in("acct.blob.core.windows.net", list));
   CHECK_FALSE(host_in("notinternal.example", list));
   CHECK_FALSE(host_in("10.1.2.30", list));
+  CHECK(host_in("CP.Internal.Example", list));  // names are not case-sensitive
   CHECK(host_in("anything", {"*"}));
   CHECK_FALSE(host_in("anything", {}));
 }
@@ -96,7 +97,8 @@ TEST_CASE("without proxy.url: the environment's proxy, its no_proxy and its cred
   auto env = proxy_environment(c);
   REQUIRE(env.ok());
   CHECK(has(*env, "https_proxy=http://env-user:env-pass@envproxy:8080"));
-  CHECK(has(*env, "no_proxy=skip.example"));
+  // The environment's list, and proxy.no_proxy's (the metadata service) always.
+  CHECK(has(*env, "no_proxy=skip.example,localhost,127.0.0.1,::1,169.254.169.254"));
 }
 
 TEST_CASE("the drivers' environment: proxy.url with its credentials percent-encoded, and no_proxy",

@@ -116,6 +116,19 @@ TEST_CASE("error classes", "[config]") {
                Catch::Contains("test.yaml:2:20: status.max_connections: 0 is out of range [1, 10000]"));
     CHECK_THAT(error_of("status:\n  max_header_bytes: 2MiB\n"), Catch::Contains("2MiB is out of range [512B, 1MiB]"));
   }
+  SECTION("proxy URLs: http only, no user or password in them, the value never repeated") {
+    auto e = error_of("proxy:\n  url: http://alice:s3cret-pass@proxy.corp:3128\n");
+    CHECK_THAT(e, Catch::Contains("test.yaml:2:8: proxy.url: a user or password in the URL is not allowed: put them in "
+                                  "proxy.credentials_file"));
+    CHECK(e.find("s3cret-pass") == std::string::npos);
+    CHECK_THAT(error_of("control:\n  proxy: alice:pw@proxy.corp:3128\n"),
+               Catch::Contains("control.proxy: a user or password in the URL is not allowed"));
+    CHECK_THAT(error_of("proxy:\n  url: socks5://proxy.corp:1080\n"),
+               Catch::Contains("proxy.url: 'socks5://…': only http:// proxies are supported"));
+    auto ok = parse_config_text("proxy:\n  url: proxy.corp:3128\n  no_proxy: [.corp]\n", "t.yaml");
+    REQUIRE(ok.ok());
+    CHECK(ok->proxy.url == "proxy.corp:3128");
+  }
   SECTION("percentages: a plain decimal from 0 to 100, the same under every C++ library") {
     auto pct = [](const std::string& v) {
       return parse_config_text("disk:\n  paths:\n    - path: /\n      inodes_low: " + v + "\n", "t.yaml");

@@ -118,6 +118,14 @@ echo "journal end"
   }));
   REQUIRE(slurp(dir / "state/jobs/journal").find(user_key) != std::string::npos);
 
+  // An operator (the socket's group, not root) may watch, not make or fetch: 403, exit 77.
+  const std::string operator_ctl = fmt::format("setpriv --reuid=nobody --regid=nogroup --groups=0 {} --socket {}",
+                                               instancectl_binary(), agent.socket().string());
+  auto refused = run_command(operator_ctl + " diagnostics -o /tmp/never.tar.gz 2>&1");
+  CHECK(refused.exit_code == 77);
+  CHECK(refused.output.find("only root may make or fetch a diagnostics bundle") != std::string::npos);
+  CHECK_FALSE(fs::exists("/tmp/never.tar.gz"));
+
   auto ctl = run_command(fmt::format("INSTANCED_SOCKET={} {} diagnostics -o {}/bundle.tar.gz 2>{}/progress",
                                      agent.socket().string(), instancectl_binary(), dir.path().string(),
                                      dir.path().string()));
@@ -159,6 +167,8 @@ echo "journal end"
     INFO(secret);
     CHECK(holding(x, secret).empty());
   }
+  auto watched = run_command(operator_ctl + " --json status");
+  CHECK(watched.exit_code <= 1);  // answered (healthy or degraded), not refused
   auto state = json::parse(agent.curl("http://localhost/v1/diagnostics").output);
   CHECK(state.at("state") == "ready");
   CHECK(state.at("redacted").as_int64() >= 4);

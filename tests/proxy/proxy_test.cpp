@@ -152,6 +152,10 @@ TEST_CASE("behind a proxy: control channel, blob pre-check, rclone mount and dia
     std::filesystem::create_directories(dir / "y");
     REQUIRE(run_command(fmt::format("tar -xzf {0}/down.tar.gz -C {0}/y", dir.path().string())).exit_code == 0);
     CHECK(run_command(fmt::format("grep -rlF -- '{}' {}/y", password, dir.path().string())).output.empty());
+    // The driver's log is there, its spec (its environment: keys, the proxy's URL) is not.
+    auto listing = run_command(fmt::format("tar -tzf {}/down.tar.gz", dir.path().string())).output;
+    CHECK(listing.find("./state/mounts/") != std::string::npos);
+    CHECK(listing.find("spec.json") == std::string::npos);
     CHECK(agent.log().find(password) == std::string::npos);
   }
 
