@@ -28,9 +28,6 @@ constexpr std::uint64_t kLogTailCap = 256 << 10;   // one setup or job log
 constexpr std::size_t kSetupRunsPerScript = 3;
 constexpr std::size_t kJobLogs = 20;
 constexpr std::size_t kOutcomesKept = 16;  // the last bundles' outcomes, for their commands
-// The job queue's journal holds every job as submitted, its environment too: users' data
-// (API keys among it), never put in a bundle. /v1/jobs shows the jobs without it.
-constexpr std::string_view kJobSpecs = "jobs/journal";
 
 // What the cap leaves for the files: tar's end blocks and the manifest's fixed part, and
 // gzip's worst case on data that does not compress (5 bytes per 16 KiB block), taken off first.
