@@ -25,6 +25,7 @@
 #include "agent/power/power.hpp"
 #include "agent/setup/setup.hpp"
 #include "agent/ssh/ssh.hpp"
+#include "agent/update/update.hpp"
 #include "agent/status/server.hpp"
 #include "agent/status/views.hpp"
 #include "common/build_info.hpp"
@@ -103,7 +104,7 @@ std::optional<int> answer_without_running(const Options& options, Result<LoadedC
     return 0;
   }
   if (options.version) {
-    std::cout << "instanced " << INSTANCED_VERSION << "\n" << build_description();
+    std::cout << "instanced " << build_version() << "\n" << build_description();
     return 0;
   }
   if (options.record_exit) {
@@ -128,7 +129,7 @@ std::optional<int> answer_without_running(const Options& options, Result<LoadedC
 
 status::AgentInfo agent_info(const LoadedConfig& loaded, Clock& clock) {
   status::AgentInfo info;
-  info.version = INSTANCED_VERSION;
+  info.version = build_version();
   info.instance = instance_name(loaded.config);
   info.started = clock.now();
   info.started_wall = clock.wall_now();
@@ -258,6 +259,17 @@ void Subsystems::add_commands(control::CommandRegistry& commands) {
   ssh_policy.add_commands(commands);
 }
 
+// Why writing to the disk is refused now (the 5 GB rule), if it is: for the diagnostics
+// bundle and self-update.
+std::function<std::optional<std::string>()> disk_refusal(Subsystems& subsystems, StateRegistry& state) {
+  return [&subsystems, &state]() -> std::optional<std::string> {
+    if (subsystems.disk.work_gate().is_open()) return std::nullopt;
+    auto it = state.subsystems().find("disk");
+    return fmt::format("refused while the disk guardian holds work back (the 5 GB rule): {}",
+                       it == state.subsystems().end() ? "not checked yet" : it->second.summary);
+  };
+}
+
 // The diagnostics bundle's sources: the status views, the configuration (and the secret
 // files it names), the inventory, the disk rule, the setup and job logs.
 diagnostics::Sources diagnostics_sources(const status::Router& router, Daemon& daemon, Subsystems& subsystems,
@@ -267,12 +279,7 @@ diagnostics::Sources diagnostics_sources(const status::Router& router, Daemon& d
   s.effective_config = [&daemon] { return dump_config_with_origins(daemon.loaded()); };
   s.secret_files = [&daemon] { return secret_files(daemon.config()); };
   s.inventory = [&subsystems] { return subsystems.inventory.get(); };
-  s.refusal = [&subsystems, &state]() -> std::optional<std::string> {
-    if (subsystems.disk.work_gate().is_open()) return std::nullopt;
-    auto it = state.subsystems().find("disk");
-    return fmt::format("refused while the disk guardian holds work back (the 5 GB rule): {}",
-                       it == state.subsystems().end() ? "not checked yet" : it->second.summary);
-  };
+  s.refusal = disk_refusal(subsystems, state);
   s.log_dirs = [&daemon] {
     return std::vector<std::pair<std::string, std::string>>{{"setup", daemon.config().setup.log_dir},
                                                             {"jobs", daemon.config().jobs.log_dir}};
@@ -331,12 +338,18 @@ int run_agent(const Options& options, LoadedConfig loaded) {
                                        running.proxy, running.state_dir, diagnostics_sources(router, daemon, subsystems, state));
   diagnostics.add_routes(router);
   diagnostics.add_commands(commands);
+  // Self-update: its installer under a monitor, a transient unit of its own (system.slice).
+  update::Update updater(ioc.get_executor(), api, subsystems.processes, monitor::default_launcher("system.slice"),
+                         running.update, running.proxy, running.state_dir, info, disk_refusal(subsystems, state));
+  updater.add_routes(router);
+  updater.add_commands(commands);
 
   daemon.add(status_server, &Config::status);
   daemon.add(control, [&control](const Config& c) { control.reconfigure(c.control, c.proxy); });
   daemon.add(push);
   subsystems.add_to(daemon);
   daemon.add(diagnostics, [&diagnostics](const Config& c) { diagnostics.reconfigure(c.diagnostics, c.proxy); });
+  daemon.add(updater, [&updater](const Config& c) { updater.reconfigure(c.update, c.proxy); });
   return daemon.run();
 }
 

@@ -7,6 +7,8 @@
 
 namespace instanced {
 
+const char* build_version() { return INSTANCED_VERSION; }
+
 std::string build_toolchain() {
 #if defined(__clang__)
   std::string compiler = fmt::format("clang {}.{}.{}", __clang_major__, __clang_minor__, __clang_patchlevel__);

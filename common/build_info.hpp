@@ -7,6 +7,9 @@
 
 namespace instanced {
 
+// "0.1.0": the version this binary reports (hello, --version, the inventory).
+const char* build_version();
+
 // "clang 19.1.7, libc++ 190107, glibc 2.17": compiler, C++ library and glibc headers.
 std::string build_toolchain();
 

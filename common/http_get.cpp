@@ -7,6 +7,7 @@
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
+#include "common/build_info.hpp"
 #include "common/coro.hpp"
 
 namespace instanced {
@@ -36,7 +37,7 @@ asio::awaitable<Result<HttpAnswer>> http_get(const Url& url, const HttpHeaders& 
     co_await connect_to(stream, url);
     http::request<http::empty_body> req{http::verb::get, url.target, 11};
     req.set(http::field::host, url.authority());
-    req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+    req.set(http::field::user_agent, std::string("instanced/") + build_version());
     for (const auto& [name, value] : headers) req.set(name, value);
     co_await http::async_write(stream, req, asio::use_awaitable);
     beast::flat_buffer buffer;

@@ -9,8 +9,8 @@
 #include <cctype>
 #include <cstdlib>
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
+#include "common/build_info.hpp"
 #include "common/text.hpp"
 #include "common/url.hpp"
 
@@ -39,16 +39,8 @@ std::vector<std::string> split_list(std::string_view list) {
   return out;
 }
 
-std::string base64(std::string_view s) {
-  std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(s.data()),
-                          static_cast<int>(s.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
 void set_credentials(Proxy& p, const std::string& user, const std::string& password) {
-  p.authorization = Secret("Basic " + base64(user + ":" + password));
+  p.authorization = Secret("Basic " + base64_encoded(user + ":" + password));
   p.userinfo = Secret(percent_encoded(user) + ":" + percent_encoded(password));
 }
 
@@ -139,7 +131,7 @@ asio::awaitable<Result<void>> dial(beast::tcp_stream& stream, const std::string&
   if (!proxy) co_return Result<void>{};
   http::request<http::empty_body> req{http::verb::connect, host_port(host, port), 11};
   req.set(http::field::host, host_port(host, port));
-  req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+  req.set(http::field::user_agent, std::string("instanced/") + build_version());
   if (!proxy->authorization.empty()) req.set(http::field::proxy_authorization, proxy->authorization.reveal());
   co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return Error{fmt::format("{}: {}", what, io_error(ec))};

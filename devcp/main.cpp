@@ -7,6 +7,9 @@
 //   GET  /v1/instances                       every instance: hello, last heartbeat, results
 //   POST /v1/instances/NAME/commands         {"name":"ping","args":{},"id":"…","deadline":"…"}
 //
+// With --files DIR, the agents' listener (https with --tls-cert) also serves DIR's files:
+// GET /v1/files/NAME, for update_agent's packages.
+//
 // Not a production control plane: one process, state in memory.
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -56,6 +59,7 @@ struct Options {
   bool heartbeat_ack = true;  // --no-heartbeat-ack: heartbeats go unanswered
   bool quiet = false;
   bool freeze = false;  // after hello, read nothing more: no pongs (a hung peer, for tests)
+  std::string files;    // served as GET /v1/files/NAME on the agents' listener
 };
 
 struct Instance {
@@ -126,6 +130,10 @@ class Server {
       co_await http::async_write(stream, res, asio::use_awaitable);
     };
     if (!websocket::is_upgrade(req)) {
+      if (!o_.files.empty() && req.method() == http::verb::get && std::string(req.target()).starts_with("/v1/files/")) {
+        co_await serve_file(stream, std::string(req.target()).substr(10));
+        co_return;
+      }
       co_await refuse(http::status::bad_request, "expected a WebSocket upgrade");
       co_return;
     }
@@ -145,6 +153,29 @@ class Server {
     co_await ws.async_accept(req, asio::use_awaitable);
     ws.text(true);
     co_await serve(ws, tls);  // a copy: clang-tidy 14 misreads a move across the co_awaits above
+  }
+
+  // One of --files' files by its plain name (no folder), 404 otherwise.
+  template <class Stream>
+  asio::awaitable<void> serve_file(Stream& stream, std::string name) {
+    const auto path = std::filesystem::path(o_.files) / name;
+    beast::error_code ec;
+    http::file_body::value_type body;
+    if (name.empty() || name.find('/') != std::string::npos || name.starts_with(".")) ec = beast::errc::make_error_code(beast::errc::invalid_argument);
+    else body.open(path.c_str(), beast::file_mode::scan, ec);
+    if (ec) {
+      http::response<http::string_body> res{http::status::not_found, 11};
+      res.body() = "no such file\n";
+      res.prepare_payload();
+      co_await http::async_write(stream, res, asio::use_awaitable);
+      co_return;
+    }
+    std::cerr << "devcp: serving " << path.string() << "\n";
+    http::response<http::file_body> res{http::status::ok, 11};
+    res.set(http::field::content_type, "application/vnd.debian.binary-package");
+    res.body() = std::move(body);
+    res.prepare_payload();
+    co_await http::async_write(stream, res, asio::use_awaitable);
   }
 
   template <class WS>
@@ -389,10 +420,11 @@ int main(int argc, char** argv) {
     else if (a == "--no-heartbeat-ack") o.heartbeat_ack = false;
     else if (a == "--freeze-after-hello") o.freeze = true;
     else if (a == "--quiet") o.quiet = true;
+    else if (a == "--files") o.files = value();
     else {
       std::cerr << "usage: instanced-devcp --token-file FILE [--listen HOST:PORT] [--api HOST:PORT]\n"
                    "                      [--tls-cert PEM --tls-key PEM [--tls-max-version 1.1|1.2]] [--ports-file FILE]\n"
-                   "                      [--no-ack] [--no-heartbeat-ack] [--freeze-after-hello] [--quiet]\n";
+                   "                      [--no-ack] [--no-heartbeat-ack] [--freeze-after-hello] [--quiet] [--files DIR]\n";
       return 2;
     }
   }

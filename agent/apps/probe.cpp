@@ -1,4 +1,5 @@
 #include "agent/apps/probe.hpp"
+#include "common/build_info.hpp"
 #include "common/coro.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -41,7 +42,7 @@ asio::awaitable<Result<Duration>> websocket_handshake(const Url& url, const Secr
     beast::get_lowest_layer(ws).expires_after(timeout);
     co_await connect_to(beast::get_lowest_layer(ws), url);
     ws.set_option(beast::websocket::stream_base::decorator([&token](beast::websocket::request_type& req) {
-      req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+      req.set(http::field::user_agent, std::string("instanced/") + build_version());
       if (!token.empty()) req.set(http::field::authorization, "token " + token.reveal());
     }));
     beast::websocket::response_type res;

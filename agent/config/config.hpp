@@ -18,6 +18,7 @@
 #include "agent/gpu/config.hpp"
 #include "agent/idle/config.hpp"
 #include "agent/diagnostics/config.hpp"
+#include "agent/update/config.hpp"
 #include "common/proxy_config.hpp"
 #include "agent/inventory/config.hpp"
 #include "agent/jobs/config.hpp"
@@ -97,6 +98,7 @@ struct Config {
   PowerConfig power;
   InventoryConfig inventory;
   DiagnosticsConfig diagnostics;
+  UpdateConfig update;
   DebugConfig debug;
 
   template <class V>
@@ -121,6 +123,7 @@ struct Config {
     v("power", power);
     v("inventory", inventory);
     v("diagnostics", diagnostics);
+    v("update", update);
     v("debug", debug);
   }
 };

@@ -1,4 +1,5 @@
 #include "agent/control/channel.hpp"
+#include "common/build_info.hpp"
 #include "common/message_ids.hpp"
 #include "common/coro.hpp"
 #include "common/tls.hpp"
@@ -399,7 +400,7 @@ asio::awaitable<Error> ControlChannel::upgrade(WebSocket& ws, const Endpoint& ep
   ws.set_option(websocket::stream_base::decorator([bearer = "Bearer " + token.reveal()](websocket::request_type& req) {
     req.set(http::field::authorization, bearer);
     req.set(http::field::sec_websocket_protocol, kSubprotocol);
-    req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+    req.set(http::field::user_agent, std::string("instanced/") + build_version());
   }));
   websocket::response_type res;
   boost::system::error_code ec;

@@ -94,5 +94,6 @@ int cmd_apps(const Args& a, const Style& st);
 int cmd_idle(const Args& a);
 int cmd_ssh(const Args& a);
 int cmd_diagnostics(const Args& a);
+int cmd_update(const Args& a, const Style& st);
 
 }  // namespace instanced::ctl

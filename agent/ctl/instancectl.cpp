@@ -43,6 +43,7 @@ const char* kUsageText =
     "            a bundle for support (journal, configuration without secrets, state,\n"
     "            status, logs' tails): into FILE (default instanced-diagnostics-ID.tar.gz),\n"
     "            or uploaded by the agent to the pre-signed URL in FILE (- reads stdin)\n"
+    "  update [status]              self-update's last attempt: versions, state, reason\n"
     "\n"
     "  --socket PATH  status socket (default $INSTANCED_SOCKET or /run/instanced/status.sock)\n"
     "  --json         print the agent's JSON answer unchanged\n"
@@ -84,6 +85,8 @@ int main(int argc, char** argv) {
       a.operands.push_back(arg);
     } else if (!arg.starts_with("-") && a.command == "mounts" && a.operands.size() < 2) {
       a.operands.push_back(arg);
+    } else if (!arg.starts_with("-") && a.command == "update" && a.operands.empty()) {
+      a.operands.push_back(arg);
     } else if (!arg.starts_with("-") && a.command == "disk" && a.operands.size() < 16) {
       a.operands.push_back(arg);
     } else {
@@ -109,6 +112,7 @@ int main(int argc, char** argv) {
     if (a.command == "idle") return cmd_idle(a);
     if (a.command == "ssh") return cmd_ssh(a);
     if (a.command == "diagnostics") return cmd_diagnostics(a);
+    if (a.command == "update") return cmd_update(a, style);
     std::cerr << (a.command.empty() ? std::string("instancectl: a command is needed\n")
                                     : "instancectl: unknown command '" + a.command + "'\n")
               << kUsageText;

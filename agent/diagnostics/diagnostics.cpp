@@ -9,6 +9,7 @@
 #include "agent/control/backoff.hpp"
 #include "agent/diagnostics/files.hpp"
 #include "agent/diagnostics/upload.hpp"
+#include "common/build_info.hpp"
 #include "common/child_io.hpp"
 #include "common/url.hpp"
 
@@ -292,7 +293,7 @@ asio::awaitable<Result<void>> Diagnostics::collect(Build& b) {
     ++run_->steps_done;
   }
   json::object manifest{{"id", run_->id},
-                        {"agent_version", INSTANCED_VERSION},
+                        {"agent_version", build_version()},
                         {"created", iso8601(api_.clock.wall_now())},
                         {"requested_by", run_->requested_by},
                         {"max_bytes", config_.max_bytes.bytes},

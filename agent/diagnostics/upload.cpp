@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "common/build_info.hpp"
 #include "common/coro.hpp"
 #include "common/fs.hpp"
 #include "common/http_get.hpp"
@@ -53,7 +54,7 @@ asio::awaitable<Result<void>> send(Stream& stream, const Url& url, const std::fi
   if (!in) co_return Error{fmt::format("{}: cannot open: {}", file.string(), std::strerror(errno))};
   http::request<http::buffer_body> req{http::verb::put, url.target, 11};
   req.set(http::field::host, url.authority());
-  req.set(http::field::user_agent, "instanced/" INSTANCED_VERSION);
+  req.set(http::field::user_agent, std::string("instanced/") + build_version());
   req.set(http::field::content_type, "application/gzip");
   req.set("x-ms-blob-type", "BlockBlob");
   req.set("x-ms-version", kVersion);

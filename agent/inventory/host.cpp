@@ -132,7 +132,7 @@ json::object host_part(const fs::path& root) {
 }
 
 json::object agent_part() {
-  return json::object{{"version", INSTANCED_VERSION}, {"toolchain", build_toolchain()}, {"tls", tls::library_version()}};
+  return json::object{{"version", build_version()}, {"toolchain", build_toolchain()}, {"tls", tls::library_version()}};
 }
 
 }  // namespace instanced::inventory

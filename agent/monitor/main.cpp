@@ -9,7 +9,7 @@
 
 int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
-    std::printf("instanced-run %s\n%s\n", INSTANCED_VERSION, instanced::build_toolchain().c_str());
+    std::printf("instanced-run %s\n%s\n", instanced::build_version(), instanced::build_toolchain().c_str());
     return 0;
   }
   if (argc == 2 && instanced::monitor::kSpareArgument == argv[1]) return instanced::monitor::run_spare();

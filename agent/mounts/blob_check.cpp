@@ -82,25 +82,17 @@ Result<BlobUrl> container_url(const MountConfig& m) {
 Result<std::string> shared_key_authorization(const std::string& account, const std::string& key,
                                              const std::string& canonical_resource, const std::string& date,
                                              const std::string& version) {
-  // Decoded key: base64 of at most 64 bytes here (Azure's keys are 64 bytes).
-  std::string raw(key.size(), '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(raw.data()), reinterpret_cast<const unsigned char*>(key.data()),
-                          static_cast<int>(key.size()));
-  if (n < 0 || key.size() % 4 != 0) return Error{"the account key is not base64"};
-  std::size_t pad = 0;
-  for (auto it = key.rbegin(); it != key.rend() && *it == '='; ++it) ++pad;
-  raw.resize(static_cast<std::size_t>(n) - pad);
+  auto raw = base64_decoded(key);
+  if (!raw) return Error{"the account key is not base64"};
   // VERB, 11 standard headers (all empty for this GET), canonical x-ms- headers, resource.
   std::string to_sign = "GET\n\n\n\n\n\n\n\n\n\n\n\n";
   to_sign += "x-ms-date:" + date + "\nx-ms-version:" + version + "\n";
   to_sign += canonical_resource + "\nrestype:container";
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int mac_len = 0;
-  HMAC(EVP_sha256(), raw.data(), static_cast<int>(raw.size()), reinterpret_cast<const unsigned char*>(to_sign.data()),
+  HMAC(EVP_sha256(), raw->data(), static_cast<int>(raw->size()), reinterpret_cast<const unsigned char*>(to_sign.data()),
        to_sign.size(), mac, &mac_len);
-  std::string sig(4 * ((mac_len + 2) / 3) + 1, '\0');
-  int m = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(sig.data()), mac, static_cast<int>(mac_len));
-  sig.resize(static_cast<std::size_t>(m));
+  const std::string sig = base64_encoded(std::string_view(reinterpret_cast<const char*>(mac), mac_len));
   return fmt::format("SharedKey {}:{}", account, sig);
 }
 

@@ -1,0 +1,220 @@
+// update_agent on the real agent, asked by the development control plane, which serves the
+// packages over https (the test CA): refusals before and after the download, and a good
+// package handed to the installer. The installer here is a stand-in with the real one's
+// arguments and files (state_dir/update): this machine's dpkg is not the test's to change.
+// The real installer (packaging/instanced-update) installs and rolls back real packages in
+// the package's end-to-end test on systemd (tests/packaging/e2e).
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include "tests/support/agent_process.hpp"
+#include "tests/support/devcp.hpp"
+
+using namespace instanced::testing;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Package {
+  std::string name;  // its file in the served folder
+  std::string sha256;
+};
+
+// A .deb named `package` at `version`, in DIR/files.
+Package make_package(const TempDir& dir, const std::string& package, const std::string& version) {
+  const std::string tag = package + "_" + version;
+  fs::create_directories(dir / ("pkgs/" + tag + "/DEBIAN"));
+  fs::create_directories(dir / "files");
+  dir.write("pkgs/" + tag + "/DEBIAN/control",
+            fmt::format("Package: {}\nVersion: {}\nArchitecture: all\nMaintainer: test <t@example.invalid>\n"
+                        "Description: a test package\n",
+                        package, version));
+  const std::string deb = (dir / ("files/" + tag + ".deb")).string();
+  REQUIRE(run_command(fmt::format("dpkg-deb --build {} {}", (dir / ("pkgs/" + tag)).string(), deb)).exit_code == 0);
+  auto sum = run_command("sha256sum " + deb);
+  REQUIRE(sum.exit_code == 0);
+  return {tag + ".deb", sum.output.substr(0, 64)};
+}
+
+std::string new_key(const TempDir& dir, const std::string& name) {
+  auto pub = run_command(fmt::format("openssl genpkey -algorithm ed25519 -out {0}/{1}.pem && "
+                                     "openssl pkey -in {0}/{1}.pem -pubout -outform DER | tail -c 32 | base64 -w0",
+                                     dir.path().string(), name));
+  REQUIRE(pub.exit_code == 0);
+  return pub.output;
+}
+
+std::string sign(const TempDir& dir, const std::string& key, const std::string& version, const std::string& sha256) {
+  dir.write("message", fmt::format("instanced-update {} sha256:{}", version, sha256));
+  auto sig = run_command(fmt::format("openssl pkeyutl -sign -rawin -inkey {0}/{1}.pem -in {0}/message | base64 -w0",
+                                     dir.path().string(), key));
+  REQUIRE(sig.exit_code == 0);
+  return sig.output;
+}
+
+// The stand-in installer: records its arguments and the package it was given, waits to be
+// told how the update ended, and writes that as the real one does (under the lock).
+void put_installer(const TempDir& dir) {
+  fs::create_directories(dir / "bin");
+  dir.write("bin/installer", fmt::format(R"(#!/bin/sh
+echo "$@" > {0}/installer-args
+cp "$1/new.deb" {0}/installed.deb
+while [ ! -e {0}/installer-go ]; do sleep 0.05; done
+exec 9>"$1/lock"
+flock 9
+echo 'the stand-in installer rolled it back' > "$1/reason"
+echo rolled_back > "$1/state"
+)",
+                                         dir.path().string()));
+  ::chmod((dir / "bin/installer").c_str(), 0755);
+}
+
+std::string config(int port, const std::string& key, const std::string& keep_free = "1MiB") {
+  return fmt::format(R"(instance:
+  name: ws-test
+state_dir: {{dir}}/state
+status:
+  socket: {{dir}}/status.sock
+  group: root
+control:
+  endpoint: wss://localhost:{}/v1/agent
+  ca_file: {{dir}}/pki/ca.pem
+  token_file: {{dir}}/token
+  initial_delay_max: 0s
+  backoff_initial: 100ms
+  backoff_max: 400ms
+inventory:
+  metadata_endpoint: ''
+update:
+  public_keys: ['{}']
+  ca_file: {{dir}}/pki/ca.pem
+  installer: {{dir}}/bin/installer
+  keep_free: {}
+  confirm_within: 1m
+)",
+                     port, key, keep_free);
+}
+
+}  // namespace
+
+TEST_CASE("update_agent: signed packages over https handed to the installer, everything else refused before "
+          "anything is installed",
+          "[update][agent]") {
+  TempDir dir;
+  REQUIRE(run_command(std::string(TEST_SOURCE_DIR) + "/control/make-test-ca " + (dir / "pki").string()).exit_code == 0);
+  const std::string key = new_key(dir, "release"), other = new_key(dir, "other");
+  const Package good = make_package(dir, "instanced", "9.9.9"), foreign = make_package(dir, "other", "9.9.9");
+  put_installer(dir);
+  DevCp cp(dir, {"--tls-cert", (dir / "pki/server.pem").string(), "--tls-key", (dir / "pki/server.key").string(),
+                 "--files", (dir / "files").string()});
+  cp.start();
+  auto url = [&](const Package& p) { return fmt::format("https://localhost:{}/v1/files/{}", cp.agent_port, p.name); };
+  auto update = [&](const std::string& id, const std::string& u, const std::string& sha, const std::string& sig,
+                    const std::string& version = "9.9.9") {
+    cp.command("ws-test", fmt::format(R"({{"id":"{}","name":"update_agent","args":{{"version":"{}","url":"{}","sha256":"{}","signature":"{}"}}}})",
+                                      id, version, u, sha, sig));
+  };
+  auto result_of = [&](const std::string& id) {
+    REQUIRE(cp.wait([&](const json::value& v) { return v.at("ws-test").at("results").as_object().contains(id); }, 60s));
+    return cp.instances().at("ws-test").at("results").at(id);
+  };
+  auto served = [&] { return slurp(dir / "devcp.log").find("devcp: serving") != std::string::npos; };
+  auto ctl_update = [&] { return run_command(instancectl_binary() + " --socket " + (dir / "status.sock").string() + " update status"); };
+
+  auto start = [&](const std::string& keep_free = "1MiB") {
+    auto agent = std::make_unique<AgentProcess>(dir, config(cp.agent_port, key, keep_free));
+    REQUIRE(agent->start_and_wait_ready());
+    REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("ws-test") && v.at("ws-test").at("connected") == true; }));
+    return agent;
+  };
+
+  SECTION("refused before the download: arguments that are wrong, a signature by no listed key") {
+    auto agent = start();
+    update("no-sha", url(good), "", sign(dir, "release", "9.9.9", good.sha256));
+    CHECK(result_of("no-sha").at("error") == "args.sha256: 64 hexadecimal digits are required");
+    update("http", "http://localhost/x.deb", good.sha256, sign(dir, "release", "9.9.9", good.sha256));
+    CHECK(result_of("http").at("error") == "args.url: https:// is required");
+    update("other-key", url(good), good.sha256, sign(dir, "other", "9.9.9", good.sha256));
+    auto r = result_of("other-key");
+    CHECK(r.at("status") == "refused");
+    CHECK(r.at("error") == "signature: made by none of the 1 key(s) in update.public_keys");
+    // Signed for another version: the signature binds the version too.
+    update("other-version", url(good), good.sha256, sign(dir, "release", "9.9.8", good.sha256));
+    CHECK(result_of("other-version").at("status") == "refused");
+    CHECK_FALSE(served());
+    CHECK_FALSE(fs::exists(dir / "installer-args"));
+    auto shown = ctl_update();
+    CHECK(shown.exit_code == 2);
+    CHECK_THAT(shown.output, Catch::Contains("refused") && Catch::Contains("signature: made by none"));
+  }
+
+  SECTION("refused after the download: a hash that is not the package's, a package that is not the agent's, one "
+          "that would not fit; nothing kept, nothing installed") {
+    auto agent = start();
+    const std::string wrong(64, '0');
+    update("hash", url(good), wrong, sign(dir, "release", "9.9.9", wrong));
+    auto r = result_of("hash");
+    CHECK(r.at("status") == "refused");
+    CHECK(r.at("error") == fmt::format("sha256: the downloaded package's is {}, not {}", good.sha256, wrong));
+    CHECK(served());
+    update("foreign", url(foreign), foreign.sha256, sign(dir, "release", "9.9.9", foreign.sha256));
+    CHECK(result_of("foreign").at("error") == "the package is other 9.9.9, not instanced 9.9.9");
+    update("missing", url(good) + "-gone", good.sha256, sign(dir, "release", "9.9.9", good.sha256));
+    auto missing = result_of("missing");
+    CHECK(missing.at("status") == "failed");
+    CHECK_THAT(std::string(missing.at("error").as_string()), Catch::Contains("the server answered 404"));
+    agent.reset();
+    auto crowded = start("1000000TiB");
+    update("fit", url(good), good.sha256, sign(dir, "release", "9.9.9", good.sha256));
+    auto fit = result_of("fit");
+    CHECK(fit.at("status") == "refused");
+    CHECK_THAT(std::string(fit.at("error").as_string()), Catch::StartsWith("GET https://localhost:") &&
+                                                             Catch::Contains("the update would not fit"));
+    CHECK(fs::is_empty(dir / "state/update") || !fs::exists(dir / "state/update/new.deb"));
+    CHECK_FALSE(fs::exists(dir / "state/update/new.deb.part"));
+    CHECK_FALSE(fs::exists(dir / "installer-args"));
+  }
+
+  SECTION("a good package: handed to the installer, one update at a time, its rollback reported as update_failed") {
+    auto agent = start();
+    update("good", url(good), good.sha256, sign(dir, "release", "9.9.9", good.sha256));
+    auto r = result_of("good");
+    INFO(json::serialize(r));
+    REQUIRE(r.at("status") == "ok");
+    CHECK(r.at("result").at("to") == "9.9.9");
+    CHECK(r.at("result").at("state") == "installing");
+    REQUIRE(eventually([&] { return fs::exists(dir / "installer-args"); }));
+    const std::string args = slurp(dir / "installer-args");
+    CHECK_THAT(args, Catch::StartsWith((dir / "state/update").string() + " 9.9.9 "));
+    CHECK(slurp(dir / "installed.deb") == slurp(dir / ("files/" + good.name)));
+    // Meanwhile: one update at a time.
+    update("second", url(good), good.sha256, sign(dir, "release", "9.9.9", good.sha256));
+    CHECK(result_of("second").at("status") == "refused");
+    CHECK(ctl_update().exit_code == 1);
+    dir.write("installer-go", "");
+    auto failed = [&](const json::value& v) {
+      return json::serialize(v.at("ws-test").at("recent_events")).find("\"update_failed\"") != std::string::npos;
+    };
+    REQUIRE(cp.wait(failed, 30s));
+    const std::string events = json::serialize(cp.instances().at("ws-test").at("recent_events"));
+    CHECK_THAT(events, Catch::Contains("the stand-in installer rolled it back"));
+    auto shown = ctl_update();
+    CHECK(shown.exit_code == 2);
+    CHECK_THAT(shown.output, Catch::Contains("rolled_back") && Catch::Contains("the stand-in installer rolled it back"));
+    // Reported once: the next agent reads the record (the summary below is published in
+    // the same step as a report would be made) and does not report it again.
+    agent.reset();
+    auto again = start();
+    REQUIRE(eventually([&] {
+      return again->curl("http://localhost/v1/status").output.find("last update, from") != std::string::npos;
+    }));
+    const std::string log = again->log();
+    std::size_t reports = 0;
+    for (auto p = log.find("update to 9.9.9: rolled_back"); p != std::string::npos; p = log.find("update to 9.9.9: rolled_back", p + 1))
+      ++reports;
+    CHECK(reports == 1);
+  }
+}
