@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "common/proxy_config.hpp"
 #include "common/result.hpp"

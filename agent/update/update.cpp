@@ -228,8 +228,8 @@ std::optional<std::string> Update::refused(const Request& r) const {
   return std::nullopt;
 }
 
-void Update::refuse(const Request& r, std::string why) {
-  log_->warn("update_agent to {} refused: {}", r.version, why);
+void Update::refuse(const Request& r, std::string why, std::string state) {
+  log_->warn("update_agent to {} {}: {}", r.version, state, why);
   Attempt a;
   a.id = control::new_id();
   a.from = build_version();
@@ -238,7 +238,7 @@ void Update::refuse(const Request& r, std::string why) {
   a.sha256 = r.sha256;
   a.started = iso8601(api_.clock.wall_now());
   a.reported = true;  // the command's answer says it
-  a.state = "refused";
+  a.state = std::move(state);
   a.reason = std::move(why);
   attempt_ = std::move(a);
   if (auto s = save(); !s) log_->warn("cannot record the refused update: {}", s.error().message);
@@ -261,7 +261,7 @@ asio::awaitable<CommandResult> Update::start(json::object args) {
   if (!refusal.empty() || !fetched) {
     busy_ = false;
     const std::string why = refusal.empty() ? fetched.error().message : refusal;
-    refuse(*req, why);
+    refuse(*req, why, refusal.empty() ? "failed" : "refused");
     co_return CommandResult{refusal.empty() ? Status::failed : Status::refused, {}, why};
   }
   Attempt a;

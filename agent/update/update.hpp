@@ -32,6 +32,7 @@
 #include "common/process.hpp"
 #include "common/proxy_config.hpp"
 #include "common/subsystem.hpp"
+#include "common/url.hpp"
 #include "common/wake.hpp"
 
 namespace instanced::update {
@@ -89,7 +90,8 @@ class Update final : public Subsystem {
   boost::asio::awaitable<void> follow();
   boost::asio::awaitable<void> confirm_if_healthy();
   void report();
-  void refuse(const Request& r, std::string why);
+  // Records an attempt that installed nothing: `state` refused, or failed (the download).
+  void refuse(const Request& r, std::string why, std::string state = "refused");
   std::vector<std::string> waiting_for() const;
   Result<void> save();
   void load();

@@ -34,7 +34,7 @@ std::string sign(const TempDir& dir, const std::string& name, const std::string&
 }  // namespace
 
 TEST_CASE("base64: round trips, and what is not base64 is refused", "[update][signature]") {
-  for (std::string s : {"", "a", "ab", "abc", "abcd", std::string("\0\xff\x10", 3)})
+  for (const std::string& s : std::vector<std::string>{"", "a", "ab", "abc", "abcd", std::string("\0\xff\x10", 3)})
     CHECK(base64_decoded(base64_encoded(s)) == s);
   CHECK(base64_encoded("abcd") == "YWJjZA==");
   CHECK_FALSE(base64_decoded("YWJjZA="));    // not a multiple of 4
