@@ -115,6 +115,13 @@ asio::awaitable<ConfigPush::Outcome> ConfigPush::apply(std::optional<std::string
     const config_yaml::ReplacedDropin replaced{path, text};
     auto loaded = load_config(file, &replaced);
     if (!loaded) return loaded.error();
+    // Who may sign the agent's packages, and what installs them, stay the site's to say:
+    // a control plane able to set them could install any package.
+    for (const auto& [key, origin] : loaded->origins)
+      if (key.starts_with("update.") && origin == path)
+        return Error{fmt::format("{}: {}: not settable from the control plane (self-update's keys and installer stay "
+                                 "in the local files)",
+                                 path.string(), key)};
     c.hash = loaded->hash;
     return c;
   };

@@ -65,8 +65,8 @@ asio::awaitable<std::variant<Fetched, FetchError>> exchange(Stream& stream, cons
   co_await http::async_write(stream, req, asio::use_awaitable);
   beast::flat_buffer buffer;
   http::response_parser<http::buffer_body> parser;
-  parser.body_limit(f.max_bytes);
   co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
+  parser.body_limit(f.max_bytes);  // after the header: one announcing more is answered below
   const auto& head = parser.get();
   if (head.result() != http::status::ok)
     co_return FetchError{false, fmt::format("the server answered {} {}", head.result_int(),
@@ -153,8 +153,6 @@ asio::awaitable<std::variant<Fetched, FetchError>> fetch(Fetch f) {
       fs::remove(f.file, ec);
       throw;
     }
-    if (std::holds_alternative<Fetched>(result) && ::fsync(out.get()) != 0)
-      result = FetchError{false, fmt::format("{}: fsync: {}", f.file.string(), std::strerror(errno))};
   }
   if (auto* e = std::get_if<FetchError>(&result)) {
     std::error_code ec;

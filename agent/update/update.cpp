@@ -48,11 +48,13 @@ std::string str(const json::object& o, std::string_view key) {
   return v && v->is_string() ? std::string(v->as_string()) : std::string();
 }
 
-// A Debian version as dpkg takes it: a digit first, then [A-Za-z0-9.+~:-].
-bool debian_version(std::string_view v) {
+// A package version the agent reports as its own: a digit first, then [A-Za-z0-9.+~]. No
+// Debian revision ("-1") or epoch ("1:"): the new agent's version must be the package's
+// for it to confirm itself.
+bool agent_version(std::string_view v) {
   if (v.empty() || v.size() > 64 || !std::isdigit(static_cast<unsigned char>(v.front()))) return false;
   for (char c : v)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && std::string_view(".+~:-").find(c) == std::string_view::npos)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && std::string_view(".+~").find(c) == std::string_view::npos)
       return false;
   return true;
 }
@@ -83,13 +85,21 @@ std::pair<std::string, std::string> package_and_version(std::string_view fields)
 
 // Takes `dir`/lock (the installer's flock(1) takes the same) and writes `confirmed` if the
 // state is still `installing` and the time is not up: whether it did.
+// The installer holds the lock from its deadline through a rollback's dpkg: then this does
+// not wait (false), and the state says what happened.
 Result<bool> confirm_under_lock(const fs::path& dir, Clock::wall_time by) {
+  auto installing = [&dir, by] {
+    auto state = read_regular_file(dir / "state", 256);
+    return state && state->substr(0, state->find('\n')) == "installing" && std::chrono::system_clock::now() < by;
+  };
+  if (!installing()) return false;
   Fd lock(::open((dir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock || ::flock(lock.get(), LOCK_EX) != 0)
+  if (!lock) return Error{fmt::format("{}: cannot open: {}", (dir / "lock").string(), std::strerror(errno))};
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return false;
     return Error{fmt::format("{}: cannot lock: {}", (dir / "lock").string(), std::strerror(errno))};
-  auto state = read_regular_file(dir / "state", 256);
-  if (!state || state->substr(0, state->find('\n')) != "installing") return false;
-  if (std::chrono::system_clock::now() >= by) return false;
+  }
+  if (!installing()) return false;
   RealFilesystem files;
   if (auto w = files.write_file_atomic(dir / "state", "confirmed\n", 0600); !w) return w.error();
   return true;
@@ -205,12 +215,12 @@ json::object Update::status_json() const {
 Result<Update::Request> Update::parse(const json::object& args) const {
   Request r;
   r.version = str(args, "version");
-  if (!debian_version(r.version))
-    return Error{"args.version: a Debian version is required (a digit first, then letters, digits and .+~:-; at most 64)"};
+  if (!agent_version(r.version))
+    return Error{"args.version: an agent version is required (a digit first, then letters, digits and .+~; at most 64)"};
   const std::string url = str(args, "url");
   if (url.empty() || url.size() > 8192) return Error{"args.url: an https:// URL of at most 8192 characters is required"};
   auto parsed = parse_url(url);
-  if (!parsed) return Error{"args.url: " + parsed.error().message};
+  if (!parsed) return Error{"args.url: not an https:// URL (it is not repeated: it may hold a signature)"};
   if (parsed->scheme != "https") return Error{"args.url: https:// is required"};
   r.url = std::move(*parsed);
   r.sha256 = lower_hex(str(args, "sha256"));
@@ -246,7 +256,7 @@ void Update::refuse(const Request& r, std::string why, std::string state) {
 }
 
 asio::awaitable<CommandResult> Update::start(json::object args) {
-  if (busy_ || (attempt_ && in_progress(attempt_->state)))
+  if (busy_ || run_ || (attempt_ && in_progress(attempt_->state)))
     co_return CommandResult{Status::refused, {}, "an update is in progress; one at a time (instancectl update status)"};
   auto req = parse(args);
   if (!req) co_return CommandResult{Status::invalid, {}, req.error().message};
@@ -255,11 +265,14 @@ asio::awaitable<CommandResult> Update::start(json::object args) {
     co_return CommandResult{Status::refused, {}, *why};
   }
   busy_ = true;
+  struct Release {
+    bool& busy;
+    ~Release() { busy = false; }
+  } release{busy_};
   std::string refusal;
   auto fetching = fetch_and_check(*req, refusal);
   auto fetched = co_await std::move(fetching);
   if (!refusal.empty() || !fetched) {
-    busy_ = false;
     const std::string why = refusal.empty() ? fetched.error().message : refusal;
     refuse(*req, why, refusal.empty() ? "failed" : "refused");
     co_return CommandResult{refusal.empty() ? Status::failed : Status::refused, {}, why};
@@ -276,7 +289,6 @@ asio::awaitable<CommandResult> Update::start(json::object args) {
   attempt_ = std::move(a);
   auto launching = launch();
   auto launched = co_await std::move(launching);
-  busy_ = false;
   if (!launched) {
     attempt_->state = "failed";
     attempt_->reason = "nothing was installed: " + launched.error().message;
@@ -322,7 +334,9 @@ asio::awaitable<Result<void>> Update::fetch_and_check(const Request& r, std::str
   };
   const auto before = co_await room();
   Fetch f{r.url, part, config_.max_bytes.bytes, config_.download_timeout, config_.ca_file, proxy_,
-          [&fits, &before](std::optional<std::uint64_t> length) { return fits(before, length.value_or(0), 3); }};
+          [&fits, &before, max = config_.max_bytes.bytes](std::optional<std::uint64_t> length) {
+            return fits(before, length.value_or(max), 3);
+          }};
   log_->info("update_agent: downloading {} from {}", r.version, fmt::format("{}://{}", r.url.scheme, r.url.authority()));
   auto fetching = fetch(std::move(f));
   auto got = co_await std::move(fetching);
@@ -362,9 +376,16 @@ asio::awaitable<Result<void>> Update::fetch_and_check(const Request& r, std::str
     refusal = fmt::format("the package is {} {}, not instanced {}", escape_for_log(package), escape_for_log(version), r.version);
     co_return Result<void>{};
   }
-  fs::rename(part, file, ec);
-  if (ec) co_return Error{fmt::format("{}: {}", file.string(), ec.message())};
-  co_return Result<void>{};
+  // On disk before the installer reads it (off the loop: up to max_bytes to write back).
+  auto sync = [part, file]() -> Result<void> {
+    Fd fd(::open(part.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd || ::fsync(fd.get()) != 0) return Error{fmt::format("{}: fsync: {}", part.string(), std::strerror(errno))};
+    std::error_code renamed;
+    fs::rename(part, file, renamed);
+    if (renamed) return Error{fmt::format("{}: {}", file.string(), renamed.message())};
+    return {};
+  };
+  co_return co_await api_.pool.run("writing the package to disk", config_.download_timeout, sync);
 }
 
 // The installer as a monitored workload: a transient unit of its own under systemd.
@@ -404,13 +425,17 @@ asio::awaitable<void> Update::take_back() {
   const fs::path run_dir = dir() / "run";
   auto look = [this, run_dir] { return monitor::Run::find(api_.fs, run_dir); };
   auto found = co_await api_.pool.run("reading the installer's run folder", kFileTimeout, look);
-  if (found) {
-    if (auto* run = std::get_if<monitor::Run>(&*found)) {
-      log_->info("update to {}: the installer still runs (pid {}); taken back", attempt_->to, run->pid());
-      run_ = std::move(*run);
-      publish();
-      co_return;
-    }
+  // Not known whether it runs: never a second installer beside it; looked at again.
+  while (!found) {
+    log_->warn("update to {}: {}; looking again in 10s", attempt_->to, found.error().message);
+    co_await api_.clock.sleep_for(std::chrono::seconds(10));
+    found = co_await api_.pool.run("reading the installer's run folder", kFileTimeout, look);
+  }
+  if (auto* run = std::get_if<monitor::Run>(&*found)) {
+    log_->info("update to {}: the installer still runs (pid {}); taken back", attempt_->to, run->pid());
+    run_ = std::move(*run);
+    publish();
+    co_return;
   }
   if (attempt_->launches >= kMaxLaunches) {
     attempt_->state = "failed";
@@ -431,13 +456,12 @@ asio::awaitable<void> Update::take_back() {
 // itself once it is READY, connected and no less healthy than the old one was.
 asio::awaitable<void> Update::follow() {
   using namespace asio::experimental::awaitable_operators;
-  const bool confirming = attempt_->to == build_version();
-  for (;;) {
-    if (confirming && attempt_->state == "installing") co_await confirm_if_healthy();
-    auto ending = run_->ended(ex_, api_.clock, api_.fs);
-    auto tick = api_.clock.sleep_for(std::chrono::seconds(1));
-    auto which = co_await (std::move(ending) || std::move(tick));
-    if (which.index() == 0) break;
+  auto ending = run_->ended(ex_, api_.clock, api_.fs);
+  if (attempt_->to == build_version()) {
+    auto confirming = confirm_until_ended();
+    co_await (std::move(ending) || std::move(confirming));
+  } else {
+    co_await std::move(ending);
   }
   auto exit = run_->exit_record(api_.fs);
   run_.reset();
@@ -453,6 +477,14 @@ asio::awaitable<void> Update::follow() {
     co_return;
   }
   report();
+}
+
+// Every second while the installer runs (ended by it): confirms once healthy.
+asio::awaitable<void> Update::confirm_until_ended() {
+  for (;;) {
+    if (attempt_->state == "installing") co_await confirm_if_healthy();
+    co_await api_.clock.sleep_for(std::chrono::seconds(1));
+  }
 }
 
 std::vector<std::string> Update::waiting_for() const {
@@ -520,6 +552,12 @@ void Update::add_routes(status::Router& router) {
 }
 
 void Update::add_commands(control::CommandRegistry& commands) {
+  // A reboot while the installer runs could leave the new package unjudged (docs/update.md).
+  commands.add_veto("update", [this](std::string_view action) -> std::optional<std::string> {
+    if (!busy_ && !run_ && !(attempt_ && in_progress(attempt_->state))) return std::nullopt;
+    return fmt::format("update: {} refused: the agent is being updated ({})", action,
+                       attempt_ ? fmt::format("to {}, {}", attempt_->to, attempt_->state) : std::string("downloading"));
+  });
   commands.add("update_agent", [this](const json::object& args) -> asio::awaitable<CommandResult> {
     auto starting = start(args);
     co_return co_await std::move(starting);

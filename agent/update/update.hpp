@@ -89,6 +89,7 @@ class Update final : public Subsystem {
   boost::asio::awaitable<void> take_back();
   boost::asio::awaitable<void> follow();
   boost::asio::awaitable<void> confirm_if_healthy();
+  boost::asio::awaitable<void> confirm_until_ended();
   void report();
   // Records an attempt that installed nothing: `state` refused, or failed (the download).
   void refuse(const Request& r, std::string why, std::string state = "refused");

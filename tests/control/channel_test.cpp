@@ -196,6 +196,13 @@ TEST_CASE_METHOD(SetConfigAgent,
   CHECK_THAT(std::string(bad.at("error").as_string()),
              Catch::Contains(dropin.string() + ":3:") && Catch::Contains("jobs.slots"));
   CHECK_FALSE(std::filesystem::exists(dropin));
+  // Self-update's keys and installer: the local files' alone.
+  cp.command("ws-test", R"({"id":"keys","name":"set_config","args":{"yaml":"update:\n  installer: /tmp/x\n"}})");
+  auto keys = result("keys");
+  CHECK(keys.at("status") == "invalid");
+  CHECK_THAT(std::string(keys.at("error").as_string()),
+             Catch::Contains("update.installer: not settable from the control plane"));
+  CHECK_FALSE(std::filesystem::exists(dropin));
 
   // A valid one: written (0600), loaded, where each key came from, then kept.
   cp.command("ws-test", R"({"id":"good","name":"set_config","args":{"yaml":"jobs:\n  keep_finished: 7\n"}})");

@@ -4,6 +4,7 @@
 // arguments and files (state_dir/update): this machine's dpkg is not the test's to change.
 // The real installer (packaging/instanced-update) installs and rolls back real packages in
 // the package's end-to-end test on systemd (tests/packaging/e2e).
+#include <algorithm>
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -56,11 +57,13 @@ std::string sign(const TempDir& dir, const std::string& key, const std::string& 
 }
 
 // The stand-in installer: records its arguments and the package it was given, waits to be
-// told how the update ended, and writes that as the real one does (under the lock).
+// told how the update ended, and writes that as the real one does (under the lock). With
+// the file installer-dies, it ends at once without a verdict (as when it is killed).
 void put_installer(const TempDir& dir) {
   fs::create_directories(dir / "bin");
   dir.write("bin/installer", fmt::format(R"(#!/bin/sh
-echo "$@" > {0}/installer-args
+echo "$@" >> {0}/installer-args
+[ -e {0}/installer-dies ] && exit 3
 cp "$1/new.deb" {0}/installed.deb
 while [ ! -e {0}/installer-go ]; do sleep 0.05; done
 exec 9>"$1/lock"
@@ -93,6 +96,7 @@ update:
   ca_file: {{dir}}/pki/ca.pem
   installer: {{dir}}/bin/installer
   keep_free: {}
+  max_bytes: 1MiB
   confirm_within: 1m
 )",
                      port, key, keep_free);
@@ -162,10 +166,20 @@ TEST_CASE("update_agent: signed packages over https handed to the installer, eve
     CHECK(served());
     update("foreign", url(foreign), foreign.sha256, sign(dir, "release", "9.9.9", foreign.sha256));
     CHECK(result_of("foreign").at("error") == "the package is other 9.9.9, not instanced 9.9.9");
-    update("missing", url(good) + "-gone", good.sha256, sign(dir, "release", "9.9.9", good.sha256));
+    // A pre-signed URL's query is never shown.
+    update("missing", url(good) + "-gone?sig=do-not-show", good.sha256, sign(dir, "release", "9.9.9", good.sha256));
     auto missing = result_of("missing");
     CHECK(missing.at("status") == "failed");
     CHECK_THAT(std::string(missing.at("error").as_string()), Catch::Contains("the server answered 404"));
+    CHECK(json::serialize(missing).find("do-not-show") == std::string::npos);
+    CHECK(agent->log().find("do-not-show") == std::string::npos);
+    // Over update.max_bytes (1 MiB): refused on its announced length.
+    REQUIRE(run_command("head -c 2097152 /dev/urandom > " + (dir / "files/big.deb").string()).exit_code == 0);
+    const std::string big_sha = run_command("sha256sum " + (dir / "files/big.deb").string()).output.substr(0, 64);
+    update("big", url(Package{"big.deb", big_sha}), big_sha, sign(dir, "release", "9.9.9", big_sha));
+    auto big = result_of("big");
+    CHECK(big.at("status") == "refused");
+    CHECK_THAT(std::string(big.at("error").as_string()), Catch::Contains("the package is 2MiB, over update.max_bytes (1MiB)"));
     agent.reset();
     auto crowded = start("1000000TiB");
     update("fit", url(good), good.sha256, sign(dir, "release", "9.9.9", good.sha256));
@@ -216,5 +230,23 @@ TEST_CASE("update_agent: signed packages over https handed to the installer, eve
     for (auto p = log.find("update to 9.9.9: rolled_back"); p != std::string::npos; p = log.find("update to 9.9.9: rolled_back", p + 1))
       ++reports;
     CHECK(reports == 1);
+  }
+
+  SECTION("an installer that ends without a verdict is started again, 3 times at most, then the update failed") {
+    auto agent = start();
+    dir.write("installer-dies", "");
+    update("dies", url(good), good.sha256, sign(dir, "release", "9.9.9", good.sha256));
+    REQUIRE(result_of("dies").at("status") == "ok");
+    auto failed = [&](const json::value& v) {
+      return json::serialize(v.at("ws-test").at("recent_events")).find("\"update_failed\"") != std::string::npos;
+    };
+    REQUIRE(cp.wait(failed, 30s));
+    CHECK_THAT(json::serialize(cp.instances().at("ws-test").at("recent_events")),
+               Catch::Contains("the installer ended 3 times without a verdict"));
+    const std::string args = slurp(dir / "installer-args");
+    CHECK(std::count(args.begin(), args.end(), '\n') == 3);
+    auto status = json::parse(agent->curl("http://localhost/v1/update").output);
+    CHECK(status.at("attempt").at("state") == "failed");
+    CHECK(status.at("attempt").at("launches") == 3);
   }
 }
