@@ -1,6 +1,7 @@
 #include "common/tls.hpp"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -18,6 +19,19 @@ void use_system_ca_store(boost::asio::ssl::context& ctx) {
 }
 
 std::string library_version() { return OpenSSL_version(OPENSSL_VERSION); }
+
+Result<void> verify_peers(boost::asio::ssl::context& ctx, const std::string& ca_file, std::string_view key) {
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  ctx.set_verify_mode(boost::asio::ssl::verify_peer);
+  if (ca_file.empty()) {
+    use_system_ca_store(ctx);
+    return {};
+  }
+  boost::system::error_code ec;
+  ctx.load_verify_file(ca_file, ec);
+  if (ec) return Error{fmt::format("{} {}: {}", key, ca_file, ec.message())};
+  return {};
+}
 
 std::string certificate_names(X509* cert) {
   if (!cert) return "no certificate";

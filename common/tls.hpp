@@ -4,6 +4,9 @@
 
 #include <boost/asio/ssl/context.hpp>
 #include <string>
+#include <string_view>
+
+#include "common/result.hpp"
 
 namespace instanced::tls {
 
@@ -14,6 +17,11 @@ inline constexpr const char* kSystemCaDirectory = "/etc/ssl/certs";
 // portable build, and SSL_CERT_FILE / SSL_CERT_DIR), then kSystemCaDirectory, so that the
 // store is found whatever OPENSSLDIR the library was built with.
 void use_system_ca_store(boost::asio::ssl::context& ctx);
+
+// What every outbound client context shares: TLS 1.2 or later, the peer verified against
+// `ca_file`, or the system's CA store when it is empty. Error: "KEY PATH: why" (the file
+// cannot be read or holds no certificate; `key` names the setting, "control.ca_file").
+Result<void> verify_peers(boost::asio::ssl::context& ctx, const std::string& ca_file = {}, std::string_view key = {});
 
 // The names a certificate is for: "DNS:cp.example.net, IP:10.0.0.4" (its subjectAltName),
 // or "CN=cp.example.net" when it has none. For messages that say why a name did not match.

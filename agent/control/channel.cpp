@@ -344,14 +344,7 @@ asio::awaitable<Error> ControlChannel::connect_once(const Endpoint& ep) {
 asio::awaitable<Error> ControlChannel::connect_tls(const Endpoint& ep, const Secret& token, const std::optional<Proxy>& proxy) {
   boost::system::error_code ec;
   asio::ssl::context ctx(asio::ssl::context::tls_client);
-  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
-  ctx.set_verify_mode(asio::ssl::verify_peer);
-  if (config_.ca_file.empty()) {
-    tls::use_system_ca_store(ctx);
-  } else {
-    ctx.load_verify_file(config_.ca_file, ec);
-    if (ec) co_return Error{fmt::format("control.ca_file {}: {}", config_.ca_file, ec.message())};
-  }
+  if (auto trusted = tls::verify_peers(ctx, config_.ca_file, "control.ca_file"); !trusted) co_return trusted.error();
   // A trusted certificate for another name fails as "certificate verify failed": the names
   // it is for are kept, to say so.
   std::string other_names;

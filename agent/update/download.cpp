@@ -104,15 +104,8 @@ asio::awaitable<std::variant<Fetched, FetchError>> exchange(Stream& stream, cons
 
 asio::awaitable<std::variant<Fetched, FetchError>> over_tls(beast::tcp_stream tcp, const Fetch& f, int out) {
   asio::ssl::context ctx(asio::ssl::context::tls_client);
-  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
-  ctx.set_verify_mode(asio::ssl::verify_peer);
-  if (f.ca_file.empty()) {
-    tls::use_system_ca_store(ctx);
-  } else {
-    boost::system::error_code ec;
-    ctx.load_verify_file(f.ca_file, ec);
-    if (ec) co_return FetchError{false, fmt::format("update.ca_file {}: {}", f.ca_file, ec.message())};
-  }
+  if (auto trusted = tls::verify_peers(ctx, f.ca_file, "update.ca_file"); !trusted)
+    co_return FetchError{false, trusted.error().message};
   beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), ctx);
   SSL_set_tlsext_host_name(stream.native_handle(), f.url.host.c_str());
   stream.set_verify_callback(asio::ssl::host_name_verification(f.url.host));
