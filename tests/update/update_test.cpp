@@ -75,7 +75,8 @@ echo rolled_back > "$1/state"
   ::chmod((dir / "bin/installer").c_str(), 0755);
 }
 
-std::string config(int port, const std::string& key, const std::string& keep_free = "1MiB") {
+std::string config(int port, const std::string& key, const std::string& keep_free = "1MiB",
+                   const std::string& extra = "") {
   return fmt::format(R"(instance:
   name: ws-test
 state_dir: {{dir}}/state
@@ -98,8 +99,8 @@ update:
   keep_free: {}
   max_bytes: 1MiB
   confirm_within: 1m
-)",
-                     port, key, keep_free);
+{})",
+                     port, key, keep_free, extra);
 }
 
 }  // namespace
@@ -128,8 +129,8 @@ TEST_CASE("update_agent: signed packages over https handed to the installer, eve
   auto served = [&] { return slurp(dir / "devcp.log").find("devcp: serving") != std::string::npos; };
   auto ctl_update = [&] { return run_command(instancectl_binary() + " --socket " + (dir / "status.sock").string() + " update status"); };
 
-  auto start = [&](const std::string& keep_free = "1MiB") {
-    auto agent = std::make_unique<AgentProcess>(dir, config(cp.agent_port, key, keep_free));
+  auto start = [&](const std::string& keep_free = "1MiB", const std::string& extra = "") {
+    auto agent = std::make_unique<AgentProcess>(dir, config(cp.agent_port, key, keep_free, extra));
     REQUIRE(agent->start_and_wait_ready());
     REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("ws-test") && v.at("ws-test").at("connected") == true; }));
     return agent;
@@ -153,6 +154,18 @@ TEST_CASE("update_agent: signed packages over https handed to the installer, eve
     auto shown = ctl_update();
     CHECK(shown.exit_code == 2);
     CHECK_THAT(shown.output, Catch::Contains("refused") && Catch::Contains("signature: made by none"));
+  }
+
+  SECTION("refused while the disk guardian holds work back (the 5 GB rule), nothing downloaded") {
+    // The guardian watches the test's folder with a recovery limit it is always below.
+    auto agent = start("1MiB", "disk:\n  interval: 100ms\n  hold: 0s\n  scan_root: {dir}\n  paths:\n"
+                               "    - path: {dir}\n      recovery: 1000000TiB\n");
+    REQUIRE(eventually([&] { return agent->curl("http://localhost/v1/disk").output.find("\"work_allowed\":false") != std::string::npos; }));
+    update("disk", url(good), good.sha256, sign(dir, "release", "9.9.9", good.sha256));
+    auto r = result_of("disk");
+    CHECK(r.at("status") == "refused");
+    CHECK_THAT(std::string(r.at("error").as_string()), Catch::Contains("the 5 GB rule"));
+    CHECK_FALSE(served());
   }
 
   SECTION("refused after the download: a hash that is not the package's, a package that is not the agent's, one "
