@@ -2,7 +2,9 @@
 // is reachable but tinyproxy (with a user and password). The control plane and Azurite
 // listen on an address of the host that no route inside leads to. Through the proxy the
 // control channel connects, the blob container passes its pre-check and rclone mounts it,
-// and a diagnostics bundle is uploaded; without the setting each fails, saying why.
+// a diagnostics bundle is uploaded, and update_agent downloads its package over https
+// (from a second development control plane serving files); without the setting each
+// fails, saying why (the update then has no control channel to come from).
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -13,6 +15,7 @@
 #include "tests/support/agent_process.hpp"
 #include "tests/support/azurite.hpp"
 #include "tests/support/devcp.hpp"
+#include "tests/support/packages.hpp"
 #include "tests/support/tinyproxy.hpp"
 
 using namespace instanced::testing;
@@ -63,7 +66,8 @@ std::string write_secret(const TempDir& dir, const std::string& name, const std:
   return (dir / name).string();
 }
 
-std::string agent_config(const DevCp& cp, const Azurite& az, const std::string& net, const std::string& proxy) {
+std::string agent_config(const DevCp& cp, const Azurite& az, const std::string& net, const std::string& proxy,
+                         const std::string& update_key) {
   return fmt::format(R"(instance:
   name: ws-test
 state_dir: {{dir}}/state
@@ -81,6 +85,11 @@ inventory:
   metadata_endpoint: ''
 diagnostics:
   upload_attempts: 1
+update:
+  public_keys: ['{5}']
+  ca_file: {{dir}}/files/pki/ca.pem
+  installer: {{dir}}/bin/installer
+  keep_free: 1MiB
 storage:
   probe_interval: 1s
   backoff_initial: 500ms
@@ -97,7 +106,7 @@ storage:
       driver: rclone
       mount_point: {{dir}}/mnt/data
 {4})",
-                     net, cp.agent_port, kAccount, az.endpoint(), proxy);
+                     net, cp.agent_port, kAccount, az.endpoint(), proxy, update_key);
 }
 
 json::value mount_of(const AgentProcess& agent) {
@@ -107,7 +116,8 @@ json::value mount_of(const AgentProcess& agent) {
 
 }  // namespace
 
-TEST_CASE("behind a proxy: control channel, blob pre-check, rclone mount and diagnostics upload go through it",
+TEST_CASE("behind a proxy: control channel, blob pre-check, rclone mount, diagnostics upload and update download go "
+          "through it",
           "[proxy][agent][blob]") {
   TempDir dir;
   ProxyOnlyNetwork net;
@@ -124,11 +134,25 @@ TEST_CASE("behind a proxy: control channel, blob pre-check, rclone mount and dia
   TinyProxy proxy(dir, {.listen = net.proxy_address, .allow = net.proxy_address + "/24", .connect_ports = "",
                         .basic_auth = "agent " + password});
   const std::string upload = az.endpoint() + "/diag/bundle.tar.gz?" + container_sas("diag", "rcw");
+  // Packages over https from a second development control plane, on the unreachable address.
+  TempDir files_dir;
+  REQUIRE(run_command(std::string(TEST_SOURCE_DIR) + "/control/make-test-ca " + (dir / "files/pki").string() + " IP:" +
+                      net.service_address).exit_code == 0);
+  const std::string key = new_key(dir, "release");
+  const Package package = make_package(dir, "instanced", "9.9.9");
+  put_installer(dir);
+  DevCp files(files_dir, {"--tls-cert", (dir / "files/pki/server.pem").string(), "--tls-key",
+                          (dir / "files/pki/server.key").string(), "--files", (dir / "files").string()});
+  files.start(net.service_address + ":0");
+  const std::string update = fmt::format(
+      R"({{"id":"update","name":"update_agent","args":{{"version":"9.9.9","url":"https://{}:{}/v1/files/{}","sha256":"{}","signature":"{}"}}}})",
+      net.service_address, files.agent_port, package.name, package.sha256, sign(dir, "release", "9.9.9", package.sha256));
 
   SECTION("with proxy.url and its credentials") {
     AgentProcess agent(dir, agent_config(cp, az, net.service_address,
                                          fmt::format("proxy:\n  url: http://{}:{}\n  credentials_file: {{dir}}/proxy-credentials\n",
-                                                     net.proxy_address, proxy.port)));
+                                                     net.proxy_address, proxy.port),
+                                         key));
     agent.wrapper = net.enter();
     REQUIRE(agent.start_and_wait_ready());
     INFO(agent.log() << proxy.output());
@@ -157,10 +181,20 @@ TEST_CASE("behind a proxy: control channel, blob pre-check, rclone mount and dia
     CHECK(listing.find("./state/mounts/") != std::string::npos);
     CHECK(listing.find("spec.json") == std::string::npos);
     CHECK(agent.log().find(password) == std::string::npos);
+    // The update's package, over https through the proxy, handed to the installer.
+    cp.command("ws-test", update);
+    REQUIRE(cp.wait([](const json::value& v) { return v.at("ws-test").at("results").as_object().contains("update"); }, 60s));
+    auto u = cp.instances().at("ws-test").at("results").at("update");
+    INFO(json::serialize(u));
+    CHECK(u.at("status") == "ok");
+    CHECK(proxy.output().find(fmt::format("CONNECT {}:{}", net.service_address, files.agent_port)) != std::string::npos);
+    REQUIRE(eventually([&] { return std::filesystem::exists(dir / "installed.deb"); }));
+    CHECK(slurp(dir / "installed.deb") == slurp(dir / ("files/" + package.name)));
+    dir.write("installer-go", "");
   }
 
   SECTION("without it, each says why") {
-    AgentProcess agent(dir, agent_config(cp, az, net.service_address, ""));
+    AgentProcess agent(dir, agent_config(cp, az, net.service_address, "", key));
     agent.wrapper = net.enter();
     REQUIRE(agent.start_and_wait_ready());
     INFO(agent.log());

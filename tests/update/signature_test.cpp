@@ -6,6 +6,7 @@
 #include "agent/update/signature.hpp"
 #include "common/text.hpp"
 #include "tests/support/agent_process.hpp"
+#include "tests/support/packages.hpp"
 
 using namespace instanced;
 using namespace instanced::testing;
@@ -14,16 +15,8 @@ namespace {
 
 const std::string kSha = std::string(64, 'a');
 
-// A new key in DIR/NAME.pem; its public half as update.public_keys lists it.
-std::string new_key(const TempDir& dir, const std::string& name) {
-  const std::string pem = (dir / (name + ".pem")).string();
-  REQUIRE(run_command("openssl genpkey -algorithm ed25519 -out " + pem).exit_code == 0);
-  auto pub = run_command("openssl pkey -in " + pem + " -pubout -outform DER | tail -c 32 | base64 -w0");
-  REQUIRE(pub.exit_code == 0);
-  return pub.output;
-}
-
-std::string sign(const TempDir& dir, const std::string& name, const std::string& text) {
+// `text` signed by DIR/NAME.pem.
+std::string sign_text(const TempDir& dir, const std::string& name, const std::string& text) {
   dir.write("message", text);
   auto sig = run_command(fmt::format("openssl pkeyutl -sign -rawin -inkey {} -in {} | base64 -w0",
                                      (dir / (name + ".pem")).string(), (dir / "message").string()));
@@ -47,7 +40,7 @@ TEST_CASE("update signatures: the listed key's accepted, any change or other key
   const std::string a = new_key(dir, "a"), b = new_key(dir, "b");
   const std::string text = update::signed_text("1.2.3", kSha);
   CHECK(text == "instanced-update 1.2.3 sha256:" + kSha);
-  const std::string by_a = sign(dir, "a", text);
+  const std::string by_a = sign_text(dir, "a", text);
 
   SECTION("signed by the one key listed") { CHECK(update::verify(text, by_a, {a}).value() == 0); }
   SECTION("keys rotate: the second of two listed keys made it") { CHECK(update::verify(text, by_a, {b, a}).value() == 1); }
