@@ -105,6 +105,18 @@ Result<bool> confirm_under_lock(const fs::path& dir, Clock::wall_time by) {
   return true;
 }
 
+// A new attempt from this agent to `to`: its id, versions, the URL without its query.
+Attempt begun(const std::string& to, const Url& url, const std::string& sha256, Clock& clock) {
+  Attempt a;
+  a.id = control::new_id();
+  a.from = build_version();
+  a.to = to;
+  a.url = fmt::format("{}://{}{}", url.scheme, url.authority(), url.target.substr(0, url.target.find('?')));
+  a.sha256 = sha256;
+  a.started = iso8601(clock.wall_now());
+  return a;
+}
+
 }  // namespace
 
 std::string default_installer() {
@@ -240,13 +252,7 @@ std::optional<std::string> Update::refused(const Request& r) const {
 
 void Update::refuse(const Request& r, std::string why, std::string state) {
   log_->warn("update_agent to {} {}: {}", r.version, state, why);
-  Attempt a;
-  a.id = control::new_id();
-  a.from = build_version();
-  a.to = r.version;
-  a.url = fmt::format("{}://{}{}", r.url.scheme, r.url.authority(), r.url.target.substr(0, r.url.target.find('?')));
-  a.sha256 = r.sha256;
-  a.started = iso8601(api_.clock.wall_now());
+  Attempt a = begun(r.version, r.url, r.sha256, api_.clock);
   a.reported = true;  // the command's answer says it
   a.state = std::move(state);
   a.reason = std::move(why);
@@ -277,13 +283,7 @@ asio::awaitable<CommandResult> Update::start(json::object args) {
     refuse(*req, why, refusal.empty() ? "failed" : "refused");
     co_return CommandResult{refusal.empty() ? Status::failed : Status::refused, {}, why};
   }
-  Attempt a;
-  a.id = control::new_id();
-  a.from = build_version();
-  a.to = req->version;
-  a.url = fmt::format("{}://{}{}", req->url.scheme, req->url.authority(), req->url.target.substr(0, req->url.target.find('?')));
-  a.sha256 = req->sha256;
-  a.started = iso8601(api_.clock.wall_now());
+  Attempt a = begun(req->version, req->url, req->sha256, api_.clock);
   for (const auto& [name, s] : api_.state.subsystems()) a.baseline[name] = static_cast<int>(s.health);
   a.state = "installing";
   attempt_ = std::move(a);
