@@ -1,6 +1,7 @@
 #include "common/process.hpp"
 
 #include "common/fs.hpp"
+#include "common/sanitizers.hpp"
 #include "common/syscalls.hpp"
 #include "common/wake.hpp"
 
@@ -273,7 +274,7 @@ int child_main(void* p) {
 // memory (AddressSanitizer's shadow of the child's stack frames would stay poisoned in the
 // parent's): their builds fork; the dev, release and portable builds take this path.
 pid_t start_child(ChildArgs& args) {
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#if defined(INSTANCED_TSAN) || defined(INSTANCED_ASAN)
   pid_t pid = ::fork();
   if (pid == 0) child_main(&args);
   return pid;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/fs.hpp"
+#include "common/sanitizers.hpp"
 #include "common/text.hpp"
 
 namespace instanced {
@@ -69,7 +70,7 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "the header is sh
 // compiles to on x86 (TSan builds are x86 test builds, and the writer and the follower are
 // different processes, which TSan never sees together).
 void seq_fence(std::memory_order order) {
-#ifdef __SANITIZE_THREAD__
+#ifdef INSTANCED_TSAN
   std::atomic_signal_fence(order);
 #else
   std::atomic_thread_fence(order);

@@ -79,7 +79,7 @@ TEST_CASE("blocking work runs off the loop and is bounded by a timeout", "[pool]
     std::string what;
     auto task4 = [&]() -> asio::awaitable<void> {
       try {
-        co_await pool.run("throw", 1s, []() -> int { throw std::runtime_error("boom"); });
+        (void)co_await pool.run("throw", 1s, []() -> int { throw std::runtime_error("boom"); });
       } catch (const std::runtime_error& e) {
         what = e.what();
       }

@@ -68,25 +68,11 @@ std::string write_secret(const TempDir& dir, const std::string& name, const std:
 
 std::string agent_config(const DevCp& cp, const Azurite& az, const std::string& net, const std::string& proxy,
                          const std::string& update_key) {
-  return fmt::format(R"(instance:
-  name: ws-test
-state_dir: {{dir}}/state
-status:
-  socket: {{dir}}/status.sock
-  group: root
-control:
-  endpoint: ws://{0}:{1}/v1/agent
-  insecure: true
-  token_file: {{dir}}/token
-  initial_delay_max: 0s
-  backoff_initial: 100ms
-  backoff_max: 400ms
-inventory:
-  metadata_endpoint: ''
-diagnostics:
+  return connected_agent_yaml(fmt::format("  endpoint: ws://{}:{}/v1/agent\n  insecure: true\n", net, cp.agent_port),
+                              fmt::format(R"(diagnostics:
   upload_attempts: 1
 update:
-  public_keys: ['{5}']
+  public_keys: ['{2}']
   ca_file: {{dir}}/files/pki/ca.pem
   installer: {{dir}}/bin/installer
   keep_free: 1MiB
@@ -99,14 +85,14 @@ storage:
   mounts:
     - name: data
       type: blob
-      account: {2}
+      account: {0}
       container: data
-      endpoint: {3}
+      endpoint: {1}
       key_file: {{dir}}/key
       driver: rclone
       mount_point: {{dir}}/mnt/data
-{4})",
-                     net, cp.agent_port, kAccount, az.endpoint(), proxy, update_key);
+{3})",
+                                          kAccount, az.endpoint(), update_key, proxy));
 }
 
 json::value mount_of(const AgentProcess& agent) {

@@ -184,26 +184,11 @@ TEST_CASE("collect_diagnostics: uploaded to Azurite through a SAS URL, retried w
   Azurite az(dir);
   az.start();
   REQUIRE(az.rclone("mkdir :azureblob:diag").exit_code == 0);
-  AgentProcess agent(dir, fmt::format(R"(instance:
-  name: ws-test
-state_dir: {{dir}}/state
-status:
-  socket: {{dir}}/status.sock
-  group: root
-control:
-  endpoint: ws://127.0.0.1:{}/v1/agent
-  insecure: true
-  token_file: {{dir}}/token
-  initial_delay_max: 0s
-  backoff_initial: 100ms
-  backoff_max: 400ms
-inventory:
-  metadata_endpoint: ''
-diagnostics:
+  AgentProcess agent(dir, connected_agent_yaml(fmt::format("  endpoint: ws://127.0.0.1:{}/v1/agent\n  insecure: true\n", cp.agent_port),
+                                               R"(diagnostics:
   upload_backoff: 200ms
   upload_attempts: 20
-)",
-                                      cp.agent_port));
+)"));
   REQUIRE(agent.start_and_wait_ready());
   REQUIRE(cp.wait([](const json::value& v) { return v.as_object().contains("ws-test") && v.at("ws-test").at("connected") == true; }));
   auto result_of = [&](const std::string& id) {

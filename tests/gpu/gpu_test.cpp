@@ -151,7 +151,7 @@ class GpuAgent {
  public:
   GpuAgent(const TempDir& dir, const std::string& scenario, const char* fake_dir = FAKE_NVML_DIR,
            const std::string& extra_config = "")
-      : dir_(dir), agent_(dir, kConfig + extra_config) {
+      : agent_(dir, kConfig + extra_config) {
     write_scenario(dir, scenario);
     dir.write("kmsg", "");
     REQUIRE(agent_.start_and_wait_ready(10s, {{"LD_LIBRARY_PATH", fake_dir},
@@ -177,7 +177,6 @@ class GpuAgent {
   AgentProcess& agent() { return agent_; }
 
  private:
-  const TempDir& dir_;
   AgentProcess agent_;
 };
 

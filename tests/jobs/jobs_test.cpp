@@ -40,7 +40,7 @@ class JobsAgent {
  public:
   JobsAgent(const TempDir& dir, const std::string& extra = "", std::map<std::string, std::string> env = {},
             const std::string& gpu = "gpu:\n  enabled: false\n")
-      : dir_(dir), agent_(dir, kConfig + extra + gpu), env_(std::move(env)) {
+      : agent_(dir, kConfig + extra + gpu), env_(std::move(env)) {
     start();
   }
   void start() {
@@ -88,7 +88,6 @@ class JobsAgent {
   }
 
  private:
-  const TempDir& dir_;
   AgentProcess agent_;
   std::map<std::string, std::string> env_;
   std::unique_ptr<UnixHttp> http_;

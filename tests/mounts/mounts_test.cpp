@@ -54,7 +54,7 @@ class MountCleanup {
 // smbd serving one share on a loopback port, with one user (the storage account name).
 class Samba {
  public:
-  Samba(const TempDir& dir, std::string user, std::string password) : dir_(dir), user_(std::move(user)) {
+  Samba(const TempDir& dir, std::string user, std::string password) : user_(std::move(user)) {
     port = free_port();
     for (auto d : {"share", "priv", "lock", "state", "cache", "log"}) std::filesystem::create_directories(dir / "smb" / d);
     auto base = (dir / "smb").string();
@@ -98,7 +98,6 @@ class Samba {
   int port = 0;
 
  private:
-  const TempDir& dir_;
   std::string user_;
   pid_t pid_ = -1;
 };

@@ -76,4 +76,14 @@ class DevCp {
   pid_t pid_ = -1;
 };
 
+// The configuration of an agent named ws-test that talks to a development control plane
+// (AgentProcess fills in {dir}): state and status socket in the test's folder, the token
+// devcp wrote, quick reconnects, no metadata service. `control` is the endpoint and its TLS
+// lines (each "  key: value\n"); `rest` the test's own sections.
+inline std::string connected_agent_yaml(const std::string& control, const std::string& rest = "") {
+  return "instance:\n  name: ws-test\nstate_dir: {dir}/state\nstatus:\n  socket: {dir}/status.sock\n  group: root\n"
+         "control:\n" + control + "  token_file: {dir}/token\n  initial_delay_max: 0s\n"
+         "  backoff_initial: 100ms\n  backoff_max: 400ms\ninventory:\n  metadata_endpoint: ''\n" + rest;
+}
+
 }  // namespace instanced::testing

@@ -22,22 +22,8 @@ namespace {
 
 std::string config(int port, const std::string& key, const std::string& keep_free = "1MiB",
                    const std::string& extra = "") {
-  return fmt::format(R"(instance:
-  name: ws-test
-state_dir: {{dir}}/state
-status:
-  socket: {{dir}}/status.sock
-  group: root
-control:
-  endpoint: wss://localhost:{}/v1/agent
-  ca_file: {{dir}}/pki/ca.pem
-  token_file: {{dir}}/token
-  initial_delay_max: 0s
-  backoff_initial: 100ms
-  backoff_max: 400ms
-inventory:
-  metadata_endpoint: ''
-update:
+  return connected_agent_yaml(fmt::format("  endpoint: wss://localhost:{}/v1/agent\n  ca_file: {{dir}}/pki/ca.pem\n", port),
+                              fmt::format(R"(update:
   public_keys: ['{}']
   ca_file: {{dir}}/pki/ca.pem
   installer: {{dir}}/bin/installer
@@ -45,7 +31,7 @@ update:
   max_bytes: 1MiB
   confirm_within: 1m
 {})",
-                     port, key, keep_free, extra);
+                                          key, keep_free, extra));
 }
 
 }  // namespace
