@@ -12,6 +12,8 @@ std::string host_port(const std::string& host, const std::string& port) {
 
 std::string Url::authority() const { return host_port(host, port); }
 
+std::string Url::shown() const { return fmt::format("{}://{}{}", scheme, authority(), target.substr(0, target.find('?'))); }
+
 namespace {
 
 // The URL as it may be shown: without what comes before an '@' (a password, perhaps).

@@ -22,6 +22,9 @@ struct Url {
 
   // host:port for a Host header or an HTTP CONNECT, an IPv6 address in brackets.
   std::string authority() const;
+  // "https://host:port/path": what results and logs may show of the URL, without its query
+  // (a pre-signed URL's signature) or a user and password.
+  std::string shown() const;
 };
 
 // "host:port", an IPv6 address in brackets.

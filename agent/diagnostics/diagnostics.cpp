@@ -215,7 +215,7 @@ Diagnostics::Start Diagnostics::start(const std::string& upload_url, std::string
   run_->upload = std::move(upload);
   run_->started = api_.clock.wall_now();
   log_->info("diagnostics bundle {} asked for by the {}{}", run_->id, run_->requested_by,
-             run_->upload ? ", to be uploaded to " + shown_url(*run_->upload) : "");
+             run_->upload ? ", to be uploaded to " + run_->upload->shown() : "");
   requested_.pulse();
   publish();
   return {Answer::started, run_->id};
@@ -574,7 +574,7 @@ asio::awaitable<void> Diagnostics::upload() {
     if (!o.retry || attempt == config_.upload_attempts) break;
     co_await api_.clock.sleep_for(backoff.next());
   }
-  end(fmt::format("upload to {} failed after {} attempt{}: {}", shown_url(*r.upload), r.attempts,
+  end(fmt::format("upload to {} failed after {} attempt{}: {}", r.upload->shown(), r.attempts,
                   r.attempts == 1 ? "" : "s", last));
 }
 
@@ -587,10 +587,10 @@ void Diagnostics::end(std::string error) {
     data["bytes"] = r.bytes;
     data["sha256"] = r.sha256;
   }
-  if (r.upload) data["upload"] = shown_url(*r.upload);
+  if (r.upload) data["upload"] = r.upload->shown();
   if (error.empty()) {
     log_->info("diagnostics bundle {}: {} bytes, sha256 {}{}", r.id, r.bytes, r.sha256,
-               r.upload ? ", uploaded to " + shown_url(*r.upload) : "");
+               r.upload ? ", uploaded to " + r.upload->shown() : "");
     api_.state.emit("diagnostics", "diagnostics_ready", fmt::format("diagnostics bundle {} is {}", r.id, r.state), data);
   } else {
     r.state = "failed";
@@ -630,7 +630,7 @@ json::object Diagnostics::status_json() const {
     o["available"] = r.kept;
   }
   if (r.upload) {
-    o["upload"] = json::object{{"url", shown_url(*r.upload)}, {"attempts", r.attempts}, {"sent", r.sent},
+    o["upload"] = json::object{{"url", r.upload->shown()}, {"attempts", r.attempts}, {"sent", r.sent},
                                {"total", r.bytes}};
   }
   if (!r.error.empty()) o["error"] = r.error;

@@ -124,11 +124,6 @@ asio::awaitable<PutOutcome> over_tls(beast::tcp_stream tcp, const Url& url, cons
 
 }  // namespace
 
-std::string shown_url(const Url& url) {
-  std::string path = url.target.substr(0, url.target.find('?'));
-  return fmt::format("{}://{}{}", url.scheme, url.authority(), path);
-}
-
 asio::awaitable<PutOutcome> put_blob(Url url, std::filesystem::path file, std::uint64_t size,
                                      Duration timeout, std::function<void(std::uint64_t)> sent, ProxyConfig proxy) {
   auto through = proxy_for(url.host, url.tls, proxy);
@@ -138,7 +133,7 @@ asio::awaitable<PutOutcome> put_blob(Url url, std::filesystem::path file, std::u
   try {
     auto dialling = dial(tcp, url.host, url.port, *through);
     auto dialled = co_await std::move(dialling);
-    if (!dialled) co_return PutOutcome{false, true, 0, fmt::format("PUT {}: {}", shown_url(url), dialled.error().message)};
+    if (!dialled) co_return PutOutcome{false, true, 0, fmt::format("PUT {}: {}", url.shown(), dialled.error().message)};
     if (url.tls) {
       auto secured = over_tls(std::move(tcp), url, file, size, sent);
       co_return co_await std::move(secured);
@@ -147,7 +142,7 @@ asio::awaitable<PutOutcome> put_blob(Url url, std::filesystem::path file, std::u
     co_return co_await std::move(plain);
   } catch (const boost::system::system_error& e) {
     if (is_cancelled(e)) throw;
-    co_return PutOutcome{false, true, 0, fmt::format("PUT {}: {}", shown_url(url), describe_io_error(e))};
+    co_return PutOutcome{false, true, 0, fmt::format("PUT {}: {}", url.shown(), describe_io_error(e))};
   }
 }
 

@@ -22,9 +22,6 @@ struct PutOutcome {
   std::string error;    // "the Blob service answered 403 Forbidden: AuthenticationFailed"
 };
 
-// "https://host:port/path": what may be shown of an upload URL.
-std::string shown_url(const Url& url);
-
 // PUTs `file` (`size` bytes) to `url`, through `proxy` unless its no_proxy names the host;
 // `sent` is told the bytes written so far. The whole try is bounded by `timeout`. The
 // agent's stop is thrown.

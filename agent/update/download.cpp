@@ -51,11 +51,6 @@ struct Sha256 {
   EVP_MD_CTX* ctx;
 };
 
-// "https://host:port/path": the URL without its query (a pre-signed URL's signature).
-std::string shown(const Url& url) {
-  return fmt::format("{}://{}{}", url.scheme, url.authority(), url.target.substr(0, url.target.find('?')));
-}
-
 // The request, the header (checked, then `admit`), the body into `out`.
 template <class Stream>
 asio::awaitable<std::variant<Fetched, FetchError>> exchange(Stream& stream, const Fetch& f, int out) {
@@ -150,7 +145,7 @@ asio::awaitable<std::variant<Fetched, FetchError>> fetch(Fetch f) {
   if (auto* e = std::get_if<FetchError>(&result)) {
     std::error_code ec;
     fs::remove(f.file, ec);
-    e->message = fmt::format("GET {}: {}", shown(f.url), e->message);
+    e->message = fmt::format("GET {}: {}", f.url.shown(), e->message);
   }
   co_return result;
 }

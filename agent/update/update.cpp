@@ -111,7 +111,7 @@ Attempt begun(const std::string& to, const Url& url, const std::string& sha256, 
   a.id = control::new_id();
   a.from = build_version();
   a.to = to;
-  a.url = fmt::format("{}://{}{}", url.scheme, url.authority(), url.target.substr(0, url.target.find('?')));
+  a.url = url.shown();
   a.sha256 = sha256;
   a.started = iso8601(clock.wall_now());
   return a;

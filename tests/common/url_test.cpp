@@ -15,6 +15,7 @@ TEST_CASE("urls: scheme, host, port and target", "[url]") {
   CHECK(u->port == "8443");
   CHECK(u->target == "/v1/agent?x=1");
   CHECK(u->authority() == "cp.example.net:8443");
+  CHECK(u->shown() == "wss://cp.example.net:8443/v1/agent");
   CHECK_FALSE(u->user);
 
   CHECK(parse_url("https://h")->port == "443");
@@ -44,6 +45,7 @@ TEST_CASE("urls: userinfo is refused unless asked for, and never repeated in an 
   CHECK(*allowed->user == "alice");
   CHECK(allowed->password == "p@ss");
   CHECK(allowed->host == "proxy");
+  CHECK(parse_url("https://bob:pw@h/blob?sig=abc", true)->shown() == "https://h:443/blob");
   auto bad = parse_url("ftp://alice:s3cret@h/");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.error().message.find("s3cret") == std::string::npos);
