@@ -15,12 +15,12 @@
 #include <unistd.h>
 #include <vector>
 
+#include "common/blob.hpp"
 #include "common/build_info.hpp"
 #include "common/coro.hpp"
 #include "common/fs.hpp"
 #include "common/http_get.hpp"
 #include "common/proxy.hpp"
-#include "common/text.hpp"
 #include "common/tls.hpp"
 
 namespace instanced::diagnostics {
@@ -30,7 +30,6 @@ namespace http = beast::http;
 
 namespace {
 
-constexpr const char* kVersion = "2021-08-06";
 constexpr std::size_t kChunk = 256 << 10;
 
 PutOutcome answered(const http::response<http::string_body>& res) {
@@ -39,9 +38,7 @@ PutOutcome answered(const http::response<http::string_body>& res) {
   o.ok = o.status == 201 || o.status == 200;
   if (o.ok) return o;
   o.retry = o.status == 408 || o.status == 429 || o.status >= 500;
-  std::string code(res["x-ms-error-code"]);
-  o.error = fmt::format("the Blob service answered {} {}{}{}", o.status, escape_for_log(std::string(res.reason())),
-                        code.empty() ? "" : ": ", escape_for_log(code));
+  o.error = blob::answered(o.status, res.reason(), res["x-ms-error-code"]);
   return o;
 }
 
@@ -57,7 +54,7 @@ asio::awaitable<Result<void>> send(Stream& stream, const Url& url, const std::fi
   req.set(http::field::user_agent, std::string("instanced/") + build_version());
   req.set(http::field::content_type, "application/gzip");
   req.set("x-ms-blob-type", "BlockBlob");
-  req.set("x-ms-version", kVersion);
+  req.set("x-ms-version", blob::kApiVersion);
   req.content_length(size);
   req.body().data = nullptr;
   req.body().more = true;

@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "common/blob.hpp"
 #include "common/proxy.hpp"
 #include "common/text.hpp"
 #include "common/tls.hpp"
@@ -22,8 +23,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 namespace {
-
-constexpr const char* kVersion = "2021-08-06";
 
 std::string http_date() {
   std::time_t t = std::time(nullptr);
@@ -57,8 +56,7 @@ asio::awaitable<AccessCheck> get(Stream& stream, http::request<http::empty_body>
   if (status == 200) co_return AccessCheck{};
   std::string code(res["x-ms-error-code"]);
   Reason r = classify_status(status, code);
-  co_return AccessCheck{r, fmt::format("the Blob service answered {} {}{}{}", status, escape_for_log(std::string(res.reason())),
-                                       code.empty() ? "" : ": ", escape_for_log(code))};
+  co_return AccessCheck{r, blob::answered(status, res.reason(), code)};
 }
 
 }  // namespace
@@ -106,11 +104,11 @@ asio::awaitable<AccessCheck> check_blob_access(asio::any_io_executor ex, const M
   req.set(http::field::user_agent, "instanced");
   const std::string date = http_date();
   req.set("x-ms-date", date);
-  req.set("x-ms-version", kVersion);
+  req.set("x-ms-version", blob::kApiVersion);
   if (!m.sas_file.empty()) {
     req.target(url->path + "?restype=container&" + secrets.sas);
   } else {
-    auto auth = shared_key_authorization(m.account, secrets.key, url->canonical_resource, date, kVersion);
+    auto auth = shared_key_authorization(m.account, secrets.key, url->canonical_resource, date, blob::kApiVersion);
     if (!auth) co_return AccessCheck{Reason::auth_failed, fmt::format("key_file {}: {}", m.key_file, auth.error().message)};
     req.set(http::field::authorization, *auth);
   }

@@ -167,10 +167,13 @@ TEST_CASE("a container job outlives an agent restart: taken back from its monito
   AgentProcess agent(dir, kConfig);
   REQUIRE(agent.start_and_wait_ready(10s, env));
   auto http = std::make_unique<UnixHttp>(agent.socket());
-  json::object job{{"id", "r1"}, {"image", kImage}, {"command", json::array{"sh", "-c", "echo begin; sleep 3; echo end"}}};
+  json::object job{{"id", "r1"}, {"image", kImage}, {"command", json::array{"sh", "-c", "echo begin; sleep 8; echo end"}}};
   REQUIRE(http->post("/v1/jobs", json::serialize(job)).status == 202);
   wait_state(*http, agent, "r1", "running");
   REQUIRE(eventually([&] { return http->get("/v1/jobs/log?id=r1").body == "begin\n"; }, 30s));
+  // The job sleeps 8 s: long enough to outlive the agent's restart on a loaded machine (one
+  // restart took 7 s at niceness 10 beside a CI run), after which the log tells which way
+  // the agent took it back.
   agent.signal(SIGKILL);
   agent.wait_exit(5s);
   const bool monitor_killed = GENERATE(false, true);
