@@ -2,9 +2,10 @@
 // side with task-spooler (Debian's `tsp`, a queue many people use for exactly this).
 // Asserts nothing; prints figures.
 //
-// Submit-to-start (one probe at a time, 20 ms apart): from just before the submission is sent to the moment the job's probe
-// process (bench/job_probe) has started and said so on a datagram socket: the request,
-// the write to disk, the scheduler and the spawn, all of it.
+// Submit-to-start (one probe at a time, 20 ms apart): from just before the submission is
+// sent to the moment the job's probe process (bench/job_probe) has started and said so on a
+// datagram socket: the request, the write to disk, the scheduler and the spawn, all of it.
+// With the queues empty, instanced and tsp take turns, round by round (side by side).
 //   - instanced, queue empty, through its status socket (keep-alive HTTP) and through
 //     `instancectl job submit`;
 //   - instanced with 10,000 jobs queued ahead (GPU jobs waiting for the one GPU of the fake
@@ -211,12 +212,47 @@ jobs:
     submit(probe_job(id));
     probe_sock.wait(id);
   }
-  Latency empty_http, empty_cli, busy_http;
+  // task-spooler beside it: its server up and warm before the rounds.
+  const std::string ts_socket = (dir / "tsp.sock").string();
+  const std::map<std::string, std::string> ts_env{{"TS_SOCKET", ts_socket}, {"TS_MAXFINISHED", "1000"}, {"TMPDIR", dir.path().string()}};
+  const bool have_tsp = std::filesystem::exists("/usr/bin/tsp");
+  if (have_tsp) {
+    run({"/usr/bin/tsp", "-S", std::to_string(2 * ::sysconf(_SC_NPROCESSORS_ONLN))}, ts_env);
+    for (int i = 0; i < 20; ++i) {
+      std::string id = fmt::format("tw{}", i);
+      run({"/usr/bin/tsp", "-n", probe, probe_sock.path().string(), id}, ts_env);
+      probe_sock.wait(id);
+    }
+  }
+  // Side by side: each round starts one probe through the status socket, one through tsp
+  // and, every fourth round, one through instancectl, one after the other, so that both
+  // queues see the same machine (this VM's figures move by 2 ms from minute to minute).
+  const std::string socket = agent.socket().string();
+  Latency empty_http, empty_cli, busy_http, tsp_cli;
+  std::vector<double> paired;  // socket / tsp, round by round
   for (int i = 0; i < probes; ++i) {
     std::string id = fmt::format("e{}", ++seq);
     auto t0 = Clock::now();
     submit(probe_job(id));
     empty_http.samples.push_back(ms(probe_sock.wait(id) - t0));
+    std::this_thread::sleep_for(kGap);
+    if (have_tsp) {
+      id = fmt::format("t{}", ++seq);
+      auto t = Clock::now();
+      pid_t pid = spawn({"/usr/bin/tsp", "-n", probe, probe_sock.path().string(), id}, "/dev/null", ts_env);
+      tsp_cli.samples.push_back(ms(probe_sock.wait(id) - t));
+      ::waitpid(pid, nullptr, 0);
+      paired.push_back(empty_http.samples.back() / tsp_cli.samples.back());
+      std::this_thread::sleep_for(kGap);
+    }
+    if (i % 4 != 0) continue;
+    id = fmt::format("c{}", ++seq);
+    auto t = Clock::now();
+    pid_t pid = spawn({instancectl_binary(), "--socket", socket, "job", "submit", "--id", id, "--", probe,
+                       probe_sock.path().string(), id},
+                      "/dev/null");
+    empty_cli.samples.push_back(ms(probe_sock.wait(id) - t));
+    ::waitpid(pid, nullptr, 0);
     std::this_thread::sleep_for(kGap);
   }
   // What the queue's durability costs each start on this disk, now: the journal's
@@ -233,17 +269,6 @@ jobs:
       disk_sync.samples.push_back(ms(Clock::now() - t));
       std::this_thread::sleep_for(kGap);
     }
-  }
-  const std::string socket = agent.socket().string();
-  for (int i = 0; i < probes / 4; ++i) {
-    std::string id = fmt::format("c{}", ++seq);
-    auto t0 = Clock::now();
-    pid_t pid = spawn({instancectl_binary(), "--socket", socket, "job", "submit", "--id", id, "--", probe,
-                       probe_sock.path().string(), id},
-                      "/dev/null");
-    empty_cli.samples.push_back(ms(probe_sock.wait(id) - t0));
-    ::waitpid(pid, nullptr, 0);
-    std::this_thread::sleep_for(kGap);
   }
   // The GPU held; then `queued` GPU jobs wait behind it.
   submit(json::object{{"id", "holder"}, {"command", json::array{"/bin/sleep", "3600"}}, {"gpus", 1}});
@@ -273,28 +298,10 @@ jobs:
   agent.wait_exit(10s);
 
   // ---- task-spooler ----
-  const std::string ts_socket = (dir / "tsp.sock").string();
-  const std::map<std::string, std::string> ts_env{{"TS_SOCKET", ts_socket}, {"TS_MAXFINISHED", "1000"}, {"TMPDIR", dir.path().string()}};
-  Latency tsp_cli;
-  bool have_tsp = std::filesystem::exists("/usr/bin/tsp");
   long ts_rss0 = -1, ts_rss1 = -1, ts_clients_kib = 0;
   const int ts_queued = std::min(queued, 500);
   double ts_submit_s = 0;
   if (have_tsp) {
-    run({"/usr/bin/tsp", "-S", std::to_string(2 * ::sysconf(_SC_NPROCESSORS_ONLN))}, ts_env);
-    for (int i = 0; i < 20; ++i) {
-      std::string id = fmt::format("tw{}", i);
-      run({"/usr/bin/tsp", "-n", probe, probe_sock.path().string(), id}, ts_env);
-      probe_sock.wait(id);
-    }
-    for (int i = 0; i < probes / 4; ++i) {
-      std::string id = fmt::format("t{}", ++seq);
-      auto t = Clock::now();
-      pid_t pid = spawn({"/usr/bin/tsp", "-n", probe, probe_sock.path().string(), id}, "/dev/null", ts_env);
-      tsp_cli.samples.push_back(ms(probe_sock.wait(id) - t));
-      ::waitpid(pid, nullptr, 0);
-      std::this_thread::sleep_for(kGap);
-    }
     // Memory per queued job: one slot, held by a long job; jobs behind it. tsp keeps a
     // waiting client process per queued job (it runs the job when its turn comes): their
     // memory counts (PSS, so that shared libraries are shared out), and fewer are queued.
@@ -320,9 +327,9 @@ jobs:
   if (have_tsp) tsp_cli.print("tsp (task-spooler 1.0.1), empty queue, tsp -n");
   disk_sync.print("the journal's fdatasync alone (once on each start's path)");
   if (have_tsp)
-    std::printf("  ratio socket / tsp (p50): %.2f; instancectl / tsp (p50): %.2f\n\n",
+    std::printf("  ratio socket / tsp (p50): %.2f; instancectl / tsp (p50): %.2f; median of the rounds' socket / tsp: %.2f\n\n",
                 percentile(empty_http.samples, 50) / percentile(tsp_cli.samples, 50),
-                percentile(empty_cli.samples, 50) / percentile(tsp_cli.samples, 50));
+                percentile(empty_cli.samples, 50) / percentile(tsp_cli.samples, 50), percentile(paired, 50));
   std::printf("memory per running job: its monitor (instanced-run) RSS %ld KiB, PSS %ld KiB, private dirty %ld KiB "
               "(the rest is the binary's and the libraries' pages, shared by every monitor)\n\n",
               monitor_rss, monitor_pss, monitor_private);
