@@ -25,7 +25,7 @@ void Jobs::add_commands(control::CommandRegistry& commands) {
   commands.add("submit_job", [this](const json::object& args) -> boost::asio::awaitable<CommandResult> {
     auto spec = parse_job_spec(args, config_, "args.");
     if (!spec) co_return CommandResult{Status::invalid, {}, spec.error().message};
-    auto r = submit(std::move(*spec));
+    auto r = co_await submit(std::move(*spec));
     using K = Submitted::Kind;
     if (r.ok()) co_return CommandResult{Status::ok, std::move(r.job), {}};
     if (r.kind == K::invalid || r.kind == K::conflict) co_return CommandResult{Status::invalid, {}, "args." + r.error};

@@ -76,6 +76,7 @@ struct Jobs::Live {
   bool cancel = false;
   std::string cancel_reason;
   bool timed_out = false;
+  bool first_record = false;  // its `starting` line is its first: it had never been queued on disk
 };
 
 }  // namespace instanced::jobs

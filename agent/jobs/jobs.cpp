@@ -17,7 +17,8 @@ Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Jobs
       wake_(ex),
       live_changed_(ex),
       tool_done_(ex),
-      journal_(api.fs, std::filesystem::path(state_dir_) / "jobs" / "journal") {
+      journal_(api.fs, std::filesystem::path(state_dir_) / "jobs" / "journal"),
+      synced_(ex) {
   reconfigure(config);
   load();
 }
@@ -139,7 +140,9 @@ void Jobs::start(JobRecord& job, std::vector<unsigned> gpus) {
   job.started = api_.clock.wall_now();
   job.log = (fs::path(config_.log_dir) / (job.spec.id + ".log")).string();
   if (!job.spec.image.empty()) job.container = container_name(job.spec.id);
-  // On disk before anything runs: after a crash the job is found, never run twice.
+  // Written before anything runs, so that the agent finds it after a crash of its own; a
+  // job that has no line yet (a new one) starts while the line is synced (start_monitored).
+  const bool first_record = !journal_.has(job.spec.id);
   if (!persist(job)) {
     job = before;
     return;
@@ -149,6 +152,7 @@ void Jobs::start(JobRecord& job, std::vector<unsigned> gpus) {
   wait_seconds_total_ += seconds(job.started - job.submitted);
   auto& live = live_[job.spec.id];
   live = std::make_unique<Live>(ex_);
+  live->first_record = first_record;
   spawn_supervisor(job.spec.id, run_job(job.spec.id));
 }
 
@@ -170,7 +174,31 @@ void Jobs::spawn_supervisor(const std::string& id, asio::awaitable<void> work) {
 
 // ---- requests -----------------------------------------------------------------------------
 
-Jobs::Submitted Jobs::submit(JobSpec spec, std::optional<unsigned> owner) {
+// The answer waits for the record to be durable: an accepted job is never lost. A job that
+// can start at once is already starting meanwhile (start_monitored: its first record is
+// being synced while its monitor starts it).
+asio::awaitable<Jobs::Submitted> Jobs::submit(JobSpec spec, std::optional<unsigned> owner) {
+  using K = Submitted::Kind;
+  const std::string id = spec.id;
+  Submitted answer = enqueue(std::move(spec), owner);
+  if (!answer.ok()) co_return answer;
+  if (auto recorded = co_await durable(); !recorded) {
+    // Still queued (not started meanwhile): taken back. One that started is stopped by its
+    // own wait for the record (start_monitored) and says why.
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && it->second->state == JobState::queued && answer.kind == K::accepted) {
+      queue_.remove(it->second->seq);
+      jobs_.erase(it);
+      (void)journal_.forget(id);  // its line may reach the disk with a later sync
+    }
+    co_return Submitted{K::refused, {}, "cannot record the job: " + recorded.error().message};
+  }
+  co_return answer;
+}
+
+// Checks a submission and takes it in: queued, or starting when it can start at once; its
+// record appended (not yet durable).
+Jobs::Submitted Jobs::enqueue(JobSpec spec, std::optional<unsigned> owner) {
   using K = Submitted::Kind;
   if (!config_.enabled) return {K::refused, {}, "the job queue is disabled (jobs.enabled: false)"};
   if (auto it = jobs_.find(spec.id); it != jobs_.end()) {
@@ -203,10 +231,8 @@ Jobs::Submitted Jobs::submit(JobSpec spec, std::optional<unsigned> owner) {
   // anything runs); one that waits is written as queued. Either way it is on disk before
   // the answer.
   if (was_empty) dispatch();
-  // Durable before the answer (one fdatasync for every change made so far).
   Result<void> recorded = j.state == JobState::queued ? persist(j) : Result<void>{};
-  if (recorded) recorded = commit();
-  if (!recorded && j.state == JobState::queued) {
+  if (!recorded) {
     queue_.remove(j.seq);
     jobs_.erase(id);
     return {K::refused, {}, "cannot record the job: " + recorded.error().message};

@@ -69,7 +69,9 @@ class Jobs final : public Subsystem {
     bool ok() const { return kind == Kind::accepted || kind == Kind::duplicate; }
   };
   // `owner`: an operator's uid (not root's) when submitted through the status socket.
-  Submitted submit(JobSpec spec, std::optional<unsigned> owner = std::nullopt);
+  // Answered once the job's record is durable (a job that can start at once is already
+  // starting meanwhile).
+  boost::asio::awaitable<Submitted> submit(JobSpec spec, std::optional<unsigned> owner = std::nullopt);
   // Cancels a queued job at once, a running one by stopping it (SIGTERM, then SIGKILL
   // after jobs.kill_grace). Finished jobs: an error.
   Result<boost::json::object> cancel(const std::string& id);
@@ -139,7 +141,8 @@ class Jobs final : public Subsystem {
   std::vector<std::string> environment(const JobRecord& job, const UserIdentity& user) const;
   std::optional<std::string> waiting_reason(const JobRecord& job) const;
   Result<void> persist(const JobRecord& job);
-  Result<void> commit();
+  boost::asio::awaitable<Result<void>> durable();
+  boost::asio::awaitable<void> sync_journal();
   void store_failed(const std::string& why);
   void adopt(std::unique_ptr<JobRecord> job);
   void keep_damaged_journal(const std::vector<std::string>& problems);
@@ -154,7 +157,8 @@ class Jobs final : public Subsystem {
   std::vector<unsigned> free_gpus(const GpuView& view) const;
   std::size_t position(const JobRecord& job) const;
   status::Response log_response(const status::Request& req) const;
-  status::Response submit_response(const status::Request& req);
+  boost::asio::awaitable<status::Response> submit_response(const status::Request& req);
+  Submitted enqueue(JobSpec spec, std::optional<unsigned> owner);
 
   boost::asio::any_io_executor ex_;
   Api& api_;
@@ -181,7 +185,9 @@ class Jobs final : public Subsystem {
   Clock::steady_time hold_until_{};          // drain: nothing starts before this
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
   JobJournal journal_;
-  bool commit_posted_ = false;              // a commit at the end of this turn of the loop
+  bool commit_posted_ = false;              // a sync begun at the end of this turn of the loop
+  bool syncing_ = false;                    // a sync of the journal under way on the pool
+  Wake synced_;                             // pulsed when it has returned
   std::vector<std::filesystem::path> legacy_files_;  // read into the journal, removed once it is written
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for what is posted to the loop
   bool stopping_ = false;

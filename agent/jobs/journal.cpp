@@ -83,7 +83,7 @@ Result<JobJournal::Loaded> JobJournal::load() {
 
 Result<void> JobJournal::write(std::string line, const std::string& id) {
   if (auto r = fs_.append_file(file_, line, 0600, false); !r) return r;
-  pending_ = true;
+  ++written_;
   file_bytes_ += line.size();
   if (auto it = live_.find(id); it != live_.end()) live_bytes_ -= it->second;
   return {};
@@ -104,10 +104,15 @@ Result<void> JobJournal::forget(const std::string& id) {
   return {};
 }
 
+std::function<Result<void>()> JobJournal::syncer() const {
+  return [&fs = fs_, file = file_] { return fs.append_file(file, "", 0600, true); };
+}
+
 Result<void> JobJournal::commit() {
-  if (!pending_) return {};
-  if (auto r = fs_.append_file(file_, "", 0600, true); !r) return r;
-  pending_ = false;
+  if (!pending()) return {};
+  const std::uint64_t upto = written_;
+  if (auto r = syncer()(); !r) return r;
+  synced(upto);
   return {};
 }
 
@@ -125,7 +130,7 @@ Result<void> JobJournal::compact(const std::vector<const JobRecord*>& live) {
   if (auto r = fs_.write_file_atomic(file_, text, 0600); !r) return r;
   live_ = std::move(sizes);
   live_bytes_ = file_bytes_ = text.size();
-  pending_ = false;
+  synced_ = ++written_;  // the file as rewritten is durable: it holds every live record
   return {};
 }
 

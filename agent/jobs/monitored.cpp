@@ -18,8 +18,12 @@ void Jobs::remove_run_folder(const std::string& id) {
 // Writes the job's spec into its run folder and starts its monitor; the job is `running`.
 asio::awaitable<Result<void>> Jobs::start_monitored(JobRecord& job, Live& live, SpawnSpec spec) {
   if (live.cancel) co_return Error{"cancelled before it started"};
-  // Its `starting` record durable before anything runs: after a crash it is never run twice.
-  if (auto r = commit(); !r) co_return Error{"cannot record the job before it starts: " + r.error().message};
+  // A job that was queued on disk starts once its `starting` line is durable: after a crash
+  // of the machine it is found lost, never run twice. A new job starts while its first line
+  // is synced: a crash of the machine before the sync ends takes the job with it, and its
+  // submission was not yet answered (submit() waits for the same sync).
+  if (!live.first_record)
+    if (auto r = co_await durable(); !r) co_return Error{"cannot record the job before it starts: " + r.error().message};
   monitor::WorkloadSpec w;
   w.name = "job " + job.spec.id;
   w.spawn = std::move(spec);
@@ -45,6 +49,12 @@ asio::awaitable<Result<void>> Jobs::start_monitored(JobRecord& job, Live& live, 
   if (!run) co_return run.error();
   live.run = std::move(*run);
   mark_running(job, live, live.run->pid());
+  if (live.first_record) {
+    if (auto r = co_await durable(); !r) {  // not kept running unrecorded: stopped, and says why
+      live.cancel = true;
+      live.cancel_reason = "stopped: its record could not be written to disk (" + r.error().message + ")";
+    }
+  }
   co_return Result<void>{};
 }
 

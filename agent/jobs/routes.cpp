@@ -86,7 +86,7 @@ void Jobs::add_routes(status::Router& router) {
   router.add(status::http::verb::get, "/v1/jobs", [this](const status::Request&) {
     return status::json_response(S::ok, json::serialize(status_json()));
   });
-  router.add(status::http::verb::post, "/v1/jobs", [this](const status::Request& req) { return submit_response(req); });
+  router.add_async(status::http::verb::post, "/v1/jobs", [this](const status::Request& req) { return submit_response(req); });
   router.add(status::http::verb::get, "/v1/jobs/job", [this](const status::Request& req) {
     auto id = status::query_param(req, "id");
     if (!id || id->empty()) return status::error_response(S::bad_request, "id: missing (?id=JOB)");
@@ -104,37 +104,37 @@ void Jobs::add_routes(status::Router& router) {
   });
 }
 
-status::Response Jobs::submit_response(const status::Request& req) {
+asio::awaitable<status::Response> Jobs::submit_response(const status::Request& req) {
   using S = status::http::status;
   boost::system::error_code ec;
   json::parse_options opt;
   opt.max_depth = 16;
   auto v = json::parse(req.body(), ec, {}, opt);
-  if (ec || !v.is_object()) return status::error_response(S::bad_request, "the body must be a job as a JSON object (docs/jobs.md)");
+  if (ec || !v.is_object()) co_return status::error_response(S::bad_request, "the body must be a job as a JSON object (docs/jobs.md)");
   auto spec = parse_job_spec(v.as_object(), config_);
-  if (!spec) return status::error_response(S::bad_request, spec.error().message);
+  if (!spec) co_return status::error_response(S::bad_request, spec.error().message);
   std::optional<unsigned> owner;
   if (auto uid = req[status::kPeerUidHeader]; !uid.empty() && uid != "0") {
     unsigned n = 0;
     auto [p, ec2] = std::from_chars(uid.data(), uid.data() + uid.size(), n);
-    if (ec2 != std::errc()) return status::error_response(S::forbidden, "the caller's uid is unknown");
+    if (ec2 != std::errc()) co_return status::error_response(S::forbidden, "the caller's uid is unknown");
     if (!spec->user.empty())
-      return status::error_response(S::forbidden, "user: only root may choose the user of a job; an operator's jobs "
+      co_return status::error_response(S::forbidden, "user: only root may choose the user of a job; an operator's jobs "
                                                   "run as the operator");
     // Root loads the archive: it could retag an image that root's jobs run.
     if (!spec->image_archive.empty())
-      return status::error_response(S::forbidden, "image_archive: only root may load images for jobs");
+      co_return status::error_response(S::forbidden, "image_archive: only root may load images for jobs");
     owner = n;
   }
-  auto r = submit(std::move(*spec), owner);
+  auto r = co_await submit(std::move(*spec), owner);
   switch (r.kind) {
-    case Submitted::Kind::accepted: return status::json_response(S::accepted, json::serialize(r.job));
-    case Submitted::Kind::duplicate: return status::json_response(S::ok, json::serialize(r.job));
-    case Submitted::Kind::invalid: return status::error_response(S::bad_request, r.error);
-    case Submitted::Kind::conflict: return status::error_response(S::conflict, r.error);
+    case Submitted::Kind::accepted: co_return status::json_response(S::accepted, json::serialize(r.job));
+    case Submitted::Kind::duplicate: co_return status::json_response(S::ok, json::serialize(r.job));
+    case Submitted::Kind::invalid: co_return status::error_response(S::bad_request, r.error);
+    case Submitted::Kind::conflict: co_return status::error_response(S::conflict, r.error);
     case Submitted::Kind::refused: break;
   }
-  return status::error_response(S::service_unavailable, r.error);
+  co_return status::error_response(S::service_unavailable, r.error);
 }
 
 status::Response Jobs::log_response(const status::Request& req) const {

@@ -3,10 +3,13 @@
 // and moved into it.
 #include "agent/jobs/internal.hpp"
 
+#include <boost/asio/detached.hpp>
+
 namespace instanced::jobs {
 
 namespace {
 constexpr std::size_t kMaxLegacyFile = 1 << 20;
+constexpr auto kSyncTimeout = 30s;  // one fdatasync of the journal, on a disk that may hang
 }  // namespace
 
 // ---- the store ---------------------------------------------------------------------------
@@ -105,8 +108,8 @@ void Jobs::store_failed(const std::string& why) {
   store_error_ = why;
 }
 
-// The job's record appended; durable at the next commit, at the latest at the end of this
-// turn of the loop (one fdatasync for every change made in it).
+// The job's record appended; durable at the next sync, at the latest one begun at the end
+// of this turn of the loop (one fdatasync for every change made in it).
 Result<void> Jobs::persist(const JobRecord& job) {
   auto r = journal_.append(job);
   if (!r) {
@@ -119,22 +122,45 @@ Result<void> Jobs::persist(const JobRecord& job) {
     asio::post(ex_, [this, alive = std::weak_ptr<bool>(alive_)] {
       if (alive.expired()) return;
       commit_posted_ = false;
-      (void)commit();
+      asio::co_spawn(ex_, sync_journal(), asio::detached);
     });
   }
   return {};
 }
 
-// Everything recorded so far durable (before a submission is answered, before a job starts).
-Result<void> Jobs::commit() {
-  auto r = journal_.commit();
-  if (!r) {
-    store_failed(r.error().message);
-    return r;
+asio::awaitable<void> Jobs::sync_journal() { (void)co_await durable(); }
+
+// Everything recorded so far durable (before a submission is answered, before a queued job
+// starts). The fdatasync runs on the pool, never on the loop; the changes made while one
+// runs share the next (group commit).
+asio::awaitable<Result<void>> Jobs::durable() {
+  const std::uint64_t want = journal_.written();
+  while (journal_.durable() < want) {
+    if (syncing_) {
+      co_await synced_.wait();
+      continue;
+    }
+    syncing_ = true;
+    const std::uint64_t upto = journal_.written();
+    Result<void> r = Error{"not synced"};
+    try {
+      r = co_await api_.pool.run("syncing the job journal", kSyncTimeout, journal_.syncer());
+    } catch (...) {
+      syncing_ = false;
+      synced_.pulse();
+      throw;
+    }
+    syncing_ = false;
+    synced_.pulse();
+    if (!r) {
+      store_failed(r.error().message);
+      co_return r;
+    }
+    journal_.synced(upto);
+    if (store_error_) log_->info("job state recorded again");
+    store_error_.reset();
   }
-  if (store_error_) log_->info("job state recorded again");
-  store_error_.reset();
-  return {};
+  co_return Result<void>{};
 }
 
 void Jobs::prune() {

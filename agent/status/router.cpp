@@ -86,25 +86,48 @@ std::optional<std::string> query_param(const Request& request, std::string_view 
 }
 
 void Router::add(http::verb method, std::string path, Handler handler) {
-  routes_[std::move(path)][method] = std::move(handler);
+  routes_[std::move(path)][method] = Route{std::move(handler), {}};
 }
 
-Response Router::handle(const Request& request) const {
+void Router::add_async(http::verb method, std::string path, AsyncHandler handler) {
+  routes_[std::move(path)][method] = Route{{}, std::move(handler)};
+}
+
+const Router::Route* Router::find(const Request& request, Response& refusal) const {
   std::string_view target = request.target();
   auto q = target.find('?');
   std::string path(target.substr(0, q));
   auto it = routes_.find(path);
-  if (it == routes_.end()) return error_response(http::status::not_found, fmt::format("no such path: {}", path));
+  if (it == routes_.end()) {
+    refusal = error_response(http::status::not_found, fmt::format("no such path: {}", path));
+    return nullptr;
+  }
   auto m = it->second.find(request.method());
   if (m == it->second.end()) {
     std::vector<std::string> allowed;
     for (const auto& [verb, h] : it->second) allowed.emplace_back(http::to_string(verb));
-    auto res = error_response(http::status::method_not_allowed,
-                              fmt::format("{} does not take {}", path, std::string(request.method_string())));
-    res.set(http::field::allow, fmt::format("{}", fmt::join(allowed, ", ")));
-    return res;
+    refusal = error_response(http::status::method_not_allowed,
+                             fmt::format("{} does not take {}", path, std::string(request.method_string())));
+    refusal.set(http::field::allow, fmt::format("{}", fmt::join(allowed, ", ")));
+    return nullptr;
   }
-  return m->second(request);
+  return &m->second;
+}
+
+Response Router::handle(const Request& request) const {
+  Response refusal;
+  const Route* route = find(request, refusal);
+  if (!route) return refusal;
+  if (!route->handler) return error_response(http::status::internal_server_error, "this path answers only on the socket");
+  return route->handler(request);
+}
+
+boost::asio::awaitable<Response> Router::handle_async(const Request& request) const {
+  Response refusal;
+  const Route* route = find(request, refusal);
+  if (!route) co_return refusal;
+  if (route->async) co_return co_await route->async(request);
+  co_return route->handler(request);
 }
 
 std::vector<std::string> Router::paths(http::verb method) const {

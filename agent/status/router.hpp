@@ -2,6 +2,7 @@
 // The server (server.hpp) owns the connections; subsystems add their /v1/<name> routes here.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/verb.hpp>
@@ -55,16 +56,29 @@ std::optional<std::string> query_param(const Request& request, std::string_view 
 class Router {
  public:
   using Handler = std::function<Response(const Request&)>;
+  // A route whose answer waits on the loop (a job's record made durable); the request
+  // outlives the wait.
+  using AsyncHandler = std::function<boost::asio::awaitable<Response>(const Request&)>;
 
   void add(http::verb method, std::string path, Handler handler);
+  void add_async(http::verb method, std::string path, AsyncHandler handler);
   // 404 for an unknown path, 405 (with Allow) for a known path and another method.
   // The query string is not part of the path: "/metrics?x=1" routes to "/metrics".
+  // handle() answers an asynchronous route with 500: the server uses handle_async().
   Response handle(const Request& request) const;
+  boost::asio::awaitable<Response> handle_async(const Request& request) const;
   // The paths that take `method`, in order.
   std::vector<std::string> paths(http::verb method) const;
 
  private:
-  std::map<std::string, std::map<http::verb, Handler>> routes_;
+  struct Route {
+    Handler handler;
+    AsyncHandler async;
+  };
+  // The request's route, or the 404/405 answer.
+  const Route* find(const Request& request, Response& refusal) const;
+
+  std::map<std::string, std::map<http::verb, Route>> routes_;
 };
 
 }  // namespace instanced::status

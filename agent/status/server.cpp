@@ -361,7 +361,7 @@ asio::awaitable<void> StatusServer::serve(std::shared_ptr<Session> session) {
     // submitter unless root submitted it); never what the client claims.
     req.erase(kPeerUidHeader);
     req.set(kPeerUidHeader, std::to_string(session->peer.uid));
-    Response res = router_.handle(req);
+    Response res = co_await router_.handle_async(req);
     bool keep = req.keep_alive();
     if (!co_await send(std::move(res), keep) || !keep) break;
   }

@@ -3,6 +3,7 @@
 // named, and the file is rewritten once it holds mostly history.
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
+#include <future>
 #include <fstream>
 
 #include "agent/jobs/journal.hpp"
@@ -45,8 +46,12 @@ TEST_CASE("the job journal: the last line of each job wins, forgotten jobs stay 
     REQUIRE(j.append(job("a", JobState::running, 1)));
     REQUIRE(j.append(job("c", JobState::succeeded, 3)));
     REQUIRE(j.forget("c"));
+    CHECK(j.has("a"));
+    CHECK_FALSE(j.has("c"));  // forgotten
+    CHECK_FALSE(j.has("d"));  // never written
     REQUIRE(j.commit());
     CHECK_FALSE(j.pending());
+    CHECK(j.durable() == j.written());
   }
   JobJournal again(files, file);
   auto loaded = again.load();
@@ -103,4 +108,32 @@ TEST_CASE("the journal is rewritten with the live records once it holds mostly h
   auto loaded = JobJournal(files, file).load();
   REQUIRE(loaded);
   CHECK(states(*loaded).size() == 2);
+}
+
+TEST_CASE("the job journal's sync off the loop: what was written before it began is durable after", "[jobs]") {
+  TempDir dir;
+  RealFilesystem files;
+  JobJournal j(files, dir / "journal");
+  REQUIRE(j.load());
+  REQUIRE(j.append(job("a", JobState::queued, 1)));
+  const std::uint64_t before = j.written();
+  auto sync = j.syncer();
+  REQUIRE(j.append(job("b", JobState::queued, 2)));  // written after `before` was taken: not counted
+  REQUIRE(std::async(std::launch::async, sync).get());
+  j.synced(before);
+  CHECK(j.durable() == before);
+  CHECK(j.pending());  // b's line waits for the next sync
+  j.synced(before - 1);  // a late answer of an older sync takes nothing back
+  CHECK(j.durable() == before);
+  REQUIRE(j.commit());
+  CHECK_FALSE(j.pending());
+}
+
+TEST_CASE("the job journal's sync names the file it could not reach", "[jobs]") {
+  TempDir dir;
+  RealFilesystem files;
+  JobJournal j(files, dir / "gone" / "journal");  // its folder does not exist
+  auto r = j.syncer()();
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().message, Catch::Matchers::Contains("gone/journal"));
 }

@@ -1,3 +1,8 @@
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/parse.hpp>
 #include <catch2/catch.hpp>
 
@@ -25,6 +30,34 @@ TEST_CASE("routing", "[status]") {
   auto res = router.handle(get("/v1/x", http::verb::delete_));
   CHECK(res.result() == http::status::method_not_allowed);
   CHECK(res[http::field::allow] == "GET");
+}
+
+TEST_CASE("an asynchronous route answers through handle_async; handle() refuses it", "[status]") {
+  Router router;
+  boost::asio::io_context ioc;
+  boost::asio::steady_timer later(ioc);
+  router.add_async(http::verb::post, "/v1/slow", [&](const Request& req) -> boost::asio::awaitable<Response> {
+    later.expires_after(1ms);
+    co_await later.async_wait(boost::asio::use_awaitable);  // the answer waits on the loop
+    co_return text_response(http::status::accepted, "later:" + req.body());
+  });
+  router.add(http::verb::get, "/v1/x", [](const Request&) { return text_response(http::status::ok, "x"); });
+  std::vector<Response> answers;
+  auto ask = [&](Request req) -> boost::asio::awaitable<void> {
+    answers.push_back(co_await router.handle_async(req));
+  };
+  Request slow = get("/v1/slow", http::verb::post);
+  slow.body() = "body";
+  boost::asio::co_spawn(ioc, ask(slow), boost::asio::detached);
+  boost::asio::co_spawn(ioc, ask(get("/v1/x")), boost::asio::detached);
+  boost::asio::co_spawn(ioc, ask(get("/v1/slow")), boost::asio::detached);
+  ioc.run();
+  REQUIRE(answers.size() == 3);
+  CHECK(answers[0].body() == "x");  // the synchronous route did not wait behind the slow one
+  CHECK(answers[1].result() == http::status::method_not_allowed);
+  CHECK(answers[2].result() == http::status::accepted);
+  CHECK(answers[2].body() == "later:body");
+  CHECK(router.handle(slow).result() == http::status::internal_server_error);
 }
 
 TEST_CASE("peer authorisation: root, the group as primary or supplementary, nobody else", "[status]") {
