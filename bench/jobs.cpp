@@ -55,13 +55,16 @@ class ProbeSocket {
   }
   ~ProbeSocket() { ::close(fd_); }
   const std::filesystem::path& path() const { return path_; }
-  // Until the probe named `id` reports; its arrival time.
+  // Until the probe named `id` reports; the time it started (its own reading of
+  // CLOCK_MONOTONIC, steady_clock's clock on Linux).
   Clock::time_point wait(const std::string& id) {
     char buf[256];
     for (;;) {
       ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
       if (n < 0) throw std::runtime_error("no probe within 10 s (waiting for " + id + ")");
-      if (std::string(buf, static_cast<std::size_t>(n)) == id) return Clock::now();
+      const std::string got(buf, static_cast<std::size_t>(n));
+      if (got.size() <= id.size() + 1 || !got.starts_with(id + ' ')) continue;
+      return Clock::time_point(std::chrono::nanoseconds(std::stoll(got.substr(id.size() + 1))));
     }
   }
 
@@ -228,12 +231,13 @@ jobs:
   // and, every fourth round, one through instancectl, one after the other, so that both
   // queues see the same machine (this VM's figures move by 2 ms from minute to minute).
   const std::string socket = agent.socket().string();
-  Latency empty_http, empty_cli, busy_http, tsp_cli;
+  Latency empty_http, empty_cli, busy_http, tsp_cli, answered;
   std::vector<double> paired;  // socket / tsp, round by round
   for (int i = 0; i < probes; ++i) {
     std::string id = fmt::format("e{}", ++seq);
     auto t0 = Clock::now();
     submit(probe_job(id));
+    answered.samples.push_back(ms(Clock::now() - t0));  // its record durable (docs/jobs.md)
     empty_http.samples.push_back(ms(probe_sock.wait(id) - t0));
     std::this_thread::sleep_for(kGap);
     if (have_tsp) {
@@ -255,8 +259,8 @@ jobs:
     ::waitpid(pid, nullptr, 0);
     std::this_thread::sleep_for(kGap);
   }
-  // What the queue's durability costs each start on this disk, now: the journal's
-  // fdatasync (one per start, before the job runs), on the state folder's file system.
+  // What the queue's durability costs on this disk, now: the journal's fdatasync (one per
+  // submission, before its answer; a new job starts meanwhile), on the state folder's file system.
   Latency disk_sync;
   {
     const auto file = dir / "sync-probe";
@@ -325,7 +329,8 @@ jobs:
   empty_cli.print("instanced, empty queue, instancectl job submit");
   busy_http.print(fmt::format("instanced, {} jobs queued ahead, status socket", queued).c_str());
   if (have_tsp) tsp_cli.print("tsp (task-spooler 1.0.1), empty queue, tsp -n");
-  disk_sync.print("the journal's fdatasync alone (once on each start's path)");
+  answered.print("instanced, empty queue, status socket: until the answer");
+  disk_sync.print("the journal's fdatasync alone (once on each answer's path)");
   if (have_tsp)
     std::printf("  ratio socket / tsp (p50): %.2f; instancectl / tsp (p50): %.2f; median of the rounds' socket / tsp: %.2f\n\n",
                 percentile(empty_http.samples, 50) / percentile(tsp_cli.samples, 50),
