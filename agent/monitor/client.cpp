@@ -1,5 +1,6 @@
 #include "agent/monitor/client.hpp"
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -12,6 +13,7 @@
 
 #include "agent/monitor/cgroup.hpp"
 #include "common/child_io.hpp"
+#include "common/coro.hpp"
 #include "common/syscalls.hpp"
 
 namespace instanced::monitor {
@@ -20,24 +22,36 @@ namespace fs = std::filesystem;
 
 namespace {
 constexpr std::size_t kMaxRecordBytes = 4 << 20;  // exit.json: the tail lines are capped by RunLog
+constexpr auto kSpawnedBound = std::chrono::seconds(5);  // a spare's spawn of its workload
 }  // namespace
 
-asio::awaitable<std::unique_ptr<Process>> SpareMonitor::take(const fs::path& dir) {
+asio::awaitable<SpareMonitor::Handed> SpareMonitor::take(const fs::path& dir) {
   auto p = std::move(process_);
   Fd socket = std::move(socket_);
-  if (!p || p->exit_status()) co_return nullptr;  // none, or it ended (killed)
+  if (!p || p->exit_status()) co_return Handed{};  // none, or it ended (killed)
   const std::string line = dir.string() + "\n";
   // Into an empty socket buffer: all of it or nothing (it ended: closing the end is all).
   const auto sent = ::send(socket.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-  if (sent != static_cast<ssize_t>(line.size())) co_return nullptr;
+  if (sent != static_cast<ssize_t>(line.size())) co_return Handed{};
   // Its answer, or the end of its socket (a dying spare's threads may still hold it when
   // the send went in): only a spare that answered runs the folder.
   asio::posix::stream_descriptor answer(co_await asio::this_coro::executor, socket.release());
   char taken = 0;
   boost::system::error_code ec;
   const std::size_t n = co_await answer.async_read_some(asio::buffer(&taken, 1), asio::redirect_error(asio::use_awaitable, ec));
-  if (n != 1 || taken != kSpareTaken) co_return nullptr;
-  co_return p;
+  if (n != 1 || taken != kSpareTaken) co_return Handed{};
+  co_return Handed{std::move(p), Fd(answer.release())};
+}
+
+asio::awaitable<void> SpareMonitor::spawned(Fd channel, Clock& clock, Duration bound) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::posix::stream_descriptor told(co_await asio::this_coro::executor, channel.release());
+  char byte = 0;
+  boost::system::error_code ec;
+  auto read = told.async_read_some(asio::buffer(&byte, 1), asio::redirect_error(asio::use_awaitable, ec));
+  auto limit = clock.sleep_for(bound);
+  auto either = std::move(read) || std::move(limit);
+  co_await first_error(std::move(either));
 }
 
 Result<void> SpareMonitor::refill(ProcessRunner& runner, SpawnSpec spec) {
@@ -82,15 +96,17 @@ asio::awaitable<Result<Run>> Run::launch(ProcessRunner& runner, Filesystem& file
     s.argv = {launcher.program, dir.string()};
     s.capture_output = false;
     s.inherit_stderr = true;  // its messages (and, without the journal, the output's lines) beside the agent's
-    std::unique_ptr<Process> child;
-    if (launcher.spare) child = co_await launcher.spare->take(dir);
+    SpareMonitor::Handed handed;
+    if (launcher.spare) handed = co_await launcher.spare->take(dir);
+    std::unique_ptr<Process> child = std::move(handed.monitor);
     if (!child) {
       auto started = runner.spawn(s);
       if (!started)
         co_return Error{fmt::format("cannot start the monitor {}: {}", launcher.program, started.error().message)};
       child = std::move(*started);
     }
-    if (launcher.spare) {  // the next one, while this one starts its workload
+    if (launcher.spare) {  // the next one, once this one's workload is spawned
+      if (handed.channel) co_await SpareMonitor::spawned(std::move(handed.channel), clock, kSpawnedBound);
       s.argv = {launcher.program, std::string(kSpareArgument)};
       (void)launcher.spare->refill(runner, std::move(s));  // else the next launch starts one afresh
     }

@@ -16,6 +16,7 @@
 #include "common/clock.hpp"
 #include "common/fs.hpp"
 #include "common/process.hpp"
+#include "common/units.hpp"
 
 namespace instanced::monitor {
 
@@ -25,11 +26,18 @@ namespace instanced::monitor {
 // (the agent's stop or crash). Used on the event loop only.
 class SpareMonitor {
  public:
-  // The spare, handed `dir` (whose spec is written) and having said it took it; nullptr
+  struct Handed {
+    std::unique_ptr<Process> monitor;
+    Fd channel;  // for spawned()
+  };
+  // The spare, handed `dir` (whose spec is written) and having said it took it; no monitor
   // when none waits, or it ended before it took the folder (killed, or a SIGTERM meant for
   // it arrived with the folder): the caller starts a monitor afresh. Waits for the spare's
   // answer or its end (its end of the socket closes), nothing else.
-  boost::asio::awaitable<std::unique_ptr<Process>> take(const std::filesystem::path& dir);
+  boost::asio::awaitable<Handed> take(const std::filesystem::path& dir);
+  // Until the spare handed a folder has spawned its workload (or could not), it ended, or
+  // `bound` passed: then the next spare may start without taking a CPU from the workload's.
+  static boost::asio::awaitable<void> spawned(Fd channel, Clock& clock, Duration bound);
   // Starts one (`spec` runs the monitor's program with --spare) unless one waits.
   Result<void> refill(ProcessRunner& runner, SpawnSpec spec);
 

@@ -70,6 +70,7 @@ class Monitor {
     auto script = hold_inline_script();
     if (script && *script) spawn.inherit_fd = script->get();
     auto child = script ? runner_.spawn(spawn) : Result<std::unique_ptr<Process>>(script.error());
+    tell_spawned();
     // The log and its shared tail are made once the workload runs (its output waits in the
     // pipe meanwhile): the job need not wait for two files to be made.
     log_file_ = std::make_unique<RunLog>(spec_.log_file, spec_.max_log_bytes, spec_.tail_lines, lines, dir_ / kLiveTailFile);
@@ -92,7 +93,17 @@ class Monitor {
     return result_;
   }
 
+  // A spare's channel to the agent: told once the workload is spawned (its end, at the
+  // latest, when this monitor exits).
+  void tell_when_spawned(Fd channel) { spawned_channel_ = std::move(channel); }
+
  private:
+  void tell_spawned() {
+    if (!spawned_channel_) return;
+    (void)!::write(spawned_channel_.get(), &kSpareSpawned, 1);  // an agent gone meanwhile needs nothing
+    spawned_channel_.reset();
+  }
+
   bool exists(std::string_view name) const {
     std::error_code ec;
     return fs::exists(dir_ / name, ec);
@@ -228,6 +239,7 @@ class Monitor {
   bool cancelled_ = false;
   bool timed_out_ = false;
   std::optional<std::uint64_t> oom_kills_before_;  // own_cgroup: the counter at the start
+  Fd spawned_channel_;                              // a spare's fd 3, until the workload is spawned
   int result_ = 1;
 };
 
@@ -266,8 +278,9 @@ int run_folder(Monitor& m, const fs::path& run_dir) {
 // the spare: no job is cancelled by a signal meant for an idle spare), and blocked again
 // from the moment there is something to read; one that came with the folder still ends
 // the spare, which then does not answer (the agent starts a monitor afresh).
+constexpr int kFolderFd = 3;
+
 std::string wait_for_folder() {
-  constexpr int kFolderFd = 3;
   constexpr std::size_t kMaxLine = 4096;
   sigset_t none;
   sigemptyset(&none);
@@ -289,7 +302,6 @@ std::string wait_for_folder() {
   ::sigpending(&pending);
   if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)) line.clear();
   if (!line.empty() && ::write(kFolderFd, &kSpareTaken, 1) != 1) line.clear();  // the agent is gone
-  ::close(kFolderFd);
   return line;
 }
 
@@ -305,7 +317,10 @@ int run_spare() {
   prepare_process();
   Monitor m;  // its loop, pool and runner made while it waits
   const std::string folder = wait_for_folder();
+  Fd channel(kFolderFd);  // kept (never inherited by the workload) until the workload is spawned
   if (folder.empty()) return 0;  // the agent has no use for it, or a signal meant for it came
+  ::fcntl(channel.get(), F_SETFD, FD_CLOEXEC);
+  m.tell_when_spawned(std::move(channel));
   if (folder.front() != '/') {
     std::fprintf(stderr, "instanced-run: handed a run folder that is not an absolute path\n");
     return 2;

@@ -32,9 +32,13 @@ inline constexpr std::string_view kLiveTailFile = "live.ring";
 inline constexpr std::string_view kCancelFile = "cancel";
 inline constexpr std::string_view kProgram = "instanced-run";
 // `instanced-run --spare`: started ahead, its run folder comes as a line on its fd 3, and
-// it answers with this byte once it has taken it (a spare that ends instead never runs it).
+// it answers with kSpareTaken once it has taken it (a spare that ends instead never runs
+// it), then with kSpareSpawned once it has spawned the workload (or failed to), and closes
+// fd 3. The agent starts the next spare only then: on a small machine the next spare's
+// start would otherwise take a CPU from the job's.
 inline constexpr std::string_view kSpareArgument = "--spare";
 inline constexpr char kSpareTaken = '1';
+inline constexpr char kSpareSpawned = '2';
 
 // What to run and how: written by the agent (mode 0600: the environment may hold secrets).
 struct WorkloadSpec {

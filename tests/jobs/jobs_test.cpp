@@ -316,6 +316,9 @@ TEST_CASE("without systemd a job is handed a monitor started ahead, which ends w
     std::erase(next, spare.front());
     return next.size() == 1;
   }));
+  // Started only once the job's process was (the spare said so): not beside its start.
+  // Process ids are handed out in increasing order until they wrap at pid_max.
+  CHECK(next.front() > monitor.at("child").as_int64());
   dir.write("go", "");
   a.wait_state("second", "succeeded");
   CHECK(a.http().get("/v1/jobs/log?id=second").body == "second\n");
