@@ -32,7 +32,7 @@ TEST_CASE("routing", "[status]") {
   CHECK(res[http::field::allow] == "GET");
 }
 
-TEST_CASE("an asynchronous route answers through handle_async; handle() refuses it", "[status]") {
+TEST_CASE("an asynchronous route answers through handle_async, and handle() refuses it", "[status]") {
   Router router;
   boost::asio::io_context ioc;
   boost::asio::steady_timer later(ioc);
