@@ -186,8 +186,11 @@ class Jobs final : public Subsystem {
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
   JobJournal journal_;
   bool commit_posted_ = false;              // a sync begun at the end of this turn of the loop
-  bool syncing_ = false;                    // a sync of the journal under way on the pool
+  bool syncing_ = false;                    // a sync of the journal under way
   Wake synced_;                             // pulsed when it has returned
+  // The journal's syncs on a thread of their own: calls hung on a dead mount that hold the
+  // shared pool's threads cannot hold the queue's answers.
+  BlockingPool sync_pool_{1, 4};
   std::vector<std::filesystem::path> legacy_files_;  // read into the journal, removed once it is written
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for what is posted to the loop
   bool stopping_ = false;

@@ -2,7 +2,7 @@
 // instead of a file and two fsyncs per change. Each change of a job appends a line,
 // "CRC R RECORD" (the job's whole record) or "CRC F ID" (a job forgotten), CRC being the
 // CRC-32 of what follows it. One fdatasync makes every line appended before it durable, so
-// a burst of changes shares it (group commit): the agent runs syncer() on its pool and
+// a burst of changes shares it (group commit): the agent runs syncer() on a thread of its own and
 // tells synced() how far it reached; commit() does both at once (at exit). At start the
 // last line of each job wins; a last line cut short by a crash is ignored, a damaged one is
 // reported with its number. Once the file holds more than twice what is live (and over

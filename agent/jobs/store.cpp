@@ -131,8 +131,8 @@ Result<void> Jobs::persist(const JobRecord& job) {
 asio::awaitable<void> Jobs::sync_journal() { (void)co_await durable(); }
 
 // Everything recorded so far durable (before a submission is answered, before a queued job
-// starts). The fdatasync runs on the pool, never on the loop; the changes made while one
-// runs share the next (group commit).
+// starts). The fdatasync runs on a thread of its own, never on the loop; the changes made
+// while one runs share the next (group commit).
 asio::awaitable<Result<void>> Jobs::durable() {
   const std::uint64_t want = journal_.written();
   while (journal_.durable() < want) {
@@ -144,7 +144,7 @@ asio::awaitable<Result<void>> Jobs::durable() {
     const std::uint64_t upto = journal_.written();
     Result<void> r = Error{"not synced"};
     try {
-      r = co_await api_.pool.run("syncing the job journal", kSyncTimeout, journal_.syncer());
+      r = co_await sync_pool_.run("syncing the job journal", kSyncTimeout, journal_.syncer());
     } catch (...) {
       syncing_ = false;
       synced_.pulse();
