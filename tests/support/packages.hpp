@@ -50,15 +50,16 @@ inline std::string sign(const TempDir& dir, const std::string& key, const std::s
   return sig.output;
 }
 
-// The stand-in installer: records its arguments and the package it was given, waits to be
+// The stand-in installer: records the package it was given, then its arguments, each file
+// whole by a rename (a test that sees the arguments finds the whole package), waits to be
 // told how the update ended, and writes that as the real one does (under the lock). With
 // the file installer-dies, it ends at once without a verdict (as when it is killed).
 inline void put_installer(const TempDir& dir) {
   std::filesystem::create_directories(dir / "bin");
   dir.write("bin/installer", fmt::format(R"(#!/bin/sh
-echo "$@" >> {0}/installer-args
+cp "$1/new.deb" {0}/installed.deb.part && mv {0}/installed.deb.part {0}/installed.deb
+{{ cat {0}/installer-args 2>/dev/null; echo "$@"; }} > {0}/installer-args.part && mv {0}/installer-args.part {0}/installer-args
 [ -e {0}/installer-dies ] && exit 3
-cp "$1/new.deb" {0}/installed.deb
 while [ ! -e {0}/installer-go ]; do sleep 0.05; done
 exec 9>"$1/lock"
 flock 9
