@@ -421,6 +421,70 @@ TEST_CASE("jobs an earlier version recorded one file each are read into the jour
   CHECK(a.job("new").at("state") == "succeeded");
 }
 
+// docs/jobs.md, "Durability": the journal on a disk whose syncs fail (failfs.cpp, a FUSE
+// pass-through, under state_dir/jobs; only the journal's syncs fail, as the flag file
+// names it). No job is kept running, or queued, without its record on disk.
+TEST_CASE("while the journal cannot be synced: submissions refused, a started job stopped, a queued one never started",
+          "[jobs][durability]") {
+  TempDir dir;
+  const std::string d = dir.path().string();
+  std::filesystem::create_directories(dir / "disk");
+  std::filesystem::create_directories(dir / "state/jobs");
+  spawn({FAILFS_BIN, d + "/disk", d + "/state/jobs", d + "/syncs-fail"}, d + "/failfs.log");
+  REQUIRE(eventually([&] { return run_command("mountpoint -q " + d + "/state/jobs").exit_code == 0; }));
+  auto disk_fails = [&](bool fails) {
+    if (fails) dir.write("syncs-fail", "journal\n");
+    else std::filesystem::remove(dir / "syncs-fail");
+  };
+  JobsAgent a(dir, "  slots: 1\n");
+
+  // A job that can start at once starts while its record syncs: stopped, and its
+  // submission refused.
+  disk_fails(true);
+  auto r = a.http().post("/v1/jobs", sh_job("first", "sleep 60"));
+  CHECK(r.status == 503);
+  CHECK_THAT(r.body, Catch::Contains("cannot record the job: ") && Catch::Contains("Input/output error"));
+  auto first = a.wait_state("first", "cancelled");
+  CHECK_THAT(std::string(first.at("reason").as_string()),
+             Catch::StartsWith("stopped: its record could not be written to disk (") &&
+                 Catch::Contains("Input/output error"));
+  CHECK(a.agent().wait_log("cannot record jobs in " + d + "/state/jobs/journal"));
+
+  // A job that would wait in the queue: taken back, as if never submitted.
+  disk_fails(false);
+  a.submit(sh_job("holder", "sleep 60"));
+  a.wait_state("holder", "running");
+  CHECK(a.agent().wait_log("job state recorded again"));
+  const std::string waiting = sh_job("waiting", fmt::format("echo ran >> {}/waiting.out", d));
+  disk_fails(true);
+  r = a.http().post("/v1/jobs", waiting);
+  CHECK(r.status == 503);
+  CHECK_THAT(r.body, Catch::Contains("cannot record the job: "));
+  CHECK(a.http().get("/v1/jobs/job?id=waiting").status == 404);
+
+  // Submitted again once the disk is back: queued. The disk fails again as its turn
+  // comes: it never starts, since its record could not say that it had.
+  disk_fails(false);
+  CHECK(a.submit(waiting).at("state") == "queued");
+  disk_fails(true);
+  CHECK(a.http().post("/v1/jobs/cancel?id=holder").status == 200);
+  auto never = a.wait_state("waiting", "failed");
+  CHECK_THAT(std::string(never.at("reason").as_string()),
+             Catch::StartsWith("cannot record the job before it starts: ") && Catch::Contains("Input/output error"));
+  CHECK_FALSE(std::filesystem::exists(dir / "waiting.out"));
+
+  // The next agent reads the journal: the job taken back is gone (its `forget` line), the
+  // one submitted again is there once, ended as it was.
+  disk_fails(false);
+  a.agent().signal(SIGTERM);
+  REQUIRE(a.agent().wait_exit(10s));
+  a.start();
+  CHECK(a.state("waiting") == "failed");
+  CHECK(a.state("first") == "cancelled");
+  CHECK(a.jobs().at("queued_count").as_int64() == 0);
+  CHECK_FALSE(std::filesystem::exists(dir / "waiting.out"));
+}
+
 TEST_CASE("bad submissions are refused with the field named, from operators and the control plane", "[jobs]") {
   TempDir dir;
   DevCp cp(dir);
