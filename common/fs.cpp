@@ -131,6 +131,19 @@ Result<void> RealFilesystem::append_file(const std::filesystem::path& path, std:
   return {};
 }
 
+Result<void> RealFilesystem::rename(const std::filesystem::path& from, const std::filesystem::path& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    return Error{fmt::format("rename {} to {}: {}", from.string(), to.string(), std::strerror(errno))};
+  return {};
+}
+
+Result<void> RealFilesystem::sync_path(const std::filesystem::path& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) return errno_error("open", path, errno);
+  if (::fsync(fd.get()) != 0) return errno_error("fsync", path, errno);
+  return {};
+}
+
 Result<void> RealFilesystem::create_directories(const std::filesystem::path& path, unsigned mode) {
   struct stat st{};
   // The usual cases first, one call each: made earlier, or only the last part missing.

@@ -83,6 +83,10 @@ class Filesystem {
   // cut back off); with `sync`, then fdatasync: everything appended so far is durable.
   virtual Result<void> append_file(const std::filesystem::path& path, std::string_view data, unsigned mode,
                                    bool sync) = 0;
+  // rename(2): `to` replaced at once, not yet durable (sync_path of the folder makes it so).
+  virtual Result<void> rename(const std::filesystem::path& from, const std::filesystem::path& to) = 0;
+  // fsync of a file or a folder (a folder's: the names created, removed or renamed in it).
+  virtual Result<void> sync_path(const std::filesystem::path& path) = 0;
 };
 
 class RealFilesystem final : public Filesystem {
@@ -94,6 +98,8 @@ class RealFilesystem final : public Filesystem {
   Result<void> create_directories(const std::filesystem::path& path, unsigned mode) override;
   Result<void> append_file(const std::filesystem::path& path, std::string_view data, unsigned mode,
                            bool sync) override;
+  Result<void> rename(const std::filesystem::path& from, const std::filesystem::path& to) override;
+  Result<void> sync_path(const std::filesystem::path& path) override;
 };
 
 }  // namespace instanced

@@ -148,6 +148,8 @@ class Jobs final : public Subsystem {
   void keep_damaged_journal(const std::vector<std::string>& problems);
   std::size_t load_legacy_files(const std::filesystem::path& dir);
   void compact_store();
+  boost::asio::awaitable<void> compact_journal();
+  std::vector<const JobRecord*> store_order() const;
   void prune();
   void publish();
   void poke() { wake_.pulse(); }
@@ -186,7 +188,8 @@ class Jobs final : public Subsystem {
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
   JobJournal journal_;
   bool commit_posted_ = false;              // a sync begun at the end of this turn of the loop
-  bool syncing_ = false;                    // a sync of the journal under way
+  bool syncing_ = false;                    // a sync or a compaction of the journal under way
+  bool compaction_asked_ = false;           // compact_journal() spawned, not yet begun
   Wake synced_;                             // pulsed when it has returned
   // The journal's syncs on a thread of their own: calls hung on a dead mount that hold the
   // shared pool's threads cannot hold the queue's answers.

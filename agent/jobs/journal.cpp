@@ -83,6 +83,7 @@ Result<JobJournal::Loaded> JobJournal::load() {
 
 Result<void> JobJournal::write(std::string line, const std::string& id) {
   if (auto r = fs_.append_file(file_, line, 0600, false); !r) return r;
+  if (compacting_) kept_ += line;
   ++written_;
   file_bytes_ += line.size();
   if (auto it = live_.find(id); it != live_.end()) live_bytes_ -= it->second;
@@ -104,8 +105,13 @@ Result<void> JobJournal::forget(const std::string& id) {
   return {};
 }
 
+// The folder too after a compaction's rename, until a sync has reached past it.
 std::function<Result<void>()> JobJournal::syncer() const {
-  return [&fs = fs_, file = file_] { return fs.append_file(file, "", 0600, true); };
+  return [&fs = fs_, file = file_, folder = renamed_ > synced_]() -> Result<void> {
+    if (auto r = fs.append_file(file, "", 0600, true); !r) return r;
+    if (folder) return fs.sync_path(file.parent_path());
+    return {};
+  };
 }
 
 Result<void> JobJournal::commit() {
@@ -116,9 +122,11 @@ Result<void> JobJournal::commit() {
   return {};
 }
 
-bool JobJournal::wants_compaction() const { return file_bytes_ > kCompactAbove && file_bytes_ > 2 * live_bytes_; }
+bool JobJournal::wants_compaction() const {
+  return !compacting_ && file_bytes_ > kCompactAbove && file_bytes_ > 2 * live_bytes_ && file_bytes_ > retry_above_;
+}
 
-Result<void> JobJournal::compact(const std::vector<const JobRecord*>& live) {
+std::string JobJournal::snapshot(const std::vector<const JobRecord*>& live) {
   std::string text;
   text.reserve(live_bytes_);
   std::map<std::string, std::size_t> sizes;
@@ -127,11 +135,45 @@ Result<void> JobJournal::compact(const std::vector<const JobRecord*>& live) {
     sizes[job->spec.id] = line.size();
     text += line;
   }
-  if (auto r = fs_.write_file_atomic(file_, text, 0600); !r) return r;
   live_ = std::move(sizes);
-  live_bytes_ = file_bytes_ = text.size();
+  live_bytes_ = text.size();
+  return text;
+}
+
+Result<void> JobJournal::compact(const std::vector<const JobRecord*>& live) {
+  std::string text = snapshot(live);
+  if (auto r = fs_.write_file_atomic(file_, text, 0600); !r) return r;
+  file_bytes_ = text.size();
   synced_ = ++written_;  // the file as rewritten is durable: it holds every live record
   return {};
+}
+
+std::string JobJournal::begin_compaction(const std::vector<const JobRecord*>& live) {
+  std::string text = snapshot(live);
+  compacted_bytes_ = text.size();
+  kept_.clear();
+  compacting_ = true;
+  return text;
+}
+
+Result<void> JobJournal::finish_compaction() {
+  compacting_ = false;
+  const std::string kept = std::move(kept_);
+  kept_.clear();
+  if (!kept.empty())
+    if (auto r = fs_.append_file(replacement(), kept, 0600, false); !r) return r;
+  if (auto r = fs_.rename(replacement(), file_); !r) return r;
+  file_bytes_ = compacted_bytes_ + kept.size();
+  renamed_ = ++written_;
+  return {};
+}
+
+// Not tried again before the file has grown by another kCompactAbove (a full disk is not
+// written to the end at every change).
+void JobJournal::abandon_compaction() {
+  compacting_ = false;
+  kept_.clear();
+  retry_above_ = file_bytes_ + kCompactAbove;
 }
 
 }  // namespace instanced::jobs

@@ -6,7 +6,8 @@
 // tells synced() how far it reached; commit() does both at once (at exit). At start the
 // last line of each job wins; a last line cut short by a crash is ignored, a damaged one is
 // reported with its number. Once the file holds more than twice what is live (and over
-// 1 MiB), it is rewritten atomically with the live records alone.
+// 1 MiB), it is rewritten atomically with the live records alone (off the agent's loop:
+// begin_compaction()).
 #pragma once
 
 #include <algorithm>
@@ -52,10 +53,23 @@ class JobJournal {
   // Whether the job has a line in the file (a job that has none yet is new).
   bool has(const std::string& id) const { return live_.contains(id); }
   const std::filesystem::path& file() const { return file_; }
+  std::size_t size() const { return file_bytes_; }  // the file's length as written
 
-  // Whether the file holds more than twice what is live; compact() rewrites it with `live`.
+  // Whether the file holds more than twice what is live (and no compaction is under way);
+  // compact() rewrites it with `live`, here and now (at start).
   bool wants_compaction() const;
   Result<void> compact(const std::vector<const JobRecord*>& live);
+  // The same off this thread, in three steps. begin_compaction() returns the new file's
+  // text, for another thread to write durably to replacement(); lines appended meanwhile go
+  // to the journal as ever and are kept. finish_compaction(), back here, appends them to the
+  // replacement and renames it over the journal; the next sync makes that durable (syncer()
+  // then syncs the folder too). abandon_compaction() when the replacement was not written:
+  // the next is wanted once the file has grown by another MiB.
+  std::string begin_compaction(const std::vector<const JobRecord*>& live);
+  std::filesystem::path replacement() const { return file_.string() + ".new"; }
+  Result<void> finish_compaction();
+  void abandon_compaction();
+  bool compacting() const { return compacting_; }
 
   // A line as written, and one read back (for the tests and the fuzz target).
   static std::string record_line(const JobRecord& job);
@@ -63,6 +77,7 @@ class JobJournal {
 
  private:
   Result<void> write(std::string line, const std::string& id);
+  std::string snapshot(const std::vector<const JobRecord*>& live);  // the live records' text
 
   Filesystem& fs_;
   std::filesystem::path file_;
@@ -71,6 +86,11 @@ class JobJournal {
   std::size_t file_bytes_ = 0;
   std::uint64_t written_ = 0;
   std::uint64_t synced_ = 0;
+  bool compacting_ = false;
+  std::string kept_;                 // lines appended while compacting
+  std::size_t compacted_bytes_ = 0;  // the replacement's size as begun
+  std::uint64_t renamed_ = 0;        // written_ when the replacement was renamed (durable once synced past it)
+  std::size_t retry_above_ = 0;      // after a compaction failed: not again below this size
 };
 
 }  // namespace instanced::jobs

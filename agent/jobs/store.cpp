@@ -83,13 +83,19 @@ std::size_t Jobs::load_legacy_files(const fs::path& dir) {
   return n;
 }
 
-// The journal rewritten with the jobs remembered; legacy files go once it is written.
-void Jobs::compact_store() {
+// The jobs remembered, in the order they were submitted: a rewritten journal's lines.
+std::vector<const JobRecord*> Jobs::store_order() const {
   std::vector<const JobRecord*> live;
   live.reserve(jobs_.size());
   for (const auto& [id, job] : jobs_) live.push_back(job.get());
   std::sort(live.begin(), live.end(), [](const JobRecord* a, const JobRecord* b) { return a->seq < b->seq; });
-  if (auto r = journal_.compact(live); !r) {
+  return live;
+}
+
+// The journal rewritten with the jobs remembered, here and now (at start); legacy files go
+// once it is written.
+void Jobs::compact_store() {
+  if (auto r = journal_.compact(store_order()); !r) {
     store_failed(r.error().message);
     return;
   }
@@ -116,7 +122,10 @@ Result<void> Jobs::persist(const JobRecord& job) {
     store_failed(r.error().message);
     return r;
   }
-  if (journal_.wants_compaction()) compact_store();
+  if (journal_.wants_compaction() && !compaction_asked_) {
+    compaction_asked_ = true;
+    asio::co_spawn(ex_, compact_journal(), asio::detached);
+  }
   if (!commit_posted_) {
     commit_posted_ = true;
     asio::post(ex_, [this, alive = std::weak_ptr<bool>(alive_)] {
@@ -142,9 +151,10 @@ asio::awaitable<Result<void>> Jobs::durable() {
     }
     syncing_ = true;
     const std::uint64_t upto = journal_.written();
+    const auto sync = journal_.syncer();  // named: no temporary inside co_await (docs/architecture.md, GCC 12)
     Result<void> r = Error{"not synced"};
     try {
-      r = co_await sync_pool_.run("syncing the job journal", kSyncTimeout, journal_.syncer());
+      r = co_await sync_pool_.run("syncing the job journal", kSyncTimeout, sync);
     } catch (...) {
       syncing_ = false;
       synced_.pulse();
@@ -161,6 +171,40 @@ asio::awaitable<Result<void>> Jobs::durable() {
     store_error_.reset();
   }
   co_return Result<void>{};
+}
+
+// The journal rewritten with the live records off the loop (journal.hpp, begin_compaction):
+// the new file is written and synced on the journal's thread while no sync runs; changes
+// made meanwhile are appended as ever and kept for it. Then the next sync makes it durable.
+asio::awaitable<void> Jobs::compact_journal() {
+  while (syncing_) co_await synced_.wait();
+  compaction_asked_ = false;
+  if (!journal_.wants_compaction()) co_return;
+  syncing_ = true;
+  const std::size_t was = journal_.size();
+  const auto write = [&fs = api_.fs, file = journal_.replacement(), text = journal_.begin_compaction(store_order())] {
+    return fs.write_file_atomic(file, text, 0600, true);
+  };
+  Result<void> r = Error{"not written"};
+  try {
+    r = co_await sync_pool_.run("rewriting the job journal", kSyncTimeout, write);
+  } catch (...) {  // the agent is stopping
+    journal_.abandon_compaction();
+    syncing_ = false;
+    synced_.pulse();
+    throw;
+  }
+  if (r) r = journal_.finish_compaction();
+  if (r) {
+    log_->info("job journal rewritten with what is live: {} to {}", format_size(ByteSize{was}),
+               format_size(ByteSize{journal_.size()}));
+  } else {
+    journal_.abandon_compaction();
+    log_->warn("cannot rewrite the job journal {} (it goes on growing): {}", journal_.file().string(), r.error().message);
+  }
+  syncing_ = false;
+  synced_.pulse();
+  if (r) (void)co_await durable();
 }
 
 void Jobs::prune() {

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <vector>
 
 #include "common/fs.hpp"
 
@@ -61,6 +62,28 @@ class FakeFilesystem final : public Filesystem {
     return {};
   }
 
+  Result<void> rename(const std::filesystem::path& from, const std::filesystem::path& to) override {
+    std::lock_guard lock(mu_);
+    auto it = files_.find(from);
+    if (it == files_.end()) return Error{"rename " + from.string() + ": No such file or directory", ErrorKind::not_found};
+    files_[to] = std::move(it->second);
+    files_.erase(it);
+    if (auto m = modes_.find(from); m != modes_.end()) modes_[to] = m->second;
+    return {};
+  }
+  Result<void> sync_path(const std::filesystem::path& path) override {
+    std::lock_guard lock(mu_);
+    if (!files_.contains(path) && !directories_.contains(path))
+      return Error{"open " + path.string() + ": No such file or directory", ErrorKind::not_found};
+    synced_paths_.push_back(path);
+    return {};
+  }
+  // Every sync_path() answered, in order.
+  std::vector<std::filesystem::path> synced_paths() const {
+    std::lock_guard lock(mu_);
+    return synced_paths_;
+  }
+
   std::optional<std::string> file(const std::filesystem::path& path) const {
     std::lock_guard lock(mu_);
     auto it = files_.find(path);
@@ -74,6 +97,7 @@ class FakeFilesystem final : public Filesystem {
   std::map<std::filesystem::path, std::string> files_;
   std::map<std::filesystem::path, unsigned> modes_;
   std::set<std::filesystem::path> directories_;
+  std::vector<std::filesystem::path> synced_paths_;
   std::atomic<std::size_t> usage_calls_{0};
 };
 

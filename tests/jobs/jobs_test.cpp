@@ -396,6 +396,40 @@ TEST_CASE("10,000 queued jobs are accepted, listed in order and kept across a re
   CHECK(dup.at("position").as_int64() == 43);
 }
 
+// docs/jobs.md, "Restarts and crashes": once the journal holds mostly history it is rewritten
+// (off the loop) with what is live, while submissions and cancels go on.
+TEST_CASE("the journal is rewritten once it holds mostly history, and the next agent reads it whole", "[jobs]") {
+  TempDir dir;
+  // Nothing starts (setup waits for a file): jobs are queued, then cancelled; 10 kept.
+  JobsAgent a(dir, "  keep_finished: 10\nsetup:\n  log_dir: {dir}/setup-logs\n  scripts:\n    - name: gate\n"
+                   "      content: |\n        while [ ! -e {dir}/go ]; do sleep 0.1; done\n");
+  const std::string padding(2000, 'x');  // about 2 KiB per line: 600 jobs make about 2.5 MiB of lines
+  auto job_of = [&](int i) {
+    return json::serialize(json::object{{"id", fmt::format("j{:03}", i)}, {"command", json::array{"echo", padding}}});
+  };
+  for (int i = 0; i < 600; ++i) {
+    a.submit(job_of(i));
+    if (i >= 100) REQUIRE(a.http().post(fmt::format("/v1/jobs/cancel?id=j{:03}", i - 100)).status == 200);
+  }
+  const auto journal = dir / "state/jobs/journal";
+  REQUIRE(eventually([&] { return std::filesystem::file_size(journal) < (1u << 20); }));
+  CHECK_FALSE(std::filesystem::exists(dir / "state/jobs/journal.new"));
+  CHECK_THAT(a.agent().log(), Catch::Contains("job journal rewritten with what is live") && !Catch::Contains("cannot rewrite"));
+  auto before = a.jobs();
+  CHECK(before.at("queued_count").as_int64() == 100);
+  CHECK(before.at("finished_count").as_int64() == 10);
+  a.agent().signal(SIGKILL);
+  REQUIRE(a.agent().wait_exit(5s));
+  a.start();
+  auto after = a.jobs();
+  CHECK(after.at("queued_count").as_int64() == 100);
+  CHECK(after.at("finished_count").as_int64() == 10);
+  CHECK(a.job("j599").at("position").as_int64() == 100);
+  CHECK(a.state("j499") == "cancelled");
+  CHECK(a.http().get("/v1/jobs/job?id=j000").status == 404);  // forgotten (keep_finished)
+  CHECK_THAT(a.agent().log(), !Catch::Contains("damaged"));
+}
+
 TEST_CASE("jobs an earlier version recorded one file each are read into the journal, a broken file kept aside", "[jobs]") {
   TempDir dir;
   std::filesystem::create_directories(dir / "state/jobs");

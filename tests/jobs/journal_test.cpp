@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "agent/jobs/journal.hpp"
+#include "tests/fakes/fake_fs.hpp"
 #include "tests/support/agent_process.hpp"
 
 using namespace instanced;
@@ -108,6 +109,87 @@ TEST_CASE("the journal is rewritten with the live records once it holds mostly h
   auto loaded = JobJournal(files, file).load();
   REQUIRE(loaded);
   CHECK(states(*loaded).size() == 2);
+}
+
+TEST_CASE("the journal rewritten off the loop: lines appended meanwhile kept, the rename durable at the next sync", "[jobs]") {
+  TempDir dir;
+  RealFilesystem files;
+  const auto file = dir / "journal";
+  JobJournal j(files, file);
+  REQUIRE(j.load());
+  std::vector<JobRecord> live{job("keep", JobState::queued, 1), job("churn", JobState::queued, 2)};
+  REQUIRE(j.append(live[0]));
+  while (!j.wants_compaction()) REQUIRE(j.append(live[1]));
+  const std::string text = j.begin_compaction({&live[0], &live[1]});
+  CHECK_FALSE(j.wants_compaction());  // one at a time
+  // While another thread writes the replacement: a new job, a change, a job forgotten.
+  REQUIRE(j.append(job("new", JobState::queued, 3)));
+  REQUIRE(j.append(job("keep", JobState::running, 1)));
+  REQUIRE(j.forget("churn"));
+  REQUIRE(files.write_file_atomic(j.replacement(), text, 0600, true));
+  CHECK(std::filesystem::file_size(file) > (1u << 20));  // the old file until the rename
+  REQUIRE(j.finish_compaction());
+  CHECK(std::filesystem::file_size(file) < 4096);
+  CHECK_FALSE(std::filesystem::exists(j.replacement()));
+  CHECK(j.pending());  // the rename is durable once the folder is synced
+  REQUIRE(j.commit());
+  CHECK_FALSE(j.pending());
+  CHECK_FALSE(j.wants_compaction());
+  auto loaded = JobJournal(files, file).load();
+  REQUIRE(loaded);
+  CHECK(loaded->problems.empty());
+  CHECK(states(*loaded) == std::map<std::string, JobState>{{"keep", JobState::running}, {"new", JobState::queued}});
+}
+
+TEST_CASE("the journal's sync takes in its folder after a compaction's rename, until a sync has reached past it", "[jobs]") {
+  testing::FakeFilesystem files;
+  const std::filesystem::path file = "/state/jobs/journal";
+  REQUIRE(files.create_directories(file.parent_path(), 0700));
+  JobJournal j(files, file);
+  REQUIRE(j.load());
+  std::vector<JobRecord> live{job("a", JobState::queued, 1)};
+  REQUIRE(j.append(live[0]));
+  REQUIRE(j.syncer()());
+  CHECK(files.synced_paths().empty());  // the file's fdatasync alone (append_file)
+  const std::string text = j.begin_compaction({&live[0]});
+  REQUIRE(files.write_file_atomic(j.replacement(), text, 0600, true));
+  REQUIRE(j.finish_compaction());
+  const std::uint64_t upto = j.written();
+  REQUIRE(j.syncer()());
+  CHECK(files.synced_paths() == std::vector<std::filesystem::path>{"/state/jobs"});
+  j.synced(upto);
+  REQUIRE(j.append(job("a", JobState::running, 1)));
+  REQUIRE(j.syncer()());
+  CHECK(files.synced_paths().size() == 1);  // reached: not again
+}
+
+TEST_CASE("a compaction whose replacement was not written leaves the journal as it was", "[jobs]") {
+  TempDir dir;
+  RealFilesystem files;
+  const auto file = dir / "journal";
+  JobJournal j(files, file);
+  REQUIRE(j.load());
+  std::vector<JobRecord> live{job("keep", JobState::queued, 1)};
+  REQUIRE(j.append(live[0]));
+  while (!j.wants_compaction()) REQUIRE(j.append(live[0]));
+  (void)j.begin_compaction({&live[0]});
+  REQUIRE(j.append(job("keep", JobState::running, 1)));
+  j.abandon_compaction();
+  CHECK_FALSE(j.wants_compaction());  // not again at the next change: once the file has grown by 1 MiB
+  const auto failed_at = std::filesystem::file_size(file);
+  while (!j.wants_compaction()) REQUIRE(j.append(job("keep", JobState::running, 1)));
+  CHECK(std::filesystem::file_size(file) > failed_at + (1u << 20));
+  REQUIRE(j.append(job("keep", JobState::succeeded, 1)));
+  CHECK_FALSE(std::filesystem::exists(j.replacement()));
+  // finish without a replacement: refused, named.
+  (void)j.begin_compaction({&live[0]});
+  auto r = j.finish_compaction();
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().message, Catch::Matchers::Contains("journal.new"));
+  REQUIRE(j.commit());
+  auto loaded = JobJournal(files, file).load();
+  REQUIRE(loaded);
+  CHECK(states(*loaded) == std::map<std::string, JobState>{{"keep", JobState::succeeded}});
 }
 
 TEST_CASE("the job journal's sync off the loop: what was written before it began is durable after", "[jobs]") {
