@@ -132,9 +132,10 @@ Result<void> RealFilesystem::append_file(const std::filesystem::path& path, std:
 }
 
 Result<void> RealFilesystem::rename(const std::filesystem::path& from, const std::filesystem::path& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0)
-    return Error{fmt::format("rename {} to {}: {}", from.string(), to.string(), std::strerror(errno))};
-  return {};
+  if (::rename(from.c_str(), to.c_str()) == 0) return {};
+  const int err = errno;
+  return Error{fmt::format("rename {} to {}: {}", from.string(), to.string(), std::strerror(err)),
+               err == ENOENT ? ErrorKind::not_found : ErrorKind::failed};
 }
 
 Result<void> RealFilesystem::sync_path(const std::filesystem::path& path) {

@@ -54,3 +54,22 @@ TEST_CASE("create_directories makes the chain and rejects a file in the way", "[
   dir.write("file", "x");
   CHECK_FALSE(fs.create_directories(dir / "file", 0755).ok());
 }
+
+TEST_CASE("rename replaces the target, and sync_path syncs a file or a folder; each failure names its path", "[fs]") {
+  TempDir dir;
+  RealFilesystem fs;
+  REQUIRE(fs.write_file_atomic(dir / "new", "new", 0600));
+  REQUIRE(fs.write_file_atomic(dir / "old", "old", 0600));
+  REQUIRE(fs.rename(dir / "new", dir / "old"));
+  CHECK(*fs.read_file(dir / "old", 16) == "new");
+  CHECK_FALSE(std::filesystem::exists(dir / "new"));
+  auto gone = fs.rename(dir / "new", dir / "old");
+  REQUIRE_FALSE(gone);
+  CHECK(gone.error().kind == ErrorKind::not_found);
+  CHECK_THAT(gone.error().message, Catch::Matchers::StartsWith("rename " + (dir / "new").string() + " to "));
+  CHECK(fs.sync_path(dir / "old"));
+  CHECK(fs.sync_path(dir.path()));
+  auto missing = fs.sync_path(dir / "missing");
+  REQUIRE_FALSE(missing);
+  CHECK_THAT(missing.error().message, Catch::Matchers::Contains((dir / "missing").string()));
+}
