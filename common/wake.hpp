@@ -11,6 +11,8 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <utility>
+
 #include "common/clock.hpp"
 #include "common/coro.hpp"
 
@@ -71,6 +73,53 @@ class Wake {
  private:
   bool pulsed_ = false;
   boost::asio::steady_timer timer_;
+};
+
+// One coroutine at a time through a section that awaits (a sync of a file, a look at a
+// service): the others wait for its end. The turn ends when `Held` goes, also when the
+// holder's frame is unwound by a cancellation. Event loop only.
+class LoopLock {
+ public:
+  explicit LoopLock(boost::asio::any_io_executor ex) : released_(std::move(ex)) {}
+
+  class Held {
+   public:
+    Held() = default;
+    explicit Held(LoopLock* lock) : lock_(lock) {}
+    Held(Held&& other) noexcept : lock_(std::exchange(other.lock_, nullptr)) {}
+    Held& operator=(Held&& other) noexcept {
+      if (this != &other) {
+        release();
+        lock_ = std::exchange(other.lock_, nullptr);
+      }
+      return *this;
+    }
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+    ~Held() { release(); }
+    void release() {
+      if (!lock_) return;
+      lock_->held_ = false;
+      lock_->released_.pulse();
+      lock_ = nullptr;
+    }
+
+   private:
+    LoopLock* lock_ = nullptr;
+  };
+
+  // The turn, once nobody else holds it. Throws operation_aborted when the calling coroutine
+  // is cancelled while it waits.
+  boost::asio::awaitable<Held> acquire() {
+    while (held_) co_await released_.wait();
+    held_ = true;
+    co_return Held(this);
+  }
+  bool held() const { return held_; }
+
+ private:
+  bool held_ = false;
+  Wake released_;  // pulsed when a turn ends
 };
 
 }  // namespace instanced

@@ -18,7 +18,7 @@ Jobs::Jobs(asio::any_io_executor ex, Api& api, ProcessRunner& runner, const Jobs
       live_changed_(ex),
       tool_done_(ex),
       journal_(api.fs, std::filesystem::path(state_dir_) / "jobs" / "journal"),
-      synced_(ex) {
+      journal_turn_(ex) {
   reconfigure(config);
   load();
 }

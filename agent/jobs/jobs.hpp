@@ -188,9 +188,8 @@ class Jobs final : public Subsystem {
   std::optional<std::string> store_error_;   // state_dir/jobs cannot be written
   JobJournal journal_;
   bool commit_posted_ = false;              // a sync begun at the end of this turn of the loop
-  bool syncing_ = false;                    // a sync or a compaction of the journal under way
+  LoopLock journal_turn_;                   // one sync or compaction of the journal at a time
   bool compaction_asked_ = false;           // compact_journal() spawned, not yet begun
-  Wake synced_;                             // pulsed when it has returned
   // The journal's syncs on a thread of their own: calls hung on a dead mount that hold the
   // shared pool's threads cannot hold the queue's answers.
   BlockingPool sync_pool_{1, 4};

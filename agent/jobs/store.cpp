@@ -145,23 +145,11 @@ asio::awaitable<void> Jobs::sync_journal() { (void)co_await durable(); }
 asio::awaitable<Result<void>> Jobs::durable() {
   const std::uint64_t want = journal_.written();
   while (journal_.durable() < want) {
-    if (syncing_) {
-      co_await synced_.wait();
-      continue;
-    }
-    syncing_ = true;
+    auto turn = co_await journal_turn_.acquire();
+    if (journal_.durable() >= want) break;  // the sync that ran meanwhile reached it
     const std::uint64_t upto = journal_.written();
     const auto sync = journal_.syncer();  // named: no temporary inside co_await (docs/architecture.md, GCC 12)
-    Result<void> r = Error{"not synced"};
-    try {
-      r = co_await sync_pool_.run("syncing the job journal", kSyncTimeout, sync);
-    } catch (...) {
-      syncing_ = false;
-      synced_.pulse();
-      throw;
-    }
-    syncing_ = false;
-    synced_.pulse();
+    auto r = co_await sync_pool_.run("syncing the job journal", kSyncTimeout, sync);
     if (!r) {
       store_failed(r.error().message);
       co_return r;
@@ -177,34 +165,31 @@ asio::awaitable<Result<void>> Jobs::durable() {
 // the new file is written and synced on the journal's thread while no sync runs; changes
 // made meanwhile are appended as ever and kept for it. Then the next sync makes it durable.
 asio::awaitable<void> Jobs::compact_journal() {
-  while (syncing_) co_await synced_.wait();
-  compaction_asked_ = false;
-  if (!journal_.wants_compaction()) co_return;
-  syncing_ = true;
-  const std::size_t was = journal_.size();
-  const auto write = [&fs = api_.fs, file = journal_.replacement(), text = journal_.begin_compaction(store_order())] {
-    return fs.write_file_atomic(file, text, 0600, true);
-  };
   Result<void> r = Error{"not written"};
-  try {
-    r = co_await sync_pool_.run("rewriting the job journal", kSyncTimeout, write);
-  } catch (...) {  // the agent is stopping
-    journal_.abandon_compaction();
-    syncing_ = false;
-    synced_.pulse();
-    throw;
-  }
-  if (r) r = journal_.finish_compaction();
-  if (r) {
+  {
+    auto turn = co_await journal_turn_.acquire();
+    compaction_asked_ = false;
+    if (!journal_.wants_compaction()) co_return;
+    const std::size_t was = journal_.size();
+    const auto write = [&fs = api_.fs, file = journal_.replacement(), text = journal_.begin_compaction(store_order())] {
+      return fs.write_file_atomic(file, text, 0600, true);
+    };
+    try {
+      r = co_await sync_pool_.run("rewriting the job journal", kSyncTimeout, write);
+    } catch (...) {  // the agent is stopping
+      journal_.abandon_compaction();
+      throw;
+    }
+    if (r) r = journal_.finish_compaction();
+    if (!r) {
+      journal_.abandon_compaction();
+      log_->warn("cannot rewrite the job journal {} (it goes on growing): {}", journal_.file().string(), r.error().message);
+      co_return;
+    }
     log_->info("job journal rewritten with what is live: {} to {}", format_size(ByteSize{was}),
                format_size(ByteSize{journal_.size()}));
-  } else {
-    journal_.abandon_compaction();
-    log_->warn("cannot rewrite the job journal {} (it goes on growing): {}", journal_.file().string(), r.error().message);
   }
-  syncing_ = false;
-  synced_.pulse();
-  if (r) (void)co_await durable();
+  (void)co_await durable();
 }
 
 void Jobs::prune() {

@@ -34,7 +34,7 @@ bool compliant(SshPolicy p, const std::string& file_state, const std::string& ac
 
 Ssh::Ssh(asio::any_io_executor ex, Api& api, ServiceManager& services, const SshConfig& config, std::string state_dir)
     : ex_(ex), api_(api), services_(services), config_(config), state_dir_(std::move(state_dir)),
-      log_(api.logging.get("ssh")), policy_(config.policy), wake_(ex), enforced_(ex) {
+      log_(api.logging.get("ssh")), policy_(config.policy), wake_(ex), enforcing_(ex) {
   load();
 }
 
@@ -124,19 +124,8 @@ asio::awaitable<void> Ssh::run() {
 
 // One look at a time: the loop's and set_policy()'s would otherwise interleave.
 asio::awaitable<void> Ssh::enforce() {
-  while (enforcing_) {
-    co_await enforced_.wait();  // pulsed when the look in progress ends
-  }
-  enforcing_ = true;
-  try {
-    co_await enforce_once();
-  } catch (...) {
-    enforcing_ = false;
-    enforced_.pulse();
-    throw;
-  }
-  enforcing_ = false;
-  enforced_.pulse();
+  auto turn = co_await enforcing_.acquire();
+  co_await enforce_once();
 }
 
 asio::awaitable<void> Ssh::enforce_once() {

@@ -65,8 +65,7 @@ class Ssh final : public Subsystem {
   std::string error_;
   bool looked_ = false;
   Wake wake_;  // the next look; pulsed by a reload or set_ssh_policy
-  bool enforcing_ = false;
-  Wake enforced_;  // pulsed when a look ends: the next one may begin
+  LoopLock enforcing_;  // one look at a time
   std::uint64_t generation_ = 0;  // bumped when the policy or the unit changes
 };
 

@@ -55,7 +55,7 @@ TEST_CASE("create_directories makes the chain and rejects a file in the way", "[
   CHECK_FALSE(fs.create_directories(dir / "file", 0755).ok());
 }
 
-TEST_CASE("rename replaces the target, and sync_path syncs a file or a folder; each failure names its path", "[fs]") {
+TEST_CASE("rename replaces the target, sync_path syncs a file or a folder, and each failure names its path", "[fs]") {
   TempDir dir;
   RealFilesystem fs;
   REQUIRE(fs.write_file_atomic(dir / "new", "new", 0600));
