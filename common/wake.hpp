@@ -11,6 +11,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <memory>
 #include <utility>
 
 #include "common/clock.hpp"
@@ -77,20 +78,23 @@ class Wake {
 
 // One coroutine at a time through a section that awaits (a sync of a file, a look at a
 // service): the others wait for its end. The turn ends when `Held` goes, also when the
-// holder's frame is unwound by a cancellation. Event loop only.
+// holder's frame is unwound by a cancellation; a frame destroyed after the lock (a
+// coroutine left on the loop when the agent exits) touches nothing. Event loop only.
 class LoopLock {
  public:
   explicit LoopLock(boost::asio::any_io_executor ex) : released_(std::move(ex)) {}
+  LoopLock(const LoopLock&) = delete;
+  LoopLock& operator=(const LoopLock&) = delete;
 
   class Held {
    public:
     Held() = default;
-    explicit Held(LoopLock* lock) : lock_(lock) {}
-    Held(Held&& other) noexcept : lock_(std::exchange(other.lock_, nullptr)) {}
+    explicit Held(std::weak_ptr<LoopLock*> lock) : lock_(std::move(lock)) {}
+    Held(Held&& other) noexcept = default;
     Held& operator=(Held&& other) noexcept {
       if (this != &other) {
         release();
-        lock_ = std::exchange(other.lock_, nullptr);
+        lock_ = std::move(other.lock_);
       }
       return *this;
     }
@@ -98,14 +102,15 @@ class LoopLock {
     Held& operator=(const Held&) = delete;
     ~Held() { release(); }
     void release() {
-      if (!lock_) return;
-      lock_->held_ = false;
-      lock_->released_.pulse();
-      lock_ = nullptr;
+      if (auto lock = lock_.lock()) {
+        (*lock)->held_ = false;
+        (*lock)->released_.pulse();
+      }
+      lock_.reset();
     }
 
    private:
-    LoopLock* lock_ = nullptr;
+    std::weak_ptr<LoopLock*> lock_;
   };
 
   // The turn, once nobody else holds it. Throws operation_aborted when the calling coroutine
@@ -113,13 +118,14 @@ class LoopLock {
   boost::asio::awaitable<Held> acquire() {
     while (held_) co_await released_.wait();
     held_ = true;
-    co_return Held(this);
+    co_return Held(self_);
   }
   bool held() const { return held_; }
 
  private:
   bool held_ = false;
   Wake released_;  // pulsed when a turn ends
+  std::shared_ptr<LoopLock*> self_ = std::make_shared<LoopLock*>(this);
 };
 
 }  // namespace instanced

@@ -35,6 +35,8 @@ void settle(asio::io_context& ioc) {
   }
 }
 
+asio::awaitable<void> take(LoopLock& lock, LoopLock::Held& out) { out = co_await lock.acquire(); }
+
 asio::awaitable<void> hold_forever(LoopLock& lock, std::vector<std::string>& seen) {
   auto turn = co_await lock.acquire();
   seen.emplace_back("holder in");
@@ -78,4 +80,20 @@ TEST_CASE("LoopLock: a holder cancelled ends its turn, a waiter cancelled never 
   CHECK(aborted == 2);
   CHECK(seen == std::vector<std::string>{"holder in", "next in", "next out"});
   CHECK_FALSE(lock.held());
+}
+
+// A coroutine left on the loop when the agent exits is destroyed after the subsystem that
+// owned the lock: its turn's end must touch nothing (ASan, which runs this suite, would
+// report a use after free).
+TEST_CASE("LoopLock: a turn that outlives its lock touches nothing when it ends", "[wake]") {
+  asio::io_context ioc;
+  LoopLock::Held held;
+  {
+    LoopLock lock(ioc.get_executor());
+    asio::co_spawn(ioc, take(lock, held), asio::detached);
+    settle(ioc);
+    REQUIRE(lock.held());
+  }
+  held.release();
+  LoopLock::Held moved = std::move(held);  // empty: nothing to release
 }
