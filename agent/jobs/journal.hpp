@@ -69,7 +69,6 @@ class JobJournal {
   std::filesystem::path replacement() const { return file_.string() + ".new"; }
   Result<void> finish_compaction();
   void abandon_compaction();
-  bool compacting() const { return compacting_; }
 
   // A line as written, and one read back (for the tests and the fuzz target).
   static std::string record_line(const JobRecord& job);
