@@ -32,6 +32,15 @@ std::map<std::string, JobState> states(const JobJournal::Loaded& l) {
   return out;
 }
 
+// A journal on a real file in a test's folder, loaded (no file yet: nothing).
+struct EmptyJournal {
+  EmptyJournal() { REQUIRE(j.load()); }
+  TempDir dir;
+  RealFilesystem files;
+  const std::filesystem::path file = dir / "journal";
+  JobJournal j{files, file};
+};
+
 }  // namespace
 
 TEST_CASE("the job journal: the last line of each job wins, forgotten jobs stay forgotten", "[jobs]") {
@@ -90,12 +99,7 @@ TEST_CASE("a journal cut short by a crash, or damaged, loses only the lines it m
   }
 }
 
-TEST_CASE("the journal is rewritten with the live records once it holds mostly history", "[jobs]") {
-  TempDir dir;
-  RealFilesystem files;
-  const auto file = dir / "journal";
-  JobJournal j(files, file);
-  REQUIRE(j.load());
+TEST_CASE_METHOD(EmptyJournal, "the journal is rewritten with the live records once it holds mostly history", "[jobs]") {
   std::vector<JobRecord> live{job("keep", JobState::queued, 1)};
   REQUIRE(j.append(live[0]));
   // One job changing state over and over: history piles up, what is live stays one line.
@@ -111,12 +115,7 @@ TEST_CASE("the journal is rewritten with the live records once it holds mostly h
   CHECK(states(*loaded).size() == 2);
 }
 
-TEST_CASE("the journal rewritten off the loop: lines appended meanwhile kept, the rename durable at the next sync", "[jobs]") {
-  TempDir dir;
-  RealFilesystem files;
-  const auto file = dir / "journal";
-  JobJournal j(files, file);
-  REQUIRE(j.load());
+TEST_CASE_METHOD(EmptyJournal, "the journal rewritten off the loop: lines appended meanwhile kept, the rename durable at the next sync", "[jobs]") {
   std::vector<JobRecord> live{job("keep", JobState::queued, 1), job("churn", JobState::queued, 2)};
   REQUIRE(j.append(live[0]));
   while (!j.wants_compaction()) REQUIRE(j.append(live[1]));
@@ -163,12 +162,7 @@ TEST_CASE("the journal's sync takes in its folder after a compaction's rename, u
   CHECK(files.synced_paths().size() == 1);  // reached: not again
 }
 
-TEST_CASE("a compaction whose replacement was not written leaves the journal as it was", "[jobs]") {
-  TempDir dir;
-  RealFilesystem files;
-  const auto file = dir / "journal";
-  JobJournal j(files, file);
-  REQUIRE(j.load());
+TEST_CASE_METHOD(EmptyJournal, "a compaction whose replacement was not written leaves the journal as it was", "[jobs]") {
   std::vector<JobRecord> live{job("keep", JobState::queued, 1)};
   REQUIRE(j.append(live[0]));
   while (!j.wants_compaction()) REQUIRE(j.append(live[0]));
@@ -192,11 +186,7 @@ TEST_CASE("a compaction whose replacement was not written leaves the journal as 
   CHECK(states(*loaded) == std::map<std::string, JobState>{{"keep", JobState::succeeded}});
 }
 
-TEST_CASE("the job journal's sync off the loop: what was written before it began is durable after", "[jobs]") {
-  TempDir dir;
-  RealFilesystem files;
-  JobJournal j(files, dir / "journal");
-  REQUIRE(j.load());
+TEST_CASE_METHOD(EmptyJournal, "the job journal's sync off the loop: what was written before it began is durable after", "[jobs]") {
   REQUIRE(j.append(job("a", JobState::queued, 1)));
   const std::uint64_t before = j.written();
   auto sync = j.syncer();
